@@ -1,0 +1,542 @@
+"""BERT-CRF for token classification: a BERT encoder, a linear classifier and a linear-chain CRF.
+
+This file travels with every checkpoint as remote code, so it imports nothing beyond torch, transformers and its
+own configuration file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+from transformers import BertModel, BertPreTrainedModel
+from transformers.utils import ModelOutput
+
+try:
+    from .configuration_bert_crf import BertCrfConfig
+except ImportError:  # imported as a top-level module (tests, scripts in this repo)
+    from configuration_bert_crf import BertCrfConfig
+
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers < 5 has no loading-aware init functions
+    from torch.nn import init
+
+# Score added to forbidden transitions when decoding is constrained: far below any reachable path score, yet finite
+# so that sums of several penalties stay finite in float32 and marginals never see inf - inf.
+FORBIDDEN_SCORE = -10000.0
+
+
+def _shape_str(shape: List[int]) -> str:
+    # Formats a 2-d shape like Python's tuple repr, also under TorchScript, so error messages match pytorch-crf.
+    return "(" + ", ".join([str(d) for d in shape]) + ")"
+
+
+class CRF(nn.Module):
+    """Linear-chain conditional random field, a drop-in for pytorch-crf's `torchcrf.CRF`.
+
+    Same constructor, parameters (`start_transitions`, `end_transitions`, `transitions[i, j]` = score of tag j
+    following tag i), `repr`, `forward` (log-likelihood) and `decode` (Viterbi) as pytorch-crf, with the same
+    `ValueError` messages; its state dicts load either way. Beyond it:
+
+    - every step is vectorized over the batch, backtracking included;
+    - a mask may have holes: the chain then runs over the positions that are on, in order (pytorch-crf silently
+      scores such a mask wrongly). The first timestep must still be on, as in pytorch-crf;
+    - `decode_padded` returns the Viterbi path as a tensor, `marginal_probabilities` the per-token posteriors;
+    - `set_constraints` forbids transitions (for a tag scheme) in decoding and marginals; the likelihood stays
+      unconstrained so that gold paths which break the scheme still train.
+
+    Args:
+        num_tags: Number of tags.
+        batch_first: Whether the first dimension is the batch (else the sequence), as in pytorch-crf.
+    """
+
+    def __init__(self, num_tags: int, batch_first: bool = False) -> None:
+        if num_tags <= 0:
+            raise ValueError(f"invalid number of tags: {num_tags}")
+        super().__init__()
+        self.num_tags = num_tags
+        self.batch_first = batch_first
+        self.start_transitions = nn.Parameter(torch.empty(num_tags))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags))
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+        # Non-persistent, so pytorch-crf state dicts load unchanged; owners re-apply constraints after loading.
+        self.register_buffer("start_penalty", torch.zeros(num_tags), persistent=False)
+        self.register_buffer("end_penalty", torch.zeros(num_tags), persistent=False)
+        self.register_buffer("transition_penalty", torch.zeros(num_tags, num_tags), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialize the transition scores uniformly in [-0.1, 0.1], as pytorch-crf does."""
+        nn.init.uniform_(self.start_transitions, -0.1, 0.1)
+        nn.init.uniform_(self.end_transitions, -0.1, 0.1)
+        nn.init.uniform_(self.transitions, -0.1, 0.1)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(num_tags={self.num_tags})"
+
+    @torch.jit.ignore
+    def set_constraints(
+        self,
+        allowed_start: Optional[List[bool]] = None,
+        allowed_end: Optional[List[bool]] = None,
+        allowed_transitions: Optional[List[List[bool]]] = None,
+    ) -> None:
+        """Forbid tags at the start or end and tag pairs in decoding and marginals; None allows everything."""
+        n = self.num_tags
+        tables = (
+            (self.start_penalty, allowed_start, (n,)),
+            (self.end_penalty, allowed_end, (n,)),
+            (self.transition_penalty, allowed_transitions, (n, n)),
+        )
+        with torch.no_grad():
+            for buffer, allowed, shape in tables:
+                if allowed is None:
+                    buffer.zero_()
+                    continue
+                allowed_t = torch.as_tensor(allowed, dtype=torch.bool, device=buffer.device)
+                if tuple(allowed_t.shape) != shape:
+                    raise ValueError(f"constraint table must have shape {shape}, got {tuple(allowed_t.shape)}")
+                buffer.copy_(torch.where(allowed_t, 0.0, FORBIDDEN_SCORE))
+
+    def forward(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        reduction: str = "sum",
+    ) -> torch.Tensor:
+        """Log-likelihood of `tags` given `emissions`, reduced over the batch like pytorch-crf.
+
+        Args:
+            emissions: `(seq_length, batch_size, num_tags)`, or `(batch_size, seq_length, num_tags)` if batch_first.
+            tags: `(seq_length, batch_size)` (or batch first); values at masked-off positions are ignored.
+            mask: same shape as `tags`; the chain runs over the positions that are on.
+            reduction: "none" (one value per sequence), "sum", "mean" (over sequences) or "token_mean".
+        """
+        self._validate(emissions, tags, mask)
+        if reduction not in ("none", "sum", "mean", "token_mean"):
+            raise ValueError(f"invalid reduction: {reduction}")
+        emissions, tags_bf, mask_bf = self._batch_first(emissions, tags, mask)
+        emissions, tags_bf, mask_bf, _ = self._left_align(emissions, tags_bf, mask_bf)
+        assert tags_bf is not None  # refines Optional for TorchScript
+        llh = self.log_likelihood_packed(emissions, tags_bf, mask_bf)  # (batch,)
+        if reduction == "none":
+            return llh
+        if reduction == "sum":
+            return llh.sum()
+        if reduction == "mean":
+            return llh.mean()
+        return llh.sum() / mask_bf.to(llh.dtype).sum()
+
+    @torch.jit.export
+    def decode(self, emissions: torch.Tensor, mask: Optional[torch.Tensor] = None) -> List[List[int]]:
+        """Viterbi path of each sequence as a list of tags, one per position that is on in `mask`."""
+        self._validate(emissions, None, mask)
+        emissions, _, mask_bf = self._batch_first(emissions, None, mask)
+        emissions, _, mask_bf, _ = self._left_align(emissions, None, mask_bf)
+        best: List[List[int]] = self.viterbi_packed(emissions, mask_bf).tolist()  # (batch, seq) as lists
+        lengths: List[int] = mask_bf.sum(1).tolist()
+        return [best[i][: lengths[i]] for i in range(len(lengths))]
+
+    @torch.jit.export
+    def decode_padded(
+        self, emissions: torch.Tensor, mask: Optional[torch.Tensor] = None, pad_tag: int = -1
+    ) -> torch.Tensor:
+        """Viterbi path as a tensor shaped like the mask: each position's tag where the mask is on, else `pad_tag`."""
+        self._validate(emissions, None, mask)
+        emissions, _, mask_bf = self._batch_first(emissions, None, mask)
+        packed, _, packed_mask, order = self._left_align(emissions, None, mask_bf)
+        best = self.viterbi_packed(packed, packed_mask).masked_fill(~packed_mask, pad_tag)  # (batch, seq)
+        out = torch.full_like(best, pad_tag).scatter(1, order, best)  # (batch, seq), original positions
+        return out if self.batch_first else out.transpose(0, 1)
+
+    @torch.jit.export
+    def marginal_probabilities(self, emissions: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posterior probability of each tag at each position (forward-backward), 0 where the mask is off.
+
+        Same layout as `emissions`; rows sum to 1 at positions that are on. Respects `set_constraints`.
+        """
+        self._validate(emissions, None, mask)
+        emissions, _, mask_bf = self._batch_first(emissions, None, mask)
+        packed, _, packed_mask, order = self._left_align(emissions, None, mask_bf)
+        probs = self.marginals_packed(packed, packed_mask)  # (batch, seq, tags)
+        out = torch.zeros_like(probs).scatter(1, order.unsqueeze(2).expand_as(probs), probs)
+        return out if self.batch_first else out.transpose(0, 1)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Input handling
+
+    def _validate(self, emissions: torch.Tensor, tags: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> None:
+        if emissions.dim() != 3:
+            raise ValueError(f"emissions must have dimension of 3, got {emissions.dim()}")
+        if emissions.size(2) != self.num_tags:
+            raise ValueError(f"expected last dimension of emissions is {self.num_tags}, got {emissions.size(2)}")
+        if tags is not None:
+            if emissions.shape[:2] != tags.shape:
+                raise ValueError(
+                    "the first two dimensions of emissions and tags must match, "
+                    f"got {_shape_str(emissions.shape[:2])} and {_shape_str(tags.shape)}"
+                )
+        if mask is not None:
+            if emissions.shape[:2] != mask.shape:
+                raise ValueError(
+                    "the first two dimensions of emissions and mask must match, "
+                    f"got {_shape_str(emissions.shape[:2])} and {_shape_str(mask.shape)}"
+                )
+            first = mask[:, 0] if self.batch_first else mask[0]
+            if not bool(first.all()):
+                raise ValueError("mask of the first timestep must all be on")
+
+    def _batch_first(
+        self, emissions: torch.Tensor, tags: Optional[torch.Tensor], mask: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        if mask is None:
+            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        mask = mask.to(torch.bool)
+        if not self.batch_first:
+            emissions = emissions.transpose(0, 1)
+            mask = mask.transpose(0, 1)
+            if tags is not None:
+                tags = tags.transpose(0, 1)
+        return emissions, tags, mask
+
+    @staticmethod
+    def _left_align(
+        emissions: torch.Tensor, tags: Optional[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Move the positions that are on to the front of each row, keeping their order.
+
+        Returns packed emissions, tags and mask (batch first, each row's on positions first) and `order`, the
+        original position of each packed slot, for scattering results back.
+        """
+        order = torch.arange(mask.size(1), device=mask.device).expand(mask.size(0), -1)  # (batch, seq)
+        if mask.size(1) > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+            order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # on positions first, in order
+            emissions = emissions.gather(1, order.unsqueeze(2).expand_as(emissions))  # (batch, seq, tags)
+            mask = mask.gather(1, order)  # (batch, seq), now a prefix mask
+            if tags is not None:
+                tags = tags.gather(1, order)
+        return emissions, tags, mask, order
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Algorithms on packed input: batch first, each row's mask a prefix of ones. Rows may be empty (all off);
+    # they score 0, decode to nothing and have zero marginals.
+
+    def log_likelihood_packed(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-sequence log-likelihood `(batch,)` for packed input (see above)."""
+        return self._gold_score(emissions, tags, mask) - self._log_partition(emissions, mask)
+
+    def _gold_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, _ = emissions.shape
+        mask_f = mask.to(emissions.dtype)  # (batch, seq)
+        tags = tags.masked_fill(~mask, 0)  # padding may hold -100 or garbage
+        score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * mask_f).sum(1)  # (batch,)
+        if seq_len > 1:
+            pair_scores = self.transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
+            score = score + (pair_scores * mask_f[:, 1:]).sum(1)
+        lengths = mask.sum(1)  # (batch,)
+        last_tags = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (batch,)
+        boundary = self.start_transitions[tags[:, 0]] + self.end_transitions[last_tags]  # (batch,)
+        return score + boundary * (lengths > 0).to(emissions.dtype)
+
+    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z per sequence `(batch,)` by the forward algorithm, unconstrained."""
+        alphas = self._forward_scores(emissions, mask, self.start_transitions, self.transitions)  # (batch, seq, tags)
+        alpha = alphas[:, -1]  # (batch, tags): masked steps carry the last real alpha forward
+        log_z = torch.logsumexp(alpha + self.end_transitions, dim=1)  # (batch,)
+        return log_z * (mask[:, 0]).to(emissions.dtype)
+
+    @staticmethod
+    def _forward_scores(
+        emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward log-scores alpha `(batch, seq, tags)`; steps past a row's end repeat its last alpha.
+
+        Each step is a matrix product in probability space, rescaled by the row maximum of alpha and the column
+        maximum of the transitions: an order of magnitude cheaper than a (batch, tags, tags) logsumexp.
+        """
+        seq_len = emissions.size(1)
+        trans_max = transitions.max(0).values  # (tags,) best score into each tag
+        exp_trans = (transitions - trans_max.unsqueeze(0)).exp()  # (tags, tags), column max 1
+        alpha = start + emissions[:, 0]  # (batch, tags)
+        alphas = [alpha]
+        for t in range(1, seq_len):
+            shift = alpha.max(1, keepdim=True).values  # (batch, 1)
+            summed = torch.mm((alpha - shift).exp(), exp_trans)  # (batch, tags)
+            # The clamp only bites when every path into a tag underflows; it keeps log and its gradient finite.
+            nxt = summed.clamp_min(1e-30).log() + shift + trans_max + emissions[:, t]  # (batch, tags)
+            alpha = torch.where(mask[:, t].unsqueeze(1), nxt, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas, 1)
+
+    def viterbi_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best path `(batch, seq)` for packed input; positions past a row's end repeat its last tag."""
+        batch, seq_len, num_tags = emissions.shape
+        transitions = self.transitions + self.transition_penalty  # (tags, tags)
+        score = self.start_transitions + self.start_penalty + emissions[:, 0]  # (batch, tags)
+        identity = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)  # (batch, tags)
+        history: List[torch.Tensor] = []
+        for t in range(1, seq_len):
+            best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each: best predecessor of each tag
+            on = mask[:, t].unsqueeze(1)  # (batch, 1)
+            score = torch.where(on, best + emissions[:, t], score)
+            # Past a row's end the back-pointer is the identity, so backtracking walks through unchanged.
+            history.append(torch.where(on, prev, identity))
+        score = score + self.end_transitions + self.end_penalty
+        current = score.argmax(1)  # (batch,)
+        path = [current]
+        for step in range(len(history) - 1, -1, -1):
+            current = history[step].gather(1, current.unsqueeze(1)).squeeze(1)  # (batch,)
+            path.append(current)
+        path.reverse()
+        return torch.stack(path, 1)  # (batch, seq)
+
+    def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints."""
+        start = self.start_transitions + self.start_penalty
+        end = self.end_transitions + self.end_penalty
+        transitions = self.transitions + self.transition_penalty
+        alphas = self._forward_scores(emissions, mask, start, transitions)  # (batch, seq, tags)
+        betas = self._backward_scores(emissions, mask, end, transitions)  # (batch, seq, tags)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (batch,)
+        log_probs = alphas + betas - log_z.view(-1, 1, 1)  # (batch, seq, tags)
+        return log_probs.exp() * mask.unsqueeze(2).to(emissions.dtype)
+
+    @staticmethod
+    def _backward_scores(
+        emissions: torch.Tensor, mask: torch.Tensor, end: torch.Tensor, transitions: torch.Tensor
+    ) -> torch.Tensor:
+        """Backward log-scores beta `(batch, seq, tags)`: score of the rest of the chain after each position."""
+        batch, seq_len, num_tags = emissions.shape
+        trans_max = transitions.max(1).values  # (tags,) best score out of each tag
+        exp_trans_t = (transitions - trans_max.unsqueeze(1)).exp().t()  # (tags, tags), row-rescaled, transposed
+        beta = end.expand(batch, num_tags)  # (batch, tags), the value at each row's last position
+        betas = [beta]
+        for t in range(seq_len - 2, -1, -1):
+            ahead = emissions[:, t + 1] + beta  # (batch, tags)
+            shift = ahead.max(1, keepdim=True).values  # (batch, 1)
+            summed = torch.mm((ahead - shift).exp(), exp_trans_t)  # (batch, tags)
+            nxt = summed.clamp_min(1e-30).log() + shift + trans_max  # (batch, tags)
+            beta = torch.where(mask[:, t + 1].unsqueeze(1), nxt, end.expand(batch, num_tags))
+            betas.append(beta)
+        betas.reverse()
+        return torch.stack(betas, 1)
+
+
+@dataclass
+class BertCrfTokenClassifierOutput(ModelOutput):
+    """Output of [`BertCrfForTokenClassification`].
+
+    Args:
+        loss: CRF negative log-likelihood over the labelled positions, reduced by `config.loss_reduction`.
+        logits: `(batch, seq, num_labels)` emission scores at every token position.
+        predictions: `(batch, seq)` Viterbi tags at the positions in the CRF chain, -100 elsewhere (so `Trainer`
+            pads and gathers them like labels). Computed in eval mode, or whenever no labels are given.
+        hidden_states, attentions: as in [`BertModel`], when asked for.
+    """
+
+    loss: Optional[torch.FloatTensor] = None
+    logits: Optional[torch.FloatTensor] = None
+    predictions: Optional[torch.LongTensor] = None
+    hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[tuple[torch.FloatTensor, ...]] = None
+
+
+class BertCrfForTokenClassification(BertPreTrainedModel):
+    """BERT with a linear classifier and a CRF on top, for named-entity recognition.
+
+    The CRF chain holds only the positions that carry a word's label:
+
+    - with `labels`: every position whose label is not -100 (so first-sub-token alignment puts exactly one
+      position per word in the chain);
+    - without labels: the positions in `word_start_mask` if given; else every attended token that is not a special
+      token (ids in `config.special_token_ids`, or, when that is unset, the first and last attended positions,
+      i.e. [CLS] and [SEP]).
+
+    [CLS], [SEP], padding and continuation sub-tokens never enter the chain: the chosen positions are packed into
+    a contiguous, left-aligned sequence before the CRF. (Masking [CLS] in pytorch-crf raises "mask of the first
+    timestep must all be on"; a mask with holes there silently scores transitions across the holes.) A row with no
+    chosen position contributes nothing to the loss and gets no predictions.
+    """
+
+    config_class = BertCrfConfig
+    base_model_prefix = "bert"
+    # The loss is a mean over sentences; the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+    _keys_to_ignore_on_load_unexpected = [r"pooler", r"cls\."]
+
+    def __init__(self, config: BertCrfConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, CRF):
+            init.uniform_(module.start_transitions, -0.1, 0.1)
+            init.uniform_(module.end_transitions, -0.1, 0.1)
+            init.uniform_(module.transitions, -0.1, 0.1)
+            # The penalty buffers are not saved, so they are rebuilt from the config on every load.
+            module.set_constraints(*self.config.allowed_transitions())
+
+    def apply_decoding_constraints(self) -> None:
+        """Rebuild the CRF's decoding constraints from the config (after changing its labels or tag scheme)."""
+        self.crf.set_constraints(*self.config.allowed_transitions())
+
+    def freeze_encoder_layers(self, num_layers: int) -> None:
+        """Freeze the embeddings and the lowest `num_layers` encoder layers (for small data); 0 freezes nothing.
+
+        Everything else is unfrozen, so calls do not accumulate; `unfreeze_encoder()` undoes it.
+        """
+        total = len(self.bert.encoder.layer)
+        if not isinstance(num_layers, int) or not 0 <= num_layers <= total:
+            raise ValueError(f"num_layers must be an int between 0 and {total}, got {num_layers!r}")
+        self.unfreeze_encoder()
+        if num_layers == 0:
+            return
+        frozen = [self.bert.embeddings, *self.bert.encoder.layer[:num_layers]]
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def unfreeze_encoder(self) -> None:
+        """Make every parameter trainable again."""
+        for param in self.parameters():
+            param.requires_grad_(True)
+
+    def chain_mask(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        word_start_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Boolean `(batch, seq)` mask of the positions that enter the CRF chain (see the class docstring)."""
+        attended = attention_mask.bool()
+        if labels is not None:
+            return (labels != -100) & attended
+        if word_start_mask is not None:
+            return word_start_mask.bool() & attended
+        special_ids = self.config.special_token_ids
+        if special_ids and input_ids is not None:
+            special = torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
+            return attended & ~special
+        # No ids to go by: drop the first and the last attended position ([CLS] ... [SEP]).
+        positions = torch.arange(attended.size(1), device=attended.device)  # (seq,)
+        last = (attended.long() * positions).max(1, keepdim=True).values  # (batch, 1)
+        return attended & (positions > 0) & (positions != last)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        word_start_mask: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+    ) -> BertCrfTokenClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
+            continuation sub-tokens).
+        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        """
+        bert_kwargs = {}
+        if output_attentions is not None:
+            bert_kwargs["output_attentions"] = output_attentions
+        if output_hidden_states is not None:
+            bert_kwargs["output_hidden_states"] = output_hidden_states
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **bert_kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seq, labels)
+        if attention_mask is None:
+            attention_mask = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
+        chain = self.chain_mask(input_ids, attention_mask, labels, word_start_mask)  # (batch, seq)
+        emissions, index, packed_mask = self._gather_chain(logits, chain)
+
+        loss = None
+        if labels is not None:
+            packed_labels = labels.gather(1, index).masked_fill(~packed_mask, 0)  # (batch, width)
+            loss = self._loss(emissions, packed_labels, packed_mask, logits)
+
+        predictions = None
+        if labels is None or not self.training:
+            with torch.no_grad():
+                predictions = self._viterbi_scatter(emissions, index, packed_mask, chain.shape)
+
+        output = BertCrfTokenClassifierOutput(
+            loss=loss,
+            logits=logits,
+            predictions=predictions,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        use_return_dict = return_dict if return_dict is not None else getattr(self.config, "use_return_dict", True)
+        return output if use_return_dict else output.to_tuple()
+
+    @staticmethod
+    def _gather_chain(logits: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pack the chain positions of each row to the front.
+
+        Returns float32 emissions `(batch, width, labels)`, their source positions `(batch, width)` and the packed
+        prefix mask `(batch, width)`, where width is the longest chain in the batch.
+        """
+        lengths = chain.sum(1)  # (batch,)
+        width = int(lengths.max()) if chain.numel() else 0
+        order = torch.argsort((~chain).to(torch.uint8), dim=1, stable=True)  # chain positions first, in order
+        index = order[:, :width]  # (batch, width)
+        packed_mask = torch.arange(width, device=chain.device) < lengths.unsqueeze(1)  # (batch, width)
+        emissions = logits.float().gather(1, index.unsqueeze(2).expand(-1, -1, logits.size(2)))  # (batch, width, labels)
+        return emissions, index, packed_mask
+
+    def _viterbi_scatter(
+        self, emissions: torch.Tensor, index: torch.Tensor, packed_mask: torch.Tensor, shape: torch.Size
+    ) -> torch.Tensor:
+        """Viterbi tags of packed emissions, scattered back to `shape` with -100 off the chain."""
+        predictions = torch.full(shape, -100, dtype=torch.long, device=emissions.device)  # (batch, seq)
+        if emissions.size(1) == 0:
+            return predictions
+        best = self.crf.viterbi_packed(emissions, packed_mask).masked_fill(~packed_mask, -100)  # (batch, width)
+        return predictions.scatter(1, index, best)
+
+    def _loss(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        if emissions.size(1) == 0:
+            return logits.sum() * 0.0  # no labelled token in the batch: zero loss, graph intact
+        nll = -self.crf.log_likelihood_packed(emissions, tags, mask)  # (batch,), 0 for empty rows
+        reduction = self.config.loss_reduction
+        if reduction == "sum":
+            return nll.sum()
+        if reduction == "token_mean":
+            return nll.sum() / mask.sum().clamp(min=1)
+        return nll.sum() / mask[:, 0].sum().clamp(min=1)  # mean over sentences that have labels
+
+    @torch.no_grad()
+    def decode(self, logits: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
+        """Viterbi tags `(batch, seq)` for emission `logits` at the positions where `chain` is on, -100 elsewhere."""
+        emissions, index, packed_mask = self._gather_chain(logits, chain.bool())
+        return self._viterbi_scatter(emissions, index, packed_mask, chain.shape)
+
+
+__all__ = ["CRF", "BertCrfForTokenClassification", "BertCrfTokenClassifierOutput"]
