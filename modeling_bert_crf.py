@@ -223,14 +223,15 @@ class CRF(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     # Algorithms on packed input: batch first, each row's mask a prefix of ones. Rows may be empty (all off);
-    # they score 0, decode to nothing and have zero marginals.
+    # they score 0, decode to nothing and have zero marginals. The loops run over time in time-major views; a step
+    # where every row is on skips the mask select.
 
     def log_likelihood_packed(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sequence log-likelihood `(batch,)` for packed input (see above)."""
         return self._gold_score(emissions, tags, mask) - self._log_partition(emissions, mask)
 
     def _gold_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, seq_len, _ = emissions.shape
+        seq_len = emissions.size(1)
         mask_f = mask.to(emissions.dtype)  # (batch, seq)
         tags = tags.masked_fill(~mask, 0)  # padding may hold -100 or garbage
         score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * mask_f).sum(1)  # (batch,)
@@ -243,87 +244,137 @@ class CRF(nn.Module):
         return score + boundary * (lengths > 0).to(emissions.dtype)
 
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """log Z per sequence `(batch,)` by the forward algorithm, unconstrained."""
-        alphas = self._forward_scores(emissions, mask, self.start_transitions, self.transitions)  # (batch, seq, tags)
-        alpha = alphas[:, -1]  # (batch, tags): masked steps carry the last real alpha forward
-        log_z = torch.logsumexp(alpha + self.end_transitions, dim=1)  # (batch,)
-        return log_z * (mask[:, 0]).to(emissions.dtype)
-
-    @staticmethod
-    def _forward_scores(
-        emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor
-    ) -> torch.Tensor:
-        """Forward log-scores alpha `(batch, seq, tags)`; steps past a row's end repeat its last alpha.
-
-        Each step is a matrix product in probability space, rescaled by the row maximum of alpha and the column
-        maximum of the transitions: an order of magnitude cheaper than a (batch, tags, tags) logsumexp.
-        """
-        seq_len = emissions.size(1)
-        trans_max = transitions.max(0).values  # (tags,) best score into each tag
-        exp_trans = (transitions - trans_max.unsqueeze(0)).exp()  # (tags, tags), column max 1
-        alpha = start + emissions[:, 0]  # (batch, tags)
-        alphas = [alpha]
-        for t in range(1, seq_len):
-            shift = alpha.max(1, keepdim=True).values  # (batch, 1)
-            summed = torch.mm((alpha - shift).exp(), exp_trans)  # (batch, tags)
-            # The clamp only bites when every path into a tag underflows; it keeps log and its gradient finite.
-            nxt = summed.clamp_min(1e-30).log() + shift + trans_max + emissions[:, t]  # (batch, tags)
-            alpha = torch.where(mask[:, t].unsqueeze(1), nxt, alpha)
-            alphas.append(alpha)
-        return torch.stack(alphas, 1)
+        """log Z per sequence `(batch,)`, unconstrained; 0 for empty rows."""
+        nonempty = mask[:, 0].to(emissions.dtype)  # (batch,)
+        if torch.jit.is_scripting():
+            full: List[bool] = mask.all(0).tolist()
+            alphas = _forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
+            return torch.logsumexp(alphas[-1] + self.end_transitions, dim=1) * nonempty
+        # Eager: gradients come from forward-backward marginals instead of autograd through every step.
+        log_z = _LogPartition.apply(emissions, mask, self.start_transitions, self.end_transitions, self.transitions)
+        return log_z * nonempty
 
     def viterbi_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best path `(batch, seq)` for packed input; positions past a row's end repeat its last tag."""
+        """Best path `(batch, seq)` for packed input, respecting the constraints; past a row's end, its last tag."""
         batch, seq_len, num_tags = emissions.shape
-        transitions = self.transitions + self.transition_penalty  # (tags, tags)
-        score = self.start_transitions + self.start_penalty + emissions[:, 0]  # (batch, tags)
+        full: List[bool] = mask.all(0).tolist()
+        steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+        step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+        transitions = (self.transitions + self.transition_penalty).unsqueeze(0)  # (1, tags, tags)
+        score = self.start_transitions + self.start_penalty + steps[0]  # (batch, tags)
         identity = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)  # (batch, tags)
         history: List[torch.Tensor] = []
         for t in range(1, seq_len):
-            best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each: best predecessor of each tag
-            on = mask[:, t].unsqueeze(1)  # (batch, 1)
-            score = torch.where(on, best + emissions[:, t], score)
-            # Past a row's end the back-pointer is the identity, so backtracking walks through unchanged.
-            history.append(torch.where(on, prev, identity))
+            best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each: best predecessor per tag
+            if full[t]:
+                score = best + steps[t]
+                history.append(prev)
+            else:
+                # Past a row's end the back-pointer is the identity, so backtracking walks through unchanged.
+                score = torch.where(step_on[t], best + steps[t], score)
+                history.append(torch.where(step_on[t], prev, identity))
         score = score + self.end_transitions + self.end_penalty
-        current = score.argmax(1)  # (batch,)
+        current = score.argmax(1, keepdim=True)  # (batch, 1)
         path = [current]
         for step in range(len(history) - 1, -1, -1):
-            current = history[step].gather(1, current.unsqueeze(1)).squeeze(1)  # (batch,)
+            current = history[step].gather(1, current)  # (batch, 1)
             path.append(current)
         path.reverse()
-        return torch.stack(path, 1)  # (batch, seq)
+        return torch.cat(path, 1)  # (batch, seq)
 
     def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints."""
+        full: List[bool] = mask.all(0).tolist()
         start = self.start_transitions + self.start_penalty
         end = self.end_transitions + self.end_penalty
         transitions = self.transitions + self.transition_penalty
-        alphas = self._forward_scores(emissions, mask, start, transitions)  # (batch, seq, tags)
-        betas = self._backward_scores(emissions, mask, end, transitions)  # (batch, seq, tags)
-        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (batch,)
-        log_probs = alphas + betas - log_z.view(-1, 1, 1)  # (batch, seq, tags)
-        return log_probs.exp() * mask.unsqueeze(2).to(emissions.dtype)
+        alphas = _forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
+        betas = _backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
+        probs = (alphas + betas - log_z.view(1, -1, 1)).exp().transpose(0, 1)  # (batch, seq, tags)
+        return probs * mask.unsqueeze(2).to(probs.dtype)
+
+
+def _forward_scores(
+    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], start: torch.Tensor, transitions: torch.Tensor
+) -> torch.Tensor:
+    """Forward log-scores alpha `(seq, batch, tags)` of packed input; past a row's end, its last alpha.
+
+    Each step is a matrix product in probability space, rescaled by the row maximum of alpha and the column maximum
+    of the transitions: much cheaper than a (batch, tags, tags) logsumexp.
+    """
+    steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+    step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+    trans_max = transitions.max(0).values  # (tags,) best score into each tag
+    exp_trans = (transitions - trans_max).exp()  # (tags, tags), each column's max is 1
+    alpha = start + steps[0]  # (batch, tags)
+    alphas = [alpha]
+    for t in range(1, steps.size(0)):
+        shift = alpha.max(1, keepdim=True).values  # (batch, 1)
+        # The clamp only bites when every path into a tag underflows; it keeps log and its gradient finite.
+        summed = torch.mm((alpha - shift).exp(), exp_trans).clamp_min(1e-30)  # (batch, tags)
+        nxt = summed.log() + (shift + trans_max) + steps[t]  # (batch, tags)
+        alpha = nxt if full[t] else torch.where(step_on[t], nxt, alpha)
+        alphas.append(alpha)
+    return torch.stack(alphas)
+
+
+def _backward_scores(
+    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], end: torch.Tensor, transitions: torch.Tensor
+) -> torch.Tensor:
+    """Backward log-scores beta `(seq, batch, tags)`: the score of the rest of each row's chain after a position."""
+    steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+    step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+    trans_max = transitions.max(1).values  # (tags,) best score out of each tag
+    exp_trans_t = (transitions - trans_max.unsqueeze(1)).exp().t()  # (tags, tags), each row's max is 1, transposed
+    at_end = end.expand(steps.size(1), steps.size(2))  # (batch, tags): beta at each row's last position
+    beta = at_end
+    betas = [beta]
+    for t in range(steps.size(0) - 2, -1, -1):
+        ahead = steps[t + 1] + beta  # (batch, tags)
+        shift = ahead.max(1, keepdim=True).values  # (batch, 1)
+        summed = torch.mm((ahead - shift).exp(), exp_trans_t).clamp_min(1e-30)  # (batch, tags)
+        nxt = summed.log() + (shift + trans_max)  # (batch, tags)
+        beta = nxt if full[t + 1] else torch.where(step_on[t + 1], nxt, at_end)
+        betas.append(beta)
+    betas.reverse()
+    return torch.stack(betas)
+
+
+class _LogPartition(torch.autograd.Function):
+    """log Z `(batch,)` of packed input with an analytic backward pass.
+
+    The gradient of log Z is the expected feature count: node marginals for the emissions and start/end scores,
+    edge marginals summed over positions for the transitions. One backward recursion and a few batched products
+    replace autograd's graph over every step of the forward recursion.
+    """
 
     @staticmethod
-    def _backward_scores(
-        emissions: torch.Tensor, mask: torch.Tensor, end: torch.Tensor, transitions: torch.Tensor
-    ) -> torch.Tensor:
-        """Backward log-scores beta `(batch, seq, tags)`: score of the rest of the chain after each position."""
-        batch, seq_len, num_tags = emissions.shape
-        trans_max = transitions.max(1).values  # (tags,) best score out of each tag
-        exp_trans_t = (transitions - trans_max.unsqueeze(1)).exp().t()  # (tags, tags), row-rescaled, transposed
-        beta = end.expand(batch, num_tags)  # (batch, tags), the value at each row's last position
-        betas = [beta]
-        for t in range(seq_len - 2, -1, -1):
-            ahead = emissions[:, t + 1] + beta  # (batch, tags)
-            shift = ahead.max(1, keepdim=True).values  # (batch, 1)
-            summed = torch.mm((ahead - shift).exp(), exp_trans_t)  # (batch, tags)
-            nxt = summed.clamp_min(1e-30).log() + shift + trans_max  # (batch, tags)
-            beta = torch.where(mask[:, t + 1].unsqueeze(1), nxt, end.expand(batch, num_tags))
-            betas.append(beta)
-        betas.reverse()
-        return torch.stack(betas, 1)
+    def forward(ctx, emissions, mask, start, end, transitions):  # type: ignore[override]
+        full: List[bool] = mask.all(0).tolist()
+        alphas = _forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
+        ctx.save_for_backward(emissions, mask, end, transitions, alphas, log_z)
+        ctx.full = full
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad_log_z):  # type: ignore[override]
+        emissions, mask, end, transitions, alphas, log_z = ctx.saved_tensors
+        betas = _backward_scores(emissions, mask, ctx.full, end, transitions)  # (seq, batch, tags)
+        weight = mask.t().unsqueeze(2).to(emissions.dtype) * grad_log_z.view(1, -1, 1)  # (seq, batch, 1)
+        node = (alphas + betas - log_z.view(1, -1, 1)).exp() * weight  # (seq, batch, tags), weighted marginals
+        grad_start = node[0].sum(0)  # (tags,)
+        last = (mask.sum(1) - 1).clamp(min=0)  # (batch,)
+        grad_end = node.gather(0, last.view(1, -1, 1).expand(1, -1, node.size(2))).squeeze(0).sum(0)  # (tags,)
+        # Edge marginal (t-1 -> t) = exp(alpha[t-1, i] + trans[i, j] + emit[t, j] + beta[t, j] - log Z): a product of
+        # a left factor over i and a right factor over j, summed over (t, batch) by one matrix product.
+        steps = emissions.transpose(0, 1)  # (seq, batch, tags)
+        shift = alphas[:-1].max(2, keepdim=True).values  # (seq - 1, batch, 1)
+        left = (alphas[:-1] - shift).exp().flatten(0, 1)  # (seq - 1) * batch, tags)
+        right = (steps[1:] + betas[1:] + shift - log_z.view(1, -1, 1)).exp() * weight[1:]  # (seq - 1, batch, tags)
+        grad_trans = torch.mm(left.t(), right.flatten(0, 1)) * transitions.exp()  # (tags, tags)
+        return node.transpose(0, 1), None, grad_start, grad_end, grad_trans
 
 
 @dataclass
@@ -491,8 +542,9 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        use_return_dict = return_dict if return_dict is not None else getattr(self.config, "use_return_dict", True)
-        return output if use_return_dict else output.to_tuple()
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return output if return_dict else output.to_tuple()
 
     @staticmethod
     def _gather_chain(logits: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -538,5 +590,10 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         emissions, index, packed_mask = self._gather_chain(logits, chain.bool())
         return self._viterbi_scatter(emissions, index, packed_mask, chain.shape)
 
+
+# save_pretrained then writes this file and the config's next to the weights, with an `auto_map` in config.json, so
+# `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+BertCrfConfig.register_for_auto_class()
+BertCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
 __all__ = ["CRF", "BertCrfForTokenClassification", "BertCrfTokenClassifierOutput"]

@@ -1,0 +1,629 @@
+"""NER data: readers, tag schemes, sub-token alignment, long-sentence windows and stitching.
+
+Every reader returns examples as dicts `{"id": "file:line", "tokens": [...], "tags": [...] or None}`. Malformed
+input raises `DataFormatError` naming the file, the line, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from configuration_bert_crf import OUTSIDE, TAG_SCHEMES, detect_tag_scheme, split_tag
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
+
+# Prefixes a scheme writes for an entity's first, middle, last token and for a one-token entity.
+_SCHEME_PARTS = {
+    "BIO": ("B", "I", "I", "B"),
+    "BIOES": ("B", "I", "E", "S"),
+    "BMES": ("B", "M", "E", "S"),
+}
+# The matching seqeval scheme for strict entity scoring; BMES is scored as IOBES with M read as I.
+SEQEVAL_SCHEMES = {"BIO": "IOB2", "IOB1": "IOB1", "BIOES": "IOBES", "BMES": "IOBES"}
+CHAIN_BREAKS = set("。！？；!?;")
+
+
+class DataFormatError(ValueError):
+    """Bad input data, located by file and line."""
+
+    def __init__(self, path: str | Path, line: int | None, found: str, expected: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: expected {expected}, found {found}")
+        self.path, self.line = str(path), line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+def read_column_file(path: str | Path, tag_column: int = -1) -> list[dict[str, Any]]:
+    """Read a CoNLL-style column file: one token per line, tag in `tag_column`, blank lines between sentences.
+
+    Columns are tab separated if the line has a tab, else space separated (a token that is itself a space-like
+    character such as U+3000 is kept). `-DOCSTART-` lines are skipped.
+    """
+    examples: list[dict[str, Any]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start_line = 1
+
+    def flush() -> None:
+        if tokens:
+            examples.append({"id": f"{path}:{start_line}", "tokens": list(tokens), "tags": list(tags)})
+        tokens.clear()
+        tags.clear()
+
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            line = raw.rstrip("\r\n")
+            if not line.strip(" \t"):
+                flush()
+                start_line = line_no + 1
+                continue
+            if line.startswith("-DOCSTART-"):
+                continue
+            columns = line.split("\t") if "\t" in line else _split_spaces(line)
+            if len(columns) < 2 or not columns[0] or not columns[tag_column]:
+                raise DataFormatError(path, line_no, repr(line), "a token and a tag separated by a space or a tab")
+            if not tokens:
+                start_line = line_no
+            tokens.append(columns[0])
+            tags.append(columns[tag_column].strip())
+    flush()
+    if not examples:
+        raise DataFormatError(path, None, "no sentences", "at least one token line")
+    return examples
+
+
+def _split_spaces(line: str) -> list[str]:
+    # "　 O": the token is U+3000, which str.split() would swallow; split on ASCII spaces only.
+    columns = line.split(" ")
+    if columns[0] == "" and len(columns) > 2:  # the token is an ASCII space: " " + " " + tag
+        return [" ", *[c for c in columns[2:] if c]]
+    return [c for c in columns if c] if columns[0] else columns
+
+
+def read_json_lines(
+    path: str | Path, tokens_key: str = "tokens", tags_key: str | None = "tags"
+) -> list[dict[str, Any]]:
+    """Read JSON lines with a token list and, when present, a tag list of the same length."""
+    examples = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = _parse_json(path, line_no, line)
+            tokens = record.get(tokens_key)
+            if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+                raise DataFormatError(path, line_no, f"{tokens_key}={tokens!r}", f"a list of non-empty strings in {tokens_key!r}")
+            tags = record.get(tags_key) if tags_key else None
+            if tags is not None:
+                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                    raise DataFormatError(path, line_no, f"{tags_key}={tags!r}", f"a list of tag strings in {tags_key!r}")
+                if len(tags) != len(tokens):
+                    raise DataFormatError(
+                        path, line_no, f"{len(tokens)} tokens and {len(tags)} tags", "one tag per token"
+                    )
+            examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
+    if not examples:
+        raise DataFormatError(path, None, "no records", "at least one JSON line")
+    return examples
+
+
+def _parse_json(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise DataFormatError(path, line_no, type(record).__name__, "a JSON object")
+    return record
+
+
+def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
+    """Read CLUENER-style JSON lines: `{"text": str, "label": {type: {surface: [[start, end_inclusive], ...]}}}`.
+
+    Characters become tokens and spans become tags in `scheme`. Spans that overlap an earlier, longer (or equal and
+    earlier) span cannot be held by flat tags: they are dropped and reported. Records without "label" get no tags.
+    """
+    examples = []
+    dropped = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = _parse_json(path, line_no, line)
+            text = record.get("text")
+            if not isinstance(text, str) or not text:
+                raise DataFormatError(path, line_no, f"text={text!r}", 'a non-empty string in "text"')
+            tokens = list(text)
+            if "label" not in record:
+                examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": None})
+                continue
+            spans = _record_spans(path, line_no, text, record["label"])
+            kept = []
+            # Longest first, then leftmost: the outer span of a nested pair survives.
+            for span in sorted(spans, key=lambda s: (-(s[2] - s[1]), s[1])):
+                if any(span[1] < k[2] and k[1] < span[2] for k in kept):
+                    dropped.append((line_no, span))
+                else:
+                    kept.append(span)
+            examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": spans_to_tags(kept, len(tokens), scheme)})
+    for line_no, (etype, start, end) in dropped:
+        logger.warning("%s:%d: dropped %s span [%d, %d) overlapping a longer span", path, line_no, etype, start, end)
+    if not examples:
+        raise DataFormatError(path, None, "no records", "at least one JSON line")
+    return examples
+
+
+def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list[Span]:
+    if not isinstance(label, dict):
+        raise DataFormatError(path, line_no, f"label={label!r}", "an object {type: {surface: [[start, end], ...]}}")
+    spans = []
+    for etype, surfaces in label.items():
+        if not isinstance(surfaces, dict):
+            raise DataFormatError(path, line_no, f"{etype}: {surfaces!r}", "an object {surface: [[start, end], ...]}")
+        for surface, positions in surfaces.items():
+            for pos in positions:
+                if not (isinstance(pos, list) and len(pos) == 2 and all(isinstance(p, int) for p in pos)):
+                    raise DataFormatError(path, line_no, f"{surface}: {pos!r}", "[start, end] with end inclusive")
+                start, end = pos
+                if not 0 <= start <= end < len(text) or text[start : end + 1] != surface:
+                    raise DataFormatError(
+                        path, line_no, f"{etype} {surface!r} at [{start}, {end}] (text there: {text[start:end + 1]!r})",
+                        "text[start:end+1] to equal the entity string",
+                    )
+                spans.append((etype, start, end + 1))
+    return spans
+
+
+def sniff_format(path: str | Path) -> str:
+    """"column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
+    with open(path, encoding="utf-8-sig") as handle:
+        for line in handle:
+            if line.strip():
+                break
+        else:
+            raise DataFormatError(path, None, "an empty file", "NER data")
+    if line.lstrip().startswith("{"):
+        record = json.loads(line)
+        return "spans" if "text" in record else "jsonl"
+    return "column"
+
+
+def read_file(
+    path: str | Path, tokens_key: str = "tokens", tags_key: str = "tags", span_scheme: str = "BIO"
+) -> list[dict[str, Any]]:
+    """Read any supported local file, choosing the reader by content."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
+    kind = sniff_format(path)
+    if kind == "column":
+        return read_column_file(path)
+    if kind == "jsonl":
+        return read_json_lines(path, tokens_key, tags_key)
+    return read_span_json(path, span_scheme)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tag schemes
+
+
+def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
+    """Entity spans of a tag sequence, read leniently (like conlleval): a stray I-/M-/E- still opens an entity."""
+    spans: list[Span] = []
+    current: list[Any] | None = None  # [type, start]
+
+    def close(end: int) -> None:
+        nonlocal current
+        if current is not None:
+            spans.append((current[0], current[1], end))
+        current = None
+
+    for i, tag in enumerate(tags):
+        parts = split_tag(tag)
+        if parts is None or parts[0] == OUTSIDE:
+            close(i)
+            continue
+        prefix, etype = parts
+        same = current is not None and current[0] == etype
+        if scheme == "IOB1":
+            if prefix == "B" or not same:
+                close(i)
+                current = [etype, i]
+        elif scheme == "BIO":
+            if prefix == "B" or not same:
+                close(i)
+                current = [etype, i]
+        else:  # BIOES / BMES
+            if prefix in ("B", "S") or not same:
+                close(i)
+                current = [etype, i]
+            if prefix in ("E", "S"):
+                close(i + 1)
+    close(len(tags))
+    return spans
+
+
+def spans_to_tags(spans: Iterable[Span], length: int, scheme: str) -> list[str]:
+    """Tags for non-overlapping spans in `scheme` (BIO, IOB1, BIOES or BMES)."""
+    tags = [OUTSIDE] * length
+    ordered = sorted(spans, key=lambda s: s[1])
+    previous: Span | None = None
+    for span in ordered:
+        etype, start, end = span
+        if scheme == "IOB1":
+            adjacent = previous is not None and previous[0] == etype and previous[2] == start
+            tags[start] = ("B-" if adjacent else "I-") + etype
+            for i in range(start + 1, end):
+                tags[i] = "I-" + etype
+        else:
+            first, middle, last, single = _SCHEME_PARTS[scheme]
+            if end - start == 1:
+                tags[start] = f"{single}-{etype}"
+            else:
+                tags[start] = f"{first}-{etype}"
+                for i in range(start + 1, end - 1):
+                    tags[i] = f"{middle}-{etype}"
+                tags[end - 1] = f"{last}-{etype}"
+        previous = span
+    return tags
+
+
+def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
+    """Re-express a tag sequence from scheme `source` in scheme `target` (through entity spans)."""
+    if source == target or "none" in (source, target):
+        return list(tags)
+    return spans_to_tags(tags_to_spans(tags, source), len(tags), target)
+
+
+def detect_data_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """The scheme of tagged data. Label names tell BIOES and BMES; for B-/I- labels the transitions tell IOB1
+    (an I- opens entities, B- only splits two adjacent ones) from BIO."""
+    sequences = list(tag_sequences)
+    labels = sorted({t for seq in sequences for t in seq})
+    scheme = detect_tag_scheme(labels)
+    if scheme != "BIO":
+        return scheme
+    i_opens = b_after_other = 0
+    for seq in sequences:
+        previous = None
+        for tag in seq:
+            parts = split_tag(tag)
+            if parts and parts[0] in "BI":
+                continues = previous is not None and previous[0] in "BI" and previous[1] == parts[1]
+                if parts[0] == "I" and not continues:
+                    i_opens += 1
+                if parts[0] == "B" and not continues:
+                    b_after_other += 1
+            previous = parts
+    return "IOB1" if i_opens > b_after_other else "BIO"
+
+
+def label_list(tag_sequences: Iterable[Sequence[str]], scheme: str) -> list[str]:
+    """All labels a model needs for the entity types seen: O first, then every prefix of the scheme per type."""
+    seen = sorted({t for seq in tag_sequences for t in seq} - {OUTSIDE})
+    if scheme == "none":
+        return [OUTSIDE, *seen] if seen else [OUTSIDE]
+    types = sorted({split_tag(t)[1] for t in seen if split_tag(t)})
+    prefixes = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES", "BMES": "BMES"}[scheme]
+    return [OUTSIDE] + [f"{p}-{t}" for t in types for p in prefixes]
+
+
+def to_seqeval(tags: Sequence[str], scheme: str) -> list[str]:
+    """Tags in the form seqeval's strict mode expects for `SEQEVAL_SCHEMES[scheme]` (BMES: M- read as I-)."""
+    if scheme != "BMES":
+        return list(tags)
+    return ["I-" + t[2:] if t.startswith("M-") else t for t in tags]
+
+
+def check_labels(
+    examples: list[dict[str, Any]], known: set[str], unknown_to_outside: bool, split: str
+) -> list[dict[str, Any]]:
+    """Raise on tags outside `known` (with file and line), or map them to O when `unknown_to_outside`."""
+    unknown: Counter[str] = Counter()
+    first_seen: dict[str, str] = {}
+    for example in examples:
+        for tag in example["tags"] or ():
+            if tag not in known:
+                unknown[tag] += 1
+                first_seen.setdefault(tag, example["id"])
+    if not unknown:
+        return examples
+    listing = ", ".join(f"{tag!r} x{n} (first at {first_seen[tag]})" for tag, n in unknown.most_common())
+    if not unknown_to_outside:
+        raise ValueError(
+            f"{split} data has labels the model does not know: {listing}. Known: {sorted(known)}. "
+            "Pass --unknown_labels_to_o to read them as O."
+        )
+    logger.warning("%s: mapping unknown labels to O: %s", split, listing)
+    for example in examples:
+        if example["tags"] is not None:
+            example["tags"] = [t if t in known else OUTSIDE for t in example["tags"]]
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sub-token alignment and windows
+
+
+def expand_word_tag(tag: str, pieces: int, scheme: str) -> list[str]:
+    """Tags for the `pieces` sub-tokens of one word when every sub-token is labelled (`label_all_tokens`).
+
+    The word's entity boundaries stay where they were: B-PER over 3 pieces is B-PER I-PER I-PER in BIO; S-PER is
+    B-PER I-PER E-PER in BIOES.
+    """
+    if pieces == 1:
+        return [tag]
+    parts = split_tag(tag)
+    if scheme == "none" or parts is None or parts[0] == OUTSIDE:
+        return [tag] * pieces
+    prefix, etype = parts
+    inside = "M" if scheme == "BMES" else "I"
+    if scheme in ("BIO", "IOB1"):
+        return [tag] + [f"I-{etype}"] * (pieces - 1)
+    opens = prefix in ("B", "S")
+    closes = prefix in ("E", "S")
+    first = f"B-{etype}" if opens else f"{inside}-{etype}"
+    last = f"E-{etype}" if closes else f"{inside}-{etype}"
+    return [first] + [f"{inside}-{etype}"] * (pieces - 2) + [last]
+
+
+def collapse_word_tags(tags: Sequence[str], scheme: str) -> str:
+    """The word-level tag of a word whose sub-tokens were tagged `tags` (inverse of `expand_word_tag`)."""
+    first = tags[0]
+    if len(tags) == 1 or scheme not in ("BIOES", "BMES"):
+        return first
+    head, tail = split_tag(first), split_tag(tags[-1])
+    if head is None or tail is None or head[0] == OUTSIDE:
+        return first
+    opens = head[0] in ("B", "S")
+    closes = tail[0] in ("E", "S") and tail[1] == head[1]
+    inside = "M" if scheme == "BMES" else "I"
+    prefix = {(True, True): "S", (True, False): "B", (False, True): "E", (False, False): inside}[(opens, closes)]
+    return f"{prefix}-{head[1]}"
+
+
+def replace_untokenizable(
+    examples: list[dict[str, Any]], tokenizer: Any
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Give every word at least one sub-token: words the tokenizer turns into nothing (U+3000, zero-width and
+    control characters) are tokenized as the unknown token instead. Returns new examples ("words" holds what the
+    tokenizer sees; "tokens" stays as read) and the count of replaced words."""
+    vocab_cache: dict[str, bool] = {}
+    replaced: Counter[str] = Counter()
+    out = []
+    for example in examples:
+        words = []
+        for token in example["tokens"]:
+            if token not in vocab_cache:
+                vocab_cache[token] = len(tokenizer.tokenize(token)) > 0
+            if vocab_cache[token]:
+                words.append(token)
+            else:
+                replaced[token] += 1
+                words.append(tokenizer.unk_token)
+        out.append({**example, "words": words})
+    return out, replaced
+
+
+@dataclass
+class WindowConfig:
+    max_seq_length: int = 512
+    stride: int = 128  # sub-tokens shared by consecutive windows at evaluation and prediction
+    label_all_tokens: bool = False
+    scheme: str = "BIO"
+
+
+def word_windows(word_lengths: Sequence[int], budget: int, overlap: int, tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Split words into windows `[start, end)` of at most `budget` sub-tokens.
+
+    Without overlap (training) the windows tile the sentence, preferring to cut after sentence punctuation in the
+    window's last quarter. With overlap (evaluation) each window starts about `overlap` sub-tokens before the
+    previous one ends. A single word longer than the budget gets a window of its own (its pieces are truncated).
+    """
+    windows = []
+    start, n = 0, len(word_lengths)
+    while start < n:
+        end, used = start, 0
+        while end < n and (used + word_lengths[end] <= budget or end == start):
+            used += word_lengths[end]
+            end += 1
+        if end < n and overlap == 0:
+            floor = start + max(1, (end - start) * 3 // 4)
+            for cut in range(end, floor, -1):
+                if tokens[cut - 1] in CHAIN_BREAKS:
+                    end = cut
+                    break
+        windows.append((start, end))
+        if end >= n:
+            break
+        if overlap == 0:
+            start = end
+        else:
+            back, shared = end, 0
+            while back > start + 1 and shared + word_lengths[back - 1] <= overlap:
+                back -= 1
+                shared += word_lengths[back]
+            start = back
+    return windows
+
+
+def encode_examples(
+    examples: list[dict[str, Any]],
+    tokenizer: Any,
+    label2id: dict[str, int] | None,
+    config: WindowConfig,
+    overlap: bool,
+) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Tokenize examples into model rows, one per window.
+
+    Each row has input_ids, attention_mask, token_type_ids, word_start_mask (1 at chain positions), labels (when
+    the example has tags and `label2id` is given), example_index, unit_offset (index of the row's first chain unit
+    within its example) and length. A chain unit is a word, or with `label_all_tokens` a word's sub-token.
+    Also returns, per example, the number of chain units of each word (for stitching and `unit_tags_to_words`).
+    """
+    head, tail = special_wrapping(tokenizer)
+    budget = config.max_seq_length - len(head) - len(tail)
+    if budget < 1:
+        raise ValueError(f"max_seq_length {config.max_seq_length} leaves no room for tokens")
+    words_batch = [ex.get("words", ex["tokens"]) for ex in examples]
+    encoded = tokenizer(words_batch, is_split_into_words=True, add_special_tokens=False, truncation=False, verbose=False)
+    prefix, suffix = len(head), len(tail)
+    rows = []
+    example_units = []
+    truncated_words = 0
+    for index, example in enumerate(examples):
+        pieces: list[list[int]] = [[] for _ in words_batch[index]]
+        for token_id, word in zip(encoded["input_ids"][index], encoded.word_ids(index)):
+            if word is not None:
+                pieces[word].append(token_id)
+        if any(not p for p in pieces):
+            missing = [example["tokens"][i] for i, p in enumerate(pieces) if not p]
+            raise ValueError(f"{example['id']}: words with no sub-token {missing!r}; run replace_untokenizable first")
+        for i, p in enumerate(pieces):
+            if len(p) > budget:
+                truncated_words += 1
+                pieces[i] = p[:budget]
+        units_per_word = [len(p) if config.label_all_tokens else 1 for p in pieces]
+        example_units.append(units_per_word)
+        unit_starts = np.concatenate([[0], np.cumsum(units_per_word)]).tolist()
+        tags = example.get("tags")
+        for start, end in word_windows([len(p) for p in pieces], budget, config.stride if overlap else 0, example["tokens"]):
+            ids, starts, labels = [], [], []
+            for w in range(start, end):
+                n_units = units_per_word[w]
+                piece_tags = None
+                if tags is not None and label2id is not None:
+                    piece_tags = expand_word_tag(tags[w], len(pieces[w]), config.scheme) if config.label_all_tokens else [tags[w]]
+                for k, token_id in enumerate(pieces[w]):
+                    ids.append(token_id)
+                    in_chain = k < n_units
+                    starts.append(1 if in_chain else 0)
+                    if piece_tags is not None:
+                        labels.append(label2id[piece_tags[k]] if in_chain else -100)
+            row_ids = head + ids + tail  # [CLS] ids [SEP] for BERT
+            row = {
+                "input_ids": row_ids,
+                "attention_mask": [1] * len(row_ids),
+                "token_type_ids": [0] * len(row_ids),
+                "word_start_mask": [0] * prefix + starts + [0] * suffix,
+                "example_index": index,
+                "unit_offset": unit_starts[start],
+                "length": len(row_ids),
+            }
+            if labels:
+                row["labels"] = [-100] * prefix + labels + [-100] * suffix
+            rows.append(row)
+    if truncated_words:
+        logger.warning("%d words longer than %d sub-tokens were cut to fit a window", truncated_words, budget)
+    return rows, example_units
+
+
+def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence ([CLS] and [SEP] for BERT)."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(inner) + 1):
+        if full[start : start + len(inner)] == inner:
+            return full[:start], full[start + len(inner) :]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def stitch_emissions(
+    logits: np.ndarray,
+    rows: Sequence[dict[str, Any]],
+    num_units: Sequence[int],
+) -> list[np.ndarray]:
+    """Per-example emissions `(units, labels)` from window rows.
+
+    `logits` is `(rows, seq, labels)` as the Trainer returns it. Where windows overlap, each unit takes its scores
+    from the window in which it lies farthest from an edge, so every unit gets exactly one row of scores.
+    """
+    num_labels = logits.shape[-1]
+    out = [np.zeros((n, num_labels), dtype=np.float32) for n in num_units]
+    best_margin = [np.full(n, -1, dtype=np.int64) for n in num_units]
+    for row_index, row in enumerate(rows):
+        positions = np.flatnonzero(np.asarray(row["word_start_mask"]))
+        if positions.size == 0:
+            continue
+        example = row["example_index"]
+        units = row["unit_offset"] + np.arange(positions.size)
+        margin = np.minimum(np.arange(positions.size), np.arange(positions.size)[::-1])
+        better = margin > best_margin[example][units]
+        out[example][units[better]] = logits[row_index, positions[better]]
+        best_margin[example][units[better]] = margin[better]
+    for example, margins in enumerate(best_margin):
+        if (margins < 0).any():
+            raise RuntimeError(f"example {example}: {(margins < 0).sum()} units were in no window")
+    return out
+
+
+def unit_tags_to_words(unit_tags: Sequence[str], units_per_word: Sequence[int], scheme: str) -> list[str]:
+    """Word-level tags from chain-unit tags: each word's units collapse into one tag (see `collapse_word_tags`)."""
+    out, position = [], 0
+    for n in units_per_word:
+        out.append(collapse_word_tags(unit_tags[position : position + n], scheme))
+        position += n
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Vocabulary extension
+
+
+def unknown_rate(examples: list[dict[str, Any]], tokenizer: Any) -> float:
+    """Share of words that the tokenizer maps to the unknown token (wholly or in part)."""
+    unk = tokenizer.unk_token
+    cache: dict[str, bool] = {}
+    total = hits = 0
+    for example in examples:
+        for word in example.get("words", example["tokens"]):
+            if word not in cache:
+                cache[word] = unk in tokenizer.tokenize(word)
+            total += 1
+            hits += cache[word]
+    return hits / max(total, 1)
+
+
+def extend_vocabulary(tokenizer: Any, examples: list[dict[str, Any]], min_count: int = 1) -> list[str]:
+    """Add the words of `examples` that tokenize to the unknown token (single pre-tokens, e.g. Chinese
+    characters) to a WordPiece tokenizer's vocabulary. Returns the added strings, most frequent first."""
+    from tokenizers.models import WordPiece
+
+    backend = tokenizer.backend_tokenizer
+    if not isinstance(backend.model, WordPiece):
+        raise ValueError(f"--extend_vocab needs a WordPiece tokenizer, got {type(backend.model).__name__}")
+    normalizer, pre_tokenizer = backend.normalizer, backend.pre_tokenizer
+    counts: Counter[str] = Counter()
+    for example in examples:
+        counts.update(example.get("words", example["tokens"]))
+    vocab = tokenizer.get_vocab()
+    added = []
+    for word, count in counts.most_common():
+        if count < min_count or tokenizer.unk_token not in tokenizer.tokenize(word):
+            continue
+        text = normalizer.normalize_str(word) if normalizer else word
+        pieces = pre_tokenizer.pre_tokenize_str(text) if pre_tokenizer else [(text, None)]
+        if len(pieces) != 1:
+            continue  # several pre-tokens: adding the whole word would never match
+        piece = pieces[0][0]
+        if piece and piece not in vocab:
+            vocab[piece] = len(vocab)
+            added.append(piece)
+    if added:
+        model = backend.model
+        backend.model = WordPiece(
+            vocab, unk_token=model.unk_token, continuing_subword_prefix=model.continuing_subword_prefix,
+            max_input_chars_per_word=model.max_input_chars_per_word,
+        )
+    return added
