@@ -1,0 +1,760 @@
+#!/usr/bin/env python
+"""Fine-tune, evaluate and predict with a BERT-CRF named-entity recognizer, using the stock `Trainer`.
+
+The command line is HF's `run_ner.py` (model, data and `TrainingArguments` dataclasses; a single `.json` or `.yaml`
+argument is a config file, and further `--key value` arguments override it), plus what a CRF and Chinese data
+need: head and CRF learning rates, frozen layers, vocabulary extension, tag schemes, long-sentence windows.
+
+    python run_ner.py --model_name_or_path bert-base-chinese --train_file train.txt --validation_file dev.txt \
+        --output_dir out --do_train --do_eval
+    accelerate launch run_ner.py config.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+import ner_data
+from configuration_bert_crf import TAG_SCHEMES, BertCrfConfig
+from modeling_bert_crf import BertCrfForTokenClassification
+
+logger = logging.getLogger("run_ner")
+
+# Local bert-crf checkpoints load through the Auto classes without remote code.
+transformers.AutoConfig.register(BertCrfConfig.model_type, BertCrfConfig, exist_ok=True)
+transformers.AutoModelForTokenClassification.register(BertCrfConfig, BertCrfForTokenClassification, exist_ok=True)
+
+SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "A BERT checkpoint (Hub id or folder), or a bert-crf one."})
+    config_name: str | None = field(default=None, metadata={"help": "Config to use if not the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub datasets/models with custom code."})
+    ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Re-initialize heads of another size."})
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the classifier."})
+    crf_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the CRF transitions."})
+    freeze_layers: int = field(default=0, metadata={"help": "Freeze embeddings and this many lowest layers."})
+    tag_scheme: str | None = field(
+        default=None,
+        metadata={"help": f"Scheme the model tags in, one of {TAG_SCHEMES}. Default: the data's (IOB1 becomes BIO)."},
+    )
+    constrain_decoding: bool = field(default=True, metadata={"help": "Forbid illegal tag transitions in decoding."})
+    loss_reduction: str = field(default="mean", metadata={"help": "CRF loss reduction: mean, sum or token_mean."})
+    classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier."})
+    head: str = field(
+        default="crf",
+        metadata={"help": "crf (BertCrfForTokenClassification) or softmax (stock BertForTokenClassification with "
+                  "argmax decoding, as a baseline)."},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    task_name: str = field(default="ner", metadata={"help": "Name of the task (for the model card)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (e.g. conll2003)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "Column, JSON-lines or CLUENER-style file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Evaluation data, same formats."})
+    test_file: str | None = field(default=None, metadata={"help": "Prediction data, same formats; tags optional."})
+    text_column_name: str | None = field(default=None, metadata={"help": "Token column (default tokens)."})
+    label_column_name: str | None = field(default=None, metadata={"help": "Tag column (default tags/ner_tags)."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Ignored; kept for HF compatibility."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest window in sub-tokens (default: the tokenizer's, at most 512). Longer sentences "
+                  "are split into windows, never truncated."},
+    )
+    doc_stride: int | None = field(
+        default=None, metadata={"help": "Sub-tokens shared by windows at eval/predict (default max_seq_length/4)."}
+    )
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every batch to max_seq_length."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the prediction set."})
+    label_all_tokens: bool = field(
+        default=False, metadata={"help": "Label every sub-token (they all enter the CRF chain), not only the first."}
+    )
+    return_entity_level_metrics: bool = field(default=False, metadata={"help": "Also report per-type scores."})
+    data_tag_scheme: str | None = field(
+        default=None, metadata={"help": "Scheme of the data files (default: detected from tags and transitions)."}
+    )
+    unknown_labels_to_o: bool = field(
+        default=False, metadata={"help": "Read eval/test labels unknown to the model as O instead of failing."}
+    )
+    extend_vocab: bool = field(
+        default=False, metadata={"help": "Add training characters that the tokenizer maps to [UNK] to its vocabulary."}
+    )
+    extend_vocab_min_count: int = field(default=1, metadata={"help": "Least training count for a character to be added."})
+    show_examples: int = field(default=0, metadata={"help": "Print this many predicted test sentences."})
+    language: str | None = field(default=None, metadata={"help": "Language code for the model card (e.g. zh)."})
+    license: str | None = field(default="apache-2.0", metadata={"help": "License for the model card."})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """Parse the command line; a leading .json/.yaml file gives defaults that later `--key value` pairs override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
+        argv = config_file_to_argv(argv[0]) + argv[1:]
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if "--train_sampling_strategy" not in argv:
+        training_args.train_sampling_strategy = "group_by_length"
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # avoids a warning per evaluation on CPU
+    if "--metric_for_best_model" not in argv:
+        # TrainingArguments picks the loss when load_best_model_at_end is set; NER keeps the best entity F1.
+        training_args.metric_for_best_model = "f1"
+        training_args.greater_is_better = True
+    validate_args(model_args, data_args)
+    return model_args, data_args, training_args
+
+
+def config_file_to_argv(path: str) -> list[str]:
+    """Turn a JSON/YAML config file into command-line arguments."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        values = json.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values, found {type(values).__name__}")
+    argv: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def validate_args(model_args: ModelArguments, data_args: DataTrainingArguments) -> None:
+    for name in ("tag_scheme",):
+        value = getattr(model_args, name)
+        if value is not None and value not in TAG_SCHEMES:
+            raise ValueError(f"--{name} must be one of {TAG_SCHEMES}, got {value!r}")
+    if data_args.data_tag_scheme is not None and data_args.data_tag_scheme not in TAG_SCHEMES:
+        raise ValueError(f"--data_tag_scheme must be one of {TAG_SCHEMES}, got {data_args.data_tag_scheme!r}")
+    if data_args.dataset_name is None and not any(getattr(data_args, f) for f in SPLITS.values()):
+        raise ValueError("Need --dataset_name or at least one of --train_file, --validation_file, --test_file")
+    if model_args.head not in ("crf", "softmax"):
+        raise ValueError(f"--head must be crf or softmax, got {model_args.head!r}")
+    if model_args.freeze_layers < 0:
+        raise ValueError(f"--freeze_layers must be >= 0, got {model_args.freeze_layers}")
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    for log in (logger, logging.getLogger("ner_data")):
+        log.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def last_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir when training."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if not (training_args.do_train and os.path.isdir(training_args.output_dir)):
+        return None
+    found = get_last_checkpoint(training_args.output_dir)
+    if found:
+        logger.info("Resuming from %s (remove it or pass another --output_dir to start over)", found)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_raw_splits(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments
+) -> dict[str, list[dict[str, Any]]]:
+    """Examples of the splits this run needs, from local files or a Hub dataset, truncated by max_*_samples."""
+    wanted = {
+        "train": training_args.do_train,
+        "validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
+        "test": training_args.do_predict,
+    }
+    tokens_key = data_args.text_column_name or "tokens"
+    tags_key = data_args.label_column_name or "tags"
+    span_scheme = data_args.data_tag_scheme if data_args.data_tag_scheme not in (None, "none") else "BIO"
+    raw: dict[str, list[dict[str, Any]]] = {}
+    hub = load_hub_dataset(model_args, data_args) if data_args.dataset_name else {}
+    for split, arg in SPLITS.items():
+        if not wanted[split]:
+            continue
+        path = getattr(data_args, arg)
+        if path:
+            raw[split] = ner_data.read_file(path, tokens_key, tags_key, span_scheme)
+        elif split in hub:
+            raw[split] = hub[split]
+        else:
+            raise ValueError(f"--do_{'eval' if split == 'validation' else split} needs --{arg} or a dataset with a {split} split")
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+    for split, examples in raw.items():
+        if limits[split] is not None:
+            raw[split] = examples[: limits[split]]
+        tagged = sum(e["tags"] is not None for e in raw[split])
+        logger.info("%s: %d sentences, %d tokens, %d tagged", split, len(raw[split]), sum(len(e["tokens"]) for e in raw[split]), tagged)
+    if "train" in raw and any(e["tags"] is None for e in raw["train"]):
+        raise ValueError("training data must be tagged")
+    return raw
+
+
+def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, list[dict[str, Any]]]:
+    """A Hub dataset's splits as examples; tag ids are turned into names through the ClassLabel feature."""
+    dataset = datasets.load_dataset(
+        data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir,
+        token=model_args.token, trust_remote_code=model_args.trust_remote_code,
+    )
+    tokens_key = data_args.text_column_name or "tokens"
+    out = {}
+    for split, ds in dataset.items():
+        tags_key = data_args.label_column_name or ("ner_tags" if "ner_tags" in ds.column_names else "tags")
+        feature = ds.features[tags_key].feature if tags_key in ds.features else None
+        names = getattr(feature, "names", None)
+        examples = []
+        for i, record in enumerate(ds):
+            tags = record.get(tags_key)
+            if tags is not None and names is not None:
+                tags = [names[t] for t in tags]
+            examples.append({"id": f"{data_args.dataset_name}/{split}:{i}", "tokens": record[tokens_key], "tags": tags})
+        out[split] = examples
+    return out
+
+
+def resolve_schemes(
+    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments
+) -> tuple[str, str]:
+    """Detect the data's tag scheme, choose the model's, and convert every split's tags to the model's scheme."""
+    tagged = [e["tags"] for examples in raw.values() for e in examples if e["tags"] is not None]
+    data_scheme = data_args.data_tag_scheme or (ner_data.detect_data_scheme(tagged) if tagged else "none")
+    model_scheme = model_args.tag_scheme or ("BIO" if data_scheme == "IOB1" else data_scheme)
+    logger.info("Tag scheme: data %s, model %s", data_scheme, model_scheme)
+    if data_scheme != model_scheme:
+        for examples in raw.values():
+            for e in examples:
+                if e["tags"] is not None:
+                    e["tags"] = ner_data.convert_tags(e["tags"], data_scheme, model_scheme)
+    return data_scheme, model_scheme
+
+
+def resolve_labels(
+    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments, scheme: str
+) -> list[str]:
+    """The model's labels: a bert-crf checkpoint's own, else every label of the scheme for the types in training
+    data; evaluation and test tags are checked against them."""
+    config = transformers.AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision, token=model_args.token, trust_remote_code=True,
+    ) if _is_bert_crf(model_args) else None
+    if config is not None:
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+    elif "train" in raw:
+        labels = ner_data.label_list([e["tags"] for e in raw["train"]], scheme)
+    else:
+        raise ValueError(f"{model_args.model_name_or_path} has no NER labels; pass --train_file or a bert-crf checkpoint")
+    known = set(labels)
+    if "train" in raw:
+        ner_data.check_labels(raw["train"], known, False, "train")
+    for split in ("validation", "test"):
+        if split in raw:
+            ner_data.check_labels(raw[split], known, data_args.unknown_labels_to_o, split)
+    return labels
+
+
+def _is_bert_crf(model_args: ModelArguments) -> bool:
+    path = Path(model_args.config_name or model_args.model_name_or_path) / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type") == BertCrfConfig.model_type
+    try:
+        config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+    except Exception:  # noqa: BLE001 - a plain BERT id without remote code: not ours
+        return False
+    return getattr(config, "model_type", None) == BertCrfConfig.model_type
+
+
+def load_tokenizer(model_args: ModelArguments) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision, token=model_args.token,
+    )
+    if not tokenizer.is_fast:
+        raise ValueError("run_ner.py needs a fast tokenizer (word alignment uses word_ids())")
+    return tokenizer
+
+
+def prepare_words(
+    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, data_args: DataTrainingArguments
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Extend the vocabulary (if asked) and give every word at least one sub-token. Logs [UNK] rates and counts."""
+    added: list[str] = []
+    if "train" in raw:
+        before = ner_data.unknown_rate(raw["train"], tokenizer)
+        logger.info("[UNK] rate of training words: %.2f%%", 100 * before)
+        if data_args.extend_vocab:
+            added = ner_data.extend_vocabulary(tokenizer, raw["train"], data_args.extend_vocab_min_count)
+            after = ner_data.unknown_rate(raw["train"], tokenizer)
+            logger.info("Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%",
+                        len(added), "".join(added[:20]), 100 * before, 100 * after)
+    for split, examples in raw.items():
+        raw[split], replaced = ner_data.replace_untokenizable(examples, tokenizer)
+        if replaced:
+            logger.info("%s: %d words have no sub-token (%s); they are fed as %s and still get a prediction",
+                        split, sum(replaced.values()), dict(replaced.most_common(5)), tokenizer.unk_token)
+    return raw, added
+
+
+def load_model(model_args: ModelArguments, labels: list[str], scheme: str, tokenizer: Any) -> torch.nn.Module:
+    """A bert-crf model for `labels` (from a bert-crf checkpoint, or a BERT body with a new head and CRF), or the
+    stock softmax head with `--head softmax`."""
+    common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+    id2label = dict(enumerate(labels))
+    label_maps = dict(num_labels=len(labels), id2label=id2label, label2id={l: i for i, l in id2label.items()})
+    config_path = model_args.config_name or model_args.model_name_or_path
+    if model_args.head == "softmax":
+        config = transformers.BertConfig.from_pretrained(config_path, **label_maps, **common)
+        model_class: type = transformers.BertForTokenClassification
+    else:
+        # Built from the body's config dict: BertCrfConfig.from_pretrained on a plain BERT warns of a type mismatch.
+        base = transformers.AutoConfig.from_pretrained(config_path, trust_remote_code=model_args.trust_remote_code, **common)
+        values = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
+        values.update(
+            label_maps, tag_scheme=scheme, constrain_decoding=model_args.constrain_decoding,
+            loss_reduction=model_args.loss_reduction, special_token_ids=sorted(set(tokenizer.all_special_ids)),
+        )
+        config = BertCrfConfig(**values)
+        model_class = BertCrfForTokenClassification
+    if model_args.classifier_dropout is not None:
+        config.classifier_dropout = model_args.classifier_dropout
+    model = model_class.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **common,
+    )
+    if len(tokenizer) > model.config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer))
+        logger.info("Resized token embeddings to %d", len(tokenizer))
+    if isinstance(model, BertCrfForTokenClassification):
+        model.apply_decoding_constraints()
+        if model_args.freeze_layers:
+            model.freeze_encoder_layers(model_args.freeze_layers)
+    elif model_args.freeze_layers:
+        for module in [model.bert.embeddings, *model.bert.encoder.layer[: model_args.freeze_layers]]:
+            module.requires_grad_(False)
+    if model_args.freeze_layers:
+        logger.info("Froze the embeddings and %d lowest encoder layers", model_args.freeze_layers)
+    return model
+
+
+@dataclass
+class EncodedSplit:
+    """A split ready for the Trainer, with what it takes to map window rows back to words."""
+
+    examples: list[dict[str, Any]]
+    dataset: datasets.Dataset
+    rows: list[dict[str, Any]]  # word_start_mask, example_index and unit_offset of each row
+    units: list[list[int]]  # per example, chain units of each word
+
+
+def encode_splits(
+    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, label2id: dict[str, int], scheme: str,
+    data_args: DataTrainingArguments, training_args: TrainingArguments,
+) -> dict[str, EncodedSplit]:
+    """Tokenize each split into windows: tiling windows for training, overlapping ones to evaluate and predict."""
+    max_len = min(data_args.max_seq_length or tokenizer.model_max_length, 512)
+    window = ner_data.WindowConfig(
+        max_seq_length=max_len, stride=data_args.doc_stride if data_args.doc_stride is not None else max_len // 4,
+        label_all_tokens=data_args.label_all_tokens, scheme=scheme,
+    )
+    out = {}
+    for split, examples in raw.items():
+        with training_args.main_process_first(desc=f"{split} tokenization"):
+            rows, units = ner_data.encode_examples(examples, tokenizer, label2id, window, overlap=split != "train")
+        split_sentences = len({r["example_index"] for r in rows}) < len(rows)
+        logger.info("%s: %d sentences -> %d windows of at most %d sub-tokens%s", split, len(examples), len(rows), max_len,
+                    " (long sentences split)" if split_sentences else "")
+        columns = ["input_ids", "attention_mask", "token_type_ids", "word_start_mask", "length"]
+        if all("labels" in r for r in rows):
+            columns.append("labels")
+        dataset = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+        meta = [{k: r[k] for k in ("word_start_mask", "example_index", "unit_offset")} for r in rows]
+        out[split] = EncodedSplit(examples, dataset, meta, units)
+    return out
+
+
+class PaddingCollator:
+    """Pads each batch to its longest row (dynamic padding), or to `max_length`."""
+
+    PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "word_start_mask": 0, "labels": -100}
+
+    def __init__(self, pad_token_id: int, max_length: int | None = None, multiple_of: int | None = None) -> None:
+        self.pad_token_id, self.max_length, self.multiple_of = pad_token_id, max_length, multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = self.max_length or max(len(f["input_ids"]) for f in features)
+        if self.multiple_of:
+            width = math.ceil(width / self.multiple_of) * self.multiple_of
+        batch = {}
+        for key in features[0]:
+            if key == "length":
+                continue
+            pad = self.PAD_VALUES.get(key, self.pad_token_id)
+            batch[key] = torch.tensor([list(f[key]) + [pad] * (width - len(f[key])) for f in features], dtype=torch.long)
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def build_optimizer(model: torch.nn.Module, training_args: TrainingArguments, model_args: ModelArguments) -> torch.optim.Optimizer:
+    """AdamW with separate groups for the BERT body, the classifier and the CRF, each with its own learning rate;
+    no weight decay on biases, LayerNorm weights or CRF transitions."""
+    rates = {"body": training_args.learning_rate, "head": model_args.head_learning_rate, "crf": model_args.crf_learning_rate}
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "crf" if name.startswith("crf.") else "head" if name.startswith("classifier.") else "body"
+        decay = part != "crf" and param.ndim > 1 and "LayerNorm" not in name and "layer_norm" not in name
+        groups.setdefault((part, decay), []).append(param)
+    param_groups = [
+        {"params": params, "lr": rates[part], "weight_decay": training_args.weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"}
+        for (part, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(
+        param_groups, lr=training_args.learning_rate, betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+    )
+
+
+class NerMetrics:
+    """`compute_metrics` for the Trainer: stitches window logits back to sentences, decodes each whole sentence
+    with the model's (constrained) CRF, and scores entities with seqeval in strict mode for the tag scheme."""
+
+    def __init__(self, split: EncodedSplit, id2label: dict[int, str], scheme: str, entity_level: bool) -> None:
+        self.split, self.id2label, self.scheme, self.entity_level = split, id2label, scheme, entity_level
+        self.trainer: Trainer | None = None  # set once the Trainer exists
+        self.last_predictions: list[list[str]] = []
+
+    def row_order(self) -> list[int]:
+        """The dataset row behind each row of the Trainer's outputs. With `train_sampling_strategy=group_by_length`
+        the stock Trainer also length-groups evaluation batches, with a sampler seeded afresh for every evaluation;
+        the same sampler gives the permutation."""
+        assert self.trainer is not None, "NerMetrics.trainer must be set"
+        sampler = self.trainer._get_eval_sampler(self.split.dataset)
+        return list(sampler) if sampler is not None else list(range(len(self.split.dataset)))
+
+    def decode(self, logits: np.ndarray) -> list[list[str]]:
+        """Word-level tags for every example of the split from the Trainer's window logits."""
+        assert self.trainer is not None, "NerMetrics.trainer must be set"
+        order = self.row_order()
+        if len(order) != len(logits):
+            raise RuntimeError(f"{len(logits)} rows of logits for {len(order)} dataset rows")
+        units = [sum(u) for u in self.split.units]
+        emissions = ner_data.stitch_emissions(logits, [self.split.rows[i] for i in order], units)
+        model = self.trainer.model
+        if isinstance(model, BertCrfForTokenClassification):
+            paths = viterbi_batches(model, emissions)
+        else:  # the softmax baseline
+            paths = [e.argmax(-1).tolist() for e in emissions]
+        return [
+            ner_data.unit_tags_to_words([self.id2label[t] for t in path], self.split.units[i], self.scheme)
+            for i, path in enumerate(paths)
+        ]
+
+    def __call__(self, eval_prediction: transformers.EvalPrediction) -> dict[str, float]:
+        logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
+        self.last_predictions = self.decode(logits)
+        gold = [e["tags"] for e in self.split.examples]
+        return score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
+
+
+def viterbi_batches(model: BertCrfForTokenClassification, emissions: list[np.ndarray], batch_size: int = 256) -> list[list[int]]:
+    """Constrained Viterbi paths of variable-length emission arrays, decoded in length-sorted batches."""
+    order = sorted(range(len(emissions)), key=lambda i: len(emissions[i]))
+    paths: list[list[int]] = [[] for _ in emissions]
+    crf = model.crf
+    device = crf.transitions.device
+    for start in range(0, len(order), batch_size):
+        chunk = [i for i in order[start : start + batch_size] if len(emissions[i])]
+        if not chunk:
+            continue
+        width = len(emissions[chunk[-1]])
+        padded = np.zeros((len(chunk), width, emissions[chunk[0]].shape[1]), dtype=np.float32)
+        mask = np.zeros((len(chunk), width), dtype=bool)
+        for row, i in enumerate(chunk):
+            padded[row, : len(emissions[i])] = emissions[i]
+            mask[row, : len(emissions[i])] = True
+        with torch.no_grad():
+            best = crf.viterbi_packed(torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)).tolist()
+        for row, i in enumerate(chunk):
+            paths[i] = best[row][: len(emissions[i])]
+    return paths
+
+
+def score_entities(gold: list[list[str]], predicted: list[list[str]], scheme: str, entity_level: bool) -> dict[str, float]:
+    """seqeval precision/recall/F1 (strict, in the scheme's seqeval form) and token accuracy."""
+    from seqeval import metrics, scheme as seqeval_schemes
+
+    pairs = [(g, p) for g, p in zip(gold, predicted) if g is not None]
+    if not pairs:
+        return {}
+    y_true = [ner_data.to_seqeval(g, scheme) for g, _ in pairs]
+    y_pred = [ner_data.to_seqeval(p, scheme) for _, p in pairs]
+    kwargs: dict[str, Any] = {}
+    if scheme in ner_data.SEQEVAL_SCHEMES:
+        kwargs = {"mode": "strict", "scheme": getattr(seqeval_schemes, ner_data.SEQEVAL_SCHEMES[scheme])}
+    report = metrics.classification_report(y_true, y_pred, output_dict=True, zero_division=0, **kwargs)
+    overall = report["micro avg"]
+    result = {
+        "precision": float(overall["precision"]),
+        "recall": float(overall["recall"]),
+        "f1": float(overall["f1-score"]),
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+    }
+    if entity_level:
+        for etype, values in report.items():
+            if etype.endswith(" avg"):
+                continue
+            for key, name in (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"), ("support", "number")):
+                result[f"{etype}_{name}"] = float(values[key])
+    return result
+
+
+def build_trainer(
+    model: torch.nn.Module, tokenizer: Any, encoded: dict[str, EncodedSplit], scheme: str,
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
+) -> tuple[Trainer, dict[str, NerMetrics]]:
+    """The stock Trainer with our optimizer (its default linear warmup/decay schedule) and metrics."""
+    metrics = {
+        split: NerMetrics(enc, model.config.id2label, scheme, data_args.return_entity_level_metrics)
+        for split, enc in encoded.items() if split != "train"
+    }
+    max_len = min(data_args.max_seq_length or tokenizer.model_max_length, 512)
+    collator = PaddingCollator(tokenizer.pad_token_id, max_len if data_args.pad_to_max_length else None)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded["train"].dataset if "train" in encoded else None,
+        eval_dataset=encoded["validation"].dataset if "validation" in encoded else None,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=metrics.get("validation"),
+        optimizers=(build_optimizer(model, training_args, model_args), None) if training_args.do_train else (None, None),
+    )
+    for metric in metrics.values():
+        metric.trainer = trainer
+    return trainer, metrics
+
+
+def train(trainer: Trainer, checkpoint: str | None, num_examples: int) -> dict[str, float]:
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    metrics = dict(result.metrics, train_samples=num_examples)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    return metrics
+
+
+def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerMetrics) -> tuple[dict[str, float], list[list[str]]]:
+    """Evaluate or predict one split: word-level tags for every example, and scores where it has gold tags."""
+    prefix = "eval" if split == "validation" else "predict"
+    trainer.compute_metrics = metrics  # scores this split's rows against this split's sentences
+    metrics.last_predictions = []
+    output = trainer.predict(encoded.dataset, metric_key_prefix=prefix)
+    predictions = metrics.last_predictions or metrics.decode(
+        output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    )
+    scores = dict(output.metrics or {})
+    scores[f"{prefix}_samples"] = len(encoded.examples)
+    trainer.log_metrics(prefix, scores)
+    trainer.save_metrics(prefix, scores)
+    return scores, predictions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def token_offsets(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The sentence text and each token's character span: tokens of one character are joined as they are
+    (Chinese), longer ones with spaces."""
+    joiner = "" if all(len(t) == 1 for t in tokens) else " "
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append((position, position + len(token)))
+        position += len(token) + len(joiner)
+    return joiner.join(tokens), offsets
+
+
+def entities_of(tokens: Sequence[str], tags: Sequence[str], scheme: str) -> tuple[str, list[dict[str, Any]]]:
+    text, offsets = token_offsets(tokens)
+    entities = []
+    for etype, start, end in ner_data.tags_to_spans(tags, scheme):
+        char_start, char_end = offsets[start][0], offsets[end - 1][1]
+        entities.append({"type": etype, "text": text[char_start:char_end], "start": char_start, "end": char_end,
+                         "token_start": start, "token_end": end})
+    return text, entities
+
+
+def write_predictions(output_dir: str, split: str, examples: list[dict[str, Any]], predictions: list[list[str]], scheme: str) -> None:
+    """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (entities
+    with character offsets)."""
+    folder = Path(output_dir)
+    with open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column, \
+            open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines:
+        for example, tags in zip(examples, predictions):
+            if len(tags) != len(example["tokens"]):
+                raise RuntimeError(f"{example['id']}: {len(example['tokens'])} tokens but {len(tags)} predictions")
+            gold = example["tags"]
+            for i, (token, tag) in enumerate(zip(example["tokens"], tags)):
+                column.write(f"{token} {gold[i]} {tag}\n" if gold is not None else f"{token} {tag}\n")
+            column.write("\n")
+            text, entities = entities_of(example["tokens"], tags, scheme)
+            lines.write(json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n")
+
+
+def show_examples(examples: list[dict[str, Any]], predictions: list[list[str]], scheme: str, count: int) -> None:
+    for example, tags in list(zip(examples, predictions))[:count]:
+        text, entities = entities_of(example["tokens"], tags, scheme)
+        found = ", ".join(f"{e['text']}/{e['type']}" for e in entities) or "(no entities)"
+        print(f"  {text}\n    -> {found}")
+
+
+def write_model_card(
+    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments, labels: list[str],
+    scores: dict[str, float], scheme: str,
+) -> None:
+    """A Hub model card (README.md) with YAML front matter, eval scores in model-index, and a usage snippet."""
+    name = Path(output_dir).name
+    dataset = data_args.dataset_name or (Path(data_args.train_file).parent.name if data_args.train_file else "custom")
+    types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
+    metric_lines = "".join(
+        f"          - type: {key}\n            value: {scores[f'eval_{key}']:.4f}\n"
+        for key in ("precision", "recall", "f1", "accuracy") if f"eval_{key}" in scores
+    )
+    language = f"language: {data_args.language}\n" if data_args.language else ""
+    metric_lines = metric_lines or "          []\n"
+    front = (
+        f"---\n{language}license: {data_args.license}\nlibrary_name: transformers\n"
+        f"pipeline_tag: token-classification\ntags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
+        f"datasets:\n  - {dataset}\nmetrics:\n  - precision\n  - recall\n  - f1\n  - accuracy\nbase_model: {model_args.model_name_or_path}\n"
+        f"model-index:\n  - name: {name}\n    results:\n      - task:\n          type: token-classification\n"
+        f"          name: Named Entity Recognition\n        dataset:\n          name: {dataset}\n          type: {dataset}\n"
+        f"        metrics:\n{metric_lines}---\n"
+    )
+    table = "\n".join(f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in scores.items() if k.startswith("eval_") and isinstance(v, float))
+    body = f"""
+# {name}
+
+A BERT-CRF named-entity recognizer fine-tuned from `{model_args.model_name_or_path}` on {dataset} with
+[bert-crf](https://github.com/) `run_ner.py`. Tags: {scheme} over {', '.join(types) or 'no entity types'};
+decoding is {'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'}.
+
+## Evaluation
+
+| metric | value |
+|---|---|
+{table or '| (not evaluated) | |'}
+
+## Usage
+
+```python
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+model = AutoModelForTokenClassification.from_pretrained("{name}", trust_remote_code=True).eval()
+words = list("张三在北京工作")  # one word per character for Chinese
+enc = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+with torch.no_grad():
+    out = model(**enc)
+first = [i for i, w in enumerate(enc.word_ids()) if w is not None and (i == 0 or enc.word_ids()[i - 1] != w)]
+print([model.config.id2label[out.predictions[0, i].item()] for i in first])
+```
+
+The CRF runs over one position per word ([CLS], [SEP] and continuation sub-tokens are left out), so
+`predictions` holds the Viterbi tag at each word's first sub-token and -100 elsewhere.
+"""
+    (Path(output_dir) / "README.md").write_text(front + body, encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    checkpoint = last_checkpoint(training_args)
+    raw = load_raw_splits(model_args, data_args, training_args)
+    _, scheme = resolve_schemes(raw, model_args, data_args)
+    labels = resolve_labels(raw, model_args, data_args, scheme)
+    tokenizer = load_tokenizer(model_args)
+    raw, _ = prepare_words(raw, tokenizer, data_args)
+    model = load_model(model_args, labels, scheme, tokenizer)
+    encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, data_args, training_args)
+    trainer, metrics = build_trainer(model, tokenizer, encoded, scheme, model_args, data_args, training_args)
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(train(trainer, checkpoint, len(raw["train"])))
+    for split in ("validation", "test"):
+        if split in encoded and (training_args.do_eval if split == "validation" else training_args.do_predict):
+            scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
+            results.update(scores)
+            if trainer.is_world_process_zero():
+                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, scheme)
+                if split == "test" and data_args.show_examples:
+                    show_examples(encoded[split].examples, predictions, scheme, data_args.show_examples)
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("all", results, combined=False)
+        if training_args.do_train:
+            tokenizer.save_pretrained(training_args.output_dir)
+            write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="bert-crf run_ner.py")
+    return results
+
+
+if __name__ == "__main__":
+    main()
