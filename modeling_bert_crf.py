@@ -246,13 +246,18 @@ class CRF(nn.Module):
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z per sequence `(batch,)`, unconstrained; 0 for empty rows."""
         nonempty = mask[:, 0].to(emissions.dtype)  # (batch,)
-        if torch.jit.is_scripting():
-            full: List[bool] = mask.all(0).tolist()
-            alphas = _forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
-            return torch.logsumexp(alphas[-1] + self.end_transitions, dim=1) * nonempty
-        # Eager: gradients come from forward-backward marginals instead of autograd through every step.
-        log_z = _LogPartition.apply(emissions, mask, self.start_transitions, self.end_transitions, self.transitions)
-        return log_z * nonempty
+        full: List[bool] = mask.all(0).tolist()
+        if not torch.jit.is_scripting():
+            with torch.no_grad():
+                alphas, exact = _scaled_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
+            # The analytic backward factorizes edge marginals through exp(transitions): safe for moderate scores.
+            if exact and bool(self.transitions.detach().abs().max() <= SAFE_TRANSITION_SCORE):
+                log_z = _LogPartition.apply(
+                    emissions, mask, self.start_transitions, self.end_transitions, self.transitions, alphas
+                )
+                return log_z * nonempty
+        alphas = _log_space_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
+        return torch.logsumexp(alphas[-1] + self.end_transitions, dim=1) * nonempty
 
     def viterbi_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Best path `(batch, seq)` for packed input, respecting the constraints; past a row's end, its last tag."""
@@ -288,20 +293,32 @@ class CRF(nn.Module):
         start = self.start_transitions + self.start_penalty
         end = self.end_transitions + self.end_penalty
         transitions = self.transitions + self.transition_penalty
-        alphas = _forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
-        betas = _backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
+        alphas, exact = _scaled_forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
+        if not exact:
+            alphas = _log_space_forward_scores(emissions, mask, full, start, transitions)
+        betas, exact = _scaled_backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
+        if not exact:
+            betas = _log_space_backward_scores(emissions, mask, full, end, transitions)
         log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
         probs = (alphas + betas - log_z.view(1, -1, 1)).exp().transpose(0, 1)  # (batch, seq, tags)
         return probs * mask.unsqueeze(2).to(probs.dtype)
 
 
-def _forward_scores(
+# The scaled recursions below sum probabilities rescaled to at most 1 by matrix products; a sum under this bound
+# has lost its leading terms to float underflow, and the caller recomputes in log space.
+SMALLEST_EXACT_SUM = 1e-35
+# Above this magnitude, exp(transitions) in the analytic gradient could overflow; autograd in log space is used.
+SAFE_TRANSITION_SCORE = 30.0
+
+
+def _scaled_forward_scores(
     emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], start: torch.Tensor, transitions: torch.Tensor
-) -> torch.Tensor:
-    """Forward log-scores alpha `(seq, batch, tags)` of packed input; past a row's end, its last alpha.
+) -> tuple[torch.Tensor, bool]:
+    """Forward log-scores alpha `(seq, batch, tags)` of packed input (past a row's end, its last alpha), and
+    whether they are exact.
 
     Each step is a matrix product in probability space, rescaled by the row maximum of alpha and the column maximum
-    of the transitions: much cheaper than a (batch, tags, tags) logsumexp.
+    of the transitions: much cheaper than a (batch, tags, tags) logsumexp, and exact unless a sum underflows.
     """
     steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
     step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
@@ -309,20 +326,38 @@ def _forward_scores(
     exp_trans = (transitions - trans_max).exp()  # (tags, tags), each column's max is 1
     alpha = start + steps[0]  # (batch, tags)
     alphas = [alpha]
+    sums = [torch.ones(1, dtype=emissions.dtype, device=emissions.device)]
     for t in range(1, steps.size(0)):
         shift = alpha.max(1, keepdim=True).values  # (batch, 1)
-        # The clamp only bites when every path into a tag underflows; it keeps log and its gradient finite.
-        summed = torch.mm((alpha - shift).exp(), exp_trans).clamp_min(1e-30)  # (batch, tags)
+        summed = torch.mm((alpha - shift).exp(), exp_trans)  # (batch, tags)
+        sums.append(summed.flatten())
         nxt = summed.log() + (shift + trans_max) + steps[t]  # (batch, tags)
+        alpha = nxt if full[t] else torch.where(step_on[t], nxt, alpha)
+        alphas.append(alpha)
+    exact = bool(torch.cat(sums).min() >= 1e-35)  # SMALLEST_EXACT_SUM, inlined for TorchScript
+    return torch.stack(alphas), exact
+
+
+def _log_space_forward_scores(
+    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], start: torch.Tensor, transitions: torch.Tensor
+) -> torch.Tensor:
+    """Forward log-scores alpha `(seq, batch, tags)` by logsumexp: exact for any scores, slower."""
+    steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+    step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+    alpha = start + steps[0]  # (batch, tags)
+    alphas = [alpha]
+    for t in range(1, steps.size(0)):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + steps[t]  # (batch, tags)
         alpha = nxt if full[t] else torch.where(step_on[t], nxt, alpha)
         alphas.append(alpha)
     return torch.stack(alphas)
 
 
-def _backward_scores(
+def _scaled_backward_scores(
     emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], end: torch.Tensor, transitions: torch.Tensor
-) -> torch.Tensor:
-    """Backward log-scores beta `(seq, batch, tags)`: the score of the rest of each row's chain after a position."""
+) -> tuple[torch.Tensor, bool]:
+    """Backward log-scores beta `(seq, batch, tags)` (the score of the rest of each row's chain after a position)
+    by rescaled matrix products, and whether they are exact."""
     steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
     step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
     trans_max = transitions.max(1).values  # (tags,) best score out of each tag
@@ -330,11 +365,32 @@ def _backward_scores(
     at_end = end.expand(steps.size(1), steps.size(2))  # (batch, tags): beta at each row's last position
     beta = at_end
     betas = [beta]
+    sums = [torch.ones(1, dtype=emissions.dtype, device=emissions.device)]
     for t in range(steps.size(0) - 2, -1, -1):
         ahead = steps[t + 1] + beta  # (batch, tags)
         shift = ahead.max(1, keepdim=True).values  # (batch, 1)
-        summed = torch.mm((ahead - shift).exp(), exp_trans_t).clamp_min(1e-30)  # (batch, tags)
+        summed = torch.mm((ahead - shift).exp(), exp_trans_t)  # (batch, tags)
+        sums.append(summed.flatten())
         nxt = summed.log() + (shift + trans_max)  # (batch, tags)
+        beta = nxt if full[t + 1] else torch.where(step_on[t + 1], nxt, at_end)
+        betas.append(beta)
+    betas.reverse()
+    exact = bool(torch.cat(sums).min() >= 1e-35)  # SMALLEST_EXACT_SUM, inlined for TorchScript
+    return torch.stack(betas), exact
+
+
+def _log_space_backward_scores(
+    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], end: torch.Tensor, transitions: torch.Tensor
+) -> torch.Tensor:
+    """Backward log-scores beta `(seq, batch, tags)` by logsumexp: exact for any scores, slower."""
+    steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+    step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+    at_end = end.expand(steps.size(1), steps.size(2))  # (batch, tags)
+    beta = at_end
+    betas = [beta]
+    for t in range(steps.size(0) - 2, -1, -1):
+        ahead = (steps[t + 1] + beta).unsqueeze(1)  # (batch, 1, tags)
+        nxt = torch.logsumexp(transitions + ahead, dim=2)  # (batch, tags)
         beta = nxt if full[t + 1] else torch.where(step_on[t + 1], nxt, at_end)
         betas.append(beta)
     betas.reverse()
@@ -342,26 +398,27 @@ def _backward_scores(
 
 
 class _LogPartition(torch.autograd.Function):
-    """log Z `(batch,)` of packed input with an analytic backward pass.
+    """log Z `(batch,)` of packed input from precomputed exact forward scores, with an analytic backward pass.
 
     The gradient of log Z is the expected feature count: node marginals for the emissions and start/end scores,
     edge marginals summed over positions for the transitions. One backward recursion and a few batched products
-    replace autograd's graph over every step of the forward recursion.
+    replace autograd's graph over every step of the forward recursion. Should the backward recursion underflow,
+    the gradient comes from autograd through the log-space recursion instead.
     """
 
     @staticmethod
-    def forward(ctx, emissions, mask, start, end, transitions):  # type: ignore[override]
-        full: List[bool] = mask.all(0).tolist()
-        alphas = _forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
+    def forward(ctx, emissions, mask, start, end, transitions, alphas):  # type: ignore[override]
         log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
-        ctx.save_for_backward(emissions, mask, end, transitions, alphas, log_z)
-        ctx.full = full
+        ctx.save_for_backward(emissions, mask, start, end, transitions, alphas, log_z)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
-        emissions, mask, end, transitions, alphas, log_z = ctx.saved_tensors
-        betas = _backward_scores(emissions, mask, ctx.full, end, transitions)  # (seq, batch, tags)
+        emissions, mask, start, end, transitions, alphas, log_z = ctx.saved_tensors
+        full: List[bool] = mask.all(0).tolist()
+        betas, exact = _scaled_backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
+        if not exact:
+            return (*_log_space_gradients(emissions, mask, full, start, end, transitions, grad_log_z), None)
         weight = mask.t().unsqueeze(2).to(emissions.dtype) * grad_log_z.view(1, -1, 1)  # (seq, batch, 1)
         node = (alphas + betas - log_z.view(1, -1, 1)).exp() * weight  # (seq, batch, tags), weighted marginals
         grad_start = node[0].sum(0)  # (tags,)
@@ -371,10 +428,22 @@ class _LogPartition(torch.autograd.Function):
         # a left factor over i and a right factor over j, summed over (t, batch) by one matrix product.
         steps = emissions.transpose(0, 1)  # (seq, batch, tags)
         shift = alphas[:-1].max(2, keepdim=True).values  # (seq - 1, batch, 1)
-        left = (alphas[:-1] - shift).exp().flatten(0, 1)  # (seq - 1) * batch, tags)
+        left = (alphas[:-1] - shift).exp().flatten(0, 1)  # ((seq - 1) * batch, tags)
         right = (steps[1:] + betas[1:] + shift - log_z.view(1, -1, 1)).exp() * weight[1:]  # (seq - 1, batch, tags)
         grad_trans = torch.mm(left.t(), right.flatten(0, 1)) * transitions.exp()  # (tags, tags)
-        return node.transpose(0, 1), None, grad_start, grad_end, grad_trans
+        return node.transpose(0, 1), None, grad_start, grad_end, grad_trans, None
+
+
+def _log_space_gradients(
+    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], start: torch.Tensor, end: torch.Tensor,
+    transitions: torch.Tensor, grad_log_z: torch.Tensor,
+) -> tuple[torch.Tensor, None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    inputs = [t.detach().requires_grad_(True) for t in (emissions, start, end, transitions)]
+    with torch.enable_grad():
+        alphas = _log_space_forward_scores(inputs[0], mask, full, inputs[1], inputs[3])
+        log_z = torch.logsumexp(alphas[-1] + inputs[2], dim=1)
+        grads = torch.autograd.grad(log_z, inputs, grad_log_z)
+    return grads[0], None, grads[1], grads[2], grads[3]
 
 
 @dataclass
@@ -448,7 +517,7 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         Everything else is unfrozen, so calls do not accumulate; `unfreeze_encoder()` undoes it.
         """
         total = len(self.bert.encoder.layer)
-        if not isinstance(num_layers, int) or not 0 <= num_layers <= total:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 0 <= num_layers <= total:
             raise ValueError(f"num_layers must be an int between 0 and {total}, got {num_layers!r}")
         self.unfreeze_encoder()
         if num_layers == 0:
@@ -480,10 +549,11 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         if special_ids and input_ids is not None:
             special = torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
             return attended & ~special
-        # No ids to go by: drop the first and the last attended position ([CLS] ... [SEP]).
+        # No ids to go by: drop the first and the last attended position ([CLS] ... [SEP]), padding on either side.
         positions = torch.arange(attended.size(1), device=attended.device)  # (seq,)
+        first = attended.long().argmax(1, keepdim=True)  # (batch, 1)
         last = (attended.long() * positions).max(1, keepdim=True).values  # (batch, 1)
-        return attended & (positions > 0) & (positions != last)
+        return attended & (positions != first) & (positions != last)
 
     def forward(
         self,

@@ -120,6 +120,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataT
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         argv = config_file_to_argv(argv[0]) + argv[1:]
+    if not torch.cuda.is_available() and "--use_cpu" not in argv:
+        # Without it, processes started by `accelerate launch --multi_gpu` on a CPU-only machine each train alone.
+        argv += ["--use_cpu", "True"]
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if "--train_sampling_strategy" not in argv:
@@ -747,6 +750,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 if split == "test" and data_args.show_examples:
                     show_examples(encoded[split].examples, predictions, scheme, data_args.show_examples)
     if trainer.is_world_process_zero():
+        summary = ", ".join(f"{name} {100 * results[key]:.2f}" for name, key in (("dev", "eval_f1"), ("test", "predict_f1")) if key in results)
+        if summary:
+            print(f"Entity F1 (seqeval strict, {scheme}): {summary}")
         trainer.save_metrics("all", results, combined=False)
         if training_args.do_train:
             tokenizer.save_pretrained(training_args.output_dir)
