@@ -12,6 +12,7 @@ need: head and CRF learning rates, frozen layers, vocabulary extension, tag sche
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -117,7 +118,7 @@ class DataTrainingArguments:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line; a leading .json/.yaml file gives defaults that later `--key value` pairs override."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         argv = config_file_to_argv(argv[0]) + argv[1:]
     if not torch.cuda.is_available() and "--use_cpu" not in argv:
@@ -244,10 +245,10 @@ def load_raw_splits(
 
 def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, list[dict[str, Any]]]:
     """A Hub dataset's splits as examples; tag ids are turned into names through the ClassLabel feature."""
-    dataset = datasets.load_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir,
-        token=model_args.token, trust_remote_code=model_args.trust_remote_code,
-    )
+    kwargs: dict[str, Any] = dict(cache_dir=model_args.cache_dir, token=model_args.token)
+    if "trust_remote_code" in inspect.signature(datasets.load_dataset).parameters:  # datasets < 4 had scripts
+        kwargs["trust_remote_code"] = model_args.trust_remote_code
+    dataset = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, **kwargs)
     tokens_key = data_args.text_column_name or "tokens"
     out = {}
     for split, ds in dataset.items():
