@@ -97,36 +97,37 @@ def read_json_lines(
 ) -> list[dict[str, Any]]:
     """Read JSON lines with a token list and, when present, a tag list of the same length."""
     examples = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            record = _parse_json(path, line_no, line)
-            tokens = record.get(tokens_key)
-            if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-                raise DataFormatError(path, line_no, f"{tokens_key}={tokens!r}", f"a list of non-empty strings in {tokens_key!r}")
-            tags = record.get(tags_key) if tags_key else None
-            if tags is not None:
-                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                    raise DataFormatError(path, line_no, f"{tags_key}={tags!r}", f"a list of tag strings in {tags_key!r}")
-                if len(tags) != len(tokens):
-                    raise DataFormatError(
-                        path, line_no, f"{len(tokens)} tokens and {len(tags)} tags", "one tag per token"
-                    )
-            examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
+    for line_no, record in _json_records(path):
+        tokens = record.get(tokens_key)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+            raise DataFormatError(path, line_no, f"{tokens_key}={tokens!r}", f"a list of non-empty strings in {tokens_key!r}")
+        tags = record.get(tags_key) if tags_key else None
+        if tags is not None:
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise DataFormatError(path, line_no, f"{tags_key}={tags!r}", f"a list of tag strings in {tags_key!r}")
+            if len(tags) != len(tokens):
+                raise DataFormatError(
+                    path, line_no, f"{len(tokens)} tokens and {len(tags)} tags", "one tag per token"
+                )
+        examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
     if not examples:
         raise DataFormatError(path, None, "no records", "at least one JSON line")
     return examples
 
 
-def _parse_json(path: str | Path, line_no: int, line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
-    if not isinstance(record, dict):
-        raise DataFormatError(path, line_no, type(record).__name__, "a JSON object")
-    return record
+def _json_records(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines file."""
+    with open(path, encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise DataFormatError(path, line_no, type(record).__name__, "a JSON object")
+            yield line_no, record
 
 
 def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
@@ -137,27 +138,23 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
     """
     examples = []
     dropped = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            record = _parse_json(path, line_no, line)
-            text = record.get("text")
-            if not isinstance(text, str) or not text:
-                raise DataFormatError(path, line_no, f"text={text!r}", 'a non-empty string in "text"')
-            tokens = list(text)
-            if "label" not in record:
-                examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": None})
-                continue
-            spans = _record_spans(path, line_no, text, record["label"])
-            kept = []
-            # Longest first, then leftmost: the outer span of a nested pair survives.
-            for span in sorted(spans, key=lambda s: (-(s[2] - s[1]), s[1])):
-                if any(span[1] < k[2] and k[1] < span[2] for k in kept):
-                    dropped.append((line_no, span))
-                else:
-                    kept.append(span)
-            examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": spans_to_tags(kept, len(tokens), scheme)})
+    for line_no, record in _json_records(path):
+        text = record.get("text")
+        if not isinstance(text, str) or not text:
+            raise DataFormatError(path, line_no, f"text={text!r}", 'a non-empty string in "text"')
+        tokens = list(text)
+        if "label" not in record:
+            examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": None})
+            continue
+        spans = _record_spans(path, line_no, text, record["label"])
+        kept = []
+        # Longest first, then leftmost: the outer span of a nested pair survives.
+        for span in sorted(spans, key=lambda s: (-(s[2] - s[1]), s[1])):
+            if any(span[1] < k[2] and k[1] < span[2] for k in kept):
+                dropped.append((line_no, span))
+            else:
+                kept.append(span)
+        examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": spans_to_tags(kept, len(tokens), scheme)})
     for line_no, (etype, start, end) in dropped:
         logger.warning("%s:%d: dropped %s span [%d, %d) overlapping a longer span", path, line_no, etype, start, end)
     if not examples:

@@ -398,12 +398,16 @@ class EncodedSplit:
     units: list[list[int]]  # per example, chain units of each word
 
 
+def window_length(data_args: DataTrainingArguments, tokenizer: Any, config: transformers.PretrainedConfig) -> int:
+    """Longest window in sub-tokens: --max_seq_length, capped by the tokenizer's and the model's maximum."""
+    return min(data_args.max_seq_length or tokenizer.model_max_length, config.max_position_embeddings, 512)
+
+
 def encode_splits(
-    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, label2id: dict[str, int], scheme: str,
+    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, label2id: dict[str, int], scheme: str, max_len: int,
     data_args: DataTrainingArguments, training_args: TrainingArguments,
 ) -> dict[str, EncodedSplit]:
     """Tokenize each split into windows: tiling windows for training, overlapping ones to evaluate and predict."""
-    max_len = min(data_args.max_seq_length or tokenizer.model_max_length, 512)
     window = ner_data.WindowConfig(
         max_seq_length=max_len, stride=data_args.doc_stride if data_args.doc_stride is not None else max_len // 4,
         label_all_tokens=data_args.label_all_tokens, scheme=scheme,
@@ -573,7 +577,7 @@ def build_trainer(
         split: NerMetrics(enc, model.config.id2label, scheme, data_args.return_entity_level_metrics)
         for split, enc in encoded.items() if split != "train"
     }
-    max_len = min(data_args.max_seq_length or tokenizer.model_max_length, 512)
+    max_len = window_length(data_args, tokenizer, model.config)
     collator = PaddingCollator(tokenizer.pad_token_id, max_len if data_args.pad_to_max_length else None)
     trainer = Trainer(
         model=model,
@@ -678,11 +682,13 @@ def write_model_card(
         for key in ("precision", "recall", "f1", "accuracy") if f"eval_{key}" in scores
     )
     language = f"language: {data_args.language}\n" if data_args.language else ""
+    # A local folder is no Hub id: the card's base_model must name one, so leave it out then.
+    base_model = "" if Path(model_args.model_name_or_path).exists() else f"base_model: {model_args.model_name_or_path}\n"
     metric_lines = metric_lines or "          []\n"
     front = (
         f"---\n{language}license: {data_args.license}\nlibrary_name: transformers\n"
         f"pipeline_tag: token-classification\ntags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
-        f"datasets:\n  - {dataset}\nmetrics:\n  - precision\n  - recall\n  - f1\n  - accuracy\nbase_model: {model_args.model_name_or_path}\n"
+        f"datasets:\n  - {dataset}\nmetrics:\n  - precision\n  - recall\n  - f1\n  - accuracy\n{base_model}"
         f"model-index:\n  - name: {name}\n    results:\n      - task:\n          type: token-classification\n"
         f"          name: Named Entity Recognition\n        dataset:\n          name: {dataset}\n          type: {dataset}\n"
         f"        metrics:\n{metric_lines}---\n"
@@ -737,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     tokenizer = load_tokenizer(model_args)
     raw, _ = prepare_words(raw, tokenizer, data_args)
     model = load_model(model_args, labels, scheme, tokenizer)
-    encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, data_args, training_args)
+    max_len = window_length(data_args, tokenizer, model.config)
+    encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, max_len, data_args, training_args)
     trainer, metrics = build_trainer(model, tokenizer, encoded, scheme, model_args, data_args, training_args)
     results: dict[str, float] = {}
     if training_args.do_train:
