@@ -12,12 +12,14 @@ need: head and CRF learning rates, frozen layers, vocabulary extension, tag sche
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -184,8 +186,10 @@ def setup_logging(training_args: TrainingArguments) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     level = training_args.get_process_log_level()
+    # Our own counts (windows, [UNK] rates, replaced tokens) are worth seeing on the main process by default.
+    own_level = logging.INFO if training_args.should_log and training_args.log_level == "passive" else level
     for log in (logger, logging.getLogger("ner_data")):
-        log.setLevel(level)
+        log.setLevel(own_level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
@@ -414,17 +418,45 @@ def encode_splits(
     )
     out = {}
     for split, examples in raw.items():
+        labelled = all(e["tags"] is not None for e in examples)
+        encode = functools.partial(
+            _encode_batch, tokenizer=tokenizer, label2id=label2id if labelled else None, window=window,
+            overlap=split != "train",
+        )
         with training_args.main_process_first(desc=f"{split} tokenization"):
-            rows, units = ner_data.encode_examples(examples, tokenizer, label2id, window, overlap=split != "train")
-        split_sentences = len({r["example_index"] for r in rows}) < len(rows)
-        logger.info("%s: %d sentences -> %d windows of at most %d sub-tokens%s", split, len(examples), len(rows), max_len,
-                    " (long sentences split)" if split_sentences else "")
-        columns = ["input_ids", "attention_mask", "token_type_ids", "word_start_mask", "length"]
-        if all("labels" in r for r in rows):
-            columns.append("labels")
-        dataset = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
-        meta = [{k: r[k] for k in ("word_start_mask", "example_index", "unit_offset")} for r in rows]
-        out[split] = EncodedSplit(examples, dataset, meta, units)
+            table = datasets.Dataset.from_list([{"tokens": e["tokens"], "words": e["words"], "tags": e["tags"]} for e in examples])
+            dataset = table.map(
+                encode, batched=True, with_indices=True, remove_columns=table.column_names,
+                num_proc=data_args.preprocessing_num_workers, desc=f"Tokenizing {split}",
+            )
+        example_index = dataset["example_index"]
+        units: list[list[int]] = [[] for _ in examples]
+        for index, row_units in zip(example_index, dataset["units"]):
+            units[index] = row_units
+        rows = [
+            {"word_start_mask": m, "example_index": i, "unit_offset": o}
+            for m, i, o in zip(dataset["word_start_mask"], example_index, dataset["unit_offset"])
+        ]
+        split_count = sum(n > 1 for n in Counter(example_index).values())
+        logger.info("%s: %d sentences -> %d windows of at most %d sub-tokens (%d long sentences split)", split,
+                    len(examples), len(rows), max_len, split_count)
+        out[split] = EncodedSplit(examples, dataset.remove_columns(["example_index", "unit_offset", "units"]), rows, units)
+    return out
+
+
+def _encode_batch(
+    batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, label2id: dict[str, int] | None,
+    window: ner_data.WindowConfig, overlap: bool,
+) -> dict[str, list[Any]]:
+    """`datasets.map` worker: a batch of sentences in, their window rows out (with global example indices)."""
+    examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    rows, units = ner_data.encode_examples(examples, tokenizer, label2id, window, overlap)
+    columns = ["input_ids", "attention_mask", "token_type_ids", "word_start_mask", "length", "example_index", "unit_offset"]
+    if label2id is not None:
+        columns.append("labels")
+    out: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in columns}
+    out["units"] = [units[r["example_index"]] for r in rows]
+    out["example_index"] = [indices[i] for i in out["example_index"]]
     return out
 
 
@@ -766,6 +798,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             tokenizer.save_pretrained(training_args.output_dir)
             write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
     if training_args.push_to_hub:
+        # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.
+        trainer.create_model_card = lambda **_: write_model_card(
+            training_args.output_dir, model_args, data_args, labels, results, scheme
+        )
         trainer.push_to_hub(commit_message="bert-crf run_ner.py")
     return results
 
