@@ -5,13 +5,14 @@ This file travels with checkpoints as remote code: it imports nothing beyond tra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from transformers import BertConfig
 
 TAG_SCHEMES = ("BIO", "IOB1", "BIOES", "BMES", "none")
 LOSS_REDUCTIONS = ("mean", "sum", "token_mean")
 OUTSIDE = "O"
+Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
 
 # Prefix letters each scheme uses for entity tags; "O" is shared by all of them.
 _SCHEME_PREFIXES = {
@@ -31,6 +32,49 @@ def split_tag(label: str) -> tuple[str, str] | None:
         if found and len(prefix) == 1 and entity_type:
             return prefix.upper(), entity_type
     return None
+
+
+def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
+    """Entity spans of a tag sequence, read leniently (like conlleval): a stray I-/M-/E- still opens an entity."""
+    spans: list[Span] = []
+    if scheme == "none":  # plain labels: each run of one label is an entity
+        for i, tag in enumerate(tags):
+            if tag != OUTSIDE and (i == 0 or tags[i - 1] != tag):
+                spans.append((tag, i, i + 1))
+            elif tag != OUTSIDE:
+                spans[-1] = (tag, spans[-1][1], i + 1)
+        return spans
+    current: list[Any] | None = None  # [type, start]
+
+    def close(end: int) -> None:
+        nonlocal current
+        if current is not None:
+            spans.append((current[0], current[1], end))
+        current = None
+
+    for i, tag in enumerate(tags):
+        parts = split_tag(tag)
+        if parts is None or parts[0] == OUTSIDE:
+            close(i)
+            continue
+        prefix, etype = parts
+        same = current is not None and current[0] == etype
+        if scheme == "IOB1":
+            if prefix == "B" or not same:
+                close(i)
+                current = [etype, i]
+        elif scheme == "BIO":
+            if prefix == "B" or not same:
+                close(i)
+                current = [etype, i]
+        else:  # BIOES / BMES
+            if prefix in ("B", "S") or not same:
+                close(i)
+                current = [etype, i]
+            if prefix in ("E", "S"):
+                close(i + 1)
+    close(len(tags))
+    return spans
 
 
 def detect_tag_scheme(labels: list[str]) -> str:
@@ -103,6 +147,14 @@ def allowed_transitions(
     return start, end, trans
 
 
+CUSTOM_PIPELINE = {
+    "impl": "pipeline_bert_crf.BertCrfTokenClassificationPipeline",
+    "pt": ["AutoModelForTokenClassification"],
+    "tf": [],
+    "type": "text",
+}
+
+
 class BertCrfConfig(BertConfig):
     r"""Configuration of [`BertCrfForTokenClassification`]: a [`BertConfig`] plus the CRF head's settings.
 
@@ -144,6 +196,8 @@ class BertCrfConfig(BertConfig):
         self.constrain_decoding = constrain_decoding
         self.loss_reduction = loss_reduction
         self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
+        # pipeline("token-classification", model=..., trust_remote_code=True) then decodes with the CRF.
+        kwargs.setdefault("custom_pipelines", {"token-classification": dict(CUSTOM_PIPELINE)})
         super().__init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}

@@ -19,6 +19,11 @@ try:
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_bert_crf import BertCrfConfig
 
+try:  # the pipeline travels with the model: save_pretrained copies this relative import beside the weights
+    from .pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: F401
+except ImportError:
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: F401
+
 try:
     from transformers import initialization as init
 except ImportError:  # transformers < 5 has no loading-aware init functions

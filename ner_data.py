@@ -15,11 +15,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from configuration_bert_crf import OUTSIDE, TAG_SCHEMES, detect_tag_scheme, split_tag
+from configuration_bert_crf import OUTSIDE, TAG_SCHEMES, Span, detect_tag_scheme, split_tag, tags_to_spans
+from pipeline_bert_crf import best_windows, word_windows
 
 logger = logging.getLogger(__name__)
 
-Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
 
 # Prefixes a scheme writes for an entity's first, middle, last token and for a one-token entity.
 _SCHEME_PARTS = {
@@ -29,7 +29,6 @@ _SCHEME_PARTS = {
 }
 # The matching seqeval scheme for strict entity scoring; BMES is scored as IOBES with M read as I.
 SEQEVAL_SCHEMES = {"BIO": "IOB2", "IOB1": "IOB1", "BIOES": "IOBES", "BMES": "IOBES"}
-CHAIN_BREAKS = set("。！？；!?;")
 
 
 class DataFormatError(ValueError):
@@ -186,13 +185,16 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
 def sniff_format(path: str | Path) -> str:
     """"column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
     with open(path, encoding="utf-8-sig") as handle:
-        for line in handle:
+        for line_no, line in enumerate(handle, 1):
             if line.strip():
                 break
         else:
             raise DataFormatError(path, None, "an empty file", "NER data")
     if line.lstrip().startswith("{"):
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
         return "spans" if "text" in record else "jsonl"
     return "column"
 
@@ -213,42 +215,6 @@ def read_file(
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tag schemes
-
-
-def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
-    """Entity spans of a tag sequence, read leniently (like conlleval): a stray I-/M-/E- still opens an entity."""
-    spans: list[Span] = []
-    current: list[Any] | None = None  # [type, start]
-
-    def close(end: int) -> None:
-        nonlocal current
-        if current is not None:
-            spans.append((current[0], current[1], end))
-        current = None
-
-    for i, tag in enumerate(tags):
-        parts = split_tag(tag)
-        if parts is None or parts[0] == OUTSIDE:
-            close(i)
-            continue
-        prefix, etype = parts
-        same = current is not None and current[0] == etype
-        if scheme == "IOB1":
-            if prefix == "B" or not same:
-                close(i)
-                current = [etype, i]
-        elif scheme == "BIO":
-            if prefix == "B" or not same:
-                close(i)
-                current = [etype, i]
-        else:  # BIOES / BMES
-            if prefix in ("B", "S") or not same:
-                close(i)
-                current = [etype, i]
-            if prefix in ("E", "S"):
-                close(i + 1)
-    close(len(tags))
-    return spans
 
 
 def spans_to_tags(spans: Iterable[Span], length: int, scheme: str) -> list[str]:
@@ -421,40 +387,6 @@ class WindowConfig:
     scheme: str = "BIO"
 
 
-def word_windows(word_lengths: Sequence[int], budget: int, overlap: int, tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """Split words into windows `[start, end)` of at most `budget` sub-tokens.
-
-    Without overlap (training) the windows tile the sentence, preferring to cut after sentence punctuation in the
-    window's last quarter. With overlap (evaluation) each window starts about `overlap` sub-tokens before the
-    previous one ends. A single word longer than the budget gets a window of its own (its pieces are truncated).
-    """
-    windows = []
-    start, n = 0, len(word_lengths)
-    while start < n:
-        end, used = start, 0
-        while end < n and (used + word_lengths[end] <= budget or end == start):
-            used += word_lengths[end]
-            end += 1
-        if end < n and overlap == 0:
-            floor = start + max(1, (end - start) * 3 // 4)
-            for cut in range(end, floor, -1):
-                if tokens[cut - 1] in CHAIN_BREAKS:
-                    end = cut
-                    break
-        windows.append((start, end))
-        if end >= n:
-            break
-        if overlap == 0:
-            start = end
-        else:
-            back, shared = end, 0
-            while back > start + 1 and shared + word_lengths[back - 1] <= overlap:
-                back -= 1
-                shared += word_lengths[back]
-            start = back
-    return windows
-
-
 def encode_examples(
     examples: list[dict[str, Any]],
     tokenizer: Any,
@@ -546,22 +478,21 @@ def stitch_emissions(
     `logits` is `(rows, seq, labels)` as the Trainer returns it. Where windows overlap, each unit takes its scores
     from the window in which it lies farthest from an edge, so every unit gets exactly one row of scores.
     """
-    num_labels = logits.shape[-1]
-    out = [np.zeros((n, num_labels), dtype=np.float32) for n in num_units]
-    best_margin = [np.full(n, -1, dtype=np.int64) for n in num_units]
+    windows: list[list[tuple[int, int]]] = [[] for _ in num_units]
+    sources: list[list[tuple[int, np.ndarray]]] = [[] for _ in num_units]
     for row_index, row in enumerate(rows):
         positions = np.flatnonzero(np.asarray(row["word_start_mask"]))
-        if positions.size == 0:
-            continue
-        example = row["example_index"]
-        units = row["unit_offset"] + np.arange(positions.size)
-        margin = np.minimum(np.arange(positions.size), np.arange(positions.size)[::-1])
-        better = margin > best_margin[example][units]
-        out[example][units[better]] = logits[row_index, positions[better]]
-        best_margin[example][units[better]] = margin[better]
-    for example, margins in enumerate(best_margin):
-        if (margins < 0).any():
-            raise RuntimeError(f"example {example}: {(margins < 0).sum()} units were in no window")
+        example, offset = row["example_index"], row["unit_offset"]
+        windows[example].append((offset, offset + positions.size))
+        sources[example].append((row_index, positions))
+    out = []
+    for example, n in enumerate(num_units):
+        owner = np.asarray(best_windows(windows[example], n), dtype=np.int64)
+        scores = np.zeros((n, logits.shape[-1]), dtype=np.float32)
+        for k, (row_index, positions) in enumerate(sources[example]):
+            units = np.flatnonzero(owner == k)
+            scores[units] = logits[row_index, positions[units - windows[example][k][0]]]
+        out.append(scores)
     return out
 
 

@@ -1,0 +1,246 @@
+"""A token-classification pipeline that decodes with the model's CRF.
+
+The stock pipeline takes the argmax of the logits and ignores the CRF. This one tags raw strings or pre-split words,
+runs texts longer than the model's window through overlapping windows, stitches each word's scores from the window
+where it lies farthest from an edge, decodes each whole text with one (constrained) Viterbi pass, and scores
+entities with the CRF's marginal probabilities. Offsets index the original string.
+
+It travels with checkpoints as remote code (`custom_pipelines` in config.json), so it imports nothing beyond
+torch, transformers and the configuration file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from transformers.pipelines.base import ChunkPipeline
+
+try:
+    from .configuration_bert_crf import OUTSIDE, tags_to_spans
+except ImportError:  # imported as a top-level module
+    from configuration_bert_crf import OUTSIDE, tags_to_spans
+
+# Characters after which a training window prefers to end.
+CHAIN_BREAKS = frozenset("。！？；!?;")
+AGGREGATION_STRATEGIES = ("none", "simple")
+
+
+def word_windows(
+    word_lengths: Sequence[int], budget: int, overlap: int, tokens: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
+    """Split words into windows `[start, end)` of at most `budget` sub-tokens.
+
+    Without overlap (training) the windows tile the sentence, preferring to cut after sentence punctuation (from
+    `tokens`) in the window's last quarter. With overlap (evaluation, inference) each window starts about `overlap`
+    sub-tokens before the previous one ends. A single word longer than the budget gets a window of its own.
+    """
+    windows = []
+    start, n = 0, len(word_lengths)
+    while start < n:
+        end, used = start, 0
+        while end < n and (used + word_lengths[end] <= budget or end == start):
+            used += word_lengths[end]
+            end += 1
+        if end < n and overlap == 0 and tokens is not None:
+            floor = start + max(1, (end - start) * 3 // 4)
+            for cut in range(end, floor, -1):
+                if tokens[cut - 1] in CHAIN_BREAKS:
+                    end = cut
+                    break
+        windows.append((start, end))
+        if end >= n:
+            break
+        if overlap == 0:
+            start = end
+        else:
+            back, shared = end, 0
+            while back > start + 1 and shared + word_lengths[back - 1] <= overlap:
+                back -= 1
+                shared += word_lengths[back]
+            start = back
+    return windows
+
+
+def best_windows(windows: Sequence[tuple[int, int]], num_units: int) -> list[int]:
+    """For each unit (word) in `[0, num_units)`, the window that holds it farthest from an edge (ties: the
+    earlier window). Raises if a unit is in no window."""
+    best = [-1] * num_units
+    margin = [-1] * num_units
+    for index, (start, end) in enumerate(windows):
+        for unit in range(start, end):
+            m = min(unit - start, end - 1 - unit)
+            if m > margin[unit]:
+                best[unit], margin[unit] = index, m
+    missing = [u for u, b in enumerate(best) if b < 0]
+    if missing:
+        raise RuntimeError(f"units {missing[:10]} are in no window")
+    return best
+
+
+class BertCrfTokenClassificationPipeline(ChunkPipeline):
+    """Named-entity recognition with a BERT-CRF model.
+
+    Call with a string, a list of strings, or (with `is_split_into_words=True`) a list of words or a list of such
+    lists. Returns, per text, a list of entities:
+
+    - `aggregation_strategy="simple"` (default): `{"entity_group", "score", "word", "start", "end"}` per entity,
+      `word == text[start:end]`, `score` the mean CRF marginal probability of its words' tags;
+    - `aggregation_strategy="none"`: `{"entity", "score", "index", "word", "start", "end"}` per word whose tag is
+      not O (`index` is the word's position).
+
+    Pre-split words are joined with `delimiter` to make the text the offsets index (default: nothing when every
+    word is one character, as in Chinese, else a space). Options: `stride` (sub-tokens shared by consecutive
+    windows), `max_length` (window size, default the model's maximum), `ignore_labels`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not hasattr(self.model, "crf"):
+            raise ValueError(f"{type(self).__name__} needs a model with a CRF, got {type(self.model).__name__}")
+        inner = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a")["input_ids"]
+        cut = next(i for i in range(len(full)) if full[i : i + len(inner)] == inner)
+        self._head, self._tail = full[:cut], full[cut + len(inner) :]
+
+    def _sanitize_parameters(
+        self,
+        aggregation_strategy: str | None = None,
+        stride: int | None = None,
+        max_length: int | None = None,
+        is_split_into_words: bool | None = None,
+        delimiter: str | None = None,
+        ignore_labels: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        preprocess: dict[str, Any] = {}
+        postprocess: dict[str, Any] = {}
+        if stride is not None:
+            if stride < 0:
+                raise ValueError(f"stride must be >= 0, got {stride}")
+            preprocess["stride"] = stride
+        if max_length is not None:
+            preprocess["max_length"] = max_length
+        if is_split_into_words is not None:
+            preprocess["is_split_into_words"] = is_split_into_words
+        if delimiter is not None:
+            preprocess["delimiter"] = delimiter
+        if aggregation_strategy is not None:
+            strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy)).lower()
+            if strategy not in AGGREGATION_STRATEGIES:
+                raise ValueError(f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}, got {aggregation_strategy!r}")
+            postprocess["aggregation_strategy"] = strategy
+        if ignore_labels is not None:
+            postprocess["ignore_labels"] = list(ignore_labels)
+        return preprocess, {}, postprocess
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        # A flat list of words is one pre-split text, not a batch of strings.
+        if kwargs.get("is_split_into_words") and isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+            return super().__call__([list(inputs)], **kwargs)[0]
+        return super().__call__(inputs, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _words_and_spans(self, inputs: Any, is_split_into_words: bool, delimiter: str | None):
+        """The text, the words fed to the tokenizer, and each word's character span in the text."""
+        if is_split_into_words:
+            if not isinstance(inputs, (list, tuple)) or not all(isinstance(w, str) for w in inputs):
+                raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(inputs).__name__}")
+            words = list(inputs)
+            joiner = delimiter if delimiter is not None else ("" if all(len(w) == 1 for w in words) else " ")
+            spans, position = [], 0
+            for word in words:
+                spans.append((position, position + len(word)))
+                position += len(word) + len(joiner)
+            # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
+            fed = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in words]
+            return joiner.join(words), fed, spans
+        if not isinstance(inputs, str):
+            raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}")
+        return inputs, inputs, None
+
+    def preprocess(
+        self, inputs: Any, stride: int | None = None, max_length: int | None = None,
+        is_split_into_words: bool = False, delimiter: str | None = None,
+    ):
+        text, fed, spans = self._words_and_spans(inputs, is_split_into_words, delimiter)
+        encoding = self.tokenizer(
+            fed, is_split_into_words=is_split_into_words, add_special_tokens=False, return_offsets_mapping=True,
+            truncation=False, verbose=False,
+        )
+        ids, word_ids = encoding["input_ids"], encoding.word_ids()
+        pieces: dict[int, list[int]] = {}
+        for position, word in enumerate(word_ids):
+            if word is not None:
+                pieces.setdefault(word, []).append(position)
+        words = sorted(pieces)  # words the tokenizer saw, in order
+        if spans is None:  # raw text: a word spans its sub-tokens' characters
+            offsets = encoding["offset_mapping"]
+            spans = [(offsets[pieces[w][0]][0], offsets[pieces[w][-1]][1]) for w in words]
+        else:
+            spans = [spans[w] for w in words]
+        limit = max_length or min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        budget = max(1, limit - len(self._head) - len(self._tail))
+        overlap = stride if stride is not None else budget // 4
+        lengths = [min(len(pieces[w]), budget) for w in words]
+        windows = word_windows(lengths, budget, min(overlap, budget - 1)) if words else [(0, 0)]
+        for index, (start, end) in enumerate(windows):
+            window_ids, chain = list(self._head), []
+            for k in range(start, end):
+                chain.append(len(window_ids))
+                window_ids += [ids[p] for p in pieces[words[k]][: lengths[k]]]
+            window_ids += self._tail
+            yield {
+                "input_ids": torch.tensor([window_ids]),
+                "attention_mask": torch.ones(1, len(window_ids), dtype=torch.long),
+                "chain": chain,
+                "window": (start, end),
+                "text": text if index == 0 else None,
+                "spans": spans if index == 0 else None,
+                "is_last": index == len(windows) - 1,
+            }
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: model_inputs.pop(k) for k in ("chain", "window", "text", "spans", "is_last")}
+        logits = self.model(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]).logits
+        return {"logits": logits, **meta}
+
+    def postprocess(
+        self, all_outputs: list[dict[str, Any]], aggregation_strategy: str = "simple",
+        ignore_labels: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        text, spans = all_outputs[0]["text"], all_outputs[0]["spans"]
+        if not spans:
+            return []
+        owner = best_windows([tuple(o["window"]) for o in all_outputs], len(spans))
+        rows = []
+        for word, index in enumerate(owner):
+            out = all_outputs[index]
+            position = out["chain"][word - out["window"][0]]
+            rows.append(out["logits"][0, position])
+        emissions = torch.stack(rows).float().unsqueeze(0)  # (1, words, labels)
+        mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        crf = self.model.crf
+        with torch.no_grad():
+            tags = crf.viterbi_packed(emissions, mask)[0].tolist()
+            probs = crf.marginals_packed(emissions, mask)[0]  # (words, labels)
+        id2label = self.model.config.id2label
+        labels = [id2label[t] for t in tags]
+        scores = [float(probs[i, t]) for i, t in enumerate(tags)]
+        ignore = set(ignore_labels) if ignore_labels is not None else {OUTSIDE}
+        if aggregation_strategy == "none":
+            return [
+                {"entity": label, "score": scores[i], "index": i, "word": text[spans[i][0] : spans[i][1]],
+                 "start": spans[i][0], "end": spans[i][1]}
+                for i, label in enumerate(labels) if label not in ignore
+            ]
+        scheme = self.model.config.resolved_tag_scheme
+        entities = []
+        for etype, first, last in tags_to_spans(labels, scheme):
+            start, end = spans[first][0], spans[last - 1][1]
+            entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
+                             "word": text[start:end], "start": start, "end": end})
+        return entities
