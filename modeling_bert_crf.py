@@ -665,6 +665,21 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         emissions, index, packed_mask = self._gather_chain(logits, chain.bool())
         return self._viterbi_scatter(emissions, index, packed_mask, chain.shape)
 
+    @torch.no_grad()
+    def decode_packed(self, logits: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Decode the chain positions of each row, packed to the front.
+
+        Returns the packed emissions `(batch, width, labels)`, the Viterbi tags `(batch, width)`, the marginal
+        probability of each chosen tag `(batch, width)` (a confidence score) and the packed mask `(batch, width)`.
+        """
+        emissions, _, packed_mask = self._gather_chain(logits, chain.bool())
+        if emissions.size(1) == 0:
+            empty = packed_mask.long()
+            return emissions, empty, empty.float(), packed_mask
+        tags = self.crf.viterbi_packed(emissions, packed_mask)  # (batch, width)
+        probs = self.crf.marginals_packed(emissions, packed_mask)  # (batch, width, labels)
+        return emissions, tags, probs.gather(2, tags.unsqueeze(2)).squeeze(2), packed_mask
+
 
 # save_pretrained then writes this file and the config's next to the weights, with an `auto_map` in config.json, so
 # `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.

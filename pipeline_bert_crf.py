@@ -84,10 +84,13 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
     Call with a string, a list of strings, or (with `is_split_into_words=True`) a list of words or a list of such
     lists. Returns, per text, a list of entities:
 
-    - `aggregation_strategy="simple"` (default): `{"entity_group", "score", "word", "start", "end"}` per entity,
-      `word == text[start:end]`, `score` the mean CRF marginal probability of its words' tags;
-    - `aggregation_strategy="none"`: `{"entity", "score", "index", "word", "start", "end"}` per word whose tag is
-      not O (`index` is the word's position).
+    - `aggregation_strategy="none"` (default, as in transformers): `{"entity", "score", "index", "word", "start",
+      "end"}` per word whose tag is not in `ignore_labels` (default O); `index` is the word's position and `score`
+      the CRF marginal probability of its tag;
+    - `aggregation_strategy="simple"`: `{"entity_group", "score", "word", "start", "end"}` per entity, `score` the
+      mean of its words' scores.
+
+    Every output has `word == text[start:end]`.
 
     Pre-split words are joined with `delimiter` to make the text the offsets index (default: nothing when every
     word is one character, as in Chinese, else a space). Options: `stride` (sub-tokens shared by consecutive
@@ -193,10 +196,12 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 chain.append(len(window_ids))
                 window_ids += [ids[p] for p in pieces[words[k]][: lengths[k]]]
             window_ids += self._tail
+            word_start_mask = torch.zeros(1, len(window_ids), dtype=torch.long)
+            word_start_mask[0, chain] = 1
             yield {
                 "input_ids": torch.tensor([window_ids]),
                 "attention_mask": torch.ones(1, len(window_ids), dtype=torch.long),
-                "chain": chain,
+                "word_start_mask": word_start_mask,
                 "window": (start, end),
                 "text": text if index == 0 else None,
                 "spans": spans if index == 0 else None,
@@ -204,32 +209,26 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             }
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        meta = {k: model_inputs.pop(k) for k in ("chain", "window", "text", "spans", "is_last")}
+        meta = {k: model_inputs.pop(k) for k in ("window", "text", "spans", "is_last")}
         logits = self.model(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]).logits
-        return {"logits": logits, **meta}
+        # Decoding each window here runs the CRF once per batch; postprocess re-decodes only texts split in windows.
+        emissions, tags, scores, _ = self.model.decode_packed(logits, model_inputs["word_start_mask"])
+        return {"emissions": emissions, "tags": tags, "scores": scores, **meta}
 
     def postprocess(
-        self, all_outputs: list[dict[str, Any]], aggregation_strategy: str = "simple",
+        self, all_outputs: list[dict[str, Any]], aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         text, spans = all_outputs[0]["text"], all_outputs[0]["spans"]
         if not spans:
             return []
-        owner = best_windows([tuple(o["window"]) for o in all_outputs], len(spans))
-        rows = []
-        for word, index in enumerate(owner):
-            out = all_outputs[index]
-            position = out["chain"][word - out["window"][0]]
-            rows.append(out["logits"][0, position])
-        emissions = torch.stack(rows).float().unsqueeze(0)  # (1, words, labels)
-        mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        crf = self.model.crf
-        with torch.no_grad():
-            tags = crf.viterbi_packed(emissions, mask)[0].tolist()
-            probs = crf.marginals_packed(emissions, mask)[0]  # (words, labels)
+        if len(all_outputs) == 1:
+            tags = all_outputs[0]["tags"][0, : len(spans)].tolist()
+            scores = all_outputs[0]["scores"][0, : len(spans)].tolist()
+        else:
+            tags, scores = self._decode_stitched(all_outputs, len(spans))
         id2label = self.model.config.id2label
         labels = [id2label[t] for t in tags]
-        scores = [float(probs[i, t]) for i, t in enumerate(tags)]
         ignore = set(ignore_labels) if ignore_labels is not None else {OUTSIDE}
         if aggregation_strategy == "none":
             return [
@@ -237,10 +236,21 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                  "start": spans[i][0], "end": spans[i][1]}
                 for i, label in enumerate(labels) if label not in ignore
             ]
-        scheme = self.model.config.resolved_tag_scheme
         entities = []
-        for etype, first, last in tags_to_spans(labels, scheme):
+        for etype, first, last in tags_to_spans(labels, self.model.config.resolved_tag_scheme):
             start, end = spans[first][0], spans[last - 1][1]
             entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
                              "word": text[start:end], "start": start, "end": end})
-        return entities
+        return [e for e in entities if e["entity_group"] not in ignore]
+
+    def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:
+        """One Viterbi pass over a text split in windows, each word scored by its most central window."""
+        owner = best_windows([tuple(o["window"]) for o in all_outputs], num_words)
+        rows = [all_outputs[k]["emissions"][0, word - all_outputs[k]["window"][0]] for word, k in enumerate(owner)]
+        emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
+        mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        crf = self.model.crf
+        with torch.no_grad():
+            tags = crf.viterbi_packed(emissions, mask)  # (1, words)
+            probs = crf.marginals_packed(emissions, mask)  # (1, words, labels)
+        return tags[0].tolist(), probs[0].gather(1, tags[0].unsqueeze(1)).squeeze(1).tolist()

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -745,18 +746,18 @@ decoding is {'constrained to legal ' + scheme + ' transitions' if model_args.con
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{name}")
-model = AutoModelForTokenClassification.from_pretrained("{name}", trust_remote_code=True).eval()
-words = list("张三在北京工作")  # one word per character for Chinese
-enc = tokenizer(words, is_split_into_words=True, return_tensors="pt")
-with torch.no_grad():
-    out = model(**enc)
-first = [i for i, w in enumerate(enc.word_ids()) if w is not None and (i == 0 or enc.word_ids()[i - 1] != w)]
-print([model.config.id2label[out.predictions[0, i].item()] for i in first])
+from transformers import pipeline
+
+# The checkpoint ships its own pipeline, which decodes with the (constrained) CRF instead of an argmax.
+ner = pipeline("token-classification", model="{name}", trust_remote_code=True)
+print(ner("张三在北京工作。", aggregation_strategy="simple"))
+# [{{'entity_group': ..., 'score': ..., 'word': ..., 'start': ..., 'end': ...}}, ...]
 ```
 
-The CRF runs over one position per word ([CLS], [SEP] and continuation sub-tokens are left out), so
-`predictions` holds the Viterbi tag at each word's first sub-token and -100 elsewhere.
+Scores are CRF marginal probabilities; `word == text[start:end]`; texts longer than the model's window are tagged
+through overlapping windows. The model itself (`AutoModelForTokenClassification`, `trust_remote_code=True`) returns
+`predictions`: the Viterbi tag at each word's first sub-token, -100 elsewhere. `handler.py` serves the model on
+Inference Endpoints.
 """
     (Path(output_dir) / "README.md").write_text(front + body, encoding="utf-8")
 
@@ -796,6 +797,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("all", results, combined=False)
         if training_args.do_train:
             tokenizer.save_pretrained(training_args.output_dir)
+            # Hub Inference Endpoints look for handler.py at the repository root.
+            shutil.copy(Path(__file__).with_name("handler.py"), Path(training_args.output_dir) / "handler.py")
             write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
     if training_args.push_to_hub:
         # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.

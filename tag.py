@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Tag text files with a bert-crf checkpoint: raw text lines in, JSON lines of entities (or a column file) out.
+
+    python tag.py --model outputs/demo --input news.txt --output news.jsonl
+    cat news.txt | python tag.py --model outputs/demo --format column > news.tsv
+
+Each input line is one text (blank lines give an empty result, so output lines match input lines). Texts of any
+length are tagged through overlapping windows; entities carry character offsets into their line. JSON output:
+`{"line": n, "text": ..., "entities": [{"entity_group", "score", "word", "start", "end"}, ...]}`. Column output:
+one `word<TAB>tag` line per word the tokenizer sees, a blank line after each text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Iterator, TextIO
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from modeling_bert_crf import BertCrfForTokenClassification
+from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+
+def load_pipeline(model: str, device: str | None = None) -> BertCrfTokenClassificationPipeline:
+    """The CRF pipeline for a local folder or Hub id, with this repo's code (no remote code needed)."""
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
+    network = BertCrfForTokenClassification.from_pretrained(model).eval()
+    return BertCrfTokenClassificationPipeline(
+        model=network, tokenizer=tokenizer, task="token-classification",
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    )
+
+
+def read_lines(handle: TextIO) -> Iterator[str]:
+    for line in handle:
+        yield line.rstrip("\r\n")
+
+
+def tag_lines(
+    pipe: BertCrfTokenClassificationPipeline, lines: list[str], batch_size: int, aggregation_strategy: str,
+    progress: bool = True,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(text, pipeline result) for each line, in order; blank lines give no result. With "none", every word is
+    listed, O words included."""
+    texts = (line for line in lines if line.strip())
+    options: dict[str, Any] = {"aggregation_strategy": aggregation_strategy}
+    if aggregation_strategy == "none":
+        options["ignore_labels"] = []
+    results = iter(pipe(texts, batch_size=batch_size, **options))  # a generator in: results come lazily, in order
+    for line in tqdm(lines, desc="Tagging", unit="line", disable=not progress):
+        yield line, (next(results) if line.strip() else [])
+
+
+def write_jsonl(out: TextIO, number: int, text: str, entities: list[dict[str, Any]]) -> None:
+    rounded = [dict(e, score=round(float(e["score"]), 4)) for e in entities]
+    out.write(json.dumps({"line": number, "text": text, "entities": rounded}, ensure_ascii=False) + "\n")
+
+
+def write_column(out: TextIO, words: list[dict[str, Any]]) -> None:
+    for w in words:
+        out.write(f"{w['word']}\t{w['entity']}\n")
+    out.write("\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
+    parser.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
+    parser.add_argument("--output", default="-", help="output file (default: stdout)")
+    parser.add_argument("--format", choices=("jsonl", "column"), default="jsonl")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    pipe = load_pipeline(args.model, args.device)
+    strategy = "simple" if args.format == "jsonl" else "none"
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    with source:
+        lines = list(read_lines(source))
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    with out:
+        for number, (text, result) in enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1):
+            if args.format == "jsonl":
+                write_jsonl(out, number, text, result)
+            else:
+                write_column(out, result)
+
+
+if __name__ == "__main__":
+    main()
