@@ -743,9 +743,6 @@ decoding is {'constrained to legal ' + scheme + ' transitions' if model_args.con
 ## Usage
 
 ```python
-import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
-
 from transformers import pipeline
 
 # The checkpoint ships its own pipeline, which decodes with the (constrained) CRF instead of an argmax.

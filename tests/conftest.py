@@ -77,6 +77,7 @@ def make_model():
 def pytest_configure(config):
     # pytorch-crf builds a uint8 mask itself when none is given, which newer torch warns about.
     config.addinivalue_line("filterwarnings", "ignore:where received a uint8 condition tensor:UserWarning")
+    config.addinivalue_line("markers", "slow: runs subprocesses or trains models (still run by default)")
 
 
 def pack(emissions, tags, mask):
@@ -96,3 +97,80 @@ def pack(emissions, tags, mask):
             packed_tags[b, k] = tags[b, t]
             packed_mask[b, k] = True
     return packed_em, packed_tags, packed_mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A tiny local BERT checkpoint (vocabulary from data/demo) for the data pipeline and run_ner.py tests.
+
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+FULLWIDTH_SPACE = "\u3000"
+# Latin words and word pieces, so that some words split into several sub-tokens ("newyork" -> new ##york).
+EXTRA_WORDPIECES = ["new", "##york", "york", "##s", "##er", "the", "play", "##ing", "un", "##know", "##n"]
+TINY_CHECKPOINT_BERT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=128,
+    type_vocab_size=2,
+)
+
+
+def demo_characters(path=DEMO_DIR / "train.txt"):
+    """The distinct tokens of a demo column file, in order of first appearance, without U+3000."""
+    seen = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if line:
+                token = line.rsplit(" ", 1)[0]
+                if token != FULLWIDTH_SPACE:
+                    seen.setdefault(token, None)
+    return list(seen)
+
+
+def write_tiny_checkpoint(folder):
+    """vocab.txt, tokenizer_config.json and a tiny random BertModel in `folder`; returns the folder."""
+    import json
+
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {}
+    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *demo_characters(), *EXTRA_WORDPIECES]:
+        vocab.setdefault(token, None)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 64}),
+        encoding="utf-8",
+    )
+    torch.manual_seed(1234)
+    config = BertConfig(vocab_size=len(vocab), pad_token_id=0, **TINY_CHECKPOINT_BERT)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Folder of a tiny random BERT with a character vocabulary for data/demo (read-only: copy it to change it)."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_checkpoint):
+    """A fresh fast tokenizer of the tiny checkpoint (each test may extend its vocabulary)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture
+def omp_env():
+    """Environment for subprocesses: one OpenMP thread each, Hugging Face offline."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
