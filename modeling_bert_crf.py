@@ -659,6 +659,11 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
             return nll.sum() / mask.sum().clamp(min=1)
         return nll.sum() / mask[:, 0].sum().clamp(min=1)  # mean over sentences that have labels
 
+    def emissions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
+        """Emission scores `(batch, seq, labels)` alone: the encoder and the classifier, without decoding."""
+        hidden = self.bert(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs).last_hidden_state
+        return self.classifier(self.dropout(hidden))
+
     @torch.no_grad()
     def decode(self, logits: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
         """Viterbi tags `(batch, seq)` for emission `logits` at the positions where `chain` is on, -100 elsewhere."""

@@ -33,7 +33,8 @@ def word_windows(
 
     Without overlap (training) the windows tile the sentence, preferring to cut after sentence punctuation (from
     `tokens`) in the window's last quarter. With overlap (evaluation, inference) each window starts about `overlap`
-    sub-tokens before the previous one ends. A single word longer than the budget gets a window of its own.
+    sub-tokens before the previous one ends, yet early enough to leave room for a new word. A single word longer
+    than the budget gets a window of its own.
     """
     windows = []
     start, n = 0, len(word_lengths)
@@ -55,7 +56,8 @@ def word_windows(
             start = end
         else:
             back, shared = end, 0
-            while back > start + 1 and shared + word_lengths[back - 1] <= overlap:
+            room = budget - word_lengths[end]  # what the next window can share and still take word `end`
+            while back > start + 1 and shared + word_lengths[back - 1] <= min(overlap, room):
                 back -= 1
                 shared += word_lengths[back]
             start = back
@@ -189,7 +191,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         budget = max(1, limit - len(self._head) - len(self._tail))
         overlap = stride if stride is not None else budget // 4
         lengths = [min(len(pieces[w]), budget) for w in words]
-        windows = word_windows(lengths, budget, min(overlap, budget - 1)) if words else [(0, 0)]
+        windows = word_windows(lengths, budget, overlap) if words else [(0, 0)]
         for index, (start, end) in enumerate(windows):
             window_ids, chain = list(self._head), []
             for k in range(start, end):
@@ -210,7 +212,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         meta = {k: model_inputs.pop(k) for k in ("window", "text", "spans", "is_last")}
-        logits = self.model(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]).logits
+        logits = self.model.emissions(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"])
         # Decoding each window here runs the CRF once per batch; postprocess re-decodes only texts split in windows.
         emissions, tags, scores, _ = self.model.decode_packed(logits, model_inputs["word_start_mask"])
         return {"emissions": emissions, "tags": tags, "scores": scores, **meta}

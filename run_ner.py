@@ -277,6 +277,11 @@ def resolve_schemes(
     tagged = [e["tags"] for examples in raw.values() for e in examples if e["tags"] is not None]
     data_scheme = data_args.data_tag_scheme or (ner_data.detect_data_scheme(tagged) if tagged else "none")
     model_scheme = model_args.tag_scheme or ("BIO" if data_scheme == "IOB1" else data_scheme)
+    checkpoint = checkpoint_config(model_args)
+    if checkpoint is not None:  # a trained bert-crf model: its labels fix the scheme
+        if model_args.tag_scheme not in (None, checkpoint.resolved_tag_scheme):
+            raise ValueError(f"--tag_scheme {model_args.tag_scheme} contradicts the checkpoint's {checkpoint.resolved_tag_scheme}")
+        model_scheme = checkpoint.resolved_tag_scheme
     logger.info("Tag scheme: data %s, model %s", data_scheme, model_scheme)
     if data_scheme != model_scheme:
         for examples in raw.values():
@@ -291,10 +296,7 @@ def resolve_labels(
 ) -> list[str]:
     """The model's labels: a bert-crf checkpoint's own, else every label of the scheme for the types in training
     data; evaluation and test tags are checked against them."""
-    config = transformers.AutoConfig.from_pretrained(
-        model_args.config_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision, token=model_args.token, trust_remote_code=True,
-    ) if _is_bert_crf(model_args) else None
+    config = checkpoint_config(model_args)
     if config is not None:
         labels = [config.id2label[i] for i in range(config.num_labels)]
     elif "train" in raw:
@@ -310,15 +312,19 @@ def resolve_labels(
     return labels
 
 
-def _is_bert_crf(model_args: ModelArguments) -> bool:
-    path = Path(model_args.config_name or model_args.model_name_or_path) / "config.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8")).get("model_type") == BertCrfConfig.model_type
+def checkpoint_config(model_args: ModelArguments) -> BertCrfConfig | None:
+    """The config of `--model_name_or_path` (or `--config_name`) when it is a trained bert-crf model, else None."""
+    source = model_args.config_name or model_args.model_name_or_path
+    path = Path(source) / "config.json"
+    if path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("model_type") != BertCrfConfig.model_type:
+        return None
     try:
-        config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
-    except Exception:  # noqa: BLE001 - a plain BERT id without remote code: not ours
-        return False
-    return getattr(config, "model_type", None) == BertCrfConfig.model_type
+        config = transformers.AutoConfig.from_pretrained(
+            source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+        )
+    except (OSError, ValueError):  # not reachable, or a model type this transformers does not know: not ours
+        return None
+    return config if getattr(config, "model_type", None) == BertCrfConfig.model_type else None
 
 
 def load_tokenizer(model_args: ModelArguments) -> Any:

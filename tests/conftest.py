@@ -174,3 +174,75 @@ def omp_env():
                TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A tiny BertCrfForTokenClassification checkpoint (model, tokenizer, remote code) for the inference-side tests:
+# pipeline_bert_crf.py, handler.py, tag.py and evaluate_pipeline.py.
+
+CRF_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+CRF_MAX_POSITIONS = 64  # [CLS] + 62 sub-tokens + [SEP]: long texts need several windows
+# Latin words and digits beyond the demo characters, so that mixed texts have known words and multi-piece words.
+CRF_EXTRA_TOKENS = ["apple", "ceo", "tim", "cook", "ai", *"0123456789", *(f"##{d}" for d in "0123456789")]
+
+
+def write_crf_checkpoint(folder, seed: int = 0):
+    """A tiny random BERT-CRF saved with save_pretrained (weights, config, remote code, tokenizer) in `folder`.
+
+    The classifier gets large random weights, so that emissions vary strongly from character to character and the
+    (constrained) Viterbi path holds entities of every type, O words and multi-word entities."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from configuration_bert_crf import BertCrfConfig
+    from modeling_bert_crf import BertCrfForTokenClassification
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {}
+    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *demo_characters(), *EXTRA_WORDPIECES, *CRF_EXTRA_TOKENS]:
+        vocab.setdefault(token, None)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": CRF_MAX_POSITIONS}),
+        encoding="utf-8",
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # before config.json exists: no remote-code question
+    config = BertCrfConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, type_vocab_size=2,
+        vocab_size=len(vocab), max_position_embeddings=CRF_MAX_POSITIONS, pad_token_id=0,
+        id2label=dict(enumerate(CRF_LABELS)), label2id={label: i for i, label in enumerate(CRF_LABELS)},
+    )
+    torch.manual_seed(seed)
+    model = BertCrfForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 0.5)
+        model.classifier.bias.zero_()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def crf_checkpoint(tmp_path_factory):
+    """Folder of a tiny BERT-CRF checkpoint as save_pretrained writes it (read-only: copy it to change it)."""
+    return write_crf_checkpoint(tmp_path_factory.mktemp("tiny_bert_crf"))
+
+
+def load_crf_pipeline(folder):
+    """The CRF pipeline over a checkpoint folder, built from this repo's classes (no remote code)."""
+    from transformers import AutoTokenizer
+
+    from modeling_bert_crf import BertCrfForTokenClassification
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model = BertCrfForTokenClassification.from_pretrained(folder).eval()
+    return BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def crf_pipeline(crf_checkpoint):
+    """The in-process CRF pipeline of `crf_checkpoint` (shared: do not modify; monkeypatch attributes if needed)."""
+    return load_crf_pipeline(crf_checkpoint)

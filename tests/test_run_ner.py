@@ -1,0 +1,625 @@
+"""End-to-end and unit tests for run_ner.py on a tiny random BERT checkpoint and the demo data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ner_data
+import run_ner
+from modeling_bert_crf import BertCrfForTokenClassification
+
+from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
+
+MAX_TRAIN, MAX_EVAL, MAX_PREDICT = 64, 30, 30
+QUIET = ["--report_to", "none", "--disable_tqdm", "True"]
+RESULT_KEYS = ("precision", "recall", "f1", "accuracy")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def argv_of(**options) -> list[str]:
+    argv = []
+    for key, value in options.items():
+        argv += [f"--{key}", str(value)]
+    return argv + QUIET
+
+
+def main(**options):
+    return run_ner.main(argv_of(**options))
+
+
+def read_sentences(path):
+    """Sentences of a `token tag` column file as lists of (token, tag), split on the last space (U+3000 safe)."""
+    sentences, current = [], []
+    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+        if line == "":
+            if current:
+                sentences.append(current)
+            current = []
+        else:
+            token, tag = line.rsplit(" ", 1)
+            current.append((token, tag))
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def write_sentences(path, sentences):
+    with open(path, "w", encoding="utf-8") as handle:
+        for sentence in sentences:
+            handle.writelines(f"{token} {tag}\n" for token, tag in sentence)
+            handle.write("\n")
+    return path
+
+
+def read_prediction_file(path):
+    """predictions_<split>.txt: per sentence a list of (token, gold, predicted)."""
+    blocks = Path(path).read_text(encoding="utf-8").split("\n\n")
+    assert blocks[-1] == "", "the file ends with a blank line"
+    return [[tuple(line.rsplit(" ", 2)) for line in block.split("\n")] for block in blocks[:-1]]
+
+
+def load_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def scores(results, prefix="eval"):
+    return {key: results[f"{prefix}_{key}"] for key in RESULT_KEYS}
+
+
+def check_prediction_outputs(folder, split, source_sentences):
+    """One prediction line per input token, sentence by sentence, and entity offsets that index the text."""
+    predicted = read_prediction_file(Path(folder) / f"predictions_{split}.txt")
+    assert len(predicted) == len(source_sentences)
+    for sentence, rows in zip(source_sentences, predicted):
+        assert len(rows) == len(sentence)
+        assert [(r[0], r[1]) for r in rows] == [(t, g) for t, g in sentence]
+    records = [json.loads(line) for line in (Path(folder) / f"predictions_{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == len(source_sentences)
+    entities = 0
+    for record, sentence, rows in zip(records, source_sentences, predicted):
+        tokens = [t for t, _ in sentence]
+        joiner = "" if all(len(t) == 1 for t in tokens) else " "
+        assert record["text"] == joiner.join(tokens)
+        spans = ner_data.tags_to_spans([r[2] for r in rows], "BIO")
+        assert [(e["type"], e["token_start"], e["token_end"]) for e in record["entities"]] == spans
+        for entity in record["entities"]:
+            assert entity["text"] == record["text"][entity["start"] : entity["end"]]
+            assert entity["text"] == joiner.join(tokens[entity["token_start"] : entity["token_end"]])
+        entities += len(record["entities"])
+    return predicted, entities
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data and a trained model shared by the module
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, tiny_checkpoint):
+    """train.txt: 56 demo training sentences + 8 held-out ones with characters the tiny vocabulary lacks (so that
+    --extend_vocab adds some); dev.txt and test.txt are the demo files."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("demo_data")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    unknown = [
+        s for s in read_sentences(DEMO_DIR / "test.txt")[MAX_PREDICT:]
+        if any(tokenizer.tokenize(t) == [tokenizer.unk_token] for t, _ in s)
+    ][:8]
+    assert len(unknown) == 8
+    train = read_sentences(DEMO_DIR / "train.txt")[: MAX_TRAIN - 8] + unknown
+    return {
+        "train": write_sentences(folder / "train.txt", train),
+        "dev": DEMO_DIR / "dev.txt",
+        "test": DEMO_DIR / "test.txt",
+        "train_sentences": train,
+        "unknown_chars": sorted({t for s in unknown for t, _ in s if tokenizer.tokenize(t) == [tokenizer.unk_token]}),
+    }
+
+
+TRAIN_OPTIONS = dict(
+    do_train=True, do_eval=True, do_predict=True, max_train_samples=MAX_TRAIN, max_eval_samples=MAX_EVAL,
+    max_predict_samples=MAX_PREDICT, num_train_epochs=6, max_seq_length=32, extend_vocab=True,
+    per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=3e-3, head_learning_rate=1e-2,
+    crf_learning_rate=5e-2, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
+    load_best_model_at_end=True, logging_steps=50, seed=42,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_checkpoint, demo):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    results = main(
+        model_name_or_path=tiny_checkpoint, train_file=demo["train"], validation_file=demo["dev"],
+        test_file=demo["test"], output_dir=out, **TRAIN_OPTIONS,
+    )
+    return {"out": out, "results": results}
+
+
+def eval_only(model, validation_file, output_dir, **options):
+    values = dict(model_name_or_path=model, validation_file=validation_file, do_eval=True, output_dir=output_dir,
+                  max_seq_length=32, max_eval_samples=MAX_EVAL, per_device_eval_batch_size=8)
+    values.update(options)
+    return main(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs(trained, demo):
+    out, results = trained["out"], trained["results"]
+    for name in ("model.safetensors", "config.json", "modeling_bert_crf.py", "configuration_bert_crf.py",
+                 "tokenizer_config.json", "tokenizer.json", "README.md", "all_results.json", "trainer_state.json"):
+        assert (out / name).is_file(), name
+    assert (out / "modeling_bert_crf.py").read_text() == (REPO_ROOT / "modeling_bert_crf.py").read_text()
+    config = load_json(out / "config.json")
+    assert config["model_type"] == "bert_crf"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_bert_crf.BertCrfConfig",
+        "AutoModelForTokenClassification": "modeling_bert_crf.BertCrfForTokenClassification",
+    }
+    assert config["tag_scheme"] == "BIO"
+    assert sorted(config["label2id"]) == ["B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER", "O"]
+
+    all_results = load_json(out / "all_results.json")
+    for key in ("eval_f1", "predict_f1", "eval_precision", "predict_recall", "train_loss"):
+        assert key in all_results and key in results
+    assert all_results["eval_f1"] == pytest.approx(results["eval_f1"])
+    assert all_results["eval_samples"] == MAX_EVAL and all_results["predict_samples"] == MAX_PREDICT
+    assert 0.0 < results["eval_f1"] <= 1.0, "the tiny model learns a few entities"
+
+    # README.md: YAML front matter with the pipeline tag and a model-index holding the eval scores
+    import yaml
+
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("---\n")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["pipeline_tag"] == "token-classification"
+    assert front["library_name"] == "transformers"
+    (entry,) = front["model-index"]
+    metrics = {m["type"]: m["value"] for m in entry["results"][0]["metrics"]}
+    assert metrics["f1"] == pytest.approx(results["eval_f1"], abs=1e-4)
+    assert set(metrics) == set(RESULT_KEYS)
+
+    test_sentences = read_sentences(demo["test"])[:MAX_PREDICT]
+    assert any(len(s) > 30 for s in test_sentences), "some test sentences need several windows"
+    assert any(FULLWIDTH_SPACE in [t for t, _ in s] for s in read_sentences(demo["test"]))
+    check_prediction_outputs(out, "test", test_sentences)
+    check_prediction_outputs(out, "validation", read_sentences(demo["dev"])[:MAX_EVAL])
+
+
+@pytest.mark.slow
+def test_reload_and_evaluate_gives_the_recorded_f1(trained, demo, tiny_checkpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = trained["out"]
+    model = BertCrfForTokenClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    original = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert len(tokenizer) > len(original)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    for char in demo["unknown_chars"]:
+        assert original.tokenize(char) == [original.unk_token]
+        assert tokenizer.tokenize(char) != [tokenizer.unk_token], char
+    assert model.config.tag_scheme == "BIO"
+
+    state = load_json(out / "trainer_state.json")
+    evals = [h["eval_f1"] for h in state["log_history"] if "eval_f1" in h]
+    assert len(evals) == TRAIN_OPTIONS["num_train_epochs"]
+    assert state["best_metric"] == pytest.approx(max(evals))
+    recorded = trained["results"]
+    # With these settings the best epoch is not the last one (F1 drops a little in epoch 6), so this checks that
+    # load_best_model_at_end really put the best checkpoint in output_dir.
+    assert recorded["eval_f1"] == pytest.approx(max(evals)), "the best checkpoint was loaded at the end"
+
+    results = run_ner.main(["--model_name_or_path", str(out), "--validation_file", str(demo["dev"]), "--do_eval", "True",
+                            "--output_dir", str(tmp_path / "eval"), "--max_seq_length", "32",
+                            "--max_eval_samples", str(MAX_EVAL), *QUIET])
+    assert scores(results) == scores(recorded)
+    assert results["eval_loss"] == pytest.approx(recorded["eval_loss"], rel=1e-5)
+    assert (tmp_path / "eval" / "predictions_validation.txt").read_text() == (out / "predictions_validation.txt").read_text()
+
+
+def direct_tags(model, tokenizer, tokens):
+    """Word tags from one forward pass of one sentence (untokenizable words fed as [UNK])."""
+    words = [t if tokenizer.tokenize(t) else tokenizer.unk_token for t in tokens]
+    enc = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    word_ids = enc.word_ids()
+    starts = [i for i, w in enumerate(word_ids) if w is not None and (i == 0 or word_ids[i - 1] != w)]
+    assert len(starts) == len(tokens)
+    mask = torch.zeros_like(enc["input_ids"])
+    mask[0, starts] = 1
+    with torch.no_grad():
+        out = model(**enc, word_start_mask=mask)
+    return [model.config.id2label[out.predictions[0, i].item()] for i in starts]
+
+
+@pytest.mark.slow
+def test_metrics_use_whole_sentence_viterbi_paths(trained, demo, tmp_path):
+    """Sentences that fit one window: the predictions written by run_ner equal the model's own Viterbi output."""
+    from transformers import AutoTokenizer
+
+    out = trained["out"]
+    dev = read_sentences(demo["dev"])[:MAX_EVAL]
+    assert max(len(s) for s in dev) + 2 <= 64
+    eval_only(out, demo["dev"], tmp_path / "eval", max_seq_length=64, per_device_eval_batch_size=4)
+    predicted = read_prediction_file(tmp_path / "eval" / "predictions_validation.txt")
+    model = BertCrfForTokenClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    direct = [direct_tags(model, tokenizer, [t for t, _ in s]) for s in dev]
+    assert [[r[2] for r in rows] for rows in predicted] == direct
+    assert any(tag != "O" for tags in direct for tag in tags)
+
+
+@pytest.mark.slow
+def test_stitched_decoding_equals_model_predictions_in_trainer(trained, demo, tmp_path, monkeypatch):
+    """run_ner's own Trainer and NerMetrics (captured from main): trainer.predict's `predictions` (the model's
+    Viterbi tags, in the length-grouped row order) equal the stitched and re-decoded tags NerMetrics reports."""
+    captured = {}
+    build_trainer = run_ner.build_trainer
+
+    def capture(model, tokenizer, encoded, scheme, *args, **kwargs):
+        trainer, metrics = build_trainer(model, tokenizer, encoded, scheme, *args, **kwargs)
+        captured.update(trainer=trainer, metrics=metrics, encoded=encoded, scheme=scheme)
+        return trainer, metrics
+
+    monkeypatch.setattr(run_ner, "build_trainer", capture)
+    results = eval_only(trained["out"], demo["dev"], tmp_path / "h", max_seq_length=64, per_device_eval_batch_size=4)
+    trainer, scheme = captured["trainer"], captured["scheme"]
+    split, metric = captured["encoded"]["validation"], captured["metrics"]["validation"]
+    assert trainer.args.train_sampling_strategy == "group_by_length"
+    assert len(split.rows) == MAX_EVAL  # one window per sentence
+    order = metric.row_order()
+    assert sorted(order) == list(range(MAX_EVAL)) and order != list(range(MAX_EVAL)), "evaluation rows are reordered"
+
+    output = trainer.predict(split.dataset, metric_key_prefix="eval")
+    assert isinstance(output.predictions, tuple)
+    logits, model_predictions = output.predictions
+    stitched_tags = metric.last_predictions
+    assert len(stitched_tags) == MAX_EVAL
+    id2label = trainer.model.config.id2label
+    for position, row_index in enumerate(order):
+        row = split.rows[row_index]
+        chain = np.flatnonzero(row["word_start_mask"])
+        own = [id2label[int(t)] for t in model_predictions[position, chain]]
+        assert own == stitched_tags[row["example_index"]], row_index
+    gold = [e["tags"] for e in split.examples]
+    assert output.metrics["eval_f1"] == pytest.approx(run_ner.score_entities(gold, stitched_tags, scheme, False)["f1"])
+    assert output.metrics["eval_f1"] == pytest.approx(results["eval_f1"])
+
+
+@pytest.mark.slow
+def test_group_by_length_and_sequential_evaluation_agree(trained, demo, tmp_path):
+    results = {}
+    for strategy in ("group_by_length", "sequential"):
+        results[strategy] = eval_only(trained["out"], demo["dev"], tmp_path / strategy, train_sampling_strategy=strategy,
+                                      per_device_eval_batch_size=4)
+    assert scores(results["group_by_length"]) == scores(results["sequential"])
+    assert results["group_by_length"]["eval_loss"] == pytest.approx(results["sequential"]["eval_loss"], rel=1e-5)
+    for name in ("predictions_validation.txt", "predictions_validation.jsonl"):
+        assert (tmp_path / "group_by_length" / name).read_text() == (tmp_path / "sequential" / name).read_text()
+    assert scores(results["sequential"]) == scores(trained["results"])
+
+
+@pytest.mark.slow
+def test_unknown_validation_labels(trained, demo, tmp_path):
+    sentences = read_sentences(demo["dev"])[:5]
+    third = sentences[2]
+    sentences[2] = [(third[0][0], "B-FOO")] + third[1:]
+    bad = write_sentences(tmp_path / "dev_foo.txt", sentences)
+    line = sum(len(s) + 1 for s in sentences[:2]) + 1
+    with pytest.raises(ValueError) as info:
+        eval_only(trained["out"], bad, tmp_path / "fail")
+    message = str(info.value)
+    assert "'B-FOO'" in message and f"{bad}:{line}" in message
+    results = eval_only(trained["out"], bad, tmp_path / "ok", unknown_labels_to_o=True)
+    assert results["eval_samples"] == 5
+    rows = read_prediction_file(tmp_path / "ok" / "predictions_validation.txt")
+    assert rows[2][0][1] == "O"
+
+
+@pytest.mark.slow
+def test_evaluating_a_checkpoint_converts_data_to_its_scheme(trained, demo, tmp_path):
+    """A BIO checkpoint evaluated on the same dev sentences written in BIOES scores the same entities."""
+    sentences = read_sentences(demo["dev"])[:MAX_EVAL]
+    bioes = [list(zip([t for t, _ in s], ner_data.convert_tags([g for _, g in s], "BIO", "BIOES"))) for s in sentences]
+    path = write_sentences(tmp_path / "dev_bioes.txt", bioes)
+    bio_results = eval_only(trained["out"], demo["dev"], tmp_path / "bio")
+    bioes_results = eval_only(trained["out"], path, tmp_path / "bioes")
+    assert bioes_results["eval_f1"] == pytest.approx(bio_results["eval_f1"])
+
+
+@pytest.mark.slow
+def test_predicting_unlabelled_data_keeps_the_checkpoint_scheme(trained, demo, tmp_path, monkeypatch):
+    """Predict-only from a BIO checkpoint on untagged JSON lines: decoding stays constrained to BIO."""
+    sentences = read_sentences(demo["test"])[:MAX_PREDICT]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps({"tokens": [t for t, _ in s]}, ensure_ascii=False) + "\n" for s in sentences),
+                    encoding="utf-8")
+    captured = {}
+    build_trainer = run_ner.build_trainer
+
+    def capture(model, *args, **kwargs):
+        captured["model"] = model
+        return build_trainer(model, *args, **kwargs)
+
+    monkeypatch.setattr(run_ner, "build_trainer", capture)
+    main(model_name_or_path=trained["out"], test_file=path, do_predict=True, output_dir=tmp_path / "out",
+         max_seq_length=32, per_device_eval_batch_size=8)
+    rows = read_prediction_file(tmp_path / "out" / "predictions_test.txt")
+    assert [[r[0] for r in block] for block in rows] == [[t for t, _ in s] for s in sentences]
+    assert captured["model"].config.tag_scheme == "BIO"
+    for block in rows:
+        tags = [r[1] for r in block]  # no gold column: token, predicted
+        for previous, tag in zip(["O", *tags], tags):
+            if tag.startswith("I-"):
+                assert previous[2:] == tag[2:], f"illegal BIO transition {previous} -> {tag} in {tags}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Other training modes
+
+
+def multi_piece_data(folder):
+    """Column files whose words may split into several sub-tokens (new ##york, un ##know ##n)."""
+    import random
+
+    rng = random.Random(0)
+    latin = [("newyork", "LOC"), ("newyorks", "LOC"), ("playing", None), ("unknown", None), ("the", None)]
+    chars = [t for s in read_sentences(DEMO_DIR / "train.txt")[:40] for t, g in s if g == "O" and t != FULLWIDTH_SPACE]
+
+    def sentence(n):
+        out = []
+        while len(out) < n:
+            if rng.random() < 0.3:
+                word, etype = rng.choice(latin)
+                out.append((word, f"B-{etype}" if etype else "O"))
+            else:
+                out.append((rng.choice(chars), "O"))
+        return out
+
+    train = read_sentences(DEMO_DIR / "train.txt")[:40] + [sentence(rng.randint(5, 30)) for _ in range(24)]
+    dev = [sentence(rng.randint(5, 40)) for _ in range(12)]
+    test = [sentence(rng.randint(5, 40)) for _ in range(12)]
+    return {name: (write_sentences(folder / f"{name}.txt", data), data) for name, data in
+            (("train", train), ("dev", dev), ("test", test))}
+
+
+@pytest.mark.slow
+def test_label_all_tokens_end_to_end(tiny_checkpoint, tmp_path):
+    data = multi_piece_data(tmp_path)
+    out = tmp_path / "out"
+    results = main(
+        model_name_or_path=tiny_checkpoint, train_file=data["train"][0], validation_file=data["dev"][0],
+        test_file=data["test"][0], output_dir=out, do_train=True, do_eval=True, do_predict=True, num_train_epochs=2,
+        max_seq_length=32, label_all_tokens=True, per_device_train_batch_size=8, learning_rate=3e-3,
+        save_strategy="no",
+    )
+    assert "eval_f1" in results and "predict_f1" in results
+    predicted, _ = check_prediction_outputs(out, "test", data["test"][1])
+    check_prediction_outputs(out, "validation", data["dev"][1])
+    assert any(t == "unknown" for rows in predicted for t, _, _ in rows)
+
+
+@pytest.mark.slow
+def test_softmax_head_end_to_end(tiny_checkpoint, demo, tmp_path):
+    out = tmp_path / "out"
+    results = main(
+        model_name_or_path=tiny_checkpoint, train_file=demo["train"], validation_file=demo["dev"], test_file=demo["test"],
+        output_dir=out, do_train=True, do_eval=True, do_predict=True, head="softmax", num_train_epochs=1,
+        max_train_samples=MAX_TRAIN, max_eval_samples=MAX_EVAL, max_predict_samples=MAX_PREDICT, max_seq_length=32,
+        extend_vocab=True, per_device_train_batch_size=8, learning_rate=3e-3, save_strategy="no",
+    )
+    assert {"eval_f1", "predict_f1", "eval_accuracy"} <= set(results)
+    config = load_json(out / "config.json")
+    assert config["architectures"] == ["BertForTokenClassification"]
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    check_prediction_outputs(out, "test", read_sentences(demo["test"])[:MAX_PREDICT])
+
+
+@pytest.fixture
+def restore_logging():
+    import transformers
+
+    yield
+    transformers.utils.logging.set_verbosity_warning()
+    for name in ("run_ner", "ner_data"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint(tiny_checkpoint, demo, tmp_path, caplog, restore_logging):
+    out = tmp_path / "out"
+    common = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=out, do_train=True,
+                  max_train_samples=32, max_seq_length=64, per_device_train_batch_size=8, save_strategy="steps",
+                  save_steps=2, logging_steps=1, learning_rate=3e-3, seed=7)
+    main(num_train_epochs=1, **common)
+    first = load_json(out / "trainer_state.json")
+    steps = first["global_step"]
+    assert steps == 4  # 32 one-window sentences, batches of 8
+    assert (out / f"checkpoint-{steps}").is_dir()
+    first_logs = {h["step"]: h for h in first["log_history"] if "loss" in h}
+    assert sorted(first_logs) == [1, 2, 3, 4]
+
+    with caplog.at_level(logging.INFO):
+        main(num_train_epochs=2, log_level="info", **common)
+    assert any("Resuming from" in r.getMessage() and f"checkpoint-{steps}" in r.getMessage() for r in caplog.records)
+    second = load_json(out / "trainer_state.json")
+    assert second["global_step"] == 2 * steps
+    second_logs = {h["step"]: h for h in second["log_history"] if "loss" in h}
+    assert sorted(second_logs) == list(range(1, 2 * steps + 1))
+    # The first epoch's history (learning rates of the one-epoch schedule) comes from the checkpoint: a run
+    # started over with 2 epochs would have logged other learning rates at steps 1-4.
+    for step in range(1, steps + 1):
+        assert second_logs[step] == first_logs[step]
+
+
+def test_build_optimizer_groups(tiny_checkpoint, demo, tmp_path):
+    from transformers import AutoTokenizer
+
+    argv = argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path, do_train=True,
+                   freeze_layers=1, learning_rate=1e-4, head_learning_rate=2e-3, crf_learning_rate=3e-2,
+                   weight_decay=0.05)
+    model_args, data_args, training_args = run_ner.parse_args(argv)
+    labels = ner_data.label_list([["B-PER", "I-PER", "B-LOC", "O"]], "BIO")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    model = run_ner.load_model(model_args, labels, "BIO", tokenizer)
+    optimizer = run_ner.build_optimizer(model, training_args, model_args)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"body", "body_no_decay", "head", "head_no_decay", "crf_no_decay"}
+    expected_lr = {"body": 1e-4, "head": 2e-3, "crf": 3e-2}
+    for name, group in groups.items():
+        assert group["lr"] == pytest.approx(expected_lr[name.split("_")[0]])
+        assert group["weight_decay"] == (0.0 if name.endswith("_no_decay") else pytest.approx(0.05))
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    placed = {names[id(p)]: name for name, g in groups.items() for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups.values()) == len(placed)  # no parameter twice
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(placed) == trainable
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for n in frozen)
+    assert any(n.startswith("bert.encoder.layer.0.") for n in frozen)
+    assert any(n.startswith("bert.embeddings.") for n in frozen)
+    assert any(n.startswith("bert.encoder.layer.1.") for n in placed)
+    for name, group in placed.items():
+        if name.startswith("crf."):
+            assert group == "crf_no_decay"
+        elif name.endswith(".bias") or "LayerNorm" in name:
+            assert group.endswith("_no_decay"), name
+        else:
+            assert group in ("body", "head"), name
+        if name.startswith("classifier."):
+            assert group.startswith("head")
+    assert placed["classifier.weight"] == "head" and placed["classifier.bias"] == "head_no_decay"
+    assert {"crf.transitions", "crf.start_transitions", "crf.end_transitions"} <= set(placed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def test_json_config_with_overrides(tiny_checkpoint, demo, tmp_path):
+    config = {
+        "model_name_or_path": str(tiny_checkpoint), "train_file": str(demo["train"]), "output_dir": str(tmp_path / "o"),
+        "do_train": True, "do_eval": True, "validation_file": str(demo["dev"]), "num_train_epochs": 8,
+        "learning_rate": 1e-4, "head_learning_rate": 5e-3, "max_seq_length": 48, "report_to": ["none"],
+        "label_all_tokens": False, "tag_scheme": None,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    model_args, data_args, training_args = run_ner.parse_args(
+        [str(path), "--num_train_epochs", "2", "--label_all_tokens", "True", "--do_eval", "False"]
+    )
+    assert training_args.num_train_epochs == 2
+    assert data_args.label_all_tokens is True
+    assert training_args.do_eval is False and training_args.do_train is True
+    assert training_args.learning_rate == pytest.approx(1e-4)
+    assert model_args.head_learning_rate == pytest.approx(5e-3)
+    assert data_args.max_seq_length == 48
+    assert model_args.tag_scheme is None
+    assert model_args.model_name_or_path == str(tiny_checkpoint)
+    # run_ner's own defaults
+    assert training_args.train_sampling_strategy == "group_by_length"
+    assert training_args.metric_for_best_model == "f1" and training_args.greater_is_better is True
+    # a config value for them is kept
+    config["train_sampling_strategy"] = "sequential"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert run_ner.parse_args([str(path)])[2].train_sampling_strategy == "sequential"
+
+
+def test_yaml_config_and_shipped_demo_config(tiny_checkpoint, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"model_name_or_path: {tiny_checkpoint}\ntrain_file: x.txt\noutput_dir: {tmp_path}\n"
+                    "do_train: true\nnum_train_epochs: 5\n", encoding="utf-8")
+    _, data_args, training_args = run_ner.parse_args([str(path), "--num_train_epochs", "1"])
+    assert training_args.num_train_epochs == 1 and data_args.train_file == "x.txt"
+    model_args, data_args, training_args = run_ner.parse_args(
+        [str(REPO_ROOT / "configs" / "demo.json"), "--model_name_or_path", str(tiny_checkpoint)]
+    )
+    assert model_args.model_name_or_path == str(tiny_checkpoint)
+    assert data_args.extend_vocab is True and data_args.max_seq_length == 128
+    assert training_args.load_best_model_at_end is True and training_args.per_device_train_batch_size == 16
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("tag_scheme", "BILOU"), ("tag_scheme", "bio"), ("data_tag_scheme", "IOB3"), ("head", "lstm")],
+)
+def test_bad_choices_raise(tiny_checkpoint, tmp_path, option, value):
+    argv = argv_of(model_name_or_path=tiny_checkpoint, train_file="x.txt", output_dir=tmp_path, **{option: value})
+    with pytest.raises(ValueError, match=f"--{option}.*'?{value}'?"):
+        run_ner.parse_args(argv)
+    with pytest.raises(ValueError, match=repr(value)):
+        run_ner.main(argv)
+
+
+def test_no_data_raises(tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="--train_file"):
+        run_ner.parse_args(argv_of(model_name_or_path=tiny_checkpoint, output_dir=tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Several processes (accelerate launch)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accelerate_launch(argv, env, timeout=240):
+    # A port of our own: another launch on this machine (default port 29500) must not meet ours.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()),
+               str(REPO_ROOT / "run_ner.py"), *argv]
+    proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_two_processes_train_half_the_steps(tiny_checkpoint, demo, tmp_path, omp_env):
+    options = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], do_train=True,
+                   max_train_samples=MAX_TRAIN, max_seq_length=64, per_device_train_batch_size=8, num_train_epochs=1,
+                   save_strategy="no", seed=3)
+    main(output_dir=tmp_path / "one", **options)
+    single = load_json(tmp_path / "one" / "trainer_state.json")["global_step"]
+    assert single == math.ceil(MAX_TRAIN / 8)
+    proc = accelerate_launch(argv_of(output_dir=tmp_path / "two", **options), omp_env)
+    state = load_json(tmp_path / "two" / "trainer_state.json")
+    assert state["global_step"] == single // 2, proc.stdout[-2000:]
+    assert (tmp_path / "two" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one(trained, demo, tmp_path, omp_env):
+    options = dict(model_name_or_path=trained["out"], validation_file=demo["dev"], do_eval=True, max_seq_length=32,
+                   max_eval_samples=MAX_EVAL + 1, per_device_eval_batch_size=4)
+    one = main(output_dir=tmp_path / "one", **options)
+    proc = accelerate_launch(
+        argv_of(output_dir=tmp_path / "two", log_level="info", log_level_replica="info", **options), omp_env
+    )
+    assert (proc.stdout + proc.stderr).count("***** Running Prediction *****") == 2, "one evaluation per process"
+    two = load_json(tmp_path / "two" / "all_results.json")
+    assert two["eval_samples"] == one["eval_samples"] == MAX_EVAL + 1
+    assert scores(two) == scores(one)
+    name = "predictions_validation.txt"
+    assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
