@@ -81,26 +81,31 @@ def main() -> None:
                 rows.append(run_one(name, head, args, model_path, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
 
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Runs of other datasets recorded earlier stay in the table (each row names its settings).
+    meta = {"epochs": args.epochs, "learning_rate": args.learning_rate, "max_train_samples": args.max_train_samples}
+    for row in rows:
+        row.update(meta)
+    previous = json.loads(out.with_suffix(".json").read_text())["rows"] if out.with_suffix(".json").exists() else []
+    rows = [r for r in previous if r["dataset"] not in args.datasets] + rows
     lines = [
-        "| dataset | head | dev F1 | test F1 | train s | train sent/s | test sent/s |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | head | epochs | dev F1 | test F1 | train s | train sent/s | test sent/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['dataset']} | {r['head']} | {100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | "
+            f"| {r['dataset']} | {r['head']} | {r.get('epochs', '?')} | {100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | "
             f"{r['train_seconds']:.0f} | {r['train_sentences_per_s']:.1f} | {r['test_sentences_per_s']:.1f} |"
         )
-    for name in args.datasets:
+    for name in sorted({r["dataset"] for r in rows}):
         crf = next(r for r in rows if r["dataset"] == name and r["head"] == "crf")
         soft = next(r for r in rows if r["dataset"] == name and r["head"] == "softmax")
         verdict = "CRF >= softmax" if crf["test_f1"] >= soft["test_f1"] else "CRF BELOW softmax"
         lines.append(f"\n{name}: test F1 CRF - softmax = {100 * (crf['test_f1'] - soft['test_f1']):+.2f} ({verdict})")
     table = "\n".join(lines)
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"epochs": args.epochs, "learning_rate": args.learning_rate, "max_train_samples": args.max_train_samples}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=2))
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.json and {out}.md")
 
