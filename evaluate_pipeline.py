@@ -47,17 +47,22 @@ def to_dataset(examples: list[dict[str, Any]], labels: list[str]) -> datasets.Da
 
 
 def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Entity scores of `pipe` on tagged examples (tags in the model's scheme), via evaluate's evaluator."""
+    """Entity scores of `pipe` on tagged examples (tags in the model's scheme), via evaluate's evaluator, strict for
+    the model's tag scheme."""
     config = pipe.model.config
     scheme = config.resolved_tag_scheme
     labels = [config.id2label[i] for i in range(config.num_labels)]
+    # The evaluator joins words with spaces and maps entities back to words by their start offsets: a word that
+    # the tokenizer drops (U+3000) would have no prediction, so it is fed as the unknown token, as in training.
+    examples, _ = ner_data.replace_untokenizable(examples, pipe.tokenizer)
+    examples = [dict(e, tokens=e["words"]) for e in examples]
     evaluator = PipelineTokenClassificationEvaluator("token-classification")
-    # The evaluator joins words with `join_by` and maps entities back to words by their start offsets.
-    results = evaluator.compute(
+    if scheme in ner_data.SEQEVAL_SCHEMES:
+        evaluator.METRIC_KWARGS = {"mode": "strict", "scheme": "BMES" if scheme == "BMES" else ner_data.SEQEVAL_SCHEMES[scheme]}
+    return evaluator.compute(
         model_or_pipeline=pipe, data=to_dataset(examples, labels), metric=evaluate.load(METRIC_PATH),
         input_column="tokens", label_column="ner_tags", join_by=" ",
     )
-    return results
 
 
 def main() -> None:

@@ -21,7 +21,10 @@ class EndpointHandler:
         if not isinstance(data, dict) or "inputs" not in data:
             raise ValueError('expected a JSON object {"inputs": ..., "parameters": {...}}')
         inputs = data["inputs"]
-        parameters = dict(data.get("parameters") or {})
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f'"parameters" must be an object, got {type(parameters).__name__}')
+        parameters = dict(parameters)
         parameters.setdefault("aggregation_strategy", "simple")
         if isinstance(inputs, str) or (parameters.get("is_split_into_words") and inputs and isinstance(inputs[0], str)):
             return self.pipeline(inputs, **parameters)

@@ -293,20 +293,25 @@ class CRF(nn.Module):
         return torch.cat(path, 1)  # (batch, seq)
 
     def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints."""
+        """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints.
+
+        Computed in float64 and normalized per position: forward and backward scores grow with the length of the
+        chain, and float32 rounding of scores in the thousands would put probabilities off by a percent.
+        """
         full: List[bool] = mask.all(0).tolist()
-        start = self.start_transitions + self.start_penalty
-        end = self.end_transitions + self.end_penalty
-        transitions = self.transitions + self.transition_penalty
-        alphas, exact = _scaled_forward_scores(emissions, mask, full, start, transitions)  # (seq, batch, tags)
+        emissions64 = emissions.double()
+        start = (self.start_transitions + self.start_penalty).double()
+        end = (self.end_transitions + self.end_penalty).double()
+        transitions = (self.transitions + self.transition_penalty).double()
+        alphas, exact = _scaled_forward_scores(emissions64, mask, full, start, transitions)  # (seq, batch, tags)
         if not exact:
-            alphas = _log_space_forward_scores(emissions, mask, full, start, transitions)
-        betas, exact = _scaled_backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
+            alphas = _log_space_forward_scores(emissions64, mask, full, start, transitions)
+        betas, exact = _scaled_backward_scores(emissions64, mask, full, end, transitions)  # (seq, batch, tags)
         if not exact:
-            betas = _log_space_backward_scores(emissions, mask, full, end, transitions)
-        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
-        probs = (alphas + betas - log_z.view(1, -1, 1)).exp().transpose(0, 1)  # (batch, seq, tags)
-        return probs * mask.unsqueeze(2).to(probs.dtype)
+            betas = _log_space_backward_scores(emissions64, mask, full, end, transitions)
+        scores = alphas + betas  # (seq, batch, tags): log-score of all paths through each tag
+        probs = (scores - torch.logsumexp(scores, dim=2, keepdim=True)).exp().transpose(0, 1)  # (batch, seq, tags)
+        return (probs * mask.unsqueeze(2).to(probs.dtype)).to(emissions.dtype)
 
 
 # The scaled recursions below sum probabilities rescaled to at most 1 by matrix products; a sum under this bound

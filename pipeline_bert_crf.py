@@ -127,6 +127,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 raise ValueError(f"stride must be >= 0, got {stride}")
             preprocess["stride"] = stride
         if max_length is not None:
+            positions = self.model.config.max_position_embeddings
+            if not 2 < max_length <= positions:
+                raise ValueError(f"max_length must be between 3 and the model's {positions} positions, got {max_length}")
             preprocess["max_length"] = max_length
         if is_split_into_words is not None:
             preprocess["is_split_into_words"] = is_split_into_words
@@ -143,8 +146,11 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         # A flat list of words is one pre-split text, not a batch of strings.
-        if kwargs.get("is_split_into_words") and isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
-            return super().__call__([list(inputs)], **kwargs)[0]
+        if kwargs.get("is_split_into_words") and isinstance(inputs, (list, tuple)):
+            if not inputs:
+                return []
+            if isinstance(inputs[0], str):
+                return super().__call__([list(inputs)], **kwargs)[0]
         return super().__call__(inputs, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ one `word<TAB>tag` line per word the tokenizer sees, a blank line after each tex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any, Iterator, TextIO
@@ -79,11 +80,13 @@ def main(argv: list[str] | None = None) -> None:
 
     pipe = load_pipeline(args.model, args.device)
     strategy = "simple" if args.format == "jsonl" else "none"
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    with source:
-        lines = list(read_lines(source))
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-    with out:
+    if args.input == "-":
+        lines = list(read_lines(sys.stdin))
+    else:
+        with open(args.input, encoding="utf-8") as source:
+            lines = list(read_lines(source))
+    with contextlib.ExitStack() as stack:  # closes the output file, never stdout
+        out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         for number, (text, result) in enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1):
             if args.format == "jsonl":
                 write_jsonl(out, number, text, result)

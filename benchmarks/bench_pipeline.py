@@ -92,9 +92,12 @@ def main() -> None:
         n = len(sentences) if batch_size > 1 else min(len(sentences), 128)
         subset = sentences[:n]
         piped(pipe, subset[:batch_size], batch_size)  # warm-up
-        t_bare = statistics.median(bare(model, tokenizer, subset, batch_size) for _ in range(args.repeats))
-        t_bare_tok = statistics.median(bare_with_tokenization(model, tokenizer, subset, batch_size) for _ in range(args.repeats))
-        t_pipe = statistics.median(piped(pipe, subset, batch_size) for _ in range(args.repeats))
+        times: dict[str, list[float]] = {"bare": [], "bare_tok": [], "pipe": []}
+        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits all three alike
+            times["bare"].append(bare(model, tokenizer, subset, batch_size))
+            times["bare_tok"].append(bare_with_tokenization(model, tokenizer, subset, batch_size))
+            times["pipe"].append(piped(pipe, subset, batch_size))
+        t_bare, t_bare_tok, t_pipe = (statistics.median(times[k]) for k in ("bare", "bare_tok", "pipe"))
         rows.append(dict(batch_size=batch_size, sentences=n, bare_s=t_bare, bare_tokenizing_s=t_bare_tok, pipeline_s=t_pipe,
                          bare_sent_per_s=n / t_bare, pipeline_sent_per_s=n / t_pipe,
                          overhead=t_pipe / t_bare - 1, overhead_vs_tokenizing=t_pipe / t_bare_tok - 1))

@@ -58,9 +58,17 @@ def test_jsonl(crf_checkpoint, crf_pipeline, tmp_path):
         for e in r["entities"]:
             assert set(e) == {"entity_group", "score", "word", "start", "end"}
             assert text[e["start"] : e["end"]] == e["word"]
-            assert 0.0 < e["score"] <= 1.0
+            assert e["score"] == round(e["score"], 4)
         assert_entities_match(r["entities"], crf_pipeline(text, aggregation_strategy="simple"))
     assert any(r["entities"] for r in records)
+
+
+def test_jsonl_scores_are_probabilities(crf_checkpoint, tmp_path):
+    source = write_input(tmp_path / "in.txt", LINES)
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    scores = [(r["line"], e["word"], e["score"]) for r in read_jsonl(out) for e in r["entities"]]
+    assert scores and all(0.0 < s <= 1.0 for _, _, s in scores), [x for x in scores if not 0.0 < x[2] <= 1.0]
 
 
 def test_batch_size_does_not_change_output(crf_checkpoint, tmp_path):

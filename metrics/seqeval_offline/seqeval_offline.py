@@ -14,7 +14,8 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of tag sequences.
     references: list of tag sequences.
-    scheme: seqeval scheme name for strict mode (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU).
+    scheme: seqeval scheme name for strict mode (IOB1, IOB2, IOE1, IOE2, IOBES, BILOU), or BMES (scored as IOBES
+        with M- read as I-).
     mode: "strict" or None (conlleval-compatible).
     zero_division: value for undefined ratios (default 0).
 Returns: overall_precision, overall_recall, overall_f1, overall_accuracy and, per type, a dict with
@@ -38,6 +39,10 @@ class SeqevalOffline(evaluate.Metric):
 
     def _compute(self, predictions, references, scheme=None, mode=None, zero_division=0):
         kwargs = {"mode": mode, "zero_division": zero_division}
+        if scheme == "BMES":
+            predictions, references = ([["I-" + t[2:] if t.startswith("M-") else t for t in seq] for seq in side]
+                                       for side in (predictions, references))
+            scheme = "IOBES"
         if scheme is not None:
             kwargs["scheme"] = getattr(seqeval_schemes, scheme)
         report = metrics.classification_report(references, predictions, output_dict=True, **kwargs)
