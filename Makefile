@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-quality clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ demo: setup
 	rm -rf outputs/demo
 	$(PY) run_ner.py configs/demo.json --model_name_or_path $(MINILM)
 
+# Speed benchmarks (minutes); bench-quality fine-tunes MiniLM four times (about an hour on 2 cores).
 bench: setup
 	$(PY) benchmarks/bench_crf.py
+	$(PY) benchmarks/bench_pipeline.py
+
+bench-quality: setup
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) outputs
