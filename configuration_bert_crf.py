@@ -9,10 +9,13 @@ from typing import Any, Sequence
 
 from transformers import BertConfig
 
+try:
+    from .bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401  (re-exported)
+except ImportError:  # imported as a top-level module
+    from bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401
+
 TAG_SCHEMES = ("BIO", "IOB1", "BIOES", "BMES", "none")
 LOSS_REDUCTIONS = ("mean", "sum", "token_mean")
-OUTSIDE = "O"
-Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
 
 # Prefix letters each scheme uses for entity tags; "O" is shared by all of them.
 _SCHEME_PREFIXES = {
@@ -21,60 +24,6 @@ _SCHEME_PREFIXES = {
     "BIOES": frozenset("BIES"),
     "BMES": frozenset("BMES"),
 }
-
-
-def split_tag(label: str) -> tuple[str, str] | None:
-    """Split an entity tag into (prefix, type): "B-PER" -> ("B", "PER"); "O" -> ("O", ""); None if neither."""
-    if label == OUTSIDE:
-        return OUTSIDE, ""
-    for sep in ("-", "_"):
-        prefix, found, entity_type = label.partition(sep)
-        if found and len(prefix) == 1 and entity_type:
-            return prefix.upper(), entity_type
-    return None
-
-
-def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
-    """Entity spans of a tag sequence, read leniently (like conlleval): a stray I-/M-/E- still opens an entity."""
-    spans: list[Span] = []
-    if scheme == "none":  # plain labels: each run of one label is an entity
-        for i, tag in enumerate(tags):
-            if tag != OUTSIDE and (i == 0 or tags[i - 1] != tag):
-                spans.append((tag, i, i + 1))
-            elif tag != OUTSIDE:
-                spans[-1] = (tag, spans[-1][1], i + 1)
-        return spans
-    current: list[Any] | None = None  # [type, start]
-
-    def close(end: int) -> None:
-        nonlocal current
-        if current is not None:
-            spans.append((current[0], current[1], end))
-        current = None
-
-    for i, tag in enumerate(tags):
-        parts = split_tag(tag)
-        if parts is None or parts[0] == OUTSIDE:
-            close(i)
-            continue
-        prefix, etype = parts
-        same = current is not None and current[0] == etype
-        if scheme == "IOB1":
-            if prefix == "B" or not same:
-                close(i)
-                current = [etype, i]
-        elif scheme == "BIO":
-            if prefix == "B" or not same:
-                close(i)
-                current = [etype, i]
-        else:  # BIOES / BMES
-            if prefix in ("B", "S") or not same:
-                close(i)
-                current = [etype, i]
-            if prefix in ("E", "S"):
-                close(i + 1)
-    close(len(tags))
-    return spans
 
 
 def detect_tag_scheme(labels: list[str]) -> str:

@@ -15,8 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from configuration_bert_crf import OUTSIDE, TAG_SCHEMES, Span, detect_tag_scheme, split_tag, tags_to_spans
-from pipeline_bert_crf import best_windows, word_windows
+from bert_crf_utils import OUTSIDE, Span, best_windows, split_tag, tags_to_spans, word_windows
+from configuration_bert_crf import TAG_SCHEMES, detect_tag_scheme
 
 logger = logging.getLogger(__name__)
 

@@ -17,67 +17,11 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 try:
-    from .configuration_bert_crf import OUTSIDE, tags_to_spans
+    from .bert_crf_utils import OUTSIDE, best_windows, tags_to_spans, word_windows
 except ImportError:  # imported as a top-level module
-    from configuration_bert_crf import OUTSIDE, tags_to_spans
+    from bert_crf_utils import OUTSIDE, best_windows, tags_to_spans, word_windows
 
-# Characters after which a training window prefers to end.
-CHAIN_BREAKS = frozenset("。！？；!?;")
 AGGREGATION_STRATEGIES = ("none", "simple")
-
-
-def word_windows(
-    word_lengths: Sequence[int], budget: int, overlap: int, tokens: Sequence[str] | None = None
-) -> list[tuple[int, int]]:
-    """Split words into windows `[start, end)` of at most `budget` sub-tokens.
-
-    Without overlap (training) the windows tile the sentence, preferring to cut after sentence punctuation (from
-    `tokens`) in the window's last quarter. With overlap (evaluation, inference) each window starts about `overlap`
-    sub-tokens before the previous one ends, yet early enough to leave room for a new word. A single word longer
-    than the budget gets a window of its own.
-    """
-    windows = []
-    start, n = 0, len(word_lengths)
-    while start < n:
-        end, used = start, 0
-        while end < n and (used + word_lengths[end] <= budget or end == start):
-            used += word_lengths[end]
-            end += 1
-        if end < n and overlap == 0 and tokens is not None:
-            floor = start + max(1, (end - start) * 3 // 4)
-            for cut in range(end, floor, -1):
-                if tokens[cut - 1] in CHAIN_BREAKS:
-                    end = cut
-                    break
-        windows.append((start, end))
-        if end >= n:
-            break
-        if overlap == 0:
-            start = end
-        else:
-            back, shared = end, 0
-            room = budget - word_lengths[end]  # what the next window can share and still take word `end`
-            while back > start + 1 and shared + word_lengths[back - 1] <= min(overlap, room):
-                back -= 1
-                shared += word_lengths[back]
-            start = back
-    return windows
-
-
-def best_windows(windows: Sequence[tuple[int, int]], num_units: int) -> list[int]:
-    """For each unit (word) in `[0, num_units)`, the window that holds it farthest from an edge (ties: the
-    earlier window). Raises if a unit is in no window."""
-    best = [-1] * num_units
-    margin = [-1] * num_units
-    for index, (start, end) in enumerate(windows):
-        for unit in range(start, end):
-            m = min(unit - start, end - 1 - unit)
-            if m > margin[unit]:
-                best[unit], margin[unit] = index, m
-    missing = [u for u, b in enumerate(best) if b < 0]
-    if missing:
-        raise RuntimeError(f"units {missing[:10]} are in no window")
-    return best
 
 
 class BertCrfTokenClassificationPipeline(ChunkPipeline):
