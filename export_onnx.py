@@ -1,0 +1,99 @@
+"""Export a trained bert-crf folder to ONNX for CPU serving.
+
+    python export_onnx.py --model outputs/demo --output outputs/demo-onnx --int8
+
+Writes model.onnx (encoder + classifier: emission scores, dynamic batch and sequence axes), model.int8.onnx with
+`--int8` (ONNX Runtime dynamic quantization: int8 weights, activations quantized on the fly), crf.json (transition
+scores, decoding constraints, labels, tag scheme, window size, special token ids) and the tokenizer. The CRF stays
+outside the graph: ner_onnx.py decodes with numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from modeling_bert_crf import BertCrfForTokenClassification
+
+logger = logging.getLogger("export_onnx")
+
+
+class _Emissions(torch.nn.Module):
+    """The graph to export: token ids in, emission scores out."""
+
+    def __init__(self, model: BertCrfForTokenClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.emissions(input_ids, attention_mask=attention_mask)
+
+
+def crf_metadata(model: BertCrfForTokenClassification, tokenizer, max_length: int) -> dict:
+    """What the numpy runtime needs besides the graph: CRF scores, constraints, labels and tokenizer facts."""
+    crf = model.crf
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    cut = next(i for i in range(len(full)) if full[i : i + len(inner)] == inner)
+    config = model.config
+    return {
+        "labels": [config.id2label[i] for i in range(config.num_labels)],
+        "tag_scheme": config.resolved_tag_scheme,
+        "max_length": max_length,
+        "special_head": full[:cut],
+        "special_tail": full[cut + len(inner) :],
+        "pad_id": tokenizer.pad_token_id,
+        "unk_token": tokenizer.unk_token,
+        **{name: getattr(crf, name).detach().cpu().tolist() for name in (
+            "start_transitions", "end_transitions", "transitions", "start_penalty", "end_penalty", "transition_penalty")},
+    }
+
+
+def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    # Eager attention exports to plain ONNX operators; the weights are the same.
+    model = BertCrfForTokenClassification.from_pretrained(model_path, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.ones_like(example)
+    mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Emissions(model), (example, mask), str(out / "model.onnx"), input_names=["input_ids", "attention_mask"],
+            output_names=["logits"], dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            opset_version=opset, dynamo=True, external_data=False,
+        )
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    (out / "crf.json").write_text(json.dumps(crf_metadata(model, tokenizer, max_length), ensure_ascii=False))
+    tokenizer.save_pretrained(out)
+    logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a trained bert-crf folder (run_ner.py output)")
+    parser.add_argument("--output", required=True, help="folder for model.onnx, crf.json and the tokenizer")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantization)")
+    parser.add_argument("--opset", type=int, default=18)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    export(args.model, args.output, args.int8, args.opset)
+
+
+if __name__ == "__main__":
+    main()

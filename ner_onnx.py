@@ -1,0 +1,188 @@
+"""Tag text with an exported bert-crf folder using only onnxruntime, the tokenizers library and numpy (no torch).
+
+    from ner_onnx import OnnxNerTagger
+    tagger = OnnxNerTagger("outputs/demo-onnx")            # or quantized=True for model.int8.onnx
+    tagger("梁一鸣在济民中医院工作。")                      # [{"entity_group": "PER", "word": "梁一鸣", ...}, ...]
+    tagger(["...", "..."], batch_size=32)                  # a batch
+    tagger(list("张三在北京"), is_split_into_words=True)    # pre-split words
+
+Same contract as the PyTorch pipeline (pipeline_bert_crf.py): entities with `word == text[start:end]`, texts of any
+length through overlapping windows stitched into one constrained Viterbi pass, scores from CRF marginals. The folder
+comes from export_onnx.py: model.onnx (encoder + classifier), model.int8.onnx, crf.json and tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+from bert_crf_utils import best_windows, tags_to_spans, word_windows
+
+
+def viterbi(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> list[int]:
+    """Best tag path of one sequence; `emissions` is `(length, tags)`, scores already carry any constraints."""
+    score = start + emissions[0]  # (tags,)
+    back = np.zeros(emissions.shape, dtype=np.int64)  # (length, tags)
+    for t in range(1, len(emissions)):
+        candidates = score[:, None] + transitions  # (tags, tags): previous x next
+        back[t] = candidates.argmax(0)
+        score = candidates.max(0) + emissions[t]
+    path = [int((score + end).argmax())]
+    for t in range(len(emissions) - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis, keepdims=True)
+    return (np.log(np.exp(values - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
+
+
+def marginals(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """Posterior probability of each tag at each position `(length, tags)`, in float64 (forward-backward)."""
+    emissions, transitions = emissions.astype(np.float64), transitions.astype(np.float64)
+    length = len(emissions)
+    alpha = np.zeros_like(emissions)
+    beta = np.zeros_like(emissions)
+    alpha[0] = start + emissions[0]
+    for t in range(1, length):
+        alpha[t] = _logsumexp(alpha[t - 1][:, None] + transitions, axis=0) + emissions[t]
+    beta[-1] = end
+    for t in range(length - 2, -1, -1):
+        beta[t] = _logsumexp(transitions + (emissions[t + 1] + beta[t + 1])[None, :], axis=1)
+    scores = alpha + beta
+    return np.exp(scores - _logsumexp(scores, axis=1)[:, None])
+
+
+class OnnxNerTagger:
+    """An exported bert-crf model: ONNX Runtime for the encoder, numpy for the CRF."""
+
+    def __init__(self, folder: str | Path, quantized: bool = False, threads: int | None = None) -> None:
+        folder = Path(folder)
+        meta_path = folder / "crf.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} not found: export the model with export_onnx.py first")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.labels: list[str] = meta["labels"]
+        self.scheme: str = meta["tag_scheme"]
+        self.max_length: int = meta["max_length"]
+        self.head, self.tail, self.pad_id = meta["special_head"], meta["special_tail"], meta["pad_id"]
+        self.unk_token: str = meta["unk_token"]
+        # Decoding and marginals use the constrained scores, as the PyTorch model does.
+        self.start = np.asarray(meta["start_transitions"]) + np.asarray(meta["start_penalty"])
+        self.end = np.asarray(meta["end_transitions"]) + np.asarray(meta["end_penalty"])
+        self.transitions = np.asarray(meta["transitions"]) + np.asarray(meta["transition_penalty"])
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        model_file = folder / ("model.int8.onnx" if quantized else "model.onnx")
+        if not model_file.is_file():
+            raise FileNotFoundError(f"{model_file} not found (export with --int8 for the quantized model)")
+        self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self.session.get_inputs()}
+
+    def __call__(
+        self, inputs: str | Sequence[str] | Sequence[Sequence[str]], is_split_into_words: bool = False,
+        batch_size: int = 32, stride: int | None = None,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        if not isinstance(inputs, (str, list, tuple)):
+            raise ValueError(f"expected a string, a list of strings or (is_split_into_words=True) a list of words, got {type(inputs).__name__}")
+        single = isinstance(inputs, str) or (is_split_into_words and _is_word_list(inputs))
+        texts = [inputs] if single else list(inputs)
+        results = self.tag_batch(texts, is_split_into_words, batch_size, stride)
+        return results[0] if single else results
+
+    def tag_batch(
+        self, texts: Sequence[Any], is_split_into_words: bool = False, batch_size: int = 32, stride: int | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        prepared = [self._prepare(text, is_split_into_words, stride) for text in texts]
+        windows = [(i, w) for i, item in enumerate(prepared) for w in item["windows"]]
+        emissions: list[list[np.ndarray]] = [[] for _ in prepared]
+        for begin in range(0, len(windows), batch_size):
+            chunk = windows[begin : begin + batch_size]
+            logits = self._run([w["ids"] for _, w in chunk])  # (batch, seq, labels)
+            for row, (i, w) in enumerate(chunk):
+                emissions[i].append(logits[row, w["chain"]])
+        return [self._entities(item, rows) for item, rows in zip(prepared, emissions)]
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _prepare(self, text: Any, is_split_into_words: bool, stride: int | None) -> dict[str, Any]:
+        if is_split_into_words:
+            if not _is_word_list(text):
+                raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(text).__name__}")
+            words = list(text)
+            joiner = "" if all(len(w) == 1 for w in words) else " "
+            spans, position = [], 0
+            for word in words:
+                spans.append((position, position + len(word)))
+                position += len(word) + len(joiner)
+            fed = [w if self.tokenizer.encode(w, add_special_tokens=False).ids else self.unk_token for w in words]
+            encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
+            text = joiner.join(words)
+        elif isinstance(text, str):
+            spans = None
+            encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
+        else:
+            raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(text).__name__}")
+        if encoding is None or not encoding.ids:
+            return {"text": text, "spans": [], "windows": []}
+        pieces: dict[int, list[int]] = {}
+        for position, word in enumerate(encoding.word_ids):
+            if word is not None:
+                pieces.setdefault(word, []).append(position)
+        order = sorted(pieces)
+        if spans is None:
+            offsets = encoding.offsets
+            spans = [(offsets[pieces[w][0]][0], offsets[pieces[w][-1]][1]) for w in order]
+        else:
+            spans = [spans[w] for w in order]
+        budget = max(1, self.max_length - len(self.head) - len(self.tail))
+        lengths = [min(len(pieces[w]), budget) for w in order]
+        overlap = stride if stride is not None else budget // 4
+        windows = []
+        for start, end in word_windows(lengths, budget, overlap):
+            ids, chain = list(self.head), []
+            for k in range(start, end):
+                chain.append(len(ids))
+                ids += [encoding.ids[p] for p in pieces[order[k]][: lengths[k]]]
+            windows.append({"ids": ids + list(self.tail), "chain": chain, "span": (start, end)})
+        return {"text": text, "spans": spans, "windows": windows}
+
+    def _run(self, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
+
+    def _entities(self, item: dict[str, Any], rows: list[np.ndarray]) -> list[dict[str, Any]]:
+        spans, text = item["spans"], item["text"]
+        if not spans:
+            return []
+        owner = best_windows([w["span"] for w in item["windows"]], len(spans))
+        emissions = np.stack([rows[k][word - item["windows"][k]["span"][0]] for word, k in enumerate(owner)])
+        path = viterbi(emissions, self.start, self.end, self.transitions)
+        probs = marginals(emissions, self.start, self.end, self.transitions)
+        scores = [float(probs[i, t]) for i, t in enumerate(path)]
+        entities = []
+        for etype, first, last in tags_to_spans([self.labels[t] for t in path], self.scheme):
+            start, end = spans[first][0], spans[last - 1][1]
+            entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
+                             "word": text[start:end], "start": start, "end": end})
+        return entities
+
+
+def _is_word_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(w, str) for w in value)
