@@ -77,8 +77,17 @@ def run_variant(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - start
             out[f"batch{batch}_sent_per_s"] = len(subset) / seconds
             out[f"batch{batch}_ms_per_sent"] = 1000 * seconds / len(subset)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec, unlike ru_maxrss, which a child
+    inherits from its parent's memory at fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(variant: str, model_dir: Path, onnx_dir: Path, texts: Path, extra: list[str]) -> dict:
