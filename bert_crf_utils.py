@@ -118,3 +118,38 @@ def best_windows(windows: Sequence[tuple[int, int]], num_units: int) -> list[int
     if missing:
         raise RuntimeError(f"units {missing[:10]} are in no window")
     return best
+
+
+def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids a transformers tokenizer puts before and after a single sequence ([CLS] and [SEP]
+    for BERT)."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(inner) + 1):
+        if full[start : start + len(inner)] == inner:
+            return full[:start], full[start + len(inner) :]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def join_words(words: Sequence[str], delimiter: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The text of pre-split words and each word's character span in it. Without a delimiter, words of one
+    character are joined as they are (Chinese), longer ones with spaces."""
+    joiner = delimiter if delimiter is not None else ("" if all(len(w) == 1 for w in words) else " ")
+    spans, position = [], 0
+    for word in words:
+        spans.append((position, position + len(word)))
+        position += len(word) + len(joiner)
+    return joiner.join(words), spans
+
+
+def group_entities(
+    labels: Sequence[str], scores: Sequence[float], spans: Sequence[tuple[int, int]], text: str, scheme: str
+) -> list[dict[str, Any]]:
+    """Entities of word-level `labels`: `{"entity_group", "score", "word", "start", "end"}` with `word ==
+    text[start:end]` and `score` the mean of its words' scores."""
+    entities = []
+    for etype, first, last in tags_to_spans(labels, scheme):
+        start, end = spans[first][0], spans[last - 1][1]
+        entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
+                         "word": text[start:end], "start": start, "end": end})
+    return entities

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from bert_crf_utils import special_wrapping
 from modeling_bert_crf import BertCrfForTokenClassification
 
 logger = logging.getLogger("export_onnx")
@@ -38,16 +39,14 @@ class _Emissions(torch.nn.Module):
 def crf_metadata(model: BertCrfForTokenClassification, tokenizer, max_length: int) -> dict:
     """What the numpy runtime needs besides the graph: CRF scores, constraints, labels and tokenizer facts."""
     crf = model.crf
-    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    cut = next(i for i in range(len(full)) if full[i : i + len(inner)] == inner)
+    head, tail = special_wrapping(tokenizer)
     config = model.config
     return {
         "labels": [config.id2label[i] for i in range(config.num_labels)],
         "tag_scheme": config.resolved_tag_scheme,
         "max_length": max_length,
-        "special_head": full[:cut],
-        "special_tail": full[cut + len(inner) :],
+        "special_head": head,
+        "special_tail": tail,
         "pad_id": tokenizer.pad_token_id,
         "unk_token": tokenizer.unk_token,
         **{name: getattr(crf, name).detach().cpu().tolist() for name in (

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bert_crf_utils import OUTSIDE, Span, best_windows, split_tag, tags_to_spans, word_windows
+from bert_crf_utils import OUTSIDE, Span, best_windows, special_wrapping, split_tag, tags_to_spans, word_windows
 from configuration_bert_crf import TAG_SCHEMES, detect_tag_scheme
 
 logger = logging.getLogger(__name__)
@@ -456,16 +456,6 @@ def encode_examples(
     if truncated_words:
         logger.warning("%d words longer than %d sub-tokens were cut to fit a window", truncated_words, budget)
     return rows, example_units
-
-
-def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special token ids the tokenizer puts before and after a single sequence ([CLS] and [SEP] for BERT)."""
-    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(inner) + 1):
-        if full[start : start + len(inner)] == inner:
-            return full[:start], full[start + len(inner) :]
-    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
 
 
 def stitch_emissions(

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-from bert_crf_utils import best_windows, tags_to_spans, word_windows
+from bert_crf_utils import best_windows, group_entities, join_words, word_windows
 
 
 def viterbi(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> list[int]:
@@ -120,14 +120,9 @@ class OnnxNerTagger:
             if not _is_word_list(text):
                 raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(text).__name__}")
             words = list(text)
-            joiner = "" if all(len(w) == 1 for w in words) else " "
-            spans, position = [], 0
-            for word in words:
-                spans.append((position, position + len(word)))
-                position += len(word) + len(joiner)
+            text, spans = join_words(words)
             fed = [w if self.tokenizer.encode(w, add_special_tokens=False).ids else self.unk_token for w in words]
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
-            text = joiner.join(words)
         elif isinstance(text, str):
             spans = None
             encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
@@ -176,12 +171,7 @@ class OnnxNerTagger:
         path = viterbi(emissions, self.start, self.end, self.transitions)
         probs = marginals(emissions, self.start, self.end, self.transitions)
         scores = [float(probs[i, t]) for i, t in enumerate(path)]
-        entities = []
-        for etype, first, last in tags_to_spans([self.labels[t] for t in path], self.scheme):
-            start, end = spans[first][0], spans[last - 1][1]
-            entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
-                             "word": text[start:end], "start": start, "end": end})
-        return entities
+        return group_entities([self.labels[t] for t in path], scores, spans, text, self.scheme)
 
 
 def _is_word_list(value: Any) -> bool:

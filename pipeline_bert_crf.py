@@ -17,9 +17,9 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 try:
-    from .bert_crf_utils import OUTSIDE, best_windows, tags_to_spans, word_windows
+    from .bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, special_wrapping, word_windows
 except ImportError:  # imported as a top-level module
-    from bert_crf_utils import OUTSIDE, best_windows, tags_to_spans, word_windows
+    from bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, special_wrapping, word_windows
 
 AGGREGATION_STRATEGIES = ("none", "simple")
 
@@ -47,10 +47,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         super().__init__(*args, **kwargs)
         if not hasattr(self.model, "crf"):
             raise ValueError(f"{type(self).__name__} needs a model with a CRF, got {type(self.model).__name__}")
-        inner = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("a")["input_ids"]
-        cut = next(i for i in range(len(full)) if full[i : i + len(inner)] == inner)
-        self._head, self._tail = full[:cut], full[cut + len(inner) :]
+        self._head, self._tail = special_wrapping(self.tokenizer)
 
     def _sanitize_parameters(
         self,
@@ -104,15 +101,10 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         if is_split_into_words:
             if not isinstance(inputs, (list, tuple)) or not all(isinstance(w, str) for w in inputs):
                 raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(inputs).__name__}")
-            words = list(inputs)
-            joiner = delimiter if delimiter is not None else ("" if all(len(w) == 1 for w in words) else " ")
-            spans, position = [], 0
-            for word in words:
-                spans.append((position, position + len(word)))
-                position += len(word) + len(joiner)
+            text, spans = join_words(inputs, delimiter)
             # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
-            fed = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in words]
-            return joiner.join(words), fed, spans
+            fed = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in inputs]
+            return text, fed, spans
         if not isinstance(inputs, str):
             raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}")
         return inputs, inputs, None
@@ -188,11 +180,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                  "start": spans[i][0], "end": spans[i][1]}
                 for i, label in enumerate(labels) if label not in ignore
             ]
-        entities = []
-        for etype, first, last in tags_to_spans(labels, self.model.config.resolved_tag_scheme):
-            start, end = spans[first][0], spans[last - 1][1]
-            entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
-                             "word": text[start:end], "start": start, "end": end})
+        entities = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
         return [e for e in entities if e["entity_group"] not in ignore]
 
     def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:

@@ -33,6 +33,7 @@ from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArgum
 from transformers.trainer_utils import get_last_checkpoint
 
 import ner_data
+from bert_crf_utils import join_words
 from configuration_bert_crf import TAG_SCHEMES, BertCrfConfig
 from modeling_bert_crf import BertCrfForTokenClassification
 
@@ -271,13 +272,14 @@ def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArgument
 
 
 def resolve_schemes(
-    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments
-) -> tuple[str, str]:
-    """Detect the data's tag scheme, choose the model's, and convert every split's tags to the model's scheme."""
+    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments,
+    checkpoint: BertCrfConfig | None,
+) -> str:
+    """Detect the data's tag scheme, choose the model's (a bert-crf `checkpoint`'s own, if any), convert every
+    split's tags to it and return it."""
     tagged = [e["tags"] for examples in raw.values() for e in examples if e["tags"] is not None]
     data_scheme = data_args.data_tag_scheme or (ner_data.detect_data_scheme(tagged) if tagged else "none")
     model_scheme = model_args.tag_scheme or ("BIO" if data_scheme == "IOB1" else data_scheme)
-    checkpoint = checkpoint_config(model_args)
     if checkpoint is not None:  # a trained bert-crf model: its labels fix the scheme
         if model_args.tag_scheme not in (None, checkpoint.resolved_tag_scheme):
             raise ValueError(f"--tag_scheme {model_args.tag_scheme} contradicts the checkpoint's {checkpoint.resolved_tag_scheme}")
@@ -288,15 +290,15 @@ def resolve_schemes(
             for e in examples:
                 if e["tags"] is not None:
                     e["tags"] = ner_data.convert_tags(e["tags"], data_scheme, model_scheme)
-    return data_scheme, model_scheme
+    return model_scheme
 
 
 def resolve_labels(
-    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments, scheme: str
+    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments, scheme: str,
+    config: BertCrfConfig | None,
 ) -> list[str]:
-    """The model's labels: a bert-crf checkpoint's own, else every label of the scheme for the types in training
-    data; evaluation and test tags are checked against them."""
-    config = checkpoint_config(model_args)
+    """The model's labels: a bert-crf checkpoint's (`config`) own, else every label of the scheme for the types in
+    training data; evaluation and test tags are checked against them."""
     if config is not None:
         labels = [config.id2label[i] for i in range(config.num_labels)]
     elif "train" in raw:
@@ -339,9 +341,8 @@ def load_tokenizer(model_args: ModelArguments) -> Any:
 
 def prepare_words(
     raw: dict[str, list[dict[str, Any]]], tokenizer: Any, data_args: DataTrainingArguments
-) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+) -> dict[str, list[dict[str, Any]]]:
     """Extend the vocabulary (if asked) and give every word at least one sub-token. Logs [UNK] rates and counts."""
-    added: list[str] = []
     if "train" in raw:
         before = ner_data.unknown_rate(raw["train"], tokenizer)
         logger.info("[UNK] rate of training words: %.2f%%", 100 * before)
@@ -355,7 +356,7 @@ def prepare_words(
         if replaced:
             logger.info("%s: %d words have no sub-token (%s); they are fed as %s and still get a prediction",
                         split, sum(replaced.values()), dict(replaced.most_common(5)), tokenizer.unk_token)
-    return raw, added
+    return raw
 
 
 def load_model(model_args: ModelArguments, labels: list[str], scheme: str, tokenizer: Any) -> torch.nn.Module:
@@ -663,19 +664,8 @@ def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerM
 # Outputs
 
 
-def token_offsets(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
-    """The sentence text and each token's character span: tokens of one character are joined as they are
-    (Chinese), longer ones with spaces."""
-    joiner = "" if all(len(t) == 1 for t in tokens) else " "
-    offsets, position = [], 0
-    for token in tokens:
-        offsets.append((position, position + len(token)))
-        position += len(token) + len(joiner)
-    return joiner.join(tokens), offsets
-
-
 def entities_of(tokens: Sequence[str], tags: Sequence[str], scheme: str) -> tuple[str, list[dict[str, Any]]]:
-    text, offsets = token_offsets(tokens)
+    text, offsets = join_words(tokens)
     entities = []
     for etype, start, end in ner_data.tags_to_spans(tags, scheme):
         char_start, char_end = offsets[start][0], offsets[end - 1][1]
@@ -774,10 +764,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     set_seed(training_args.seed)
     checkpoint = last_checkpoint(training_args)
     raw = load_raw_splits(model_args, data_args, training_args)
-    _, scheme = resolve_schemes(raw, model_args, data_args)
-    labels = resolve_labels(raw, model_args, data_args, scheme)
+    trained_config = checkpoint_config(model_args)
+    scheme = resolve_schemes(raw, model_args, data_args, trained_config)
+    labels = resolve_labels(raw, model_args, data_args, scheme, trained_config)
     tokenizer = load_tokenizer(model_args)
-    raw, _ = prepare_words(raw, tokenizer, data_args)
+    raw = prepare_words(raw, tokenizer, data_args)
     model = load_model(model_args, labels, scheme, tokenizer)
     max_len = window_length(data_args, tokenizer, model.config)
     encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, max_len, data_args, training_args)
