@@ -107,14 +107,8 @@ SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 FULLWIDTH_SPACE = "\u3000"
 # Latin words and word pieces, so that some words split into several sub-tokens ("newyork" -> new ##york).
 EXTRA_WORDPIECES = ["new", "##york", "york", "##s", "##er", "the", "play", "##ing", "un", "##know", "##n"]
-TINY_CHECKPOINT_BERT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=128,
-    type_vocab_size=2,
-)
+# The tiny shape again, with the vocabulary taken from the tokenizer and room for longer windows.
+TINY_CHECKPOINT_BERT = {k: v for k, v in TINY_BERT_KWARGS.items() if k != "vocab_size"} | {"max_position_embeddings": 128}
 
 
 def demo_characters(path=DEMO_DIR / "train.txt"):
