@@ -800,7 +800,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             training_args.output_dir, model_args, data_args, labels, results, scheme
         )
         trainer.push_to_hub(commit_message="bert-crf run_ner.py")
+    end_processes(trainer)
     return results
+
+
+def end_processes(trainer: Trainer) -> None:
+    """Under `accelerate launch`, wait for every process, then close the process group: a process that exits with
+    gloo's threads still running aborts ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
