@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
+    # With CI=true in the environment transformers also hands its records to the root logger: each line twice.
+    transformers.utils.logging.disable_propagation()
 
 
 def last_checkpoint(training_args: TrainingArguments) -> str | None:
@@ -804,13 +807,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     return results
 
 
+# Trainers of finished launched runs, kept alive until os._exit (see end_processes).
+_FINISHED: list[Trainer] = []
+
+
+def distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def end_processes(trainer: Trainer) -> None:
-    """Under `accelerate launch`, wait for every process, then close the process group: a process that exits with
-    gloo's threads still running aborts ("terminate called without an active exception")."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """Under `accelerate launch`, wait until every process has written its files. The trainer is kept alive: freeing
+    its DDP reducer frees the Gloo process group, whose destructor joins Gloo's threads while holding the GIL, and
+    one of them may still need the GIL to free a finished collective's tensor, which deadlocks (about 1 run in 40
+    here). `cli` then leaves through os._exit."""
+    if distributed():
         trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+        _FINISHED.append(trainer)
+
+
+def cli() -> None:
+    """The script's entry point. A launched process leaves through os._exit once its output is flushed, so that no
+    Gloo destructor runs: at interpreter exit they deadlock (above) or abort ("terminate called without an active
+    exception")."""
+    try:
+        main()
+    except BaseException:
+        if not distributed():
+            raise
+        traceback.print_exc()
+        _leave(1)
+    if distributed():
+        _leave(0)
+
+
+def _leave(status: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

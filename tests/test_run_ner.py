@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -590,9 +591,36 @@ def accelerate_launch(argv, env, timeout=240):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()),
                str(REPO_ROOT / "run_ner.py"), *argv]
-    proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
+    # CI=true makes transformers hand its log records to the root logger too: run_ner must print each line once.
+    env = dict(env, CI="true")
+    with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stacks = kill_launch(proc)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"no exit after {timeout} s; stacks:\n{stacks}\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def kill_launch(proc) -> str:
+    """Kill a hung launch and its workers (each in a session of its own, so not in the launcher's process group);
+    return their Python stacks where py-spy is installed."""
+    import shutil
+    import signal
+
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    stacks = ""
+    for pid in [str(proc.pid), *workers]:
+        if spy:
+            stacks += subprocess.run([spy, "dump", "--pid", pid], capture_output=True, text=True).stdout
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return stacks
 
 
 @pytest.mark.slow
