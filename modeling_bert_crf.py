@@ -475,8 +475,11 @@ class BertCrfTokenClassifierOutput(ModelOutput):
     attentions: Optional[tuple[torch.FloatTensor, ...]] = None
 
 
-class BertCrfForTokenClassification(BertPreTrainedModel):
-    """BERT with a linear classifier and a CRF on top, for named-entity recognition.
+class CrfTaggingMixin:
+    """The CRF head of a token classifier: which positions form the chain, packing them, the loss and decoding.
+
+    A model using it has `self.config` (a config with `special_token_ids`, `loss_reduction` and
+    `allowed_transitions()`) and `self.crf` (a [`CRF`]), and computes emission `logits` its own way.
 
     The CRF chain holds only the positions that carry a word's label:
 
@@ -492,55 +495,9 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
     chosen position contributes nothing to the loss and gets no predictions.
     """
 
-    config_class = BertCrfConfig
-    base_model_prefix = "bert"
-    # The loss is a mean over sentences; the Trainer must scale it for gradient accumulation itself.
-    accepts_loss_kwargs = False
-    _keys_to_ignore_on_load_unexpected = [r"pooler", r"cls\."]
-
-    def __init__(self, config: BertCrfConfig) -> None:
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, batch_first=True)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, CRF):
-            init.uniform_(module.start_transitions, -0.1, 0.1)
-            init.uniform_(module.end_transitions, -0.1, 0.1)
-            init.uniform_(module.transitions, -0.1, 0.1)
-            # The penalty buffers are not saved, so they are rebuilt from the config on every load.
-            module.set_constraints(*self.config.allowed_transitions())
-
     def apply_decoding_constraints(self) -> None:
         """Rebuild the CRF's decoding constraints from the config (after changing its labels or tag scheme)."""
         self.crf.set_constraints(*self.config.allowed_transitions())
-
-    def freeze_encoder_layers(self, num_layers: int) -> None:
-        """Freeze the embeddings and the lowest `num_layers` encoder layers (for small data); 0 freezes nothing.
-
-        Everything else is unfrozen, so calls do not accumulate; `unfreeze_encoder()` undoes it.
-        """
-        total = len(self.bert.encoder.layer)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 0 <= num_layers <= total:
-            raise ValueError(f"num_layers must be an int between 0 and {total}, got {num_layers!r}")
-        self.unfreeze_encoder()
-        if num_layers == 0:
-            return
-        frozen = [self.bert.embeddings, *self.bert.encoder.layer[:num_layers]]
-        for module in frozen:
-            for param in module.parameters():
-                param.requires_grad_(False)
-
-    def unfreeze_encoder(self) -> None:
-        """Make every parameter trainable again."""
-        for param in self.parameters():
-            param.requires_grad_(True)
 
     def chain_mask(
         self,
@@ -565,66 +522,28 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         last = (attended.long() * positions).max(1, keepdim=True).values  # (batch, 1)
         return attended & (positions != first) & (positions != last)
 
-    def forward(
+    def crf_outputs(
         self,
-        input_ids: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
+        logits: torch.Tensor,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
         labels: Optional[torch.Tensor] = None,
         word_start_mask: Optional[torch.Tensor] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-    ) -> BertCrfTokenClassifierOutput | tuple:
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
-            continuation sub-tokens).
-        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
-            1 at the positions to tag (first sub-token of each word), used when no labels are given.
-        """
-        bert_kwargs = {}
-        if output_attentions is not None:
-            bert_kwargs["output_attentions"] = output_attentions
-        if output_hidden_states is not None:
-            bert_kwargs["output_hidden_states"] = output_hidden_states
-        outputs = self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **bert_kwargs,
-        )
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seq, labels)
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """The loss (when `labels` are given) and the Viterbi predictions (in eval mode or without labels)."""
         if attention_mask is None:
             attention_mask = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
         chain = self.chain_mask(input_ids, attention_mask, labels, word_start_mask)  # (batch, seq)
         emissions, index, packed_mask = self._gather_chain(logits, chain)
-
         loss = None
         if labels is not None:
             packed_labels = labels.gather(1, index).masked_fill(~packed_mask, 0)  # (batch, width)
             loss = self._loss(emissions, packed_labels, packed_mask, logits)
-
         predictions = None
         if labels is None or not self.training:
             with torch.no_grad():
                 predictions = self._viterbi_scatter(emissions, index, packed_mask, chain.shape)
-
-        output = BertCrfTokenClassifierOutput(
-            loss=loss,
-            logits=logits,
-            predictions=predictions,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-        if return_dict is None:
-            return_dict = getattr(self.config, "return_dict", True)
-        return output if return_dict else output.to_tuple()
+        return loss, predictions
 
     @staticmethod
     def _gather_chain(logits: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -664,11 +583,6 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
             return nll.sum() / mask.sum().clamp(min=1)
         return nll.sum() / mask[:, 0].sum().clamp(min=1)  # mean over sentences that have labels
 
-    def emissions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
-        """Emission scores `(batch, seq, labels)` alone: the encoder and the classifier, without decoding."""
-        hidden = self.bert(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs).last_hidden_state
-        return self.classifier(self.dropout(hidden))
-
     @torch.no_grad()
     def decode(self, logits: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
         """Viterbi tags `(batch, seq)` for emission `logits` at the positions where `chain` is on, -100 elsewhere."""
@@ -691,9 +605,113 @@ class BertCrfForTokenClassification(BertPreTrainedModel):
         return emissions, tags, probs.gather(2, tags.unsqueeze(2)).squeeze(2), packed_mask
 
 
+
+class BertCrfForTokenClassification(CrfTaggingMixin, BertPreTrainedModel):
+    """BERT with a linear classifier and a CRF on top, for named-entity recognition (the chain: see
+    [`CrfTaggingMixin`])."""
+
+    config_class = BertCrfConfig
+    base_model_prefix = "bert"
+    # The loss is a mean over sentences; the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+    _keys_to_ignore_on_load_unexpected = [r"pooler", r"cls\."]
+
+    def __init__(self, config: BertCrfConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, CRF):
+            init.uniform_(module.start_transitions, -0.1, 0.1)
+            init.uniform_(module.end_transitions, -0.1, 0.1)
+            init.uniform_(module.transitions, -0.1, 0.1)
+            # The penalty buffers are not saved, so they are rebuilt from the config on every load.
+            module.set_constraints(*self.config.allowed_transitions())
+
+    def freeze_encoder_layers(self, num_layers: int) -> None:
+        """Freeze the embeddings and the lowest `num_layers` encoder layers (for small data); 0 freezes nothing.
+
+        Everything else is unfrozen, so calls do not accumulate; `unfreeze_encoder()` undoes it.
+        """
+        total = len(self.bert.encoder.layer)
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 0 <= num_layers <= total:
+            raise ValueError(f"num_layers must be an int between 0 and {total}, got {num_layers!r}")
+        self.unfreeze_encoder()
+        if num_layers == 0:
+            return
+        frozen = [self.bert.embeddings, *self.bert.encoder.layer[:num_layers]]
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def unfreeze_encoder(self) -> None:
+        """Make every parameter trainable again."""
+        for param in self.parameters():
+            param.requires_grad_(True)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        word_start_mask: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+    ) -> BertCrfTokenClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
+            continuation sub-tokens).
+        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        """
+        bert_kwargs = {}
+        if output_attentions is not None:
+            bert_kwargs["output_attentions"] = output_attentions
+        if output_hidden_states is not None:
+            bert_kwargs["output_hidden_states"] = output_hidden_states
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **bert_kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seq, labels)
+        loss, predictions = self.crf_outputs(logits, input_ids, attention_mask, labels, word_start_mask)
+
+        output = BertCrfTokenClassifierOutput(
+            loss=loss,
+            logits=logits,
+            predictions=predictions,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return output if return_dict else output.to_tuple()
+
+    def emissions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
+        """Emission scores `(batch, seq, labels)` alone: the encoder and the classifier, without decoding."""
+        hidden = self.bert(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs).last_hidden_state
+        return self.classifier(self.dropout(hidden))
+
 # save_pretrained then writes this file and the config's next to the weights, with an `auto_map` in config.json, so
 # `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
 BertCrfConfig.register_for_auto_class()
 BertCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
-__all__ = ["CRF", "BertCrfForTokenClassification", "BertCrfTokenClassifierOutput"]
+__all__ = ["CRF", "CrfTaggingMixin", "BertCrfForTokenClassification", "BertCrfTokenClassifierOutput"]
