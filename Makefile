@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test demo bench bench-quality clean
+.PHONY: setup test demo bench bench-quality bench-distill clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: setup
 
 bench-quality: setup
 	$(PY) benchmarks/bench_quality.py
+
+# Teacher and three students on Resume and CoNLL-2003 (about an hour on 2 cores; models kept in outputs/).
+bench-distill: setup
+	$(PY) benchmarks/bench_distill.py
 
 clean:
 	rm -rf $(VENV) outputs

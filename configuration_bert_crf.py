@@ -104,7 +104,46 @@ CUSTOM_PIPELINE = {
 }
 
 
-class BertCrfConfig(BertConfig):
+class CrfConfigMixin:
+    """The CRF head's settings, shared by every bert-crf config (see [`BertCrfConfig`] for their meaning)."""
+
+    def _set_crf_settings(
+        self, tag_scheme: str | None, constrain_decoding: bool, loss_reduction: str, special_token_ids: list[int] | None
+    ) -> None:
+        if tag_scheme is not None and tag_scheme not in TAG_SCHEMES:
+            raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES} or None, got {tag_scheme!r}")
+        if not isinstance(constrain_decoding, bool):
+            raise ValueError(f"constrain_decoding must be a bool, got {constrain_decoding!r}")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        if special_token_ids is not None and not all(isinstance(i, int) for i in special_token_ids):
+            raise ValueError(f"special_token_ids must be a list of ints, got {special_token_ids!r}")
+        self.tag_scheme = tag_scheme
+        self.constrain_decoding = constrain_decoding
+        self.loss_reduction = loss_reduction
+        self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
+
+    def _check_labels_and_dropout(self) -> None:
+        if self.id2label is not None and not self.label2id:
+            self.label2id = {label: i for i, label in self.id2label.items()}
+        classifier_dropout = getattr(self, "classifier_dropout", None)
+        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {classifier_dropout!r}")
+
+    @property
+    def resolved_tag_scheme(self) -> str:
+        """The tag scheme in force: `tag_scheme` if set, else the one detected from `id2label`."""
+        if self.tag_scheme is not None:
+            return self.tag_scheme
+        return detect_tag_scheme([self.id2label[i] for i in sorted(self.id2label)])
+
+    def allowed_transitions(self) -> tuple[list[bool], list[bool], list[list[bool]]]:
+        """The legal (start, end, transition) tables for this config's labels; everything when unconstrained."""
+        scheme = self.resolved_tag_scheme if self.constrain_decoding else "none"
+        return allowed_transitions(self.id2label, scheme)
+
+
+class BertCrfConfig(CrfConfigMixin, BertConfig):
     r"""Configuration of [`BertCrfForTokenClassification`]: a [`BertConfig`] plus the CRF head's settings.
 
     Args:
@@ -133,35 +172,8 @@ class BertCrfConfig(BertConfig):
         special_token_ids: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        if tag_scheme is not None and tag_scheme not in TAG_SCHEMES:
-            raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES} or None, got {tag_scheme!r}")
-        if not isinstance(constrain_decoding, bool):
-            raise ValueError(f"constrain_decoding must be a bool, got {constrain_decoding!r}")
-        if loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        if special_token_ids is not None and not all(isinstance(i, int) for i in special_token_ids):
-            raise ValueError(f"special_token_ids must be a list of ints, got {special_token_ids!r}")
-        self.tag_scheme = tag_scheme
-        self.constrain_decoding = constrain_decoding
-        self.loss_reduction = loss_reduction
-        self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
+        self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
         # pipeline("token-classification", model=..., trust_remote_code=True) then decodes with the CRF.
         kwargs.setdefault("custom_pipelines", {"token-classification": dict(CUSTOM_PIPELINE)})
         super().__init__(**kwargs)
-        if self.id2label is not None and not self.label2id:
-            self.label2id = {label: i for i, label in self.id2label.items()}
-        classifier_dropout = getattr(self, "classifier_dropout", None)
-        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {classifier_dropout!r}")
-
-    @property
-    def resolved_tag_scheme(self) -> str:
-        """The tag scheme in force: `tag_scheme` if set, else the one detected from `id2label`."""
-        if self.tag_scheme is not None:
-            return self.tag_scheme
-        return detect_tag_scheme([self.id2label[i] for i in sorted(self.id2label)])
-
-    def allowed_transitions(self) -> tuple[list[bool], list[bool], list[list[bool]]]:
-        """The legal (start, end, transition) tables for this config's labels; everything when unconstrained."""
-        scheme = self.resolved_tag_scheme if self.constrain_decoding else "none"
-        return allowed_transitions(self.id2label, scheme)
+        self._check_labels_and_dropout()

@@ -20,7 +20,8 @@ import torch
 from transformers import AutoTokenizer
 
 from bert_crf_utils import special_wrapping
-from modeling_bert_crf import BertCrfForTokenClassification
+from crf_models import load_crf_model
+from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
 
 logger = logging.getLogger("export_onnx")
 
@@ -28,7 +29,7 @@ logger = logging.getLogger("export_onnx")
 class _Emissions(torch.nn.Module):
     """The graph to export: token ids in, emission scores out."""
 
-    def __init__(self, model: BertCrfForTokenClassification) -> None:
+    def __init__(self, model: CrfTaggingMixin) -> None:
         super().__init__()
         self.model = model
 
@@ -36,7 +37,7 @@ class _Emissions(torch.nn.Module):
         return self.model.emissions(input_ids, attention_mask=attention_mask)
 
 
-def crf_metadata(model: BertCrfForTokenClassification, tokenizer, max_length: int) -> dict:
+def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
     """What the numpy runtime needs besides the graph: CRF scores, constraints, labels and tokenizer facts."""
     crf = model.crf
     head, tail = special_wrapping(tokenizer)
@@ -69,21 +70,29 @@ def quantize_int8(source: Path, target: Path) -> None:
 def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    # Eager attention exports to plain ONNX operators; the weights are the same.
-    model = BertCrfForTokenClassification.from_pretrained(model_path, attn_implementation="eager").eval()
+    model = load_crf_model(model_path, eager_attention=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
     mask = torch.ones_like(example)
     mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
+    names = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=opset)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Emissions(model), (example, mask), str(out / "model.onnx"), input_names=["input_ids", "attention_mask"],
-            output_names=["logits"], dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            opset_version=opset, dynamo=True, external_data=False,
-        )
+        if isinstance(model, BertCrfForTokenClassification):
+            # The legacy TorchScript exporter gives wrong logits for transformers 5's BERT; torch.export is right.
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
+            torch.onnx.export(
+                _Emissions(model), (example, mask), str(out / "model.onnx"), dynamo=True, external_data=False,
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}, **names,
+            )
+        else:
+            # torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it dynamic.
+            axes = {0: "batch", 1: "seq"}
+            torch.onnx.export(
+                _Emissions(model), (example, mask), str(out / "model.onnx"), dynamo=False,
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes}, **names,
+            )
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     (out / "crf.json").write_text(json.dumps(crf_metadata(model, tokenizer, max_length), ensure_ascii=False))

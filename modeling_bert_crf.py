@@ -313,6 +313,16 @@ class CRF(nn.Module):
         probs = (scores - torch.logsumexp(scores, dim=2, keepdim=True)).exp().transpose(0, 1)  # (batch, seq, tags)
         return (probs * mask.unsqueeze(2).to(probs.dtype)).to(emissions.dtype)
 
+    def log_marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-position log tag posteriors `(batch, seq, tags)` of the unconstrained model, differentiable (exact
+        log-space forward-backward; for training, e.g. distillation towards another CRF's marginals). Positions
+        past a row's end hold garbage: mask them."""
+        full: List[bool] = mask.all(0).tolist()
+        alphas = _log_space_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
+        betas = _log_space_backward_scores(emissions, mask, full, self.end_transitions, self.transitions)
+        scores = alphas + betas  # (seq, batch, tags)
+        return (scores - torch.logsumexp(scores, dim=2, keepdim=True)).transpose(0, 1)  # (batch, seq, tags)
+
 
 # The scaled recursions below sum probabilities rescaled to at most 1 by matrix products; a sum under this bound
 # has lost its leading terms to float underflow, and the caller recomputes in log space.

@@ -24,7 +24,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import datasets
 import numpy as np
@@ -33,16 +33,13 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+import crf_models  # noqa: F401  (registers both model types with the Auto classes)
 import ner_data
 from bert_crf_utils import join_words
 from configuration_bert_crf import TAG_SCHEMES, BertCrfConfig
-from modeling_bert_crf import BertCrfForTokenClassification
+from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
 
 logger = logging.getLogger("run_ner")
-
-# Local bert-crf checkpoints load through the Auto classes without remote code.
-transformers.AutoConfig.register(BertCrfConfig.model_type, BertCrfConfig, exist_ok=True)
-transformers.AutoModelForTokenClassification.register(BertCrfConfig, BertCrfForTokenClassification, exist_ok=True)
 
 SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 
@@ -123,14 +120,22 @@ class DataTrainingArguments:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line; a leading .json/.yaml file gives defaults that later `--key value` pairs override."""
+    model_args, data_args, training_args = parse_dataclasses((ModelArguments, DataTrainingArguments), argv)
+    validate_args(model_args, data_args)
+    return model_args, data_args, training_args
+
+
+def parse_dataclasses(classes: tuple[type, ...], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """`classes` and TrainingArguments from the command line (or a leading .json/.yaml file, then overrides), with
+    the TrainingArguments defaults NER wants on a CPU: length-grouped batches, the best model by entity F1."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         argv = config_file_to_argv(argv[0]) + argv[1:]
     if not torch.cuda.is_available() and "--use_cpu" not in argv:
         # Without it, processes started by `accelerate launch --multi_gpu` on a CPU-only machine each train alone.
         argv += ["--use_cpu", "True"]
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((*classes, TrainingArguments))
+    *parsed, training_args = parser.parse_args_into_dataclasses(args=argv)
     if "--train_sampling_strategy" not in argv:
         training_args.train_sampling_strategy = "group_by_length"
     if not torch.cuda.is_available():
@@ -139,8 +144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataT
         # TrainingArguments picks the loss when load_best_model_at_end is set; NER keeps the best entity F1.
         training_args.metric_for_best_model = "f1"
         training_args.greater_is_better = True
-    validate_args(model_args, data_args)
-    return model_args, data_args, training_args
+    return (*parsed, training_args)
 
 
 def config_file_to_argv(path: str) -> list[str]:
@@ -543,7 +547,7 @@ class NerMetrics:
         units = [sum(u) for u in self.split.units]
         emissions = ner_data.stitch_emissions(logits, [self.split.rows[i] for i in order], units)
         model = self.trainer.model
-        if isinstance(model, BertCrfForTokenClassification):
+        if isinstance(model, CrfTaggingMixin):
             paths = viterbi_batches(model, emissions)
         else:  # the softmax baseline
             paths = [e.argmax(-1).tolist() for e in emissions]
@@ -559,7 +563,7 @@ class NerMetrics:
         return score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
 
 
-def viterbi_batches(model: BertCrfForTokenClassification, emissions: list[np.ndarray], batch_size: int = 256) -> list[list[int]]:
+def viterbi_batches(model: CrfTaggingMixin, emissions: list[np.ndarray], batch_size: int = 256) -> list[list[int]]:
     """Constrained Viterbi paths of variable-length emission arrays, decoded in length-sorted batches."""
     order = sorted(range(len(emissions)), key=lambda i: len(emissions[i]))
     paths: list[list[int]] = [[] for _ in emissions]
@@ -614,15 +618,16 @@ def score_entities(gold: list[list[str]], predicted: list[list[str]], scheme: st
 def build_trainer(
     model: torch.nn.Module, tokenizer: Any, encoded: dict[str, EncodedSplit], scheme: str,
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
+    trainer_class: type[Trainer] = Trainer, **trainer_kwargs: Any,
 ) -> tuple[Trainer, dict[str, NerMetrics]]:
-    """The stock Trainer with our optimizer (its default linear warmup/decay schedule) and metrics."""
+    """The stock Trainer (or a subclass) with our optimizer (its default linear warmup/decay schedule) and metrics."""
     metrics = {
         split: NerMetrics(enc, model.config.id2label, scheme, data_args.return_entity_level_metrics)
         for split, enc in encoded.items() if split != "train"
     }
     max_len = window_length(data_args, tokenizer, model.config)
     collator = PaddingCollator(tokenizer.pad_token_id, max_len if data_args.pad_to_max_length else None)
-    trainer = Trainer(
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=encoded["train"].dataset if "train" in encoded else None,
@@ -631,6 +636,7 @@ def build_trainer(
         data_collator=collator,
         compute_metrics=metrics.get("validation"),
         optimizers=(build_optimizer(model, training_args, model_args), None) if training_args.do_train else (None, None),
+        **trainer_kwargs,
     )
     for metric in metrics.values():
         metric.trainer = trainer
@@ -661,6 +667,27 @@ def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerM
     trainer.log_metrics(prefix, scores)
     trainer.save_metrics(prefix, scores)
     return scores, predictions
+
+
+def evaluate_splits(
+    trainer: Trainer, encoded: dict[str, EncodedSplit], metrics: dict[str, NerMetrics], scheme: str,
+    data_args: DataTrainingArguments, training_args: TrainingArguments,
+) -> dict[str, float]:
+    """Evaluate (--do_eval) and predict (--do_predict): scores, and predictions files written by the main process."""
+    results: dict[str, float] = {}
+    for split in ("validation", "test"):
+        if split in encoded and (training_args.do_eval if split == "validation" else training_args.do_predict):
+            scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
+            results.update(scores)
+            if trainer.is_world_process_zero():
+                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, scheme)
+                if split == "test" and data_args.show_examples:
+                    show_examples(encoded[split].examples, predictions, scheme, data_args.show_examples)
+    if trainer.is_world_process_zero():
+        summary = ", ".join(f"{name} {100 * results[key]:.2f}" for name, key in (("dev", "eval_f1"), ("test", "predict_f1")) if key in results)
+        if summary:
+            print(f"Entity F1 (seqeval strict, {scheme}): {summary}")
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -779,18 +806,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     if training_args.do_train:
         results.update(train(trainer, checkpoint, len(raw["train"])))
-    for split in ("validation", "test"):
-        if split in encoded and (training_args.do_eval if split == "validation" else training_args.do_predict):
-            scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
-            results.update(scores)
-            if trainer.is_world_process_zero():
-                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, scheme)
-                if split == "test" and data_args.show_examples:
-                    show_examples(encoded[split].examples, predictions, scheme, data_args.show_examples)
+    results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     if trainer.is_world_process_zero():
-        summary = ", ".join(f"{name} {100 * results[key]:.2f}" for name, key in (("dev", "eval_f1"), ("test", "predict_f1")) if key in results)
-        if summary:
-            print(f"Entity F1 (seqeval strict, {scheme}): {summary}")
         trainer.save_metrics("all", results, combined=False)
         if training_args.do_train:
             tokenizer.save_pretrained(training_args.output_dir)
@@ -825,12 +842,12 @@ def end_processes(trainer: Trainer) -> None:
         _FINISHED.append(trainer)
 
 
-def cli() -> None:
-    """The script's entry point. A launched process leaves through os._exit once its output is flushed, so that no
+def cli(entry: Callable[[], Any] | None = None) -> None:
+    """The script's entry point (`entry`, run_ner's `main` by default). A launched process leaves through os._exit once its output is flushed, so that no
     Gloo destructor runs: at interpreter exit they deadlock (above) or abort ("terminate called without an active
     exception")."""
     try:
-        main()
+        (entry or main)()
     except BaseException:
         if not distributed():
             raise

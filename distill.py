@@ -1,0 +1,202 @@
+"""Distil a fine-tuned BERT-CRF (the teacher) into a BiLSTM-CRF (the student) with the stock Trainer.
+
+    python distill.py --teacher_name_or_path outputs/resume --train_file train.txt --validation_file dev.txt \
+        --output_dir outputs/resume-student --do_train --do_eval --num_train_epochs 10
+
+The student reads the teacher's tokenizer output (so the same pipeline, tag.py and export_onnx.py serve it); its
+embeddings start from the teacher's embedding matrix. Loss on each batch, the teacher frozen and run on the same
+batch:
+
+    alpha * CRF NLL(gold tags) + (1 - alpha) * distillation term
+
+with the distillation term, summed over each sentence's chain and averaged over sentences (like the NLL):
+  - kl: T^2 * KL(softmax(teacher emissions / T) || softmax(student emissions / T)), the usual recipe;
+  - marginals: KL(teacher CRF marginals || student CRF marginals), the per-token posteriors of both CRFs
+    (structure-aware: the teacher's transitions shape its targets, and the student's own CRF is trained to match);
+  - none: gold tags only (the baseline a distilled student has to beat).
+Data flags, windows, evaluation and outputs are run_ner.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments, set_seed
+
+import run_ner
+from configuration_bilstm_crf import BiLstmCrfConfig
+from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
+from modeling_bilstm_crf import BiLstmCrfForTokenClassification
+
+logger = logging.getLogger("distill")
+
+DISTILL_TARGETS = ("kl", "marginals", "none")
+
+
+@dataclass
+class DistillArguments:
+    teacher_name_or_path: str = field(metadata={"help": "A trained bert-crf model (run_ner.py output or Hub id)."})
+    student_name_or_path: str | None = field(
+        default=None, metadata={"help": "A BiLSTM-CRF checkpoint to continue from (default: a new student)."}
+    )
+    distill_target: str = field(default="kl", metadata={"help": f"One of {DISTILL_TARGETS} (see the module doc)."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the gold-tag NLL; 1 - alpha goes to the teacher."})
+    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the kl target."})
+    embedding_size: int | None = field(
+        default=None, metadata={"help": "Student embedding size (default: the teacher's hidden size)."}
+    )
+    init_embeddings_from_teacher: bool = field(
+        default=True, metadata={"help": "Start the student's embeddings from the teacher's word embeddings."}
+    )
+    lstm_hidden_size: int = field(default=128, metadata={"help": "LSTM state size of each direction."})
+    lstm_layers: int = field(default=1, metadata={"help": "Stacked bidirectional LSTM layers."})
+    student_dropout: float = field(default=0.2, metadata={"help": "Dropout in the student."})
+    head_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the classifier."})
+    crf_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the CRF transitions."})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, run_ner.DataTrainingArguments, TrainingArguments]:
+    distill_args, data_args, training_args = run_ner.parse_dataclasses((DistillArguments, run_ner.DataTrainingArguments), argv)
+    if distill_args.distill_target not in DISTILL_TARGETS:
+        raise ValueError(f"--distill_target must be one of {DISTILL_TARGETS}, got {distill_args.distill_target!r}")
+    if not 0.0 <= distill_args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {distill_args.alpha!r}")
+    if distill_args.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {distill_args.temperature!r}")
+    if data_args.extend_vocab:
+        raise ValueError("--extend_vocab does not apply: the student uses its teacher's tokenizer as it is")
+    return distill_args, data_args, training_args
+
+
+def teacher_arguments(distill_args: DistillArguments) -> run_ner.ModelArguments:
+    """run_ner's model arguments for the teacher, which fixes the tokenizer, labels and tag scheme."""
+    return run_ner.ModelArguments(
+        model_name_or_path=distill_args.teacher_name_or_path, head_learning_rate=distill_args.head_learning_rate,
+        crf_learning_rate=distill_args.crf_learning_rate,
+    )
+
+
+def load_teacher(path: str) -> BertCrfForTokenClassification:
+    teacher = BertCrfForTokenClassification.from_pretrained(path)
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def build_student(distill_args: DistillArguments, teacher: BertCrfForTokenClassification, tokenizer: Any) -> BiLstmCrfForTokenClassification:
+    """A new student for the teacher's labels and tokenizer (or the given student checkpoint)."""
+    if distill_args.student_name_or_path:
+        student = BiLstmCrfForTokenClassification.from_pretrained(distill_args.student_name_or_path)
+        if student.config.id2label != teacher.config.id2label:
+            raise ValueError(f"{distill_args.student_name_or_path} has labels {student.config.id2label}, the teacher "
+                             f"{teacher.config.id2label}")
+        return student
+    teacher_embeddings = teacher.get_input_embeddings().weight  # (vocab, hidden)
+    size = distill_args.embedding_size or teacher_embeddings.size(1)
+    if distill_args.init_embeddings_from_teacher and size != teacher_embeddings.size(1):
+        raise ValueError(f"--embedding_size {size} differs from the teacher's hidden size {teacher_embeddings.size(1)}: "
+                         "pass --init_embeddings_from_teacher False or leave --embedding_size unset")
+    teacher_config = teacher.config
+    config = BiLstmCrfConfig(
+        vocab_size=teacher_embeddings.size(0), embedding_size=size, hidden_size=distill_args.lstm_hidden_size,
+        num_hidden_layers=distill_args.lstm_layers, hidden_dropout_prob=distill_args.student_dropout,
+        max_position_embeddings=teacher_config.max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(teacher_config.id2label), label2id=dict(teacher_config.label2id),
+        tag_scheme=teacher_config.resolved_tag_scheme, constrain_decoding=teacher_config.constrain_decoding,
+        loss_reduction=teacher_config.loss_reduction, special_token_ids=teacher_config.special_token_ids,
+    )
+    student = BiLstmCrfForTokenClassification(config)
+    if distill_args.init_embeddings_from_teacher:
+        with torch.no_grad():
+            student.get_input_embeddings().weight.copy_(teacher_embeddings)
+    student.crf.set_constraints(*config.allowed_transitions())
+    return student
+
+
+def distillation_term(
+    student: CrfTaggingMixin, teacher: CrfTaggingMixin, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+    chain: torch.Tensor, target: str, temperature: float,
+) -> torch.Tensor:
+    """The teacher-matching loss of a batch: summed over each row's chain positions, averaged over the rows that
+    have any. `*_logits` are `(batch, seq, labels)` emissions, `chain` the `(batch, seq)` positions that count."""
+    rows = chain.any(1).sum().clamp(min=1)
+    if target == "kl":
+        student_log = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (batch, seq, labels)
+        teacher_log = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        per_token = (teacher_log.exp() * (teacher_log - student_log)).sum(-1)  # (batch, seq)
+        return temperature**2 * (per_token * chain).sum() / rows
+    if target == "marginals":
+        student_emissions, _, packed = student._gather_chain(student_logits, chain)  # (batch, width, labels)
+        teacher_emissions, _, _ = teacher._gather_chain(teacher_logits, chain)
+        with torch.no_grad():
+            wanted = teacher.crf.marginals_packed(teacher_emissions, packed)  # (batch, width, labels)
+        log_student = student.crf.log_marginals_packed(student_emissions, packed)  # (batch, width, labels)
+        per_token = (torch.special.xlogy(wanted, wanted) - wanted * log_student).sum(-1)  # (batch, width)
+        return (per_token * packed).sum() / rows
+    raise ValueError(f"target must be one of {DISTILL_TARGETS[:2]}, got {target!r}")
+
+
+class DistillationTrainer(Trainer):
+    """The stock Trainer with the distillation loss in training (evaluation scores the student's own NLL)."""
+
+    def __init__(self, *args: Any, teacher: BertCrfForTokenClassification, target: str, alpha: float,
+                 temperature: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device)
+        self.target, self.alpha, self.temperature = target, alpha, temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if model.training and self.target != "none" and self.alpha < 1.0:
+            with torch.no_grad():
+                teacher_logits = self.teacher.emissions(
+                    inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids"),
+                )
+            chain = (inputs["labels"] != -100) & inputs["attention_mask"].bool()  # (batch, seq)
+            student = self.accelerator.unwrap_model(model)
+            soft = distillation_term(student, self.teacher, outputs.logits, teacher_logits, chain, self.target, self.temperature)
+            loss = self.alpha * loss + (1.0 - self.alpha) * soft
+        return (loss, outputs) if return_outputs else loss
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    distill_args, data_args, training_args = parse_args(argv)
+    run_ner.setup_logging(training_args)
+    set_seed(training_args.seed)
+    teacher_args = teacher_arguments(distill_args)
+    teacher = load_teacher(distill_args.teacher_name_or_path)
+    raw = run_ner.load_raw_splits(teacher_args, data_args, training_args)
+    scheme = run_ner.resolve_schemes(raw, teacher_args, data_args, teacher.config)
+    run_ner.resolve_labels(raw, teacher_args, data_args, scheme, teacher.config)
+    tokenizer = run_ner.load_tokenizer(teacher_args)
+    raw = run_ner.prepare_words(raw, tokenizer, data_args)
+    student = build_student(distill_args, teacher, tokenizer)
+    logger.info("Student: %.1fM parameters; teacher: %.1fM", student.num_parameters() / 1e6, teacher.num_parameters() / 1e6)
+    max_len = run_ner.window_length(data_args, tokenizer, teacher.config)
+    encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
+    trainer, metrics = run_ner.build_trainer(
+        student, tokenizer, encoded, scheme, teacher_args, data_args, training_args, trainer_class=DistillationTrainer,
+        teacher=teacher, target=distill_args.distill_target, alpha=distill_args.alpha, temperature=distill_args.temperature,
+    )
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        results.update(run_ner.train(trainer, run_ner.last_checkpoint(training_args), len(raw["train"])))
+    results.update(run_ner.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("all", results, combined=False)
+        if training_args.do_train:
+            tokenizer.save_pretrained(training_args.output_dir)
+            Path(training_args.output_dir, "handler.py").write_bytes(Path(run_ner.__file__).with_name("handler.py").read_bytes())
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="bert-crf distill.py")
+    run_ner.end_processes(trainer)
+    return results
+
+
+if __name__ == "__main__":
+    run_ner.cli(main)
