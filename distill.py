@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -187,11 +186,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     if training_args.do_train:
         results.update(run_ner.train(trainer, run_ner.last_checkpoint(training_args), len(raw["train"])))
     results.update(run_ner.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("all", results, combined=False)
-        if training_args.do_train:
-            tokenizer.save_pretrained(training_args.output_dir)
-            Path(training_args.output_dir, "handler.py").write_bytes(Path(run_ner.__file__).with_name("handler.py").read_bytes())
+    run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="bert-crf distill.py")
     run_ner.end_processes(trainer)

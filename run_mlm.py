@@ -357,9 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("eval", scores)
         trainer.save_metrics("eval", scores)
         results.update(scores)
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("all", results, combined=False)
-        tokenizer.save_pretrained(training_args.output_dir)
+    run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=False)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="bert-crf run_mlm.py")
     run_ner.end_processes(trainer)

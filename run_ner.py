@@ -694,6 +694,19 @@ def evaluate_splits(
 # Outputs
 
 
+def save_outputs(trainer: Trainer, tokenizer: Any, training_args: TrainingArguments, results: dict[str, float],
+                 with_handler: bool) -> None:
+    """On the main process: all_results.json and, after training, the tokenizer beside the weights (and, for a
+    tagger, handler.py: Hub Inference Endpoints look for it at the repository root)."""
+    if not trainer.is_world_process_zero():
+        return
+    trainer.save_metrics("all", results, combined=False)
+    if training_args.do_train:
+        tokenizer.save_pretrained(training_args.output_dir)
+        if with_handler:
+            shutil.copy(Path(__file__).with_name("handler.py"), Path(training_args.output_dir) / "handler.py")
+
+
 def entities_of(tokens: Sequence[str], tags: Sequence[str], scheme: str) -> tuple[str, list[dict[str, Any]]]:
     text, offsets = join_words(tokens)
     entities = []
@@ -807,13 +820,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     if training_args.do_train:
         results.update(train(trainer, checkpoint, len(raw["train"])))
     results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
-    if trainer.is_world_process_zero():
-        trainer.save_metrics("all", results, combined=False)
-        if training_args.do_train:
-            tokenizer.save_pretrained(training_args.output_dir)
-            # Hub Inference Endpoints look for handler.py at the repository root.
-            shutil.copy(Path(__file__).with_name("handler.py"), Path(training_args.output_dir) / "handler.py")
-            write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
+    save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
+    if trainer.is_world_process_zero() and training_args.do_train:
+        write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
     if training_args.push_to_hub:
         # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.
         trainer.create_model_card = lambda **_: write_model_card(

@@ -209,13 +209,18 @@ def write_crf_checkpoint(folder, seed: int = 0):
         id2label=dict(enumerate(CRF_LABELS)), label2id={label: i for i, label in enumerate(CRF_LABELS)},
     )
     torch.manual_seed(seed)
-    model = BertCrfForTokenClassification(config).eval()
+    return save_with_strong_classifier(BertCrfForTokenClassification(config), tokenizer, folder, 0.5)
+
+
+def save_with_strong_classifier(model, tokenizer, folder, std: float):
+    """Give `model` large random classifier weights (emissions that vary strongly from token to token), then save
+    it and `tokenizer` in `folder`."""
     with torch.no_grad():
-        model.classifier.weight.normal_(0.0, 0.5)
+        model.classifier.weight.normal_(0.0, std)
         model.classifier.bias.zero_()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
+    return Path(folder)
 
 
 @pytest.fixture(scope="session")
@@ -262,13 +267,7 @@ def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
         id2label=dict(teacher.id2label), label2id=dict(teacher.label2id), special_token_ids=sorted(tokenizer.all_special_ids),
     )
     torch.manual_seed(seed)
-    model = BiLstmCrfForTokenClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.normal_(0.0, 1.0)
-        model.classifier.bias.zero_()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return Path(folder)
+    return save_with_strong_classifier(BiLstmCrfForTokenClassification(config), tokenizer, folder, 1.0)
 
 
 @pytest.fixture(scope="session")
