@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import DEMO_DIR, REPO_ROOT, load_crf_pipeline
@@ -123,3 +124,42 @@ def test_runtime_never_imports_torch(exported):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _matmul_graph(path, weights):
+    """x (batch, seq, in) -> x @ w1 -> @ w2 (the 'classifier'), saved to `path`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", weights[0].shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", weights[1].shape[1]])],
+        [numpy_helper.from_array(w, name) for w, name in zip(weights, ("w1", "w2"))],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_int8_scales_each_token_on_its_own(tmp_path):
+    """Per-token activation scales: a token with huge activations leaves the others' precision alone; the last
+    MatMul (the classifier) stays in fp32; the result is close to the float graph."""
+    import onnx
+    import onnxruntime
+
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(16, 24)).astype(np.float32), rng.normal(size=(24, 5)).astype(np.float32)]
+    _matmul_graph(tmp_path / "fp32.onnx", weights)
+    export_onnx.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == 1 and ops.count("MatMul") == 1 and ops[-1] == "MatMul"
+    fp32 = onnxruntime.InferenceSession(str(tmp_path / "fp32.onnx"))
+    int8 = onnxruntime.InferenceSession(str(tmp_path / "int8.onnx"))
+    x = rng.normal(size=(2, 6, 16)).astype(np.float32)
+    want, got = fp32.run(None, {"x": x})[0], int8.run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    outlier = x.copy()
+    outlier[0, 3] *= 1000.0  # one token far outside the others' range
+    got_outlier = int8.run(None, {"x": outlier})[0]
+    others = np.ones((2, 6), dtype=bool)
+    others[0, 3] = False
+    assert np.array_equal(got_outlier[others], got[others])
