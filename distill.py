@@ -187,9 +187,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         results.update(run_ner.train(trainer, run_ner.last_checkpoint(training_args), len(raw["train"])))
     results.update(run_ner.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="bert-crf distill.py")
-    run_ner.end_processes(trainer)
+    run_ner.finish(trainer, training_args, "bert-crf distill.py")
     return results
 
 

@@ -358,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", scores)
         results.update(scores)
     run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=False)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="bert-crf run_mlm.py")
-    run_ner.end_processes(trainer)
+    run_ner.finish(trainer, training_args, "bert-crf run_mlm.py")
     return results
 
 

@@ -841,6 +841,13 @@ def distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def finish(trainer: Trainer, training_args: TrainingArguments, commit_message: str) -> None:
+    """Push the output folder to the Hub when asked, then end the launched processes."""
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message=commit_message)
+    end_processes(trainer)
+
+
 def end_processes(trainer: Trainer) -> None:
     """Under `accelerate launch`, wait until every process has written its files. The trainer is kept alive: freeing
     its DDP reducer frees the Gloo process group, whose destructor joins Gloo's threads while holding the GIL, and
