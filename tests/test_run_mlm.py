@@ -196,3 +196,20 @@ def test_time_budget_stops_and_saves_checkpoints(tiny_checkpoint, tmp_path):
     checkpoints = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
     assert len(checkpoints) >= 2, checkpoints  # one at half the budget, one at its end
     assert (tmp_path / checkpoints[0] / "tokenizer.json").is_file()
+
+
+def test_head_only_at_chosen_positions_keeps_the_loss(tiny_checkpoint, tokenizer):
+    from transformers import AutoModelForMaskedLM
+
+    torch.manual_seed(0)
+    reference = AutoModelForMaskedLM.from_pretrained(tiny_checkpoint).eval()
+    fast = AutoModelForMaskedLM.from_pretrained(tiny_checkpoint).eval()
+    fast.load_state_dict(reference.state_dict())
+    run_mlm.predict_only_chosen_positions(fast)
+    collator = run_mlm.MaskingCollator(tokenizer, 0.15, generator=torch.Generator().manual_seed(3))
+    batch = collator(rows_of(4, 30) + rows_of(2, 9))
+    want, got = reference(**batch), fast(**batch)
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-5)
+    assert got.logits.shape == ((batch["labels"] != -100).sum().item(), want.logits.size(-1))
+    got.loss.backward()
+    assert fast.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
