@@ -230,14 +230,15 @@ def crf_checkpoint(tmp_path_factory):
 
 
 def load_crf_pipeline(folder):
-    """The CRF pipeline over a checkpoint folder, built from this repo's classes (no remote code)."""
+    """The CRF pipeline over a BERT-CRF or BiLSTM-CRF checkpoint folder, built from this repo's classes (no remote
+    code)."""
     from transformers import AutoTokenizer
 
-    from modeling_bert_crf import BertCrfForTokenClassification
+    from crf_models import load_crf_model
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    model = BertCrfForTokenClassification.from_pretrained(folder).eval()
+    model = load_crf_model(str(folder)).eval()
     return BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
 
 

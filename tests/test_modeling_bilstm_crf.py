@@ -15,7 +15,7 @@ from torch import nn
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification, reverse_padded
 
-from conftest import DEMO_DIR, ID2LABEL
+from conftest import DEMO_DIR, ID2LABEL, load_crf_pipeline
 
 
 def tiny_student(seed: int = 0, layers: int = 1, **overrides) -> BiLstmCrfForTokenClassification:
@@ -137,12 +137,7 @@ def test_remote_code_pipeline_in_a_fresh_process(student_checkpoint, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["class"] == "BiLstmCrfForTokenClassification"
     assert result["module"].startswith("transformers_modules.")
-    from crf_models import load_crf_model
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
-    from transformers import AutoTokenizer
-
-    pipe = BertCrfTokenClassificationPipeline(model=load_crf_model(str(student_checkpoint)).eval(), task="token-classification",
-                                              tokenizer=AutoTokenizer.from_pretrained(student_checkpoint), device="cpu")
+    pipe = load_crf_pipeline(student_checkpoint)
     assert result["entities"] == [[e["entity_group"], e["start"], e["end"]] for e in pipe(text, aggregation_strategy="simple")]
 
 
@@ -151,15 +146,10 @@ def test_onnx_export_matches_the_pipeline(student_checkpoint, tmp_path):
     import ner_data
     from ner_onnx import OnnxNerTagger
 
-    from crf_models import load_crf_model
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
-    from transformers import AutoTokenizer
-
     folder = export_onnx.export(str(student_checkpoint), str(tmp_path / "onnx"))
     texts = ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")][:40]
     texts.append("".join(texts[:10]))  # longer than a window
-    pipe = BertCrfTokenClassificationPipeline(model=load_crf_model(str(student_checkpoint)).eval(), task="token-classification",
-                                              tokenizer=AutoTokenizer.from_pretrained(student_checkpoint), device="cpu")
+    pipe = load_crf_pipeline(student_checkpoint)
     want = pipe(texts, aggregation_strategy="simple")
     got = OnnxNerTagger(folder)(texts, batch_size=8)
     assert any(want)

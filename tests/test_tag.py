@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import tag
-from conftest import demo_characters
+from conftest import demo_characters, load_crf_pipeline
 
 _RNG = random.Random(3)
 _CJK = [c for c in demo_characters() if "\u4e00" <= c <= "\u9fff"]
@@ -163,18 +163,10 @@ def test_only_blank_lines(crf_checkpoint, tmp_path):
 
 def test_student_checkpoint(student_checkpoint, tmp_path):
     """A distilled BiLSTM-CRF folder tags like its own pipeline."""
-    from transformers import AutoTokenizer
-
-    from crf_models import load_crf_model
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
-
     source = write_input(tmp_path / "in.txt", LINES)
     out = tmp_path / "out.jsonl"
     tag.main(["--model", str(student_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
-    pipe = BertCrfTokenClassificationPipeline(
-        model=load_crf_model(str(student_checkpoint)).eval(), tokenizer=AutoTokenizer.from_pretrained(student_checkpoint),
-        task="token-classification", device="cpu",
-    )
+    pipe = load_crf_pipeline(student_checkpoint)
     records = read_jsonl(out)
     assert any(r["entities"] for r in records)
     for r in records:
