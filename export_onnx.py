@@ -63,7 +63,7 @@ def quantize_int8(source: Path, target: Path) -> None:
     run time (symmetric, stored as uint8 with zero point 128 for the fast u8s8 kernels): `MatMulInteger`, then one
     float multiply by the two scales. ONNX Runtime's `quantize_dynamic` uses one activation scale per tensor, so a
     single outlying token (or the padding of a batch) coarsens every other token; on Resume dev with the fine-tuned
-    MiniLM it cost 0.73 F1 points against 0.13 here (benchmarks/RESULTS.md), for about 20% of its speed.
+    MiniLM it cost 0.73 F1 points against 0.01 here (benchmarks/RESULTS.md), for about 20% of its speed.
     """
     import numpy as np
     import onnx
