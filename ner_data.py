@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -511,6 +511,27 @@ def unknown_rate(examples: list[dict[str, Any]], tokenizer: Any) -> float:
             total += 1
             hits += cache[word]
     return hits / max(total, 1)
+
+
+def read_text_lines(path: str) -> Iterator[str]:
+    """Non-blank lines of a UTF-8 text file, stripped."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such text file: {path}")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid UTF-8 text ({error.reason} at byte {error.start})") from None
+            if line:
+                yield line
+
+
+def pre_tokens(line: str, tokenizer: Any) -> list[str]:
+    """The tokenizer's words of a line (each Chinese character alone), normalized as the tokenizer does."""
+    backend = tokenizer.backend_tokenizer
+    text = backend.normalizer.normalize_str(line) if backend.normalizer else line
+    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)] if backend.pre_tokenizer else text.split()
 
 
 def extend_vocabulary(tokenizer: Any, examples: list[dict[str, Any]], min_count: int = 1) -> list[str]:

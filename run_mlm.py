@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import datasets
 import torch
@@ -96,20 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MlmModelArguments, Ml
 # Text
 
 
-def read_text_lines(path: str) -> Iterator[str]:
-    """Non-blank lines of a UTF-8 text file, stripped."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such text file: {path}")
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 text ({error.reason} at byte {error.start})") from None
-            if line:
-                yield line
-
-
 def ner_file_lines(path: str) -> list[str]:
     """The sentences of an NER data file as text, labels ignored (character tokens joined directly, words with
     spaces)."""
@@ -120,7 +106,7 @@ def gather_lines(data_args: MlmDataArguments) -> list[str]:
     lines: list[str] = []
     for path in data_args.train_files:
         before = len(lines)
-        lines.extend(read_text_lines(path))
+        lines.extend(ner_data.read_text_lines(path))
         logger.info("%s: %d lines", path, len(lines) - before)
     for path in data_args.ner_files:
         sentences = ner_file_lines(path)
@@ -296,7 +282,7 @@ def load_tokenizer_and_model(model_args: MlmModelArguments, lines: list[str], da
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{model_args.model_name_or_path}'s tokenizer has no mask token")
     if data_args.extend_vocab:
-        pieces = [{"tokens": pre_tokens(line, tokenizer)} for line in lines]
+        pieces = [{"tokens": ner_data.pre_tokens(line, tokenizer)} for line in lines]
         before = ner_data.unknown_rate(pieces, tokenizer)
         added = ner_data.extend_vocabulary(tokenizer, pieces, data_args.extend_vocab_min_count)
         logger.info("Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%", len(added),
@@ -307,13 +293,6 @@ def load_tokenizer_and_model(model_args: MlmModelArguments, lines: list[str], da
         logger.info("Resized token embeddings to %d", len(tokenizer))
     predict_only_chosen_positions(model)
     return tokenizer, model
-
-
-def pre_tokens(line: str, tokenizer: Any) -> list[str]:
-    """The tokenizer's words of a line (each Chinese character alone), for vocabulary extension."""
-    backend = tokenizer.backend_tokenizer
-    text = backend.normalizer.normalize_str(line) if backend.normalizer else line
-    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)] if backend.pre_tokenizer else text.split()
 
 
 def predict_only_chosen_positions(model: Any) -> None:

@@ -932,3 +932,15 @@ def test_real_cluener_dev(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert detect_data_scheme([e["tags"] for e in examples]) == "BIO"
     assert len(label_list([e["tags"] for e in examples], "BIO")) == 21
+
+
+def test_raw_text_skips_blank_lines_and_rejects_broken_utf8(tmp_path):
+    good = tmp_path / "raw.txt"
+    good.write_text("第一行\n\n   \n second line \n", encoding="utf-8")
+    assert list(ner_data.read_text_lines(str(good))) == ["第一行", "second line"]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("好\n".encode() + b"\xff\xfe broken\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: not valid UTF-8"):
+        list(ner_data.read_text_lines(str(bad)))
+    with pytest.raises(FileNotFoundError, match="no such text file"):
+        list(ner_data.read_text_lines(str(tmp_path / "missing.txt")))

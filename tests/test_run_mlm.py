@@ -45,18 +45,6 @@ def test_ner_files_become_text_without_labels(tmp_path):
     assert chinese[0] == "".join(first) and len(chinese) == 600
 
 
-def test_raw_text_skips_blank_lines_and_rejects_broken_utf8(tmp_path):
-    good = tmp_path / "raw.txt"
-    good.write_text("第一行\n\n   \n second line \n", encoding="utf-8")
-    assert list(run_mlm.read_text_lines(str(good))) == ["第一行", "second line"]
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes("好\n".encode() + b"\xff\xfe broken\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: not valid UTF-8"):
-        list(run_mlm.read_text_lines(str(bad)))
-    with pytest.raises(FileNotFoundError, match="no such text file"):
-        list(run_mlm.read_text_lines(str(tmp_path / "missing.txt")))
-
-
 def test_word_units(tokenizer):
     lines = ["北京 newyork", "北京 大学"]
     own = run_mlm.tokenize_lines(lines, tokenizer, "tokenizer")
