@@ -14,19 +14,29 @@ with the distillation term, summed over each sentence's chain and averaged over 
   - marginals: KL(teacher CRF marginals || student CRF marginals), the per-token posteriors of both CRFs
     (structure-aware: the teacher's transitions shape its targets, and the student's own CRF is trained to match);
   - none: gold tags only (the baseline a distilled student has to beat).
+
+More training text, tagged by the teacher in each batch (its Viterbi path stands in for gold tags in the NLL, and
+the distillation term applies as above): `--teacher_text_files` (raw text, one sentence per line) and
+`--augment_copies N` (N perturbed copies of each training sentence, each word replaced with probability
+`--augment_probability` by a random training word that carried the same gold tag).
 Data flags, windows, evaluation and outputs are run_ner.py's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import datasets
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
+import ner_data
 import run_ner
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
@@ -35,6 +45,7 @@ from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 logger = logging.getLogger("distill")
 
 DISTILL_TARGETS = ("kl", "marginals", "none")
+TEACHER_TAGGED = -1  # label of a chain position whose tag the teacher's Viterbi path supplies, batch by batch
 
 
 @dataclass
@@ -57,6 +68,16 @@ class DistillArguments:
     student_dropout: float = field(default=0.2, metadata={"help": "Dropout in the student."})
     head_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the classifier."})
     crf_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the CRF transitions."})
+    teacher_text_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Unlabelled text files (one sentence per line) added to training, tagged by the teacher."},
+    )
+    augment_copies: int = field(
+        default=0, metadata={"help": "Perturbed copies of each training sentence added to training, tagged by the teacher."}
+    )
+    augment_probability: float = field(
+        default=0.3, metadata={"help": "Chance that a word of a copy becomes a random training word with the same gold tag."}
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, run_ner.DataTrainingArguments, TrainingArguments]:
@@ -67,6 +88,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, run
         raise ValueError(f"--alpha must be in [0, 1], got {distill_args.alpha!r}")
     if distill_args.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {distill_args.temperature!r}")
+    if distill_args.augment_copies < 0:
+        raise ValueError(f"--augment_copies must be >= 0, got {distill_args.augment_copies!r}")
+    if not 0.0 <= distill_args.augment_probability <= 1.0:
+        raise ValueError(f"--augment_probability must be in [0, 1], got {distill_args.augment_probability!r}")
     if data_args.extend_vocab:
         raise ValueError("--extend_vocab does not apply: the student uses its teacher's tokenizer as it is")
     return distill_args, data_args, training_args
@@ -116,6 +141,54 @@ def build_student(distill_args: DistillArguments, teacher: BertCrfForTokenClassi
     return student
 
 
+def augmented_examples(examples: list[dict[str, Any]], copies: int, probability: float, seed: int) -> list[dict[str, Any]]:
+    """`copies` perturbed versions of each tagged example (label-wise token replacement): each word, with
+    `probability`, becomes a word drawn at random from the training words that carried the same gold tag. The
+    copies carry no tags: the replaced words may change what the sentence means, so the teacher tags them."""
+    pools: dict[str, list[str]] = defaultdict(list)
+    for example in examples:
+        for token, tag in zip(example["tokens"], example["tags"]):
+            pools[tag].append(token)
+    rng = random.Random(seed)
+    return [
+        {"tokens": [rng.choice(pools[tag]) if rng.random() < probability else token
+                    for token, tag in zip(example["tokens"], example["tags"])], "tags": None}
+        for _ in range(copies) for example in examples
+    ]
+
+
+def text_examples(paths: Sequence[str], tokenizer: Any) -> list[dict[str, Any]]:
+    """Untagged examples from text files, one per non-blank line, split into words as the tokenizer splits them."""
+    examples = []
+    for path in paths:
+        lines = [ner_data.pre_tokens(line, tokenizer) for line in ner_data.read_text_lines(path)]
+        examples.extend({"tokens": words, "tags": None} for words in lines if words)
+        logger.info("%s: %d sentences to be tagged by the teacher", path, len(lines))
+    return examples
+
+
+def add_teacher_tagged(
+    encoded: dict[str, run_ner.EncodedSplit], examples: list[dict[str, Any]], tokenizer: Any, label2id: dict[str, int],
+    scheme: str, max_len: int, data_args: run_ner.DataTrainingArguments, training_args: TrainingArguments,
+) -> None:
+    """Append `examples` (untagged) to the training rows, their chain positions labelled TEACHER_TAGGED."""
+    if not examples:
+        return
+    examples, _ = ner_data.replace_untokenizable(examples, tokenizer)
+    extra = run_ner.encode_splits({"train": examples}, tokenizer, label2id, scheme, max_len, data_args, training_args)
+    special = set(tokenizer.all_special_ids)
+
+    def label(row: dict[str, list[int]]) -> dict[str, list[int]]:
+        # The chain run_ner gives gold rows: first sub-tokens, or every non-special one with --label_all_tokens.
+        on = ([i not in special for i in row["input_ids"]] if data_args.label_all_tokens else row["word_start_mask"])
+        return {"labels": [TEACHER_TAGGED if flag else -100 for flag in on]}
+
+    train = encoded["train"].dataset
+    rows = extra["train"].dataset.map(label, desc="Marking teacher-tagged rows").cast(train.features)
+    encoded["train"] = dataclasses.replace(encoded["train"], dataset=datasets.concatenate_datasets([train, rows]))
+    logger.info("Training on %d gold rows and %d teacher-tagged rows", len(train), len(rows))
+
+
 def distillation_term(
     student: CrfTaggingMixin, teacher: CrfTaggingMixin, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     chain: torch.Tensor, target: str, temperature: float,
@@ -149,14 +222,22 @@ class DistillationTrainer(Trainer):
         self.target, self.alpha, self.temperature = target, alpha, temperature
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        outputs = model(**inputs)
-        loss = outputs.loss
-        if model.training and self.target != "none" and self.alpha < 1.0:
+        labels = inputs.get("labels")
+        by_teacher = labels == TEACHER_TAGGED if labels is not None else None  # (batch, seq)
+        teacher_tags = by_teacher is not None and bool(by_teacher.any())
+        soft_term = model.training and self.target != "none" and self.alpha < 1.0
+        if soft_term or teacher_tags:
             with torch.no_grad():
                 teacher_logits = self.teacher.emissions(
                     inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids"),
-                )
-            chain = (inputs["labels"] != -100) & inputs["attention_mask"].bool()  # (batch, seq)
+                )  # (batch, seq, labels)
+            chain = (labels != -100) & inputs["attention_mask"].bool()  # (batch, seq)
+        if teacher_tags:
+            viterbi = self.teacher.decode(teacher_logits, chain)  # (batch, seq), -100 off the chain
+            inputs = {**inputs, "labels": torch.where(by_teacher, viterbi, labels)}
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if soft_term:
             student = self.accelerator.unwrap_model(model)
             soft = distillation_term(student, self.teacher, outputs.logits, teacher_logits, chain, self.target, self.temperature)
             loss = self.alpha * loss + (1.0 - self.alpha) * soft
@@ -178,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     logger.info("Student: %.1fM parameters; teacher: %.1fM", student.num_parameters() / 1e6, teacher.num_parameters() / 1e6)
     max_len = run_ner.window_length(data_args, tokenizer, teacher.config)
     encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
+    if training_args.do_train:
+        extra = augmented_examples(raw["train"], distill_args.augment_copies, distill_args.augment_probability, training_args.seed)
+        extra += text_examples(distill_args.teacher_text_files, tokenizer)
+        add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
     trainer, metrics = run_ner.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args, trainer_class=DistillationTrainer,
         teacher=teacher, target=distill_args.distill_target, alpha=distill_args.alpha, temperature=distill_args.temperature,

@@ -112,6 +112,8 @@ def test_marginals_term_trains_the_student_crf_and_emissions():
         ("alpha", "1.5", r"--alpha must be in \[0, 1\], got 1.5"),
         ("temperature", "0", "--temperature must be > 0, got 0.0"),
         ("extend_vocab", "True", "--extend_vocab does not apply"),
+        ("augment_copies", "-1", "--augment_copies must be >= 0, got -1"),
+        ("augment_probability", "2", r"--augment_probability must be in \[0, 1\], got 2.0"),
     ],
 )
 def test_bad_arguments_raise(crf_checkpoint, tmp_path, option, value, message):
@@ -139,12 +141,12 @@ def test_student_embeddings_start_from_the_teacher(crf_checkpoint, tmp_path):
 # The loss the Trainer optimizes, and whole runs
 
 
-def trainer_for(crf_checkpoint, tmp_path, target, alpha):
-    """A DistillationTrainer over 16 demo sentences, as distill.main builds it."""
+def trainer_for(crf_checkpoint, tmp_path, target, alpha, **options):
+    """A DistillationTrainer over 16 demo sentences (and what `options` add), as distill.main builds it."""
     import run_ner
 
     argv = argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path,
-                   do_train=True, max_train_samples=16, distill_target=target, alpha=alpha)
+                   do_train=True, max_train_samples=16, distill_target=target, alpha=alpha, **options)
     distill_args, data_args, training_args = distill.parse_args(argv)
     teacher_args = distill.teacher_arguments(distill_args)
     teacher = distill.load_teacher(str(crf_checkpoint))
@@ -154,6 +156,9 @@ def trainer_for(crf_checkpoint, tmp_path, target, alpha):
     raw = run_ner.prepare_words(raw, tokenizer, data_args)
     student = distill.build_student(distill_args, teacher, tokenizer)
     encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
+    extra = distill.augmented_examples(raw["train"], distill_args.augment_copies, distill_args.augment_probability, 7)
+    extra += distill.text_examples(distill_args.teacher_text_files, tokenizer)
+    distill.add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
     trainer, _ = run_ner.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args,
         trainer_class=distill.DistillationTrainer, teacher=teacher, target=target, alpha=alpha, temperature=2.0,
@@ -197,6 +202,58 @@ def test_teacher_stays_frozen_while_the_student_trains(crf_checkpoint, tmp_path)
     assert not torch.equal(embeddings, student.embeddings.weight)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Training text tagged by the teacher
+
+
+def test_augmented_copies_swap_words_for_words_of_the_same_gold_tag():
+    examples = [{"tokens": list("张三在北京"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]},
+                {"tokens": list("李四去上海"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]}]
+    pools = {}
+    for e in examples:
+        for token, tag in zip(e["tokens"], e["tags"]):
+            pools.setdefault(tag, set()).add(token)
+    assert distill.augmented_examples(examples, 2, 0.0, 0) == [{"tokens": e["tokens"], "tags": None} for e in examples] * 2
+    copies = distill.augmented_examples(examples, 50, 1.0, 0)
+    assert len(copies) == 100 and all(c["tags"] is None for c in copies)
+    for copy, source in zip(copies, examples * 50):
+        assert all(token in pools[tag] for token, tag in zip(copy["tokens"], source["tags"]))
+    assert {"".join(c["tokens"]) for c in copies} - {"张三在北京", "李四去上海"}  # some words did move
+    assert distill.augmented_examples(examples, 3, 0.5, 1) == distill.augmented_examples(examples, 3, 0.5, 1)
+
+
+def test_text_examples_split_lines_like_the_tokenizer(tiny_tokenizer, tmp_path):
+    text = tmp_path / "raw.txt"
+    text.write_text("我在北京\n\n  \nHello, World\n", encoding="utf-8")
+    examples = distill.text_examples([str(text)], tiny_tokenizer)
+    assert examples == [{"tokens": list("我在北京"), "tags": None}, {"tokens": ["hello", ",", "world"], "tags": None}]
+    with pytest.raises(FileNotFoundError, match="no such text file"):
+        distill.text_examples([str(tmp_path / "missing.txt")], tiny_tokenizer)
+
+
+def test_teacher_tagged_rows_learn_the_teachers_viterbi_tags(crf_checkpoint, tmp_path):
+    text = tmp_path / "raw.txt"
+    text.write_text("张三在北京工作\n李四去了上海\n", encoding="utf-8")
+    trainer, student, teacher, _ = trainer_for(crf_checkpoint, tmp_path, "none", 1.0, augment_copies=1,
+                                               teacher_text_files=text)
+    dataset = trainer.train_dataset
+    assert len(dataset) == 16 + 16 + 2
+    tagged = [row for row in dataset if distill.TEACHER_TAGGED in row["labels"]]
+    assert len(tagged) == 18
+    for row in tagged:  # the chain of a teacher-tagged row is its first sub-tokens, as for gold rows
+        assert [label == distill.TEACHER_TAGGED for label in row["labels"]] == [bool(m) for m in row["word_start_mask"]]
+    batch = trainer.data_collator([dataset[0], dataset[20], dataset[33]])  # gold, augmented, text
+    student.eval()
+    got = trainer.compute_loss(student, batch)
+    with torch.no_grad():
+        teacher_logits = teacher.emissions(batch["input_ids"], attention_mask=batch["attention_mask"])
+    labels = batch["labels"].clone()
+    mine = labels == distill.TEACHER_TAGGED
+    labels[mine] = teacher.decode(teacher_logits, labels != -100)[mine]
+    assert (labels[0] == batch["labels"][0]).all() and (labels[1:][labels[1:] != -100] >= 0).all()
+    assert got.item() == pytest.approx(student(**{**batch, "labels": labels}).loss.item(), rel=1e-6)
+
+
 def agreement(a: list[list[str]], b: list[list[str]]) -> float:
     pairs = [(x, y) for s, t in zip(a, b) for x, y in zip(s, t)]
     return sum(x == y for x, y in pairs) / len(pairs)
@@ -222,17 +279,20 @@ def read_predictions(folder):
 
 
 def test_distilled_student_learns_the_teacher(crf_checkpoint, tmp_path):
-    """Pure distillation (alpha 0) makes the student tag dev like the (random) teacher, far more than a student of
-    the gold tags; a whole run saves a loadable student with a prediction for every dev token."""
+    """Pure distillation (alpha 0), or gold tags plus copies tagged by the teacher, make the student tag dev like the
+    (random) teacher, far more than a student of the gold tags; a whole run saves a loadable student with a prediction for every dev token."""
     teacher = teacher_predictions(crf_checkpoint, tmp_path)
     common = dict(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", validation_file=DEMO_DIR / "dev.txt",
                   do_train=True, do_eval=True, max_train_samples=200, learning_rate=2e-2, head_learning_rate=2e-2,
                   lstm_hidden_size=32, num_train_epochs=6)
     results = {}
-    for name, target, alpha in (("gold", "none", 1.0), ("kl", "kl", 0.0), ("marginals", "marginals", 0.0)):
-        results[name] = distill.main(argv_of(output_dir=tmp_path / name, distill_target=target, alpha=alpha, **common))
+    runs = (("gold", "none", 1.0, {}), ("kl", "kl", 0.0, {}), ("marginals", "marginals", 0.0, {}),
+            ("teacher-tagged copies", "none", 1.0, {"augment_copies": 3}))
+    for name, target, alpha, extra in runs:
+        results[name] = distill.main(argv_of(output_dir=tmp_path / name, distill_target=target, alpha=alpha, **common, **extra))
     agree = {name: agreement(read_predictions(tmp_path / name), teacher) for name in results}
     assert agree["kl"] > agree["gold"] + 0.1 and agree["marginals"] > agree["gold"] + 0.1, agree
+    assert agree["teacher-tagged copies"] > agree["gold"] + 0.2, agree  # 3 of 4 rows tagged by the teacher
     assert all(r["eval_samples"] == len(teacher) for r in results.values())
     student = load_crf_model(str(tmp_path / "kl"))
     assert isinstance(student, BiLstmCrfForTokenClassification)
