@@ -15,8 +15,9 @@ at batch 1 at least 20x faster than the bert-base-sized teacher.
 Every trained model is kept in outputs/bench-distill-<dataset>-<model> and reused by later runs (delete it to
 retrain); `--skip_speed` trains and scores only, so two datasets can train in parallel.
 
-Usage: python benchmarks/bench_distill.py [--datasets resume conll] [--skip_speed]
-Writes benchmarks/results/bench_distill.{json,md}.
+Usage: python benchmarks/bench_distill.py [--datasets resume conll] [--skip_speed] [--students none kl ...]
+       [--student_shape HIDDEN LAYERS]
+Writes benchmarks/results/bench_distill.{json,md} (bench_distill_<LAYERS>x<HIDDEN>.* with --student_shape).
 """
 
 from __future__ import annotations
@@ -92,12 +93,12 @@ def train_teacher(name: str, spec: dict) -> dict:
     return results
 
 
-def train_student(name: str, spec: dict, variant: str) -> dict:
+def train_student(name: str, spec: dict, variant: str, suffix: str = "") -> dict:
     import distill
 
     target, extra, _ = STUDENTS[variant]
     teacher = OUTPUTS / f"bench-distill-{name}-teacher"
-    out = OUTPUTS / f"bench-distill-{name}-student-{variant}"
+    out = OUTPUTS / f"bench-distill-{name}-student-{variant}{suffix}"
     if (results := cached(out)) is None:
         start = time.perf_counter()
         distill.main([
@@ -136,8 +137,13 @@ def main() -> None:
     parser.add_argument("--skip_speed", action="store_true", help="train and score only")
     parser.add_argument("--speed_sentences", type=int, default=256, help="test sentences timed at batch 32")
     parser.add_argument("--batch1_sentences", type=int, default=64)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_distill"))
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--student_shape", type=int, nargs=2, metavar=("HIDDEN", "LAYERS"),
+                        help="students of this shape instead of each dataset's (kept in folders named after it)")
+    parser.add_argument("--out", help="results file stem (default benchmarks/results/bench_distill[_<shape>])")
     args = parser.parse_args()
+    suffix = f"-{args.student_shape[1]}x{args.student_shape[0]}" if args.student_shape else ""
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_distill{suffix.replace('-', '_')}")
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
     import ner_data
@@ -146,9 +152,14 @@ def main() -> None:
     rows = []
     for name in args.datasets:
         spec = DATASETS[name]
+        if args.student_shape:
+            spec = dict(spec, student=["--lstm_hidden_size", str(args.student_shape[0]),
+                                       "--lstm_layers", str(args.student_shape[1])])
+        shown = f"{name}, students {suffix[1:]}" if suffix else name
         models = {"teacher (MiniLM BERT-CRF)": (OUTPUTS / f"bench-distill-{name}-teacher", train_teacher(name, spec))}
-        for variant, (_, _, label) in STUDENTS.items():
-            models[label] = (OUTPUTS / f"bench-distill-{name}-student-{variant}", train_student(name, spec, variant))
+        for variant in args.students:
+            models[STUDENTS[variant][2]] = (OUTPUTS / f"bench-distill-{name}-student-{variant}{suffix}",
+                                            train_student(name, spec, variant, suffix))
         texts = [" ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
                  for e in ner_data.read_file(str(DATA / spec["test"]))][: args.speed_sentences]
         speed = {}
@@ -159,13 +170,12 @@ def main() -> None:
             for label, (folder, _) in models.items():
                 speed[label] = time_pipeline(folder, texts, args.batch1_sentences)
         for label, (folder, results) in models.items():
-            rows.append(dict(dataset=name, model=label, dev_f1=results.get("eval_f1"), test_f1=results.get("predict_f1"),
+            rows.append(dict(dataset=shown, model=label, dev_f1=results.get("eval_f1"), test_f1=results.get("predict_f1"),
                              train_seconds=results.get("train_runtime"), epochs=results.get("epoch"), **speed.get(label, {})))
         if speed:
-            rows.append(dict(dataset=name, model="bert-base-sized BERT-CRF (random weights)", **speed["bert-base-sized BERT-CRF (random weights)"]))
+            rows.append(dict(dataset=shown, model="bert-base-sized BERT-CRF (random weights)", **speed["bert-base-sized BERT-CRF (random weights)"]))
     table = report(rows)
     print(table)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not args.skip_speed:
         out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
