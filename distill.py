@@ -161,10 +161,19 @@ def text_examples(paths: Sequence[str], tokenizer: Any) -> list[dict[str, Any]]:
     """Untagged examples from text files, one per non-blank line, split into words as the tokenizer splits them."""
     examples = []
     for path in paths:
-        lines = [ner_data.pre_tokens(line, tokenizer) for line in ner_data.read_text_lines(path)]
-        examples.extend({"tokens": words, "tags": None} for words in lines if words)
-        logger.info("%s: %d sentences to be tagged by the teacher", path, len(lines))
+        found = [{"tokens": words, "tags": None} for line in ner_data.read_text_lines(path)
+                 if (words := ner_data.pre_tokens(line, tokenizer))]
+        examples.extend(found)
+        logger.info("%s: %d sentences to be tagged by the teacher", path, len(found))
     return examples
+
+
+def teacher_tagged_examples(
+    distill_args: DistillArguments, train: list[dict[str, Any]], tokenizer: Any, seed: int
+) -> list[dict[str, Any]]:
+    """The untagged training examples the options ask for: perturbed copies of `train`, then the text files'."""
+    copies = augmented_examples(train, distill_args.augment_copies, distill_args.augment_probability, seed)
+    return copies + text_examples(distill_args.teacher_text_files, tokenizer)
 
 
 def add_teacher_tagged(
@@ -224,15 +233,15 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         labels = inputs.get("labels")
         by_teacher = labels == TEACHER_TAGGED if labels is not None else None  # (batch, seq)
-        teacher_tags = by_teacher is not None and bool(by_teacher.any())
+        any_by_teacher = by_teacher is not None and bool(by_teacher.any())
         soft_term = model.training and self.target != "none" and self.alpha < 1.0
-        if soft_term or teacher_tags:
+        if soft_term or any_by_teacher:
             with torch.no_grad():
                 teacher_logits = self.teacher.emissions(
                     inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids"),
                 )  # (batch, seq, labels)
             chain = (labels != -100) & inputs["attention_mask"].bool()  # (batch, seq)
-        if teacher_tags:
+        if any_by_teacher:
             viterbi = self.teacher.decode(teacher_logits, chain)  # (batch, seq), -100 off the chain
             inputs = {**inputs, "labels": torch.where(by_teacher, viterbi, labels)}
         outputs = model(**inputs)
@@ -260,8 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     max_len = run_ner.window_length(data_args, tokenizer, teacher.config)
     encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
     if training_args.do_train:
-        extra = augmented_examples(raw["train"], distill_args.augment_copies, distill_args.augment_probability, training_args.seed)
-        extra += text_examples(distill_args.teacher_text_files, tokenizer)
+        extra = teacher_tagged_examples(distill_args, raw["train"], tokenizer, training_args.seed)
         add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
     trainer, metrics = run_ner.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args, trainer_class=DistillationTrainer,

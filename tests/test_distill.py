@@ -156,8 +156,7 @@ def trainer_for(crf_checkpoint, tmp_path, target, alpha, **options):
     raw = run_ner.prepare_words(raw, tokenizer, data_args)
     student = distill.build_student(distill_args, teacher, tokenizer)
     encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
-    extra = distill.augmented_examples(raw["train"], distill_args.augment_copies, distill_args.augment_probability, 7)
-    extra += distill.text_examples(distill_args.teacher_text_files, tokenizer)
+    extra = distill.teacher_tagged_examples(distill_args, raw["train"], tokenizer, 7)
     distill.add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
     trainer, _ = run_ner.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args,
@@ -280,7 +279,8 @@ def read_predictions(folder):
 
 def test_distilled_student_learns_the_teacher(crf_checkpoint, tmp_path):
     """Pure distillation (alpha 0), or gold tags plus copies tagged by the teacher, make the student tag dev like the
-    (random) teacher, far more than a student of the gold tags; a whole run saves a loadable student with a prediction for every dev token."""
+    (random) teacher, far more than a student of the gold tags; a whole run saves a loadable student with a
+    prediction for every dev token."""
     teacher = teacher_predictions(crf_checkpoint, tmp_path)
     common = dict(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", validation_file=DEMO_DIR / "dev.txt",
                   do_train=True, do_eval=True, max_train_samples=200, learning_rate=2e-2, head_learning_rate=2e-2,
