@@ -265,32 +265,22 @@ class CRF(nn.Module):
         return torch.logsumexp(alphas[-1] + self.end_transitions, dim=1) * nonempty
 
     def viterbi_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best path `(batch, seq)` for packed input, respecting the constraints; past a row's end, its last tag."""
-        batch, seq_len, num_tags = emissions.shape
-        full: List[bool] = mask.all(0).tolist()
-        steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
-        step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
-        transitions = (self.transitions + self.transition_penalty).unsqueeze(0)  # (1, tags, tags)
-        score = self.start_transitions + self.start_penalty + steps[0]  # (batch, tags)
-        identity = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)  # (batch, tags)
-        history: List[torch.Tensor] = []
-        for t in range(1, seq_len):
-            best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each: best predecessor per tag
-            if full[t]:
-                score = best + steps[t]
-                history.append(prev)
-            else:
-                # Past a row's end the back-pointer is the identity, so backtracking walks through unchanged.
-                score = torch.where(step_on[t], best + steps[t], score)
-                history.append(torch.where(step_on[t], prev, identity))
-        score = score + self.end_transitions + self.end_penalty
-        current = score.argmax(1, keepdim=True)  # (batch, 1)
-        path = [current]
-        for step in range(len(history) - 1, -1, -1):
-            current = history[step].gather(1, current)  # (batch, 1)
-            path.append(current)
-        path.reverse()
-        return torch.cat(path, 1)  # (batch, seq)
+        """Best path `(batch, seq)` for packed input, respecting the constraints; past a row's end, its last tag.
+
+        Ties go to the lowest tag, at the end and for every back-pointer, as in pytorch-crf.
+        """
+        # No gradient flows through a path, and the helpers' out= buffers refuse inputs that require one. Their
+        # buffers take one dtype: the promoted one, in which the sums happen anyway (the casts are exact).
+        dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
+        emissions = emissions.detach().to(dtype)
+        start = (self.start_transitions + self.start_penalty).detach().to(dtype)  # (tags,)
+        transitions = (self.transitions + self.transition_penalty).detach().to(dtype)  # (tags, tags)
+        end_transitions = self.end_transitions.detach().to(dtype)
+        end_penalty = self.end_penalty.to(dtype)
+        batch, _, num_tags = emissions.shape
+        if batch * num_tags * num_tags <= 2048:  # VITERBI_POINTER_LIMIT, inlined for TorchScript
+            return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
+        return _viterbi_recomputed(emissions, mask, start, end_transitions, end_penalty, transitions)
 
     def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints.
@@ -322,6 +312,118 @@ class CRF(nn.Module):
         betas = _log_space_backward_scores(emissions, mask, full, self.end_transitions, self.transitions)
         scores = alphas + betas  # (seq, batch, tags)
         return (scores - torch.logsumexp(scores, dim=2, keepdim=True)).transpose(0, 1)  # (batch, seq, tags)
+
+
+# Viterbi on packed input. Both helpers give the same path: the same float sums, compared the same way, with ties to
+# the lowest tag (torch.max with a dim and torch.argmax return the first maximal index). Per step, the (batch, tags,
+# tags) max with indices costs far more than the elementwise work around it once tags are many (its kernel is scalar);
+# up to this many elements per step, the per-call overhead dominates and the classic back-pointers are cheaper.
+VITERBI_POINTER_LIMIT = 2048
+
+
+def _viterbi_back_pointers(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end_transitions: torch.Tensor,
+    end_penalty: torch.Tensor, transitions: torch.Tensor,
+) -> torch.Tensor:
+    """Viterbi `(batch, seq)` keeping a back-pointer per step and tag: fewest calls per step, for small inputs."""
+    batch, seq_len, num_tags = emissions.shape
+    full: List[bool] = mask.all(0).tolist()
+    steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
+    step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
+    transitions = transitions.unsqueeze(0)  # (1, tags, tags)
+    score = start + steps[0]  # (batch, tags)
+    identity = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)  # (batch, tags)
+    history: List[torch.Tensor] = []
+    for t in range(1, seq_len):
+        best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each: best predecessor per tag
+        if full[t]:
+            score = best + steps[t]
+            history.append(prev)
+        else:
+            # Past a row's end the back-pointer is the identity, so backtracking walks through unchanged.
+            score = torch.where(step_on[t], best + steps[t], score)
+            history.append(torch.where(step_on[t], prev, identity))
+    score = score + end_transitions + end_penalty
+    current = score.argmax(1, keepdim=True)  # (batch, 1)
+    path = [current]
+    for step in range(len(history) - 1, -1, -1):
+        current = history[step].gather(1, current)  # (batch, 1)
+        path.append(current)
+    path.reverse()
+    return torch.cat(path, 1)  # (batch, seq)
+
+
+def _viterbi_recomputed(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end_transitions: torch.Tensor,
+    end_penalty: torch.Tensor, transitions: torch.Tensor,
+) -> torch.Tensor:
+    """Viterbi `(batch, seq)` keeping only the best scores; backtracking recomputes the one back-pointer it needs.
+
+    The forward step is then a max without indices (a vectorized reduction), and backtracking's (batch, tags) argmax
+    replaces a (batch, tags, tags) one per step. Scores are tags-major, `(prev tag, tag, batch)` per step, so that
+    the add runs along the batch and the max reduces the outermost axis, both contiguous. Rows are sorted longest
+    first: the rows still on at a step are a prefix, finished rows cost nothing and need no mask select.
+    """
+    batch, seq_len, num_tags = emissions.shape
+    device = emissions.device
+    lengths = mask.sum(1)  # (batch,)
+    order = torch.argsort(lengths, descending=True, stable=True)  # (batch,)
+    lengths = lengths.index_select(0, order)  # (batch,) non-increasing
+    positions = torch.arange(seq_len, device=device)  # (seq,)
+    rows_on_t = (lengths.unsqueeze(0) > positions.unsqueeze(1)).sum(1)  # (seq,) rows on at each step, a prefix
+    rows_on_t[0] = batch  # step 0 holds every row, empty ones too, so that each row has a last score
+    rows_on: List[int] = rows_on_t.tolist()
+    steps = emissions.index_select(0, order).permute(1, 2, 0).contiguous().unbind(0)  # seq x (tags, batch)
+    # Step t's scores, (tags, rows on at t), are one contiguous block: reductions are slow into strided outputs.
+    sizes = [num_tags * n for n in rows_on]
+    flat = torch.empty(sum(sizes), dtype=emissions.dtype, device=device)
+    blocks = flat.split(sizes)
+    score = blocks[0].view(num_tags, batch)  # (tags, batch): best score of a path ending in each tag
+    torch.add(start.unsqueeze(1), steps[0], out=score)
+    scores = [score]
+    into = transitions.unsqueeze(2)  # (prev tag, tag, 1)
+    sums = torch.empty(num_tags * num_tags * batch, dtype=emissions.dtype, device=device)
+    cand = sums.view(num_tags, num_tags, batch)  # (prev tag, tag, rows on)
+    for t in range(1, seq_len):
+        n = rows_on[t]
+        if n == 0:
+            break
+        if n != cand.size(2):  # rows ended: fewer columns from here on
+            cand = sums[: num_tags * num_tags * n].view(num_tags, num_tags, n)
+        torch.add((score if score.size(1) == n else score[:, :n]).unsqueeze(1), into, out=cand)
+        score = blocks[t].view(num_tags, n)  # (tags, rows on)
+        torch.amax(cand, 0, out=score)
+        score += steps[t] if n == batch else steps[t][:, :n]
+        scores.append(score)
+    # Each row's score at its last position: flat[offset of that step + tag * rows on at that step + row].
+    offsets = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)  # (seq,)
+    last = (lengths - 1).clamp(min=0)  # (batch,)
+    tag_stride = rows_on_t.index_select(0, last)  # (batch,)
+    index = offsets.index_select(0, last) + torch.arange(batch, device=device)  # (batch,)
+    index = index.unsqueeze(1) + torch.arange(num_tags, device=device).unsqueeze(0) * tag_stride.unsqueeze(1)
+    final = flat.take(index) + end_transitions + end_penalty  # (batch, tags), summed in pytorch-crf's order
+    path = torch.empty(seq_len, batch, dtype=torch.long, device=device)  # (seq, batch)
+    path.copy_(final.argmax(1).unsqueeze(0))  # every position starts as the last tag: right past a row's end
+    tags_at = path.unbind(0)  # seq x (batch,)
+    into_t = transitions.t().contiguous()  # (tag, prev tag)
+    picked = torch.empty(batch * num_tags, dtype=emissions.dtype, device=device)
+    back = picked.view(batch, num_tags)  # (rows on, prev tag)
+    for t in range(seq_len - 1, 0, -1):
+        n = rows_on[t]
+        if n == 0:
+            continue
+        if n != back.size(0):
+            back = picked[: n * num_tags].view(n, num_tags)
+        prev = scores[t - 1]  # (tags, rows on at t - 1), maybe more rows than at t
+        if n == batch:
+            torch.index_select(into_t, 0, tags_at[t], out=back)  # score of each prev tag into the row's tag at t
+            back += prev.t()  # the forward step's sums, bit for bit (float addition commutes)
+            torch.argmax(back, 1, out=tags_at[t - 1])
+        else:
+            torch.index_select(into_t, 0, tags_at[t][:n], out=back)
+            back += prev[:, :n].t() if prev.size(1) > n else prev.t()
+            torch.argmax(back, 1, out=tags_at[t - 1][:n])
+    return torch.empty_like(path).index_copy_(1, order, path).t()  # (batch, seq), rows back in input order
 
 
 # The scaled recursions below sum probabilities rescaled to at most 1 by matrix products; a sum under this bound

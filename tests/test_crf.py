@@ -11,7 +11,7 @@ import torch
 import torchcrf
 
 from configuration_bert_crf import allowed_transitions
-from modeling_bert_crf import CRF
+from modeling_bert_crf import CRF, VITERBI_POINTER_LIMIT, _viterbi_back_pointers, _viterbi_recomputed
 
 from conftest import LABELS, pack
 
@@ -398,6 +398,133 @@ def test_set_constraints_bad_shape():
         crf.set_constraints([True, False])
     with pytest.raises(ValueError, match=r"constraint table must have shape \(3, 3\), got \(3,\)"):
         crf.set_constraints(None, None, [True, True, True])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Viterbi ties: both strategies (back-pointers for small inputs, recomputed back-pointers for large ones) return
+# pytorch-crf's path, ties included. Integer scores make ties common and every sum exact.
+
+
+def viterbi_oracle(emissions, start, end, trans):
+    """Best path of one (length, tags) sequence by enumeration, with the tie rule of Viterbi taking the first
+    maximal index everywhere (pytorch-crf's): the lowest last tag, then the lowest tag before it, and so on.
+
+    Returns (path, number of best paths).
+    """
+    length, num_tags = emissions.shape
+    paths = torch.tensor(list(itertools.product(range(num_tags), repeat=length)))  # (paths, length)
+    scores = start[paths[:, 0]] + end[paths[:, -1]] + emissions[torch.arange(length), paths].sum(1)  # (paths,)
+    if length > 1:
+        scores = scores + trans[paths[:, :-1], paths[:, 1:]].sum(1)
+    winners = paths[scores == scores.max()].tolist()
+    return min(winners, key=lambda path: path[::-1]), len(winners)
+
+
+def integer_crf(num_tags, gen, low=-2, high=2):
+    crf = CRF(num_tags, batch_first=True)
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.copy_(torch.randint(low, high + 1, param.shape, generator=gen).float())
+    return crf
+
+
+def viterbi_both_ways(crf, emissions, mask):
+    """Packed input through each helper, as viterbi_packed would call them."""
+    start = (crf.start_transitions + crf.start_penalty).detach()
+    transitions = (crf.transitions + crf.transition_penalty).detach()
+    args = (start, crf.end_transitions.detach(), crf.end_penalty, transitions)
+    return (
+        _viterbi_back_pointers(emissions, mask, *args),
+        _viterbi_recomputed(emissions, mask, *args),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("holes", [False, True])
+def test_viterbi_ties_brute_force(seed, holes):
+    num_tags = 3
+    gen = torch.Generator().manual_seed(900 + seed)
+    crf = integer_crf(num_tags, gen)
+    emissions = torch.randint(-2, 3, (12, 5, num_tags), generator=gen).float()
+    _, _, mask = random_batch(12, 5, num_tags, gen, holes=holes)
+    start, end, trans = params64(crf)
+    decoded = crf.decode(emissions, mask)
+    p_em, _, p_mask = pack(emissions, torch.zeros(mask.shape, dtype=torch.long), mask)
+    for best in viterbi_both_ways(crf, p_em, p_mask):
+        for b in range(mask.size(0)):
+            n = int(mask[b].sum())
+            assert best[b, :n].tolist() == decoded[b]
+            assert (best[b, n:] == best[b, n - 1]).all()  # past a row's end, its last tag
+    ties = 0
+    for b in range(mask.size(0)):
+        want, winners = viterbi_oracle(emissions[b][mask[b]].double(), start, end, trans)
+        assert decoded[b] == want, b
+        ties += winners > 1
+    assert ties >= 3, "the inputs must tie"
+    if not holes:
+        ref = torchcrf.CRF(num_tags, batch_first=True)
+        ref.load_state_dict(crf.state_dict())
+        assert ref.decode(emissions, mask) == decoded
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_viterbi_ties_brute_force_with_constraints(seed):
+    """-10000 penalties in integer sums stay exact: ties among allowed paths break as without constraints."""
+    gen = torch.Generator().manual_seed(950 + seed)
+    crf = integer_crf(3, gen, -1, 1)
+    crf.set_constraints(ALLOWED_START, ALLOWED_END, ALLOWED_TRANS)
+    emissions = torch.randint(-1, 2, (10, 4, 3), generator=gen).float()
+    _, _, mask = random_batch(10, 4, 3, gen)
+    start = (crf.start_transitions + crf.start_penalty).detach().double()
+    end = (crf.end_transitions + crf.end_penalty).detach().double()
+    trans = (crf.transitions + crf.transition_penalty).detach().double()
+    decoded = crf.decode(emissions, mask)
+    for best in viterbi_both_ways(crf, emissions, mask):
+        assert [best[b, : len(d)].tolist() for b, d in enumerate(decoded)] == decoded
+    ties = 0
+    for b in range(mask.size(0)):
+        want, winners = viterbi_oracle(emissions[b][mask[b]].double(), start, end, trans)
+        assert decoded[b] == want and is_allowed_path(want), b
+        ties += winners > 1
+    assert ties >= 2, "the inputs must tie"
+
+
+@pytest.mark.parametrize("num_tags", [9, 41])
+@pytest.mark.parametrize("integer", [False, True])
+def test_viterbi_strategies_agree_at_scale(num_tags, integer):
+    """Large enough for viterbi_packed to recompute back-pointers; ragged, with an empty row and a full one."""
+    gen = torch.Generator().manual_seed(970 + num_tags)
+    ours, ref = make_pair(num_tags, True, num_tags)
+    if integer:
+        ours = integer_crf(num_tags, gen)
+        ref.load_state_dict(ours.state_dict())
+        emissions = torch.randint(-3, 4, (48, 30, num_tags), generator=gen).float()
+    else:
+        emissions = 3 * torch.randn(48, 30, num_tags, generator=gen)
+    assert 48 * num_tags * num_tags > VITERBI_POINTER_LIMIT
+    _, _, mask = random_batch(48, 30, num_tags, gen)
+    decoded = ours.decode(emissions, mask)
+    assert decoded == ref.decode(emissions, mask)
+    packed_mask = mask.clone()
+    packed_mask[5] = False  # an empty row: decodes to its first tag's argmax, like the back-pointers
+    pointers, recomputed = viterbi_both_ways(ours, emissions, packed_mask)
+    assert torch.equal(pointers, recomputed)
+    assert torch.equal(ours.viterbi_packed(emissions, packed_mask), pointers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript deprecation notices
+        scripted = torch.jit.script(ours)
+    assert scripted.decode(emissions, mask) == decoded
+    assert torch.equal(scripted.viterbi_packed(emissions, packed_mask), pointers)
+
+
+def test_viterbi_under_autograd():
+    """The out= buffers of the recomputing strategy must not see tensors that require grad."""
+    crf = CRF(41, batch_first=True)
+    emissions = torch.randn(8, 6, 41, requires_grad=True)
+    best = crf.viterbi_packed(emissions, torch.ones(8, 6, dtype=torch.bool))
+    assert best.shape == (8, 6) and not best.requires_grad
+    with torch.no_grad():
+        assert torch.equal(crf.viterbi_packed(emissions, torch.ones(8, 6, dtype=torch.bool)), best)
 
 
 # ----------------------------------------------------------------------------------------------------------------
