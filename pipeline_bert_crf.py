@@ -22,6 +22,29 @@ except ImportError:  # imported as a top-level module
     from bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, special_wrapping, word_windows
 
 AGGREGATION_STRATEGIES = ("none", "simple")
+# A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
+DEFAULT_BATCH_SIZE = 8
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_batch_size(batch_size: Any) -> None:
+    if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def check_encodable(text: str) -> None:
+    """Raise a ValueError naming the first character of `text` that UTF-8 cannot encode (a lone surrogate, which
+    JSON can carry and the tokenizer rejects with a TypeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"the character {text[error.start]!r} at position {error.start} cannot be encoded as UTF-8 (a lone "
+            "surrogate): it is not valid text"
+        ) from None
 
 
 class BertCrfTokenClassificationPipeline(ChunkPipeline):
@@ -40,14 +63,19 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     Pre-split words are joined with `delimiter` to make the text the offsets index (default: nothing when every
     word is one character, as in Chinese, else a space). Options: `stride` (sub-tokens shared by consecutive
-    windows), `max_length` (window size, default the model's maximum), `ignore_labels`.
+    windows, at most half a window's sub-tokens), `max_length` (window size, default the model's maximum),
+    `ignore_labels` (a list of labels), `batch_size` (windows per forward pass, default 8: the windows of one long
+    text, or the short texts of a list, run together).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_batch_size(kwargs.get("batch_size"))
         super().__init__(*args, **kwargs)
         if not hasattr(self.model, "crf"):
             raise ValueError(f"{type(self).__name__} needs a model with a CRF, got {type(self.model).__name__}")
         self._head, self._tail = special_wrapping(self.tokenizer)
+        if self._batch_size is None:
+            self._batch_size = DEFAULT_BATCH_SIZE
 
     def _sanitize_parameters(
         self,
@@ -64,17 +92,21 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         preprocess: dict[str, Any] = {}
         postprocess: dict[str, Any] = {}
         if stride is not None:
-            if stride < 0:
-                raise ValueError(f"stride must be >= 0, got {stride}")
+            if not _is_int(stride) or stride < 0:
+                raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
             preprocess["stride"] = stride
         if max_length is not None:
             positions = self.model.config.max_position_embeddings
-            if not 2 < max_length <= positions:
-                raise ValueError(f"max_length must be between 3 and the model's {positions} positions, got {max_length}")
+            if not _is_int(max_length) or not 2 < max_length <= positions:
+                raise ValueError(f"max_length must be an integer between 3 and the model's {positions} positions, got {max_length!r}")
             preprocess["max_length"] = max_length
         if is_split_into_words is not None:
+            if not isinstance(is_split_into_words, bool):
+                raise ValueError(f"is_split_into_words must be True or False, got {is_split_into_words!r}")
             preprocess["is_split_into_words"] = is_split_into_words
         if delimiter is not None:
+            if not isinstance(delimiter, str):
+                raise ValueError(f"delimiter must be a string, got {delimiter!r}")
             preprocess["delimiter"] = delimiter
         if aggregation_strategy is not None:
             strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy)).lower()
@@ -82,15 +114,20 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 raise ValueError(f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}, got {aggregation_strategy!r}")
             postprocess["aggregation_strategy"] = strategy
         if ignore_labels is not None:
+            # A string is a sequence of letters: "ORG" would ignore "O", "R" and "G".
+            labels_ok = isinstance(ignore_labels, (list, tuple, set, frozenset))
+            if not labels_ok or not all(isinstance(label, str) for label in ignore_labels):
+                raise ValueError(f"ignore_labels must be a list of labels (strings), got {ignore_labels!r}")
             postprocess["ignore_labels"] = list(ignore_labels)
         return preprocess, {}, postprocess
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        # A flat list of words is one pre-split text, not a batch of strings.
-        if kwargs.get("is_split_into_words") and isinstance(inputs, (list, tuple)):
-            if not inputs:
+        check_batch_size(kwargs.get("batch_size"))
+        if isinstance(inputs, (list, tuple)):
+            if not inputs:  # no texts (or no words): nothing to tag, as the ONNX tagger answers
                 return []
-            if isinstance(inputs[0], str):
+            # A flat list of words is one pre-split text, not a batch of strings.
+            if kwargs.get("is_split_into_words") and isinstance(inputs[0], str):
                 return super().__call__([list(inputs)], **kwargs)[0]
         return super().__call__(inputs, **kwargs)
 
@@ -102,11 +139,13 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             if not isinstance(inputs, (list, tuple)) or not all(isinstance(w, str) for w in inputs):
                 raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(inputs).__name__}")
             text, spans = join_words(inputs, delimiter)
+            check_encodable(text)
             # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
             fed = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in inputs]
             return text, fed, spans
         if not isinstance(inputs, str):
             raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}")
+        check_encodable(inputs)
         return inputs, inputs, None
 
     def preprocess(
@@ -131,6 +170,13 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             spans = [spans[w] for w in words]
         limit = max_length or min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
         budget = max(1, limit - len(self._head) - len(self._tail))
+        # Each window shares `stride` sub-tokens with the one before; sharing more than half its room would cost
+        # more forward passes than it saves (at stride >= budget, one window per word).
+        if stride is not None and stride > budget // 2:
+            raise ValueError(
+                f"stride must be at most half the {budget} sub-tokens a window holds (max_length {limit} less "
+                f"{limit - budget} special tokens), i.e. <= {budget // 2}, got {stride}"
+            )
         overlap = stride if stride is not None else budget // 4
         lengths = [min(len(pieces[w]), budget) for w in words]
         windows = word_windows(lengths, budget, overlap) if words else [(0, 0)]
@@ -154,6 +200,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         meta = {k: model_inputs.pop(k) for k in ("window", "text", "spans", "is_last")}
+        model_inputs = _right_aligned(model_inputs)
         logits = self.model.emissions(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"])
         # Decoding each window here runs the CRF once per batch; postprocess re-decodes only texts split in windows.
         emissions, tags, scores, _ = self.model.decode_packed(logits, model_inputs["word_start_mask"])
@@ -194,3 +241,15 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             tags = crf.viterbi_packed(emissions, mask)  # (1, words)
             probs = crf.marginals_packed(emissions, mask)  # (1, words, labels)
         return tags[0].tolist(), probs[0].gather(1, tags[0].unsqueeze(1)).squeeze(1).tolist()
+
+
+def _right_aligned(model_inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch with each row's tokens at its front: a tokenizer that pads on the left makes the collate put the
+    padding first, which would shift BERT's absolute positions."""
+    mask = model_inputs["attention_mask"]
+    if bool(mask[:, 0].all()):
+        return model_inputs
+    width = mask.shape[1]
+    pads = width - mask.sum(1, keepdim=True)  # (batch, 1)
+    order = (torch.arange(width, device=mask.device).unsqueeze(0) + pads) % width
+    return {k: v.gather(1, order) for k, v in model_inputs.items()}

@@ -268,13 +268,72 @@ def test_pre_split_delimiter(crf_pipeline):
 # Batching
 
 
+@pytest.fixture
+def record_batches(crf_pipeline, monkeypatch):
+    """Spy on _forward: the list it fills gets a copy of each batch of model inputs, as the collate made it."""
+    seen = []
+    original = crf_pipeline._forward
+
+    def spy(model_inputs, **kwargs):
+        seen.append({k: v.clone() for k, v in model_inputs.items() if isinstance(v, torch.Tensor)})
+        return original(model_inputs, **kwargs)
+
+    monkeypatch.setattr(crf_pipeline, "_forward", spy)
+    return seen
+
+
 def test_batch_equals_one_by_one(crf_pipeline):
-    texts = TRICKY_TEXTS + ["", "   ", LONG_TEXT[:150], "北", LONG_TEXT[:62], LONG_TEXT[:63]]
+    """Texts of different lengths (and numbers of windows) batched together give what each gives alone."""
+    texts = TRICKY_TEXTS + ["", "   ", LONG_TEXT[:150], "北", LONG_TEXT[:62], LONG_TEXT[:63], LONG_TEXT[:300]]
     for options in ({"ignore_labels": []}, {"aggregation_strategy": "simple"}):
-        batched = crf_pipeline(texts, batch_size=4, **options)
-        assert len(batched) == len(texts)
-        for text, got in zip(texts, batched):
-            assert_same_results(got, crf_pipeline(text, **options))
+        alone = [crf_pipeline(text, batch_size=1, **options) for text in texts]
+        for batch_size in (None, 4):  # None: the default
+            batched = crf_pipeline(texts, **options) if batch_size is None else crf_pipeline(texts, batch_size=batch_size, **options)
+            assert len(batched) == len(texts)
+            for got, expected in zip(batched, alone):
+                assert_same_results(got, expected)
+
+
+def test_long_text_windows_run_in_batches_by_default(crf_pipeline, record_batches):
+    expected = crf_pipeline(LONG_TEXT, ignore_labels=[], batch_size=1)
+    windows = len(record_batches)
+    assert windows >= 10 and all(batch["input_ids"].shape[0] == 1 for batch in record_batches)
+    record_batches.clear()
+    got = crf_pipeline(LONG_TEXT, ignore_labels=[])
+    full, rest = divmod(windows, 8)
+    assert [batch["input_ids"].shape[0] for batch in record_batches] == [8] * full + [rest] * (rest > 0)
+    assert [r["entity"] for r in got] == [r["entity"] for r in expected]
+    assert_same_results(got, expected)
+
+
+def test_collate_pads_every_input(crf_pipeline, record_batches):
+    """Padding: input_ids with the pad id, attention_mask and word_start_mask with 0, after each window."""
+    texts, words = ["北京", LONG_TEXT[:40], "newyork 上海"], [2, 40, 3]
+    crf_pipeline(texts, batch_size=3)
+    (batch,) = record_batches
+    lengths = [2 + len(crf_pipeline.tokenizer.tokenize(text)) for text in texts]
+    width = max(lengths)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["word_start_mask"].shape == (3, width)
+    for row, length in enumerate(lengths):
+        padding = width - length
+        assert batch["attention_mask"][row].tolist() == [1] * length + [0] * padding
+        assert batch["input_ids"][row, length:].tolist() == [crf_pipeline.tokenizer.pad_token_id] * padding
+        assert batch["word_start_mask"][row, length:].tolist() == [0] * padding
+        assert int(batch["word_start_mask"][row].sum()) == words[row]
+
+
+@pytest.mark.parametrize("checkpoint", ["crf_checkpoint", "student_checkpoint"])
+def test_left_padding_tokenizer(request, checkpoint):
+    """A tokenizer that pads on the left must not shift the windows' positions (BERT) or break the BiLSTM."""
+    from conftest import load_crf_pipeline
+
+    pipe = load_crf_pipeline(request.getfixturevalue(checkpoint))
+    texts = ["北京", TRICKY_TEXTS[0], LONG_TEXT[:100], "newyork 上海"]
+    alone = [pipe(text, ignore_labels=[], batch_size=1) for text in texts]
+    pipe.tokenizer.padding_side = "left"
+    for got, expected in zip(pipe(texts, ignore_labels=[], batch_size=4), alone):
+        assert [r["entity"] for r in got] == [r["entity"] for r in expected]
+        assert_same_results(got, expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,7 +399,7 @@ def manual_stitching(model, tokenizer, text, windows):
     return tags.tolist(), probs.gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
 
 
-WINDOW_OPTIONS = [{}, {"stride": 0}, {"stride": 5}, {"stride": 40}, {"max_length": 16}, {"max_length": 16, "stride": 0}]
+WINDOW_OPTIONS = [{}, {"stride": 0}, {"stride": 5}, {"stride": 31}, {"max_length": 16}, {"max_length": 16, "stride": 0}]
 
 
 @pytest.mark.parametrize("options", WINDOW_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
@@ -472,6 +531,64 @@ def test_empty_and_whitespace_in_a_batch(crf_pipeline):
 
 def test_empty_word_list(crf_pipeline):
     assert crf_pipeline([], is_split_into_words=True) == []
+
+
+def test_empty_list_of_texts(crf_pipeline):
+    assert crf_pipeline([]) == []
+    assert crf_pipeline([], batch_size=1, aggregation_strategy="simple") == []
+
+
+@pytest.mark.parametrize("bad", ["ORG", "O", 5, ["O", 5], {"O": 1}])
+def test_ignore_labels_must_be_a_list_of_labels(crf_pipeline, bad):
+    with pytest.raises(ValueError, match="ignore_labels must be a list of labels"):
+        crf_pipeline(TRICKY_TEXTS[0], ignore_labels=bad)
+
+
+def test_ignore_labels_tuple(crf_pipeline):
+    assert crf_pipeline(TRICKY_TEXTS[0], ignore_labels=("O",)) == crf_pipeline(TRICKY_TEXTS[0])
+
+
+def test_lone_surrogate(crf_pipeline):
+    with pytest.raises(ValueError, match=r"'\\ud800' at position 2 cannot be encoded"):
+        crf_pipeline("北京\ud800上海")
+    with pytest.raises(ValueError, match=r"'\\udfff' at position 3 "):  # the position in the joined text "北京 \udfff"
+        crf_pipeline(["北京", "\udfff"], is_split_into_words=True)
+    with pytest.raises(ValueError, match="position 0 "):
+        crf_pipeline(["武汉", "\udc80x"], batch_size=2)
+
+
+@pytest.mark.parametrize("options, bound", [({}, 31), ({"max_length": 16}, 7)], ids=["default", "max_length=16"])
+def test_stride_at_most_half_a_window(crf_pipeline, record_windows, options, bound):
+    text = LONG_TEXT[:200]
+    budget = options.get("max_length", CRF_MAX_POSITIONS) - 2
+    crf_pipeline(text, stride=bound, **options)
+    # Each window brings at least half a window of new words: at most about twice the windows of no overlap.
+    assert len(record_windows) <= 2 * (len(text) // budget + 1)
+    for stride in (bound + 1, budget, 10**9):
+        with pytest.raises(ValueError, match=f"stride must be at most half .* <= {bound}, got {stride}$"):
+            crf_pipeline(text, stride=stride, **options)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("stride", "5"), ("stride", 2.0), ("stride", True), ("max_length", 16.0), ("max_length", "32"),
+     ("is_split_into_words", "yes"), ("is_split_into_words", 1), ("delimiter", 5), ("batch_size", 0),
+     ("batch_size", -2), ("batch_size", "8"), ("batch_size", 2.0), ("batch_size", True)],
+)
+def test_option_types(crf_pipeline, option, value):
+    with pytest.raises(ValueError, match=f"^{option} must be .*, got {value!r}$"):
+        crf_pipeline("武汉", **{option: value})
+
+
+def test_batch_size_at_construction(crf_pipeline):
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    build = lambda **kwargs: BertCrfTokenClassificationPipeline(  # noqa: E731
+        model=crf_pipeline.model, tokenizer=crf_pipeline.tokenizer, device="cpu", **kwargs)
+    assert crf_pipeline._batch_size == 8
+    assert build(batch_size=2)._batch_size == 2
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        build(batch_size=0)
 
 
 @pytest.mark.parametrize("bad", [123, None, 4.5, b"bytes"])
