@@ -8,7 +8,8 @@
 
 Same contract as the PyTorch pipeline (pipeline_bert_crf.py): entities with `word == text[start:end]`, texts of any
 length through overlapping windows stitched into one constrained Viterbi pass, scores from CRF marginals. The folder
-comes from export_onnx.py: model.onnx (encoder + classifier), model.int8.onnx, crf.json and tokenizer.json.
+comes from export_onnx.py: model.onnx (encoder + classifier), model.int8.onnx, crf.json and tokenizer.json, with a
+copy of this file and bert_crf_utils.py, so that it serves without the bert-crf repository.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class OnnxNerTagger:
     ) -> list[list[dict[str, Any]]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        prepared = [self._prepare(text, is_split_into_words, stride) for text in texts]
+        prepared = [self._prepare(text, is_split_into_words, stride, index) for index, text in enumerate(texts)]
         windows = [(i, w) for i, item in enumerate(prepared) for w in item["windows"]]
         emissions: list[list[np.ndarray]] = [[] for _ in prepared]
         for begin in range(0, len(windows), batch_size):
@@ -115,15 +116,17 @@ class OnnxNerTagger:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _prepare(self, text: Any, is_split_into_words: bool, stride: int | None) -> dict[str, Any]:
+    def _prepare(self, text: Any, is_split_into_words: bool, stride: int | None, index: int = 0) -> dict[str, Any]:
         if is_split_into_words:
             if not _is_word_list(text):
                 raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(text).__name__}")
             words = list(text)
             text, spans = join_words(words)
+            _check_encodable(text, index)
             fed = [w if self.tokenizer.encode(w, add_special_tokens=False).ids else self.unk_token for w in words]
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
+            _check_encodable(text, index)
             spans = None
             encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
         else:
@@ -172,6 +175,18 @@ class OnnxNerTagger:
         probs = marginals(emissions, self.start, self.end, self.transitions)
         scores = [float(probs[i, t]) for i, t in enumerate(path)]
         return group_entities([self.labels[t] for t in path], scores, spans, text, self.scheme)
+
+
+def _check_encodable(text: str, index: int) -> None:
+    """The tokenizers library takes valid Unicode only; a lone surrogate (e.g. from bytes decoded with
+    errors="surrogateescape") would otherwise fail inside it with a TypeError that names neither text nor character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"text {index} has an unencodable character {text[error.start]!r} (a lone surrogate) at position "
+            f"{error.start}: pass valid Unicode, e.g. decode bytes with errors='replace'"
+        ) from None
 
 
 def _is_word_list(value: Any) -> bool:
