@@ -3,9 +3,11 @@
     python export_onnx.py --model outputs/demo --output outputs/demo-onnx --int8
 
 Writes model.onnx (encoder + classifier: emission scores, dynamic batch and sequence axes), model.int8.onnx with
-`--int8` (int8 weights, activations quantized per token on the fly; see quantize_int8), crf.json (transition
-scores, decoding constraints, labels, tag scheme, window size, special token ids) and the tokenizer. The CRF stays
-outside the graph: ner_onnx.py decodes with numpy.
+`--int8` (7-bit weights, 8-bit activations quantized per token on the fly, exact on every x86 CPU; see
+quantize_int8), crf.json (transition scores, decoding constraints, labels, tag scheme, window size, special token
+ids), the tokenizer, and the torch-free runtime (ner_onnx.py, bert_crf_utils.py) with a README.md, so that the
+folder serves without this repository. The CRF stays outside the graph: ner_onnx.py decodes with numpy. No code
+from the model folder runs: the tokenizer loads with trust_remote_code=False, the model with this repo's classes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -24,6 +27,39 @@ from crf_models import load_crf_model
 from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
 
 logger = logging.getLogger("export_onnx")
+
+# ONNX Runtime's u8s8 kernels on CPUs without VNNI (AVX2, AVX-512BW) add each pair of uint8 x int8 products into a
+# saturating int16 (vpmaddubsw). A pair is exact only while 2 * 255 * max|w| <= 32767: the weights get 7 bits
+# (|w| <= 63) and the activations keep 8 (uint8 1..255 around zero point 128).
+INT16_MAX = 32767
+WEIGHT_MAX = 63
+ACTIVATION_MAX = 127
+ACTIVATION_ZERO_POINT = 128
+if 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_MAX) * WEIGHT_MAX > INT16_MAX:
+    raise ValueError(f"WEIGHT_MAX={WEIGHT_MAX} would overflow the int16 pair sums of the u8s8 kernels")
+
+# The runtime that travels with every export.
+RUNTIME_FILES = ("ner_onnx.py", "bert_crf_utils.py")
+EXPORT_README = """# A bert-crf named-entity tagger in ONNX
+
+Exported by export_onnx.py from {source}. Needs three packages, not torch and not the bert-crf repository:
+
+    pip install onnxruntime tokenizers numpy
+
+From this folder (or with it on PYTHONPATH):
+
+    python -c "from ner_onnx import OnnxNerTagger; print(OnnxNerTagger('.')('梁一鸣在济民中医院工作。'))"
+
+In code:
+
+    from ner_onnx import OnnxNerTagger
+    tagger = OnnxNerTagger("path/to/this/folder")  # quantized=True for model.int8.onnx
+    tagger("梁一鸣在济民中医院工作。")  # [{{"entity_group": ..., "score": ..., "word": ..., "start": ..., "end": ...}}]
+    tagger(["...", "..."], batch_size=32)
+
+Files: model.onnx (encoder and classifier: emission scores), {int8_file}crf.json (CRF scores, constraints, labels),
+tokenizer.json, and the runtime: ner_onnx.py (windows, numpy Viterbi and marginals) and bert_crf_utils.py.
+"""
 
 
 class _Emissions(torch.nn.Module):
@@ -55,15 +91,18 @@ def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
     }
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """INT8 weights and per-token INT8 activations for every MatMul with a constant weight but the last one (the
+def quantize_int8(source: str | Path, target: str | Path) -> None:
+    """7-bit weights and per-token 8-bit activations for every MatMul with a constant weight but the last one (the
     classifier, kept in fp32).
 
-    Weights get one scale per output column (symmetric int8). Each token's activation vector gets its own scale at
-    run time (symmetric, stored as uint8 with zero point 128 for the fast u8s8 kernels): `MatMulInteger`, then one
-    float multiply by the two scales. ONNX Runtime's `quantize_dynamic` uses one activation scale per tensor, so a
-    single outlying token (or the padding of a batch) coarsens every other token; on Resume dev with the fine-tuned
-    MiniLM it cost 0.73 F1 points against 0.01 here (benchmarks/RESULTS.md), for about 20% of its speed.
+    Weights get one scale per output column, symmetric, |w| <= 63 (stored as int8). Each token's activation vector
+    gets its own scale at run time (symmetric, -127..127, stored as uint8 1..255 with zero point 128 for the fast
+    u8s8 kernels): `MatMulInteger`, then one float multiply by the two scales. The 7-bit weights keep the sum of two
+    products, at most 2 * 255 * 63 = 32130, inside the int16 at which the u8s8 kernels of CPUs without VNNI (AVX2,
+    AVX-512BW) saturate; 8-bit weights (2 * 255 * 127 = 64770) gave wrong results on those CPUs. ONNX Runtime's
+    `quantize_dynamic` uses one activation scale per tensor, so a single outlying token (or the padding of a batch)
+    coarsens every other token; on Resume dev with the fine-tuned MiniLM it cost 0.73 F1 points
+    (benchmarks/RESULTS.md).
     """
     import numpy as np
     import onnx
@@ -74,9 +113,9 @@ def quantize_int8(source: Path, target: Path) -> None:
     weights = {init.name: init for init in graph.initializer}
     targets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights][:-1]
     constants = {
-        "q_axes": np.array([-1], dtype=np.int64), "q_127": np.array(127.0, dtype=np.float32),
-        "q_eps": np.array(1e-12, dtype=np.float32), "q_128": np.array(128.0, dtype=np.float32),
-        "q_zero_point": np.array(128, dtype=np.uint8),
+        "q_axes": np.array([-1], dtype=np.int64), "q_max": np.array(ACTIVATION_MAX, dtype=np.float32),
+        "q_eps": np.array(1e-12, dtype=np.float32), "q_shift": np.array(ACTIVATION_ZERO_POINT, dtype=np.float32),
+        "q_zero_point": np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8),
     }
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
     quantized_inputs: dict[str, str] = {}
@@ -93,16 +132,16 @@ def quantize_int8(source: Path, target: Path) -> None:
                 helper.make_node("Abs", [x], [f"{p}_abs"]),
                 helper.make_node("ReduceMax", [f"{p}_abs", "q_axes"], [f"{p}_max"], keepdims=1),  # (..., 1)
                 helper.make_node("Max", [f"{p}_max", "q_eps"], [f"{p}_max_eps"]),
-                helper.make_node("Div", [f"{p}_max_eps", "q_127"], [f"{p}_scale"]),  # per-token scale
+                helper.make_node("Div", [f"{p}_max_eps", "q_max"], [f"{p}_scale"]),  # per-token scale
                 helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"]),
                 helper.make_node("Round", [f"{p}_scaled"], [f"{p}_rounded"]),
-                helper.make_node("Add", [f"{p}_rounded", "q_128"], [f"{p}_shifted"]),  # [1, 255]
+                helper.make_node("Add", [f"{p}_rounded", "q_shift"], [f"{p}_shifted"]),  # [1, 255]
                 helper.make_node("Cast", [f"{p}_shifted"], [p], to=TensorProto.UINT8),
             ]
             quantized_inputs[x] = p
         p = quantized_inputs[x]
         w = numpy_helper.to_array(weights[w_name]).astype(np.float32)  # (in, out)
-        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / 127.0  # (out,)
+        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / WEIGHT_MAX  # (out,)
         graph.initializer.append(numpy_helper.from_array(np.round(w / w_scale).astype(np.int8), f"{w_name}_int8"))
         graph.initializer.append(numpy_helper.from_array(w_scale.astype(np.float32), f"{w_name}_scale"))
         nodes += [
@@ -122,10 +161,12 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
+    """Export `model_path` (a bert-crf or BiLSTM-CRF folder) to the serving folder `output`; returns its path."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     model = load_crf_model(model_path, eager_attention=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
     mask = torch.ones_like(example)
@@ -151,6 +192,13 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     (out / "crf.json").write_text(json.dumps(crf_metadata(model, tokenizer, max_length), ensure_ascii=False))
     tokenizer.save_pretrained(out)
+    here = Path(__file__).resolve().parent
+    for name in RUNTIME_FILES:
+        shutil.copyfile(here / name, out / name)
+    (out / "README.md").write_text(
+        EXPORT_README.format(source=Path(model_path).name or model_path, int8_file="model.int8.onnx (INT8), " if int8 else ""),
+        encoding="utf-8",
+    )
     logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
     return out
 
@@ -159,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained bert-crf folder (run_ner.py output)")
     parser.add_argument("--output", required=True, help="folder for model.onnx, crf.json and the tokenizer")
-    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic quantization)")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (see quantize_int8)")
     parser.add_argument("--opset", type=int, default=18)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

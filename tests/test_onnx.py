@@ -97,6 +97,22 @@ def test_very_long_text_is_tagged_through_windows(exported, dev_texts):
         assert e["word"] == text[e["start"] : e["end"]]
 
 
+@pytest.mark.parametrize("text", ["张三\ud800", "\udc00张三"])
+def test_lone_surrogate_is_a_clear_error(exported, text):
+    tagger = OnnxNerTagger(exported)
+    position = text.index(next(c for c in text if 0xD800 <= ord(c) <= 0xDFFF))
+    with pytest.raises(ValueError, match=rf"lone surrogate\) at position {position}\b"):
+        tagger(text)
+    with pytest.raises(ValueError, match=rf"text 1 .* at position {position}\b"):
+        tagger(["武汉", text])
+    with pytest.raises(ValueError, match=rf"at position {position}\b"):
+        tagger(list(text), is_split_into_words=True)
+
+
+def test_no_texts_give_no_results(exported):
+    assert OnnxNerTagger(exported)([]) == []
+
+
 def test_missing_export_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="export_onnx.py"):
         OnnxNerTagger(tmp_path)
@@ -114,6 +130,48 @@ def test_numpy_crf_matches_the_torch_crf():
     args = [crf.start_transitions.detach().numpy(), crf.end_transitions.detach().numpy(), crf.transitions.detach().numpy()]
     assert viterbi(emissions[0].numpy(), *args) == crf.viterbi_packed(emissions, mask)[0].tolist()
     np.testing.assert_allclose(marginals(emissions[0].numpy(), *args), crf.marginals_packed(emissions, mask)[0].detach().numpy(), atol=1e-6)
+
+
+def test_export_folder_serves_without_the_repo(exported, omp_env):
+    """The folder carries its runtime: with the repo off sys.path (-I drops PYTHONPATH and the script folder),
+    `from ner_onnx import OnnxNerTagger` run in the folder finds the copies and tags like the repo's runtime."""
+    assert {"ner_onnx.py", "bert_crf_utils.py", "README.md"} <= {p.name for p in exported.iterdir()}
+    assert "pip install onnxruntime tokenizers numpy" in (exported / "README.md").read_text(encoding="utf-8")
+    code = (
+        "import json, sys; sys.path.insert(0, '.')\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('export_onnx') is None, 'the repo is importable'\n"
+        "from ner_onnx import OnnxNerTagger\n"
+        "import ner_onnx, bert_crf_utils\n"
+        "print(json.dumps([ner_onnx.__file__, bert_crf_utils.__file__, OnnxNerTagger('.')('武汉至上海的航班')]))\n"
+    )
+    env = {k: v for k, v in omp_env.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-I", "-c", code], cwd=exported, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    runtime, utils, entities = json.loads(result.stdout.splitlines()[-1])
+    assert {os.path.dirname(runtime), os.path.dirname(utils)} == {str(exported)}
+    assert entities == json.loads(json.dumps(OnnxNerTagger(exported)("武汉至上海的航班")))
+
+
+def test_export_runs_no_code_from_the_model_folder(crf_checkpoint, exported, tmp_path):
+    """A tokenizer_config.json whose auto_map names a .py in the folder must not get that file imported."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(crf_checkpoint, folder)
+    marker = tmp_path / "remote_code_ran"
+    (folder / "evil_tokenizer.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertTokenizerFast\n\n\nclass EvilTokenizer(BertTokenizerFast):\n    pass\n",
+        encoding="utf-8",
+    )
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    out = export_onnx.export(str(folder), str(tmp_path / "onnx"))
+    assert not marker.exists(), "export ran code from the model folder"
+    assert OnnxNerTagger(out)("武汉至上海") == OnnxNerTagger(exported)("武汉至上海")
 
 
 def test_runtime_never_imports_torch(exported):
@@ -156,6 +214,7 @@ def test_int8_scales_each_token_on_its_own(tmp_path):
     int8 = onnxruntime.InferenceSession(str(tmp_path / "int8.onnx"))
     x = rng.normal(size=(2, 6, 16)).astype(np.float32)
     want, got = fp32.run(None, {"x": x})[0], int8.run(None, {"x": x})[0]
+    # 0.014 here; 0.144 on an AVX2 CPU when 8-bit weights saturated the int16 pair sums of the u8s8 kernel
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
     outlier = x.copy()
     outlier[0, 3] *= 1000.0  # one token far outside the others' range
@@ -163,3 +222,68 @@ def test_int8_scales_each_token_on_its_own(tmp_path):
     others = np.ones((2, 6), dtype=bool)
     others[0, 3] = False
     assert np.array_equal(got_outlier[others], got[others])
+
+
+def _int8_reference(path, x):
+    """What the quantized 2-MatMul graph at `path` computes for `x`, in numpy with exact integer products: its
+    per-token uint8 activations and int8 weights (read from the graph), int32 accumulation, its scales, then the
+    last MatMul in fp32. Also returns the integer operands."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    x_scale = np.maximum(np.abs(x).max(-1, keepdims=True), inits["q_eps"]) / inits["q_max"]
+    x_q = (np.round(x / x_scale) + inits["q_shift"]).astype(np.uint8)
+    w_q = inits["w1_int8"]
+    acc = (x_q.astype(np.int64) - int(inits["q_zero_point"])) @ w_q.astype(np.int64)  # exact
+    h = (acc.astype(np.float32) * x_scale) * inits["w1_scale"]
+    return h @ inits["w2"], x_q, w_q
+
+
+def test_int8_weights_cannot_saturate_int16_pair_sums(exported):
+    """Static, CPU-independent: without VNNI (AVX2, AVX-512BW), ONNX Runtime's u8s8 kernels add each pair of
+    uint8 x int8 products into a saturating int16, so every MatMulInteger must keep 2 * 255 * max|w| <= 32767 and
+    take uint8 activations around zero point 128."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    graph = onnx.load(str(exported / "model.int8.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    produced_by = {out: node for node in graph.node for out in node.output}
+    integer_nodes = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert integer_nodes
+    for node in integer_nodes:
+        activations, weight, zero_point = node.input[0], node.input[1], node.input[2]
+        cast = produced_by[activations]
+        assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.UINT8  # values <= 255
+        assert numpy_helper.to_array(inits[zero_point]).tolist() == 128
+        w = numpy_helper.to_array(inits[weight])
+        assert w.dtype == np.int8 and 2 * 255 * int(np.abs(w.astype(np.int32)).max()) <= 32767, weight
+    # The activations are symmetric around the zero point: round(x / (max|x| / 127)) + 128 is in [1, 255].
+    shifts = {n.input[1] for n in graph.node if n.op_type == "Add" and n.output[0].endswith("_q_shifted")}
+    divisors = {n.input[1] for n in graph.node if n.op_type == "Div" and n.output[0].endswith("_q_scale")}
+    assert [numpy_helper.to_array(inits[s]).tolist() for s in shifts] == [128.0]
+    assert [numpy_helper.to_array(inits[d]).tolist() for d in divisors] == [127.0]
+
+
+def test_int8_is_exact_where_int16_pair_sums_would_saturate(tmp_path):
+    """The case that saturates the u8s8 kernels of CPUs without VNNI: tokens at the top of the uint8 range against
+    full-scale weights of one sign. ONNX Runtime must give the exact integer result on this CPU, whatever it is."""
+    import onnxruntime
+
+    rng = np.random.default_rng(0)
+    w1 = np.stack([np.full(64, 2.0), np.full(64, -2.0), np.tile([3.0, -3.0], 32), rng.normal(size=64)], 1)
+    w1 = w1.astype(np.float32)  # (64, 4): all positive, all negative, alternating, random
+    w2 = rng.normal(size=(4, 3)).astype(np.float32)
+    _matmul_graph(tmp_path / "fp32.onnx", [w1, w2])
+    export_onnx.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    x = np.stack([np.full(64, 5.0), np.full(64, -5.0), np.abs(rng.normal(size=64)) + 4.0, rng.normal(size=64)])
+    x = x[None].astype(np.float32)  # (1, 4, 64): top of the range, bottom, large and positive, ordinary
+    want, x_q, w_q = _int8_reference(tmp_path / "int8.onnx", x)
+    # The worst case is really there: 255 next to 255 against full-scale weights of one sign next to each other.
+    assert x_q[0, 0].min() == 255 and np.abs(w_q[:, :2]).min() == np.abs(w_q).max()
+    options = dict(providers=["CPUExecutionProvider"])
+    got = onnxruntime.InferenceSession(str(tmp_path / "int8.onnx"), **options).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    fp32 = onnxruntime.InferenceSession(str(tmp_path / "fp32.onnx"), **options).run(None, {"x": x})[0]
+    assert np.abs(got - fp32).max() < 0.02 * np.abs(fp32).max()
