@@ -44,14 +44,14 @@ def test_parameters_pass_through(endpoint, crf_pipeline):
     assert len(result) == len(TEXTS[0])
     assert parameters == {"aggregation_strategy": "none", "ignore_labels": []}  # the caller's dict is not changed
     assert endpoint({"inputs": TEXTS[0], "parameters": None}) == endpoint({"inputs": TEXTS[0]})
-    assert endpoint({"inputs": TEXTS[0], "parameters": {"stride": 2, "max_length": 8}})  # window options accepted
+    assert endpoint({"inputs": TEXTS[0], "parameters": {"stride": 2, "max_length": 16}})  # window options accepted
 
 
 def test_list_of_strings_gives_list_of_lists(endpoint):
     result = endpoint({"inputs": TEXTS})
     assert isinstance(result, list) and len(result) == len(TEXTS)
     for text, entities in zip(TEXTS, result):
-        assert entities == endpoint({"inputs": text})
+        assert_same(entities, endpoint({"inputs": text}))  # padding in a batch moves scores in the last digits
     assert endpoint({"inputs": []}) == []
     assert endpoint({"inputs": ["", "  "]}) == [[], []]
 
@@ -85,3 +85,140 @@ def test_parameters_not_an_object(endpoint, parameters):
 def test_bad_parameter_value(endpoint):
     with pytest.raises(ValueError, match="aggregation_strategy"):
         endpoint({"inputs": "武汉", "parameters": {"aggregation_strategy": "bogus"}})
+
+
+def test_unknown_parameter(endpoint):
+    with pytest.raises(ValueError, match=r"^unknown parameters \['bogus', 'top_k'\]; expected some of \['aggregation_strategy'"):
+        endpoint({"inputs": "武汉", "parameters": {"top_k": 3, "bogus": 1, "stride": 2}})
+
+
+BAD_PARAMETERS = [
+    ("aggregation_strategy", None), ("aggregation_strategy", 5), ("aggregation_strategy", "first"),
+    ("is_split_into_words", "yes"), ("is_split_into_words", 1), ("is_split_into_words", None),
+    ("stride", -1), ("stride", "2"), ("stride", 2.5), ("stride", True), ("stride", None),
+    ("max_length", 3), ("max_length", 15), ("max_length", 65), ("max_length", 10**6), ("max_length", "64"), ("max_length", 32.0),
+    ("ignore_labels", "ORG"), ("ignore_labels", [1]), ("ignore_labels", {"O": 1}), ("ignore_labels", None),
+    ("batch_size", 0), ("batch_size", "8"), ("batch_size", True), ("batch_size", 2.0), ("batch_size", None),
+    ("delimiter", 5), ("delimiter", ["-"]), ("delimiter", None),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_PARAMETERS, ids=[f"{n}={v!r}" for n, v in BAD_PARAMETERS])
+def test_bad_parameter_type_or_range(endpoint, name, value):
+    with pytest.raises(ValueError, match=f'^"{name}" must be .*, got {value!r:.20}'.replace("[", r"\[").replace("(", r"\(")):
+        endpoint({"inputs": "武汉", "parameters": {name: value}})
+
+
+@pytest.mark.parametrize("stride, max_length", [(10**9, None), (32, None), (62, None), (8, 16)])
+def test_stride_of_a_window_or_more(endpoint, stride, max_length):
+    parameters = {"stride": stride} if max_length is None else {"stride": stride, "max_length": max_length}
+    with pytest.raises(ValueError, match=f"stride must be at most half .*, got {stride}$"):
+        endpoint({"inputs": "武汉", "parameters": parameters})
+
+
+def test_list_of_texts_runs_in_batches(endpoint, monkeypatch):
+    calls = []
+    original = endpoint.pipeline._forward
+    monkeypatch.setattr(endpoint.pipeline, "_forward", lambda inputs, **kw: calls.append(1) or original(inputs, **kw))
+    texts = [TEXTS[0][: 5 + i] for i in range(10)]
+    result = endpoint({"inputs": texts})
+    assert len(calls) == 2  # batches of 8, not one pass per text
+    calls.clear()
+    for text, entities in zip(texts, result):
+        assert_same(entities, endpoint({"inputs": text, "parameters": {"batch_size": 1}}))
+    assert len(calls) == 10
+
+
+def test_empty_inputs(endpoint):
+    assert endpoint({"inputs": []}) == []
+    assert endpoint({"inputs": [], "parameters": {"is_split_into_words": True}}) == []
+    got = endpoint({"inputs": [[], ["北", "京"], []], "parameters": {"is_split_into_words": True, "ignore_labels": []}})
+    assert got[0] == got[2] == [] and [r["word"] for r in got[1]] == ["北", "京"]
+
+
+@pytest.mark.parametrize("inputs", ["武汉", 5, {"words": ["武"]}, [["武"], "汉"], ["武", 5], [["武", 5]]])
+def test_pre_split_needs_lists_of_words(endpoint, inputs):
+    with pytest.raises(ValueError, match="with is_split_into_words, .*inputs.* must be a list"):
+        endpoint({"inputs": inputs, "parameters": {"is_split_into_words": True}})
+
+
+@pytest.mark.parametrize(
+    "inputs, parameters, where",
+    [("北京\ud800", {}, r"^inputs: .* position 2 "), (["北京", "上\udc00"], {}, r"^inputs\[1\]: .* position 1 "),
+     (["北", "\udfff"], {"is_split_into_words": True}, r"^inputs\[1\]: .* position 0 "),
+     ([["北"], ["京", "a\ud800"]], {"is_split_into_words": True}, r"^inputs\[1\]\[1\]: .* position 1 ")],
+)
+def test_lone_surrogate(endpoint, inputs, parameters, where):
+    with pytest.raises(ValueError, match=where + "cannot be encoded as UTF-8"):
+        endpoint({"inputs": inputs, "parameters": parameters})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Limits
+
+
+@pytest.fixture(scope="module")
+def limited(crf_checkpoint):
+    return handler.EndpointHandler(str(crf_checkpoint), max_text_chars=50, max_items=3, max_batch_size=4)
+
+
+def test_text_length_limit(limited):
+    assert limited({"inputs": "北" * 50}) == limited({"inputs": "北" * 50})
+    with pytest.raises(ValueError, match=r"^inputs has 51 characters, more than the limit of 50 \(max_text_chars: "
+                       r"raise it with the environment variable BERT_CRF_MAX_TEXT_CHARS or EndpointHandler\(max_text_chars=...\)\)$"):
+        limited({"inputs": "北" * 51})
+    with pytest.raises(ValueError, match=r"^inputs\[1\] has 51 characters"):
+        limited({"inputs": ["北", "北" * 51]})
+
+
+def test_pre_split_length_limit(limited):
+    split = {"is_split_into_words": True}
+    limited({"inputs": ["北"] * 50, "parameters": split})  # joined without spaces: 50 characters
+    limited({"inputs": ["abc"] * 13, "parameters": {**split, "delimiter": ""}})  # 39 characters
+    for words, parameters, size in [(["北"] * 51, split, 51), (["abc"] * 13, split, 51),  # 13 words and 12 spaces
+                                    (["北"] * 26, {**split, "delimiter": " "}, 51), ([""] * 60, split, 60)]:
+        with pytest.raises(ValueError, match=f"^inputs has {size} characters, more than the limit of 50"):
+            limited({"inputs": words, "parameters": parameters})
+
+
+def test_items_limit(limited):
+    assert len(limited({"inputs": ["北"] * 3})) == 3
+    with pytest.raises(ValueError, match=r"^the request holds 4 texts, more than the limit of 3 \(max_items: .*BERT_CRF_MAX_ITEMS"):
+        limited({"inputs": ["北"] * 4})
+    with pytest.raises(ValueError, match="the request holds 4 texts"):
+        limited({"inputs": [["北"]] * 4, "parameters": {"is_split_into_words": True}})
+
+
+def test_batch_size_limit(limited, endpoint):
+    assert limited({"inputs": "北京", "parameters": {"batch_size": 4}}) == limited({"inputs": "北京"})
+    with pytest.raises(ValueError, match=r'^"batch_size" is 5, more than the limit of 4 \(max_batch_size: .*BERT_CRF_MAX_BATCH_SIZE'):
+        limited({"inputs": "北京", "parameters": {"batch_size": 5}})
+    with pytest.raises(ValueError, match=r'^"batch_size" is 100000000, more than the limit of 64 '):
+        endpoint({"inputs": "北京", "parameters": {"batch_size": 10**8}})
+
+
+def test_default_limits(endpoint):
+    assert (endpoint.max_text_chars, endpoint.max_items, endpoint.max_batch_size) == (10_000, 256, 64)
+
+
+def test_limits_from_the_environment(crf_checkpoint, monkeypatch):
+    monkeypatch.setenv("BERT_CRF_MAX_TEXT_CHARS", "20")
+    monkeypatch.setenv("BERT_CRF_MAX_ITEMS", "7")
+    monkeypatch.setenv("BERT_CRF_MAX_BATCH_SIZE", "2")
+    from_env = handler.EndpointHandler(str(crf_checkpoint), max_items=9)  # a keyword argument wins
+    assert (from_env.max_text_chars, from_env.max_items, from_env.max_batch_size) == (20, 9, 2)
+    with pytest.raises(ValueError, match="inputs has 21 characters, more than the limit of 20"):
+        from_env({"inputs": "北" * 21})
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten", "1.5", ""])
+def test_bad_limit_in_the_environment(crf_checkpoint, monkeypatch, value):
+    monkeypatch.setenv("BERT_CRF_MAX_ITEMS", value)
+    with pytest.raises(ValueError, match=f"^BERT_CRF_MAX_ITEMS must be a positive integer, got {value!r}$"):
+        handler.EndpointHandler(str(crf_checkpoint))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "10", True])
+def test_bad_limit_argument(crf_checkpoint, value):
+    with pytest.raises(ValueError, match=f"^max_text_chars must be a positive integer, got {value!r}$"):
+        handler.EndpointHandler(str(crf_checkpoint), max_text_chars=value)
