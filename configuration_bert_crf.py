@@ -18,7 +18,7 @@ TAG_SCHEMES = ("BIO", "IOB1", "BIOES", "BMES", "none")
 LOSS_REDUCTIONS = ("mean", "sum", "token_mean")
 
 # Prefix letters each scheme uses for entity tags; "O" is shared by all of them.
-_SCHEME_PREFIXES = {
+SCHEME_PREFIXES = {
     "BIO": frozenset("BI"),
     "IOB1": frozenset("BI"),
     "BIOES": frozenset("BIES"),
@@ -41,11 +41,11 @@ def detect_tag_scheme(labels: list[str]) -> str:
             prefixes.add(parts[0])
     if not prefixes:
         return "none"
-    if prefixes <= _SCHEME_PREFIXES["BIO"]:
+    if prefixes <= SCHEME_PREFIXES["BIO"]:
         return "BIO"
-    if prefixes <= _SCHEME_PREFIXES["BIOES"]:
+    if prefixes <= SCHEME_PREFIXES["BIOES"]:
         return "BIOES"
-    if prefixes <= _SCHEME_PREFIXES["BMES"]:
+    if prefixes <= SCHEME_PREFIXES["BMES"]:
         return "BMES"
     return "none"
 
@@ -86,7 +86,7 @@ def allowed_transitions(
     tags = [id2label[i] for i in range(num)]
     parsed = [split_tag(t) for t in tags]
     if scheme != "none":
-        allowed = _SCHEME_PREFIXES[scheme] | {OUTSIDE}
+        allowed = SCHEME_PREFIXES[scheme] | {OUTSIDE}
         for tag, parts in zip(tags, parsed):
             if parts is None or parts[0] not in allowed:
                 raise ValueError(f"label {tag!r} is not a {scheme} tag (expected O or one of {sorted(allowed - {OUTSIDE})}-TYPE)")

@@ -34,3 +34,28 @@ def load_crf_model(path: str, eager_attention: bool = False, **kwargs: Any) -> C
     if eager_attention and model_class is BertCrfForTokenClassification:
         kwargs["attn_implementation"] = "eager"
     return model_class.from_pretrained(path, config=config, **kwargs)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """The tokenizer of a checkpoint (folder or Hub id), without running code from it unless `trust_remote_code`.
+
+    The config is loaded here (this repo's model types need no remote code) and handed over, because
+    `AutoTokenizer` otherwise loads it itself and asks whether to run the config's remote code."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError):  # no config, or a model type only remote code knows: AutoTokenizer decides
+        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    return transformers.AutoTokenizer.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The CRF pipeline for a bert-crf or BiLSTM-CRF folder or Hub id, with this repo's code; only the tokenizer
+    could need remote code, and runs it only with `trust_remote_code`."""
+    import torch
+
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    return BertCrfTokenClassificationPipeline(
+        model=load_crf_model(path).eval(), tokenizer=load_tokenizer(path, trust_remote_code), task="token-classification",
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    )

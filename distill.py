@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     results: dict[str, float] = {}
     if training_args.do_train:
-        results.update(run_ner.train(trainer, run_ner.last_checkpoint(training_args), len(raw["train"])))
+        results.update(run_ner.train(trainer, run_ner.prepare_output_dir(training_args), len(raw["train"])))
     results.update(run_ner.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     run_ner.finish(trainer, training_args, "bert-crf distill.py")

@@ -6,17 +6,19 @@ input raises `DataFormatError` naming the file, the line, what was found and wha
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from bert_crf_utils import OUTSIDE, Span, best_windows, special_wrapping, split_tag, tags_to_spans, word_windows
-from configuration_bert_crf import TAG_SCHEMES, detect_tag_scheme
+from configuration_bert_crf import SCHEME_PREFIXES, TAG_SCHEMES, detect_tag_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,36 @@ class DataFormatError(ValueError):
 # Readers
 
 
+def text_lines(path: str | Path, handle: BinaryIO | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file (or of the binary `handle`, named `path` in errors), without the line end.
+
+    Only "\n" ends a line ("\r\n" too): a lone "\r" inside a line stays in it, where Python's text mode would split.
+    A leading byte-order mark is dropped. Bytes that are not UTF-8 (a GBK file, say) raise `DataFormatError` with
+    the line and what to do."""
+    with contextlib.ExitStack() as stack:
+        source = handle if handle is not None else stack.enter_context(open(path, "rb"))
+        for number, raw in enumerate(source, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad = raw[error.start : error.start + 4]
+                raise DataFormatError(
+                    path, number, f"bytes that are not UTF-8 ({error.reason} at byte {error.start}: {bad!r})",
+                    "UTF-8 text (to convert a GBK file: iconv -f GBK -t UTF-8 FILE > FILE.utf8)",
+                ) from None
+            yield number, line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
+
+
+def check_file(path: str | Path, kind: str = "data") -> None:
+    """Raise FileNotFoundError (or IsADirectoryError) with a clear message unless `path` is a readable file."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a {kind} file")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such {kind} file: {path}")
+
+
 def read_column_file(path: str | Path, tag_column: int = -1) -> list[dict[str, Any]]:
     """Read a CoNLL-style column file: one token per line, tag in `tag_column`, blank lines between sentences.
 
@@ -55,28 +87,31 @@ def read_column_file(path: str | Path, tag_column: int = -1) -> list[dict[str, A
     tags: list[str] = []
     start_line = 1
 
+    lines: list[int] = []
+
     def flush() -> None:
         if tokens:
-            examples.append({"id": f"{path}:{start_line}", "tokens": list(tokens), "tags": list(tags)})
+            examples.append({"id": f"{path}:{start_line}", "tokens": list(tokens), "tags": list(tags), "lines": list(lines)})
         tokens.clear()
         tags.clear()
+        lines.clear()
 
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, raw in enumerate(handle, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip(" \t"):
-                flush()
-                start_line = line_no + 1
-                continue
-            if line.startswith("-DOCSTART-"):
-                continue
-            columns = line.split("\t") if "\t" in line else _split_spaces(line)
-            if len(columns) < 2 or not columns[0] or not columns[tag_column]:
-                raise DataFormatError(path, line_no, repr(line), "a token and a tag separated by a space or a tab")
-            if not tokens:
-                start_line = line_no
-            tokens.append(columns[0])
-            tags.append(columns[tag_column].strip())
+    for line_no, line in text_lines(path):
+        line = line.rstrip("\r")
+        if not line.strip(" \t"):
+            flush()
+            start_line = line_no + 1
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        columns = line.split("\t") if "\t" in line else _split_spaces(line)
+        if len(columns) < 2 or not columns[0] or not columns[tag_column]:
+            raise DataFormatError(path, line_no, repr(line), "a token and a tag separated by a space or a tab")
+        if not tokens:
+            start_line = line_no
+        tokens.append(columns[0])
+        tags.append(columns[tag_column].strip())
+        lines.append(line_no)
     flush()
     if not examples:
         raise DataFormatError(path, None, "no sentences", "at least one token line")
@@ -116,10 +151,8 @@ def read_json_lines(
 
 def _json_records(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSON-lines file."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+    for line_no, line in text_lines(path):
+        if line.strip():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
@@ -184,12 +217,11 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
 
 def sniff_format(path: str | Path) -> str:
     """"column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                break
-        else:
-            raise DataFormatError(path, None, "an empty file", "NER data")
+    for line_no, line in text_lines(path):
+        if line.strip():
+            break
+    else:
+        raise DataFormatError(path, None, "an empty file", "NER data")
     if line.lstrip().startswith("{"):
         try:
             record = json.loads(line)
@@ -203,8 +235,7 @@ def read_file(
     path: str | Path, tokens_key: str = "tokens", tags_key: str = "tags", span_scheme: str = "BIO"
 ) -> list[dict[str, Any]]:
     """Read any supported local file, choosing the reader by content."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
+    check_file(path)
     kind = sniff_format(path)
     if kind == "column":
         return read_column_file(path)
@@ -272,6 +303,41 @@ def detect_data_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
     return "IOB1" if i_opens > b_after_other else "BIO"
 
 
+def token_location(example: dict[str, Any], index: int) -> str:
+    """Where token `index` of `example` was read: "file:line" for column files, else the example's id and the token."""
+    lines = example.get("lines")
+    if lines and example["id"].rpartition(":")[0]:
+        return f"{example['id'].rpartition(':')[0]}:{lines[index]}"
+    return f"{example['id']} (token {index + 1})"
+
+
+def detect_examples_scheme(examples: Iterable[dict[str, Any]]) -> str:
+    """`detect_data_scheme` of the tagged examples; labels that fit none of the schemes raise a ValueError naming
+    each such label, its count and where it first occurs (a single `X-PER` would otherwise turn the scheme to
+    "none" and switch off constrained decoding for the whole model)."""
+    tagged = [e for e in examples if e["tags"] is not None]
+    scheme = detect_data_scheme(e["tags"] for e in tagged)
+    counts = Counter(t for e in tagged for t in e["tags"])
+    if scheme != "none" or set(counts) <= {OUTSIDE}:
+        return scheme
+
+    def fits(label: str, candidate: str) -> bool:
+        parts = split_tag(label)
+        return parts is not None and (parts[0] == OUTSIDE or parts[0] in SCHEME_PREFIXES[candidate])
+
+    best = max(("BIO", "BIOES", "BMES"), key=lambda c: sum(n for label, n in counts.items() if fits(label, c)))
+    first: dict[str, str] = {}
+    for example in tagged:
+        for i, tag in enumerate(example["tags"]):
+            if not fits(tag, best) and tag not in first:
+                first[tag] = token_location(example, i)
+    listing = ", ".join(f"{tag!r} x{counts[tag]} (first at {where})" for tag, where in first.items())
+    raise ValueError(
+        f"labels that fit no tag scheme: {listing}; the other labels are {best}. Fix the data, or pass "
+        "--data_tag_scheme none to train on the labels as they are, without decoding constraints"
+    )
+
+
 def label_list(tag_sequences: Iterable[Sequence[str]], scheme: str) -> list[str]:
     """All labels a model needs for the entity types seen: O first, then every prefix of the scheme per type."""
     seen = sorted({t for seq in tag_sequences for t in seq} - {OUTSIDE})
@@ -296,10 +362,11 @@ def check_labels(
     unknown: Counter[str] = Counter()
     first_seen: dict[str, str] = {}
     for example in examples:
-        for tag in example["tags"] or ():
+        for i, tag in enumerate(example["tags"] or ()):
             if tag not in known:
                 unknown[tag] += 1
-                first_seen.setdefault(tag, example["id"])
+                if tag not in first_seen:
+                    first_seen[tag] = token_location(example, i)
     if not unknown:
         return examples
     listing = ", ".join(f"{tag!r} x{n} (first at {first_seen[tag]})" for tag, n in unknown.most_common())
@@ -515,16 +582,10 @@ def unknown_rate(examples: list[dict[str, Any]], tokenizer: Any) -> float:
 
 def read_text_lines(path: str) -> Iterator[str]:
     """Non-blank lines of a UTF-8 text file, stripped."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such text file: {path}")
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 text ({error.reason} at byte {error.start})") from None
-            if line:
-                yield line
+    check_file(path, "text")
+    for _, line in text_lines(path):
+        if line.strip():
+            yield line.strip()
 
 
 def pre_tokens(line: str, tokenizer: Any) -> list[str]:

@@ -354,8 +354,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         callbacks=callbacks,
     )
     results: dict[str, float] = {}
+    if data_args.max_train_minutes:
+        training_args.keep_checkpoints = True  # the checkpoints at fractions of the time budget are results here
     if training_args.do_train:
-        results.update(run_ner.train(trainer, run_ner.last_checkpoint(training_args), len(train_set)))
+        results.update(run_ner.train(trainer, run_ner.prepare_output_dir(training_args), len(train_set)))
     if training_args.do_eval and eval_set is not None:
         scores = trainer.evaluate()
         scores["perplexity"] = math.exp(min(scores["eval_loss"], 50.0))

@@ -12,12 +12,14 @@ need: head and CRF learning rates, frozen layers, vocabulary extension, tag sche
 
 from __future__ import annotations
 
+import argparse
 import functools
 import inspect
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -31,11 +33,10 @@ import numpy as np
 import torch
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 import crf_models  # noqa: F401  (registers both model types with the Auto classes)
 import ner_data
-from bert_crf_utils import join_words
+from bert_crf_utils import group_entities, join_words
 from configuration_bert_crf import TAG_SCHEMES, BertCrfConfig
 from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
 
@@ -114,6 +115,22 @@ class DataTrainingArguments:
     license: str | None = field(default="apache-2.0", metadata={"help": "License for the model card."})
 
 
+@dataclass
+class OutputArguments:
+    """Output-folder options of every script; they ride on TrainingArguments (`training_args.<name>`)."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into a non-empty --output_dir: start over, removing an earlier run's checkpoints, "
+                  "predictions and results (HF v4's flag, which transformers 5 dropped)."},
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Keep the checkpoint-N folders (with optimizer state) in --output_dir after training. By "
+                  "default they are removed once the final model is saved, so that the folder is a clean Hub repo."},
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Arguments
 
@@ -134,8 +151,11 @@ def parse_dataclasses(classes: tuple[type, ...], argv: Sequence[str] | None = No
     if not torch.cuda.is_available() and "--use_cpu" not in argv:
         # Without it, processes started by `accelerate launch --multi_gpu` on a CPU-only machine each train alone.
         argv += ["--use_cpu", "True"]
-    parser = HfArgumentParser((*classes, TrainingArguments))
-    *parsed, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser((*classes, OutputArguments, TrainingArguments))
+    explain_negative_flags(parser)
+    *parsed, output_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    for name, value in vars(output_args).items():
+        setattr(training_args, name, value)
     if "--train_sampling_strategy" not in argv:
         training_args.train_sampling_strategy = "group_by_length"
     if not torch.cuda.is_available():
@@ -145,6 +165,15 @@ def parse_dataclasses(classes: tuple[type, ...], argv: Sequence[str] | None = No
         training_args.metric_for_best_model = "f1"
         training_args.greater_is_better = True
     return (*parsed, training_args)
+
+
+def explain_negative_flags(parser: argparse.ArgumentParser) -> None:
+    """HfArgumentParser gives `--no_X` (for a boolean X that defaults to True) the help text of `--X`."""
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    for option, action in actions.items():
+        positive = actions.get("--" + option.removeprefix("--no_")) if option.startswith("--no_") else None
+        if positive is not None and positive is not action:
+            action.help = f"Turn off {positive.option_strings[0]} (on by default)."
 
 
 def config_file_to_argv(path: str) -> list[str]:
@@ -205,16 +234,79 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.disable_propagation()
 
 
-def last_checkpoint(training_args: TrainingArguments) -> str | None:
-    """The checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir when training."""
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# What run_ner.py, distill.py and run_mlm.py write into an output folder; --overwrite_output_dir removes the stale
+# ones of an earlier run, so that its predictions never sit beside a new model.
+STALE_OUTPUTS = ("checkpoint-*", "incomplete-checkpoint-*", "predictions_*", "*_results.json", "trainer_state.json")
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off mid-write."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def prepare_output_dir(training_args: TrainingArguments) -> str | None:
+    """Check that a training run may write into `output_dir`, and return the checkpoint to resume from.
+
+    An explicit --resume_from_checkpoint wins. Else, when training into a folder that is not empty: an interrupted
+    run's last complete checkpoint-N is resumed (newer ones cut off mid-write are renamed incomplete-checkpoint-N
+    and reported); a finished run (train_results.json) or any other content is refused unless `overwrite`
+    (--overwrite_output_dir), which starts over and removes the earlier run's outputs."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    if not (training_args.do_train and os.path.isdir(training_args.output_dir)):
+    out = Path(training_args.output_dir)
+    if not (training_args.do_train and out.is_dir()):
         return None
-    found = get_last_checkpoint(training_args.output_dir)
-    if found:
-        logger.info("Resuming from %s (remove it or pass another --output_dir to start over)", found)
-    return found
+    main_process = training_args.process_index == 0
+    if training_args.overwrite_output_dir:
+        stale = sorted({p for pattern in STALE_OUTPUTS for p in out.glob(pattern)})
+        if stale and main_process:
+            logger.warning("--overwrite_output_dir: removing %d outputs of an earlier run in %s: %s", len(stale), out,
+                           ", ".join(p.name for p in stale))
+            for path in stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        wait_for_main_process(training_args)
+        return None
+    steps = sorted((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+    resume = None
+    for step, path in reversed(steps):
+        if complete_checkpoint(path):
+            resume = path
+            break
+        if main_process:
+            target = path.with_name(f"incomplete-{path.name}")
+            logger.warning("%s was cut off while being written (no readable trainer_state.json): renamed to %s", path,
+                           target.name)
+            shutil.rmtree(target, ignore_errors=True)
+            path.rename(target)
+    wait_for_main_process(training_args)
+    if (out / "train_results.json").is_file():
+        raise ValueError(
+            f"{out} holds a finished training run (train_results.json). Pass --overwrite_output_dir to train again "
+            "into it (its earlier outputs are removed), --resume_from_checkpoint to continue from one of its "
+            "checkpoints, or another --output_dir"
+        )
+    if resume is not None:
+        logger.info("Resuming from %s, the last complete checkpoint (pass --overwrite_output_dir to start over)", resume)
+        return str(resume)
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith("incomplete-checkpoint-"))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(
+            f"--output_dir {out} is not empty ({shown}) and holds no checkpoint to resume from. Pass "
+            "--overwrite_output_dir to write into it anyway, or choose another --output_dir"
+        )
+    return None
+
+
+def wait_for_main_process(training_args: TrainingArguments) -> None:
+    """Under `accelerate launch`, let the main process finish its file operations before the others read."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,11 +341,21 @@ def load_raw_splits(
     for split, examples in raw.items():
         if limits[split] is not None:
             raw[split] = examples[: limits[split]]
+        check_tagged(raw[split], split)
         tagged = sum(e["tags"] is not None for e in raw[split])
         logger.info("%s: %d sentences, %d tokens, %d tagged", split, len(raw[split]), sum(len(e["tokens"]) for e in raw[split]), tagged)
-    if "train" in raw and any(e["tags"] is None for e in raw["train"]):
-        raise ValueError("training data must be tagged")
     return raw
+
+
+def check_tagged(examples: list[dict[str, Any]], split: str) -> None:
+    """Training and evaluation need a tag for every sentence; test data is all tagged (scored) or all untagged. A
+    sentence without tags among tagged ones is an error naming it: it would silently switch off scoring."""
+    untagged = [e["id"] for e in examples if e["tags"] is None]
+    if not untagged or (split == "test" and len(untagged) == len(examples)):
+        return
+    listing = ", ".join(untagged[:3]) + (f" and {len(untagged) - 3} more" if len(untagged) > 3 else "")
+    need = "every sentence tagged" if split != "test" else "every sentence tagged (scored) or none (predicted only)"
+    raise ValueError(f"{split} data: {len(untagged)} of {len(examples)} sentences have no tags ({listing}); expected {need}")
 
 
 def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, list[dict[str, Any]]]:
@@ -284,8 +386,7 @@ def resolve_schemes(
 ) -> str:
     """Detect the data's tag scheme, choose the model's (a bert-crf `checkpoint`'s own, if any), convert every
     split's tags to it and return it."""
-    tagged = [e["tags"] for examples in raw.values() for e in examples if e["tags"] is not None]
-    data_scheme = data_args.data_tag_scheme or (ner_data.detect_data_scheme(tagged) if tagged else "none")
+    data_scheme = data_args.data_tag_scheme or ner_data.detect_examples_scheme(e for examples in raw.values() for e in examples)
     model_scheme = model_args.tag_scheme or ("BIO" if data_scheme == "IOB1" else data_scheme)
     if checkpoint is not None:  # a trained bert-crf model: its labels fix the scheme
         if model_args.tag_scheme not in (None, checkpoint.resolved_tag_scheme):
@@ -336,10 +437,16 @@ def checkpoint_config(model_args: ModelArguments) -> BertCrfConfig | None:
     return config if getattr(config, "model_type", None) == BertCrfConfig.model_type else None
 
 
-def load_tokenizer(model_args: ModelArguments) -> Any:
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision, token=model_args.token,
+def load_tokenizer(model_args: ModelArguments, checkpoint: str | None = None) -> Any:
+    """The model's tokenizer, or a resumed checkpoint's: its vocabulary may have been extended, and the embeddings
+    in the checkpoint follow its ids (rebuilding the extension from reordered data would give other ids)."""
+    if checkpoint is not None and (Path(checkpoint) / "tokenizer_config.json").is_file():
+        tokenizer = crf_models.load_tokenizer(checkpoint)
+        logger.info("Tokenizer of %s (%d tokens): a resumed run keeps the checkpoint's vocabulary", checkpoint, len(tokenizer))
+        return tokenizer
+    tokenizer = crf_models.load_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code,
+        cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
     )
     if not tokenizer.is_fast:
         raise ValueError("run_ner.py needs a fast tokenizer (word alignment uses word_ids())")
@@ -347,13 +454,14 @@ def load_tokenizer(model_args: ModelArguments) -> Any:
 
 
 def prepare_words(
-    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, data_args: DataTrainingArguments
+    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, data_args: DataTrainingArguments, resuming: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Extend the vocabulary (if asked) and give every word at least one sub-token. Logs [UNK] rates and counts."""
+    """Extend the vocabulary (if asked, and not `resuming`: a checkpoint's tokenizer is already extended) and give
+    every word at least one sub-token. Logs [UNK] rates and counts."""
     if "train" in raw:
         before = ner_data.unknown_rate(raw["train"], tokenizer)
         logger.info("[UNK] rate of training words: %.2f%%", 100 * before)
-        if data_args.extend_vocab:
+        if data_args.extend_vocab and not resuming:
             added = ner_data.extend_vocabulary(tokenizer, raw["train"], data_args.extend_vocab_min_count)
             after = ner_data.unknown_rate(raw["train"], tokenizer)
             logger.info("Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%",
@@ -529,6 +637,7 @@ class NerMetrics:
         self.split, self.id2label, self.scheme, self.entity_level = split, id2label, scheme, entity_level
         self.trainer: Trainer | None = None  # set once the Trainer exists
         self.last_predictions: list[list[str]] = []
+        self.last_scores: list[list[float]] = []
 
     def row_order(self) -> list[int]:
         """The dataset row behind each row of the Trainer's outputs. With `train_sampling_strategy=group_by_length`
@@ -539,22 +648,21 @@ class NerMetrics:
         return list(sampler) if sampler is not None else list(range(len(self.split.dataset)))
 
     def decode(self, logits: np.ndarray) -> list[list[str]]:
-        """Word-level tags for every example of the split from the Trainer's window logits."""
+        """Word-level tags for every example of the split from the Trainer's window logits (their scores, the
+        probability of each word's tag, are kept in `last_scores`)."""
         assert self.trainer is not None, "NerMetrics.trainer must be set"
         order = self.row_order()
         if len(order) != len(logits):
             raise RuntimeError(f"{len(logits)} rows of logits for {len(order)} dataset rows")
         units = [sum(u) for u in self.split.units]
         emissions = ner_data.stitch_emissions(logits, [self.split.rows[i] for i in order], units)
-        model = self.trainer.model
-        if isinstance(model, CrfTaggingMixin):
-            paths = viterbi_batches(model, emissions)
-        else:  # the softmax baseline
-            paths = [e.argmax(-1).tolist() for e in emissions]
-        return [
-            ner_data.unit_tags_to_words([self.id2label[t] for t in path], self.split.units[i], self.scheme)
-            for i, path in enumerate(paths)
-        ]
+        paths, scores = decode_emissions(self.trainer.model, emissions)
+        tags, self.last_scores = [], []
+        for i, (path, unit_scores) in enumerate(zip(paths, scores)):
+            tags.append(ner_data.unit_tags_to_words([self.id2label[t] for t in path], self.split.units[i], self.scheme))
+            firsts = np.cumsum([0, *self.split.units[i][:-1]], dtype=np.int64)  # each word's first unit
+            self.last_scores.append([unit_scores[k] for k in firsts] if len(unit_scores) else [])
+        return tags
 
     def __call__(self, eval_prediction: transformers.EvalPrediction) -> dict[str, float]:
         logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
@@ -563,12 +671,16 @@ class NerMetrics:
         return score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
 
 
-def viterbi_batches(model: CrfTaggingMixin, emissions: list[np.ndarray], batch_size: int = 256) -> list[list[int]]:
-    """Constrained Viterbi paths of variable-length emission arrays, decoded in length-sorted batches."""
+def decode_emissions(
+    model: torch.nn.Module, emissions: list[np.ndarray], batch_size: int = 256
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Tag paths of variable-length emission arrays and the probability of each tag: the constrained Viterbi path
+    and CRF marginals for a CRF model, the argmax and softmax for the softmax baseline. Length-sorted batches."""
     order = sorted(range(len(emissions)), key=lambda i: len(emissions[i]))
     paths: list[list[int]] = [[] for _ in emissions]
-    crf = model.crf
-    device = crf.transitions.device
+    scores: list[list[float]] = [[] for _ in emissions]
+    crf = getattr(model, "crf", None)
+    device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         chunk = [i for i in order[start : start + batch_size] if len(emissions[i])]
         if not chunk:
@@ -579,11 +691,20 @@ def viterbi_batches(model: CrfTaggingMixin, emissions: list[np.ndarray], batch_s
         for row, i in enumerate(chunk):
             padded[row, : len(emissions[i])] = emissions[i]
             mask[row, : len(emissions[i])] = True
+        scores_in, mask_in = torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)
         with torch.no_grad():
-            best = crf.viterbi_packed(torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)).tolist()
+            if crf is not None:
+                best = crf.viterbi_packed(scores_in, mask_in)  # (chunk, width)
+                probs = crf.marginals_packed(scores_in, mask_in)  # (chunk, width, labels)
+            else:
+                probs = scores_in.softmax(-1)
+                best = probs.argmax(-1)
+            chosen = probs.gather(2, best.clamp(min=0).unsqueeze(2)).squeeze(2)  # (chunk, width)
+        best_rows, chosen_rows = best.tolist(), chosen.tolist()
         for row, i in enumerate(chunk):
-            paths[i] = best[row][: len(emissions[i])]
-    return paths
+            paths[i] = best_rows[row][: len(emissions[i])]
+            scores[i] = chosen_rows[row][: len(emissions[i])]
+    return paths, scores
 
 
 def score_entities(gold: list[list[str]], predicted: list[list[str]], scheme: str, entity_level: bool) -> dict[str, float]:
@@ -650,11 +771,31 @@ def train(trainer: Trainer, checkpoint: str | None, num_examples: int) -> dict[s
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        tidy_output_dir(trainer.args)
     return metrics
 
 
+def tidy_output_dir(training_args: TrainingArguments) -> None:
+    """Leave only what a Hub repository needs once the final (or best) model is saved: the checkpoint-N folders
+    (optimizer and scheduler state, hundreds of MB) go unless --keep_checkpoints, and training_args.bin (a pickle,
+    which the Hub flags) always goes; trainer_state.json keeps the training history."""
+    out = Path(training_args.output_dir)
+    (out / "training_args.bin").unlink(missing_ok=True)
+    if getattr(training_args, "keep_checkpoints", False):
+        return
+    folders = sorted(p for pattern in ("checkpoint-*", "incomplete-checkpoint-*") for p in out.glob(pattern) if p.is_dir())
+    size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
+    for folder in folders:
+        shutil.rmtree(folder)
+    if folders:
+        logger.info("Removed %d checkpoint folders (%.0f MB) from %s: it holds the final model only "
+                    "(--keep_checkpoints keeps them)", len(folders), size / 1e6, out)
+
+
 def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerMetrics) -> tuple[dict[str, float], list[list[str]]]:
-    """Evaluate or predict one split: word-level tags for every example, and scores where it has gold tags."""
+    """Evaluate or predict one split: word-level tags for every example (their probabilities are left in
+    `metrics.last_scores`), and scores where it has gold tags."""
     prefix = "eval" if split == "validation" else "predict"
     trainer.compute_metrics = metrics  # scores this split's rows against this split's sentences
     metrics.last_predictions = []
@@ -680,9 +821,10 @@ def evaluate_splits(
             scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
             results.update(scores)
             if trainer.is_world_process_zero():
-                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, scheme)
+                word_scores = metrics[split].last_scores
+                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, word_scores, scheme)
                 if split == "test" and data_args.show_examples:
-                    show_examples(encoded[split].examples, predictions, scheme, data_args.show_examples)
+                    show_examples(encoded[split].examples, predictions, word_scores, scheme, data_args.show_examples)
     if trainer.is_world_process_zero():
         summary = ", ".join(f"{name} {100 * results[key]:.2f}" for name, key in (("dev", "eval_f1"), ("test", "predict_f1")) if key in results)
         if summary:
@@ -707,77 +849,127 @@ def save_outputs(trainer: Trainer, tokenizer: Any, training_args: TrainingArgume
             shutil.copy(Path(__file__).with_name("handler.py"), Path(training_args.output_dir) / "handler.py")
 
 
-def entities_of(tokens: Sequence[str], tags: Sequence[str], scheme: str) -> tuple[str, list[dict[str, Any]]]:
-    text, offsets = join_words(tokens)
-    entities = []
-    for etype, start, end in ner_data.tags_to_spans(tags, scheme):
-        char_start, char_end = offsets[start][0], offsets[end - 1][1]
-        entities.append({"type": etype, "text": text[char_start:char_end], "start": char_start, "end": char_end,
-                         "token_start": start, "token_end": end})
-    return text, entities
+def entities_of(
+    tokens: Sequence[str], tags: Sequence[str], scores: Sequence[float], scheme: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """The text of `tokens` and its entities, as the pipeline gives them: `{"entity_group", "score", "word",
+    "start", "end"}` with character offsets into the text."""
+    text, spans = join_words(tokens)
+    return text, group_entities(tags, scores, spans, text, scheme)
 
 
-def write_predictions(output_dir: str, split: str, examples: list[dict[str, Any]], predictions: list[list[str]], scheme: str) -> None:
-    """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (entities
-    with character offsets)."""
+def write_predictions(
+    output_dir: str, split: str, examples: list[dict[str, Any]], predictions: list[list[str]],
+    scores: list[list[float]], scheme: str,
+) -> None:
+    """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (`{"id",
+    "text", "entities"}`, entities as the pipeline gives them)."""
     folder = Path(output_dir)
     with open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column, \
             open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines:
-        for example, tags in zip(examples, predictions):
+        for example, tags, word_scores in zip(examples, predictions, scores):
             if len(tags) != len(example["tokens"]):
                 raise RuntimeError(f"{example['id']}: {len(example['tokens'])} tokens but {len(tags)} predictions")
             gold = example["tags"]
             for i, (token, tag) in enumerate(zip(example["tokens"], tags)):
                 column.write(f"{token} {gold[i]} {tag}\n" if gold is not None else f"{token} {tag}\n")
             column.write("\n")
-            text, entities = entities_of(example["tokens"], tags, scheme)
+            text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+            entities = [dict(e, score=round(e["score"], 4)) for e in entities]
             lines.write(json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n")
 
 
-def show_examples(examples: list[dict[str, Any]], predictions: list[list[str]], scheme: str, count: int) -> None:
-    for example, tags in list(zip(examples, predictions))[:count]:
-        text, entities = entities_of(example["tokens"], tags, scheme)
-        found = ", ".join(f"{e['text']}/{e['type']}" for e in entities) or "(no entities)"
+def show_examples(
+    examples: list[dict[str, Any]], predictions: list[list[str]], scores: list[list[float]], scheme: str, count: int
+) -> None:
+    for example, tags, word_scores in list(zip(examples, predictions, scores))[:count]:
+        text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+        found = ", ".join(f"{e['word']}/{e['entity_group']}" for e in entities) or "(no entities)"
         print(f"  {text}\n    -> {found}")
 
 
-def write_model_card(
-    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments, labels: list[str],
-    scores: dict[str, float], scheme: str,
-) -> None:
-    """A Hub model card (README.md) with YAML front matter, eval scores in model-index, and a usage snippet."""
-    name = Path(output_dir).name
-    dataset = data_args.dataset_name or (Path(data_args.train_file).parent.name if data_args.train_file else "custom")
-    types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
-    metric_lines = "".join(
-        f"          - type: {key}\n            value: {scores[f'eval_{key}']:.4f}\n"
-        for key in ("precision", "recall", "f1", "accuracy") if f"eval_{key}" in scores
-    )
-    language = f"language: {data_args.language}\n" if data_args.language else ""
-    # A local folder is no Hub id: the card's base_model must name one, so leave it out then.
-    base_model = "" if Path(model_args.model_name_or_path).exists() else f"base_model: {model_args.model_name_or_path}\n"
-    metric_lines = metric_lines or "          []\n"
-    front = (
-        f"---\n{language}license: {data_args.license}\nlibrary_name: transformers\n"
-        f"pipeline_tag: token-classification\ntags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
-        f"datasets:\n  - {dataset}\nmetrics:\n  - precision\n  - recall\n  - f1\n  - accuracy\n{base_model}"
-        f"model-index:\n  - name: {name}\n    results:\n      - task:\n          type: token-classification\n"
-        f"          name: Named Entity Recognition\n        dataset:\n          name: {dataset}\n          type: {dataset}\n"
-        f"        metrics:\n{metric_lines}---\n"
-    )
-    table = "\n".join(f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in scores.items() if k.startswith("eval_") and isinstance(v, float))
-    body = f"""
-# {name}
+CARD_METRICS = ("precision", "recall", "f1", "accuracy")
 
-A BERT-CRF named-entity recognizer fine-tuned from `{model_args.model_name_or_path}` on {dataset} with
-[bert-crf](https://github.com/) `run_ner.py`. Tags: {scheme} over {', '.join(types) or 'no entity types'};
-decoding is {'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'}.
+
+def base_model_name(source: str) -> tuple[str, bool]:
+    """What a model card calls the starting checkpoint, and whether that is a Hub id: the Hub id, also when given
+    as a folder of the Hub cache (`.../models--org--name/snapshots/<hash>`), else the folder's name; never a
+    local path."""
+    path = Path(source)
+    if not path.exists():
+        return source, True
+    for part in reversed(path.resolve().parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/"), True
+    return path.resolve().name, False
+
+
+def _yaml(value: Any) -> str:
+    # JSON scalars are YAML: a data path with ": " or "#" stays one string.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_model_card(
+    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments,
+    training_args: TrainingArguments, labels: list[str], scores: dict[str, float], scheme: str,
+) -> None:
+    """A Hub model card (README.md): YAML front matter with dev and test scores in model-index, the scores,
+    training hyperparameters, framework versions and a usage snippet."""
+    name = Path(output_dir).resolve().name
+    # The snippet loads the Hub id the card is pushed under, else the folder name (the repo name by default).
+    repo_id = training_args.hub_model_id or name
+    dataset = data_args.dataset_name or (Path(data_args.train_file).resolve().parent.name if data_args.train_file else "custom")
+    base, on_hub = base_model_name(model_args.model_name_or_path)
+    base_link = f"[`{base}`](https://huggingface.co/{base})" if on_hub else f"`{base}` (a local folder)"
+    types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
+    results = ""
+    for prefix, split in (("eval", "validation"), ("predict", "test")):
+        metrics = "".join(
+            f"          - type: {key}\n            value: {scores[f'{prefix}_{key}']:.4f}\n            name: {split} {key}\n"
+            for key in CARD_METRICS if f"{prefix}_{key}" in scores
+        )
+        if metrics:
+            results += (
+                f"      - task:\n          type: token-classification\n          name: Named Entity Recognition\n"
+                f"        dataset:\n          name: {_yaml(dataset)}\n          type: {_yaml(dataset)}\n"
+                f"          split: {split}\n        metrics:\n{metrics}"
+            )
+    front = (
+        "---\n" + (f"language: {_yaml(data_args.language)}\n" if data_args.language else "")
+        + f"license: {_yaml(data_args.license)}\nlibrary_name: transformers\npipeline_tag: token-classification\n"
+        + "tags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
+        + f"base_model: {_yaml(base)}\ndatasets:\n  - {_yaml(dataset)}\nmetrics:\n"
+        + "".join(f"  - {key}\n" for key in CARD_METRICS)
+        + f"model-index:\n  - name: {_yaml(repo_id)}\n    results:\n" + (results or "      []\n") + "---\n"
+    )
+    rows = [
+        f"| {split} | " + " | ".join(f"{100 * scores[f'{prefix}_{key}']:.2f}" if f"{prefix}_{key}" in scores else "" for key in CARD_METRICS) + " |"
+        for prefix, split in (("eval", "validation"), ("predict", "test")) if f"{prefix}_f1" in scores
+    ]
+    table = "| split | " + " | ".join(CARD_METRICS) + " |\n|---|---|---|---|---|\n" + "\n".join(rows) if rows else "(not evaluated)"
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size) * training_args.gradient_accumulation_steps
+    hyper = "\n".join(f"- {k}: {v}" for k, v in (
+        ("learning_rate (encoder / classifier / CRF)", f"{training_args.learning_rate:g} / {model_args.head_learning_rate:g} / {model_args.crf_learning_rate:g}"),
+        ("total train batch size", batch), ("num_epochs", f"{training_args.num_train_epochs:g}"),
+        ("max_steps", training_args.max_steps if training_args.max_steps > 0 else None),
+        ("lr_scheduler_type", getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        ("warmup", training_args.warmup_steps or None), ("weight_decay", training_args.weight_decay),
+        ("frozen encoder layers", model_args.freeze_layers or None), ("seed", training_args.seed),
+        ("max_seq_length (window)", data_args.max_seq_length), ("vocabulary extended", data_args.extend_vocab or None),
+    ) if v is not None)
+    versions = "\n".join(f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}" for m in (transformers, torch, datasets))
+    body = f"""
+# {repo_id}
+
+A BERT-CRF named-entity recognizer, fine-tuned from {base_link} on {dataset} with the `run_ner.py` of bert-crf.
+Tags: {scheme} over {', '.join(types) or 'no entity types'}; decoding is
+{'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'} (Viterbi over a linear-chain CRF).
 
 ## Evaluation
 
-| metric | value |
-|---|---|
-{table or '| (not evaluated) | |'}
+Entity-level scores (seqeval, strict {scheme}), in percent:
+
+{table}
 
 ## Usage
 
@@ -785,15 +977,24 @@ decoding is {'constrained to legal ' + scheme + ' transitions' if model_args.con
 from transformers import pipeline
 
 # The checkpoint ships its own pipeline, which decodes with the (constrained) CRF instead of an argmax.
-ner = pipeline("token-classification", model="{name}", trust_remote_code=True)
-print(ner("张三在北京工作。", aggregation_strategy="simple"))
+ner = pipeline("token-classification", model="{repo_id}", trust_remote_code=True)
+print(ner("张伟在北京的华为公司工作。", aggregation_strategy="simple"))
 # [{{'entity_group': ..., 'score': ..., 'word': ..., 'start': ..., 'end': ...}}, ...]
 ```
 
+`"{repo_id}"` is {'the Hub id this card was pushed under' if training_args.hub_model_id else 'the output folder: a local path, or the Hub repository of that name once uploaded'}.
 Scores are CRF marginal probabilities; `word == text[start:end]`; texts longer than the model's window are tagged
 through overlapping windows. The model itself (`AutoModelForTokenClassification`, `trust_remote_code=True`) returns
 `predictions`: the Viterbi tag at each word's first sub-token, -100 elsewhere. `handler.py` serves the model on
 Inference Endpoints.
+
+## Training hyperparameters
+
+{hyper}
+
+## Framework versions
+
+{versions}
 """
     (Path(output_dir) / "README.md").write_text(front + body, encoding="utf-8")
 
@@ -805,13 +1006,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     set_seed(training_args.seed)
-    checkpoint = last_checkpoint(training_args)
+    checkpoint = prepare_output_dir(training_args)
     raw = load_raw_splits(model_args, data_args, training_args)
     trained_config = checkpoint_config(model_args)
     scheme = resolve_schemes(raw, model_args, data_args, trained_config)
     labels = resolve_labels(raw, model_args, data_args, scheme, trained_config)
-    tokenizer = load_tokenizer(model_args)
-    raw = prepare_words(raw, tokenizer, data_args)
+    tokenizer = load_tokenizer(model_args, checkpoint)
+    raw = prepare_words(raw, tokenizer, data_args, resuming=checkpoint is not None)
     model = load_model(model_args, labels, scheme, tokenizer)
     max_len = window_length(data_args, tokenizer, model.config)
     encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, max_len, data_args, training_args)
@@ -822,11 +1023,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     if trainer.is_world_process_zero() and training_args.do_train:
-        write_model_card(training_args.output_dir, model_args, data_args, labels, results, scheme)
+        write_model_card(training_args.output_dir, model_args, data_args, training_args, labels, results, scheme)
     if training_args.push_to_hub:
         # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.
         trainer.create_model_card = lambda **_: write_model_card(
-            training_args.output_dir, model_args, data_args, labels, results, scheme
+            training_args.output_dir, model_args, data_args, training_args, labels, results, scheme
         )
         trainer.push_to_hub(commit_message="bert-crf run_ner.py")
     end_processes(trainer)

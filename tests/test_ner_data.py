@@ -486,15 +486,18 @@ def test_to_seqeval_bmes_scores_like_iobes():
 def test_check_labels_raises_with_locations():
     examples = [
         {"id": "dev.txt:1", "tokens": ["a", "b"], "tags": ["B-PER", "O"]},
-        {"id": "dev.txt:4", "tokens": ["a", "b"], "tags": ["B-FOO", "I-FOO"]},
+        {"id": "dev.txt:4", "tokens": ["a", "b"], "tags": ["B-FOO", "I-FOO"], "lines": [4, 5]},
         {"id": "dev.txt:9", "tokens": ["a"], "tags": ["B-FOO"]},
+        {"id": "dev.jsonl:12", "tokens": ["a", "b"], "tags": ["O", "B-BAR"]},
         {"id": "dev.txt:12", "tokens": ["a"], "tags": None},
     ]
     with pytest.raises(ValueError) as info:
         check_labels(examples, {"O", "B-PER", "I-PER"}, False, "validation")
     message = str(info.value)
+    # column files name the token's own line, other files the record and the token
     assert "'B-FOO' x2 (first at dev.txt:4)" in message
-    assert "'I-FOO' x1 (first at dev.txt:4)" in message
+    assert "'I-FOO' x1 (first at dev.txt:5)" in message
+    assert "'B-BAR' x1 (first at dev.jsonl:12 (token 2))" in message
     assert "B-PER'" not in message.split("Known")[0]
     assert "validation" in message
 
@@ -940,7 +943,56 @@ def test_raw_text_skips_blank_lines_and_rejects_broken_utf8(tmp_path):
     assert list(ner_data.read_text_lines(str(good))) == ["第一行", "second line"]
     bad = tmp_path / "bad.txt"
     bad.write_bytes("好\n".encode() + b"\xff\xfe broken\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected UTF-8 text.*found bytes that are not UTF-8"):
         list(ner_data.read_text_lines(str(bad)))
     with pytest.raises(FileNotFoundError, match="no such text file"):
         list(ner_data.read_text_lines(str(tmp_path / "missing.txt")))
+
+
+GBK_SENTENCE = "张三在北京"
+
+
+@pytest.mark.parametrize("kind", ["column", "jsonl", "spans"])
+def test_every_reader_names_the_line_of_bytes_that_are_not_utf8(tmp_path, kind):
+    """A GBK file (common for Chinese data) stops with its file and line and how to convert it."""
+    good = {"column": "李 B-PER\n四 I-PER\n\n", "jsonl": '{"tokens": ["a"], "tags": ["O"]}\n',
+            "spans": '{"text": "ab", "label": {}}\n'}[kind]
+    bad = {"column": "".join(f"{c} O\n" for c in GBK_SENTENCE), "jsonl": json.dumps({"tokens": list(GBK_SENTENCE)}, ensure_ascii=False) + "\n",
+           "spans": json.dumps({"text": GBK_SENTENCE}, ensure_ascii=False) + "\n"}[kind]
+    path = tmp_path / f"data.{kind}"
+    path.write_bytes(good.encode("utf-8") + bad.encode("gbk"))
+    line = good.count("\n") + 1
+    with pytest.raises(DataFormatError, match=rf"data.{kind}:{line}: expected UTF-8 text .*iconv -f GBK.*found bytes"):
+        read_file(path)
+
+
+def test_text_lines_split_on_newlines_only(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(codecs_bom() + "a\rb\r\nc\n\nd".encode())
+    assert list(ner_data.text_lines(path)) == [(1, "a\rb"), (2, "c"), (3, ""), (4, "d")]
+
+
+def codecs_bom():
+    import codecs
+
+    return codecs.BOM_UTF8
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory, not a data file"):
+        read_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        read_file(tmp_path / "missing.txt")
+
+
+def test_labels_outside_every_scheme_are_named_with_their_line(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("张 B-PER\n三 I-PER\n\n北 B-LOC\n京 X-LOC\n在 O\n\n", encoding="utf-8")
+    examples = read_file(path)
+    with pytest.raises(ValueError, match=r"'X-LOC' x1 \(first at .*train.txt:5\).*other labels are BIO.*--data_tag_scheme none"):
+        ner_data.detect_examples_scheme(examples)
+    # bare type names fit no scheme either; a file of O tags only is scheme-less and fine
+    with pytest.raises(ValueError, match="'PER' x1"):
+        ner_data.detect_examples_scheme([{"id": "a:1", "tokens": ["x", "y"], "tags": ["PER", "B-LOC"]}])
+    assert ner_data.detect_examples_scheme([{"id": "a:1", "tokens": ["x"], "tags": ["O"]}]) == "none"
+    assert ner_data.detect_examples_scheme(examples[:1]) == "BIO"

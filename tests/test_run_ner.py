@@ -16,6 +16,7 @@ import torch
 
 import ner_data
 import run_ner
+from bert_crf_utils import join_words
 from modeling_bert_crf import BertCrfForTokenClassification
 
 from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
@@ -93,11 +94,16 @@ def check_prediction_outputs(folder, split, source_sentences):
         tokens = [t for t, _ in sentence]
         joiner = "" if all(len(t) == 1 for t in tokens) else " "
         assert record["text"] == joiner.join(tokens)
+        _, offsets = join_words(tokens)
         spans = ner_data.tags_to_spans([r[2] for r in rows], "BIO")
-        assert [(e["type"], e["token_start"], e["token_end"]) for e in record["entities"]] == spans
-        for entity in record["entities"]:
-            assert entity["text"] == record["text"][entity["start"] : entity["end"]]
-            assert entity["text"] == joiner.join(tokens[entity["token_start"] : entity["token_end"]])
+        assert [(e["entity_group"], e["start"], e["end"]) for e in record["entities"]] == [
+            (etype, offsets[first][0], offsets[last - 1][1]) for etype, first, last in spans
+        ]
+        for entity, (_, first, last) in zip(record["entities"], spans):
+            assert set(entity) == {"entity_group", "score", "word", "start", "end"}  # the pipeline's schema
+            assert 0 < entity["score"] <= 1
+            assert entity["word"] == record["text"][entity["start"] : entity["end"]]
+            assert entity["word"] == joiner.join(tokens[first:last])
         entities += len(record["entities"])
     return predicted, entities
 
@@ -145,7 +151,7 @@ def trained(tmp_path_factory, tiny_checkpoint, demo):
         model_name_or_path=tiny_checkpoint, train_file=demo["train"], validation_file=demo["dev"],
         test_file=demo["test"], output_dir=out, **TRAIN_OPTIONS,
     )
-    return {"out": out, "results": results}
+    return {"out": out, "results": results, "base": tiny_checkpoint}
 
 
 def eval_only(model, validation_file, output_dir, **options):
@@ -191,9 +197,19 @@ def test_end_to_end_outputs(trained, demo):
     assert front["pipeline_tag"] == "token-classification"
     assert front["library_name"] == "transformers"
     (entry,) = front["model-index"]
-    metrics = {m["type"]: m["value"] for m in entry["results"][0]["metrics"]}
-    assert metrics["f1"] == pytest.approx(results["eval_f1"], abs=1e-4)
-    assert set(metrics) == set(RESULT_KEYS)
+    assert entry["name"] == out.name
+    for result, prefix, split in zip(entry["results"], ("eval", "predict"), ("validation", "test")):
+        assert result["dataset"]["split"] == split
+        metrics = {m["type"]: m["value"] for m in result["metrics"]}
+        assert metrics["f1"] == pytest.approx(results[f"{prefix}_f1"], abs=1e-4)
+        assert set(metrics) == set(RESULT_KEYS)
+    assert len(entry["results"]) == 2
+    # base_model names the starting checkpoint by its folder's name (it is no Hub id), never by its path
+    assert front["base_model"] == Path(trained["base"]).name
+    assert str(Path(trained["base"]).parent) not in readme
+    assert "https://github.com/)" not in readme and "runtime" not in readme and "samples_per_second" not in readme
+    assert f'model="{out.name}"' in readme
+    assert "## Training hyperparameters" in readme and "## Framework versions" in readme
 
     test_sentences = read_sentences(demo["test"])[:MAX_PREDICT]
     assert any(len(s) > 30 for s in test_sentences), "some test sentences need several windows"
@@ -441,23 +457,48 @@ def restore_logging():
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
+def interrupt(out):
+    """Make a finished run's folder look like one killed before the end of training: its checkpoints stay, the
+    files written after training do not."""
+    for name in ("train_results.json", "all_results.json", "model.safetensors", "config.json", "README.md"):
+        (out / name).unlink(missing_ok=True)
+
+
 @pytest.mark.slow
-def test_resume_from_last_checkpoint(tiny_checkpoint, demo, tmp_path, caplog, restore_logging):
+def test_resume_from_last_complete_checkpoint(tiny_checkpoint, demo, tmp_path, caplog, restore_logging):
+    from transformers import AutoTokenizer
+
     out = tmp_path / "out"
-    common = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=out, do_train=True,
-                  max_train_samples=32, max_seq_length=64, per_device_train_batch_size=8, save_strategy="steps",
-                  save_steps=2, logging_steps=1, learning_rate=3e-3, seed=7)
-    main(num_train_epochs=1, **common)
+    # The last 32 training sentences: they hold the characters the tiny vocabulary lacks.
+    sentences = read_sentences(demo["train"])[-32:]
+    common = dict(model_name_or_path=tiny_checkpoint, train_file=write_sentences(tmp_path / "train.txt", sentences),
+                  output_dir=out, do_train=True, max_seq_length=64, per_device_train_batch_size=8,
+                  save_strategy="steps", save_steps=2, logging_steps=1, learning_rate=3e-3, seed=7, extend_vocab=True)
+    main(num_train_epochs=1, keep_checkpoints=True, **common)
     first = load_json(out / "trainer_state.json")
     steps = first["global_step"]
     assert steps == 4  # 32 one-window sentences, batches of 8
     assert (out / f"checkpoint-{steps}").is_dir()
     first_logs = {h["step"]: h for h in first["log_history"] if "loss" in h}
     assert sorted(first_logs) == [1, 2, 3, 4]
+    checkpoint_vocab = json.loads((out / f"checkpoint-{steps}" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    interrupt(out)
+    # A checkpoint cut off while being written (kill -9): no trainer_state.json. It must not block the rerun.
+    cut = out / f"checkpoint-{steps + 2}"
+    cut.mkdir()
+    (cut / "model.safetensors").write_bytes(b"\0" * 10)
 
+    # The rerun reads the training data in another order: the vocabulary added by --extend_vocab must stay the
+    # checkpoint's (rebuilt from the reordered data, the added characters would get other ids).
+    reordered = write_sentences(tmp_path / "reordered.txt", sentences[::-1])
+    rebuilt = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert ner_data.extend_vocabulary(rebuilt, ner_data.read_file(reordered), 1)
+    assert rebuilt.get_vocab() != checkpoint_vocab, "an extension rebuilt from the reordered data differs"
     with caplog.at_level(logging.INFO):
-        main(num_train_epochs=2, log_level="info", **common)
-    assert any("Resuming from" in r.getMessage() and f"checkpoint-{steps}" in r.getMessage() for r in caplog.records)
+        main(num_train_epochs=2, log_level="info", **dict(common, train_file=reordered))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Resuming from" in m and f"checkpoint-{steps}" in m and "last complete" in m for m in messages)
+    assert any(f"checkpoint-{steps + 2} was cut off" in m for m in messages)
     second = load_json(out / "trainer_state.json")
     assert second["global_step"] == 2 * steps
     second_logs = {h["step"]: h for h in second["log_history"] if "loss" in h}
@@ -466,6 +507,43 @@ def test_resume_from_last_checkpoint(tiny_checkpoint, demo, tmp_path, caplog, re
     # started over with 2 epochs would have logged other learning rates at steps 1-4.
     for step in range(1, steps + 1):
         assert second_logs[step] == first_logs[step]
+    final_vocab = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert final_vocab == checkpoint_vocab
+    # Once trained, the folder is a clean Hub repository: no checkpoints (cut off or not), no pickled arguments.
+    assert not list(out.glob("*checkpoint-*")) and not (out / "training_args.bin").exists()
+
+
+@pytest.mark.slow
+def test_output_folder_rules(tiny_checkpoint, demo, tmp_path):
+    out = tmp_path / "out"
+    common = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], test_file=demo["test"], output_dir=out,
+                  do_train=True, do_predict=True, max_train_samples=16, max_predict_samples=4, max_seq_length=64,
+                  per_device_train_batch_size=8, num_train_epochs=1, save_strategy="epoch", seed=7)
+    main(**common)
+    assert not list(out.glob("checkpoint-*")) and not (out / "training_args.bin").exists()
+    finished = (out / "train_results.json").read_text(encoding="utf-8")
+    assert load_json(out / "train_results.json")["train_loss"] > 0
+
+    # Rerunning a finished command: refused, the results stay as they were.
+    with pytest.raises(ValueError, match="finished training run.*--overwrite_output_dir"):
+        main(**common)
+    assert (out / "train_results.json").read_text(encoding="utf-8") == finished
+
+    # HF v4's flag starts over, and the earlier run's predictions do not stay beside the new model.
+    (out / "predictions_old.jsonl").write_text("{}\n", encoding="utf-8")
+    run_ner.main([*argv_of(**dict(common, do_predict=False)), "--overwrite_output_dir"])
+    assert not (out / "predictions_old.jsonl").exists() and not (out / "predictions_test.jsonl").exists()
+    assert load_json(out / "train_results.json")["train_loss"] > 0
+
+    # A folder with other content: refused unless asked.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="not empty \\(notes.txt\\).*--overwrite_output_dir"):
+        main(**dict(common, output_dir=other))
+    main(**dict(common, output_dir=other, overwrite_output_dir=True, keep_checkpoints=True))
+    assert (other / "notes.txt").is_file() and list(other.glob("checkpoint-*"))
+    assert not (other / "training_args.bin").exists()
 
 
 def test_build_optimizer_groups(tiny_checkpoint, demo, tmp_path):
@@ -566,6 +644,54 @@ def test_bad_choices_raise(tiny_checkpoint, tmp_path, option, value):
         run_ner.parse_args(argv)
     with pytest.raises(ValueError, match=repr(value)):
         run_ner.main(argv)
+
+
+def test_data_problems_stop_with_their_location(tiny_checkpoint, demo, tmp_path):
+    common = dict(model_name_or_path=tiny_checkpoint, output_dir=tmp_path / "out", do_train=True)
+    bad_tag = write_sentences(tmp_path / "bad_tag.txt", [[("张", "B-PER"), ("三", "I-PER")], [("北", "B-LOC"), ("京", "X-LOC")]])
+    with pytest.raises(ValueError, match=r"'X-LOC' x1 \(first at .*bad_tag.txt:5\)"):
+        main(train_file=bad_tag, **common)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text('{"tokens": ["张"], "tags": ["B-PER"]}\n{"tokens": ["三"]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"validation data: 1 of 2 sentences have no tags \(.*dev.jsonl:2\)"):
+        main(train_file=demo["train"], validation_file=dev, do_eval=True, **common)
+    with pytest.raises(ValueError, match=r"train data: 1 of 2 sentences have no tags \(.*dev.jsonl:2\)"):
+        main(train_file=dev, **common)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        main(train_file=tmp_path, **common)
+
+
+def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
+    import yaml
+
+    data = tmp_path / "my data: v2 #1"
+    data.mkdir()
+    out = tmp_path / "card"
+    out.mkdir()
+    model_args, data_args, training_args = run_ner.parse_args(argv_of(
+        model_name_or_path="hfl/chinese-macbert-base", train_file=data / "train.txt", output_dir=out, do_train=True,
+        hub_model_id="someone/macbert-crf",
+    ))
+    run_ner.write_model_card(str(out), model_args, data_args, training_args, ["O", "B-PER", "I-PER"],
+                             {"eval_f1": 0.5, "eval_runtime": 1.0}, "BIO")
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["datasets"] == ["my data: v2 #1"]
+    assert front["base_model"] == "hfl/chinese-macbert-base"
+    assert "https://huggingface.co/hfl/chinese-macbert-base" in readme
+    assert front["model-index"][0]["name"] == "someone/macbert-crf" and 'model="someone/macbert-crf"' in readme
+    assert "runtime" not in readme
+    cached = tmp_path / "hub" / "models--hfl--chinese-macbert-base" / "snapshots" / "abc123"
+    cached.mkdir(parents=True)
+    assert run_ner.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
+    assert run_ner.base_model_name(str(data)) == ("my data: v2 #1", False)
+
+
+def test_negative_flags_have_their_own_help(capsys):
+    with pytest.raises(SystemExit):
+        run_ner.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no_constrain_decoding, --no-constrain-decoding Turn off --constrain_decoding (on by default)." in text
 
 
 def test_no_data_raises(tiny_checkpoint, tmp_path):
