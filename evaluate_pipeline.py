@@ -19,6 +19,7 @@ import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
 import ner_data
+from crf_models import load_crf_pipeline
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "seqeval_offline")
 
@@ -65,18 +66,32 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
     )
 
 
-def main() -> None:
+def load_examples(path: str, config: Any, max_samples: int | None, unknown_labels_to_o: bool) -> list[dict[str, Any]]:
+    """Tagged examples of `path` with tags in the model's scheme; labels the model does not know are an error
+    naming them and where they first occur (or O with `unknown_labels_to_o`)."""
+    examples = ner_data.read_file(path)[:max_samples]
+    untagged = [e["id"] for e in examples if e["tags"] is None]
+    if untagged:
+        raise ValueError(f"{len(untagged)} sentences have no tags (first: {untagged[0]}); scoring needs tagged data")
+    scheme = config.resolved_tag_scheme
+    source = ner_data.detect_examples_scheme(examples)
+    for e in examples:
+        e["tags"] = ner_data.convert_tags(e["tags"], source, scheme)
+    labels = {config.id2label[i] for i in range(config.num_labels)}
+    return ner_data.check_labels(examples, labels, unknown_labels_to_o, path)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
     parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads")
     parser.add_argument("--max_samples", type=int, default=None)
-    args = parser.parse_args()
-    pipe = transformers.pipeline("token-classification", model=args.model, trust_remote_code=True)
-    examples = ner_data.read_file(args.data)[: args.max_samples]
-    scheme = pipe.model.config.resolved_tag_scheme
-    source = ner_data.detect_data_scheme(e["tags"] for e in examples)
-    for e in examples:
-        e["tags"] = ner_data.convert_tags(e["tags"], source, scheme)
+    parser.add_argument("--unknown_labels_to_o", action="store_true", help="score labels the model lacks as O")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)")
+    args = parser.parse_args(argv)
+    pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
+    examples = load_examples(args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o)
     print(json.dumps(evaluate_pipeline(pipe, examples), indent=2, default=float))
 
 

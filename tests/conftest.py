@@ -232,14 +232,9 @@ def crf_checkpoint(tmp_path_factory):
 def load_crf_pipeline(folder):
     """The CRF pipeline over a BERT-CRF or BiLSTM-CRF checkpoint folder, built from this repo's classes (no remote
     code)."""
-    from transformers import AutoTokenizer
+    import crf_models
 
-    from crf_models import load_crf_model
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    model = load_crf_model(str(folder)).eval()
-    return BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    return crf_models.load_crf_pipeline(str(folder), device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -254,14 +249,13 @@ def crf_pipeline(crf_checkpoint):
 
 def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
     """A tiny random BiLSTM-CRF with `teacher_folder`'s labels and tokenizer, saved like distill.py saves one."""
-    from transformers import AutoTokenizer
-
+    import crf_models
     from configuration_bert_crf import BertCrfConfig
     from configuration_bilstm_crf import BiLstmCrfConfig
     from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 
     teacher = BertCrfConfig.from_pretrained(teacher_folder)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_folder, trust_remote_code=True)
+    tokenizer = crf_models.load_tokenizer(str(teacher_folder))
     config = BiLstmCrfConfig(
         vocab_size=teacher.vocab_size, embedding_size=16, hidden_size=12, num_hidden_layers=2,
         max_position_embeddings=teacher.max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
@@ -275,3 +269,24 @@ def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
 def student_checkpoint(crf_checkpoint, tmp_path_factory):
     """Folder of a tiny BiLSTM-CRF checkpoint (read-only)."""
     return write_student_checkpoint(tmp_path_factory.mktemp("tiny_bilstm_crf"), crf_checkpoint)
+
+
+def untrusted_copy(folder, target):
+    """A copy of checkpoint `folder` whose tokenizer_config.json points AutoTokenizer at a local file that writes
+    `target/RAN` when imported: a tool that loads it without being asked to trust remote code must not run it.
+    Returns (copy, marker)."""
+    import json
+    import shutil
+
+    copy = Path(target) / "untrusted"
+    shutil.copytree(folder, copy)
+    marker = Path(target) / "RAN"
+    (copy / "evil_tokenizer.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('remote code ran')\n"
+        "from transformers import BertTokenizer as EvilTokenizer\n", encoding="utf-8",
+    )
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return copy, marker

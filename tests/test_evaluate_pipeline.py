@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import evaluate_pipeline
 import ner_data
-from conftest import DEMO_DIR, load_crf_pipeline
+from conftest import DEMO_DIR, load_crf_pipeline, untrusted_copy
 
 OVERALL_KEYS = {"overall_precision", "overall_recall", "overall_f1", "overall_accuracy"}
 
@@ -166,3 +168,16 @@ def test_metric_strict_iobes(metric):
     y_pred = [["S-PER", "O", "B-LOC", "I-LOC"], ["B-ORG", "I-ORG", "E-ORG", "S-LOC"]]
     result = metric.compute(predictions=y_pred, references=y_true, mode="strict", scheme="IOBES")
     assert float(result["overall_f1"]) == pytest.approx(metrics.f1_score(y_true, y_pred, mode="strict", scheme=IOBES))
+
+
+def test_main_runs_no_remote_code_and_names_unknown_labels(crf_checkpoint, tmp_path, capsys):
+    folder, marker = untrusted_copy(crf_checkpoint, tmp_path)
+    data = tmp_path / "dev.txt"
+    data.write_text("张 B-PER\n三 I-PER\n\n北 B-LOC\n京 I-LOC\n\n", encoding="utf-8")
+    evaluate_pipeline.main(["--model", str(folder), "--data", str(data)])
+    assert not marker.exists(), "evaluate_pipeline.py ran code from the model folder without --trust_remote_code"
+    assert "overall_f1" in json.loads(capsys.readouterr().out)
+    data.write_text("张 B-PER\n三 I-PER\n\n北 B-GPE\n京 I-GPE\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'B-GPE' x1 \(first at .*dev.txt:4\).*--unknown_labels_to_o"):
+        evaluate_pipeline.main(["--model", str(folder), "--data", str(data)])
+    evaluate_pipeline.main(["--model", str(folder), "--data", str(data), "--unknown_labels_to_o"])

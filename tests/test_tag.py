@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import sys
 
 import pytest
 
 import tag
-from conftest import demo_characters, load_crf_pipeline
+from conftest import demo_characters, load_crf_pipeline, untrusted_copy
 
 _RNG = random.Random(3)
 _CJK = [c for c in demo_characters() if "\u4e00" <= c <= "\u9fff"]
@@ -125,8 +126,12 @@ def test_column_format(crf_checkpoint, crf_pipeline, tmp_path):
             assert word and label in crf_pipeline.model.config.label2id
 
 
+def fake_stdin(data: bytes):
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
 def test_stdin(crf_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(LINES[:3]) + "\n"))
+    monkeypatch.setattr(sys, "stdin", fake_stdin(("\n".join(LINES[:3]) + "\n").encode()))
     out = tmp_path / "out.jsonl"
     tag.main(["--model", str(crf_checkpoint), "--output", str(out), "--no_progress"])
     records = read_jsonl(out)
@@ -171,3 +176,40 @@ def test_student_checkpoint(student_checkpoint, tmp_path):
     assert any(r["entities"] for r in records)
     for r in records:
         assert_entities_match(r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else [])
+
+
+def test_a_lone_carriage_return_stays_inside_its_line(crf_checkpoint, tmp_path, monkeypatch):
+    lines = ["张三\r在北京", "李四"]
+    source = write_input(tmp_path / "in.txt", lines)
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    assert [(r["line"], r["text"]) for r in read_jsonl(out)] == [(1, lines[0]), (2, lines[1])]
+    columns = tmp_path / "out.tsv"
+    monkeypatch.setattr(sys, "stdin", fake_stdin("\n".join(lines).encode()))
+    tag.main(["--model", str(crf_checkpoint), "--output", str(columns), "--format", "column", "--no_progress"])
+    assert columns.read_text(encoding="utf-8").count("\n\n") == 2  # one block per input line
+
+
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_text_that_is_not_utf8_stops_with_its_line(crf_checkpoint, tmp_path, monkeypatch, capsys, where):
+    data = "第一行\n".encode() + "张三在北京".encode("gbk") + b"\n"
+    argv = ["--model", str(crf_checkpoint), "--output", str(tmp_path / "out.jsonl"), "--no_progress"]
+    if where == "file":
+        (tmp_path / "gbk.txt").write_bytes(data)
+        argv += ["--input", str(tmp_path / "gbk.txt")]
+    else:
+        monkeypatch.setattr(sys, "stdin", fake_stdin(data))
+    with pytest.raises(SystemExit) as info:
+        tag.main(argv)
+    assert info.value.code == 2
+    name = "gbk.txt" if where == "file" else "<stdin>"
+    assert re.search(rf"{re.escape(name)}:2: expected UTF-8 text .*iconv", capsys.readouterr().err)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_no_remote_code_without_the_flag(crf_checkpoint, tmp_path):
+    folder, marker = untrusted_copy(crf_checkpoint, tmp_path)
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    tag.main(["--model", str(folder), "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--no_progress"])
+    assert not marker.exists(), "tag.py ran code from the model folder without --trust_remote_code"
+    assert read_jsonl(tmp_path / "o.jsonl")[0]["text"] == LINES[0]
