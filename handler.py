@@ -25,9 +25,13 @@ from transformers import pipeline
 
 DEFAULT_LIMITS = {"max_text_chars": 10_000, "max_items": 256, "max_batch_size": 64}
 LIMIT_VARIABLES = {
-    "max_text_chars": "BERT_CRF_MAX_TEXT_CHARS", "max_items": "BERT_CRF_MAX_ITEMS", "max_batch_size": "BERT_CRF_MAX_BATCH_SIZE",
+    "max_text_chars": "BERT_CRF_MAX_TEXT_CHARS",
+    "max_items": "BERT_CRF_MAX_ITEMS",
+    "max_batch_size": "BERT_CRF_MAX_BATCH_SIZE",
 }
-PARAMETERS = ("aggregation_strategy", "is_split_into_words", "stride", "max_length", "ignore_labels", "batch_size", "delimiter")
+PARAMETERS = (
+    "aggregation_strategy", "is_split_into_words", "stride", "max_length", "ignore_labels", "batch_size", "delimiter",
+)
 AGGREGATION_STRATEGIES = ("none", "simple")
 # Windows of fewer tokens cost a forward pass for a handful of characters (max_length 3: one per character).
 MIN_MAX_LENGTH = 16
@@ -135,14 +139,17 @@ class EndpointHandler:
             for index, words in enumerate(texts):
                 if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
                     where = "inputs" if single else f"inputs[{index}]"
-                    raise ValueError(f"with is_split_into_words, {where} must be a list of words (strings), got {words!r:.80}")
+                    raise ValueError(
+                        f"with is_split_into_words, {where} must be a list of words (strings), got {words!r:.80}"
+                    )
         elif isinstance(inputs, str):
             single, texts = True, [inputs]
         elif isinstance(inputs, list):
             single, texts = False, inputs
             for index, text in enumerate(texts):
                 if not isinstance(text, str):
-                    raise ValueError(f'"inputs[{index}]" must be a string, got {type(text).__name__}')
+                    hint = ' (lists of words need "is_split_into_words": true)' if isinstance(text, list) else ""
+                    raise ValueError(f'"inputs[{index}]" must be a string, got {type(text).__name__}{hint}')
         else:
             raise ValueError(f'"inputs" must be a string or a list, got {type(inputs).__name__}')
         if len(texts) > self.max_items:

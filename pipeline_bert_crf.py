@@ -31,6 +31,7 @@ def _is_int(value: Any) -> bool:
 
 
 def check_batch_size(batch_size: Any) -> None:
+    """Raise a ValueError unless `batch_size` is None (the default) or a positive integer."""
     if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 

@@ -129,6 +129,11 @@ def test_list_of_texts_runs_in_batches(endpoint, monkeypatch):
     assert len(calls) == 10
 
 
+def test_list_of_word_lists_without_is_split_into_words(endpoint):
+    with pytest.raises(ValueError, match=r'^"inputs\[0\]" must be a string, got list \(lists of words need "is_split_into_words": true\)$'):
+        endpoint({"inputs": [["北", "京"]]})
+
+
 def test_empty_inputs(endpoint):
     assert endpoint({"inputs": []}) == []
     assert endpoint({"inputs": [], "parameters": {"is_split_into_words": True}}) == []
