@@ -278,9 +278,10 @@ class CRF(nn.Module):
         end_transitions = self.end_transitions.detach().to(dtype)
         end_penalty = self.end_penalty.to(dtype)
         batch, _, num_tags = emissions.shape
-        if batch * num_tags * num_tags <= 2048:  # VITERBI_POINTER_LIMIT, inlined for TorchScript
-            return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
-        return _viterbi_recomputed(emissions, mask, start, end_transitions, end_penalty, transitions)
+        # VITERBI_MIN_RECOMPUTE_BATCH and VITERBI_MIN_RECOMPUTE_SUMS, inlined for TorchScript.
+        if batch >= 8 and batch * num_tags * num_tags >= 6144:
+            return _viterbi_recomputed(emissions, mask, start, end_transitions, end_penalty, transitions)
+        return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
 
     def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints.
@@ -316,9 +317,11 @@ class CRF(nn.Module):
 
 # Viterbi on packed input. Both helpers give the same path: the same float sums, compared the same way, with ties to
 # the lowest tag (torch.max with a dim and torch.argmax return the first maximal index). Per step, the (batch, tags,
-# tags) max with indices costs far more than the elementwise work around it once tags are many (its kernel is scalar);
-# up to this many elements per step, the per-call overhead dominates and the classic back-pointers are cheaper.
-VITERBI_POINTER_LIMIT = 2048
+# tags) max with indices costs far more than the elementwise work around it once tags are many (its kernel is scalar,
+# on any instruction set). Below this many sums per step, or this many rows (padded to 16, see below), the calls per
+# step dominate and the classic back-pointers, with fewer calls, are cheaper (measured on AVX-512 and AVX2 kernels).
+VITERBI_MIN_RECOMPUTE_SUMS = 6144
+VITERBI_MIN_RECOMPUTE_BATCH = 8
 
 
 def _viterbi_back_pointers(
@@ -362,7 +365,7 @@ def _viterbi_recomputed(
     The forward step is then a max without indices (a vectorized reduction), and backtracking's (batch, tags) argmax
     replaces a (batch, tags, tags) one per step. Scores are tags-major, `(prev tag, tag, batch)` per step, so that
     the add runs along the batch and the max reduces the outermost axis, both contiguous. Rows are sorted longest
-    first: the rows still on at a step are a prefix, finished rows cost nothing and need no mask select.
+    first: the rows still on at a step are a prefix, and finished rows need no mask select.
     """
     batch, seq_len, num_tags = emissions.shape
     device = emissions.device
@@ -373,55 +376,79 @@ def _viterbi_recomputed(
     rows_on_t = (lengths.unsqueeze(0) > positions.unsqueeze(1)).sum(1)  # (seq,) rows on at each step, a prefix
     rows_on_t[0] = batch  # step 0 holds every row, empty ones too, so that each row has a last score
     rows_on: List[int] = rows_on_t.tolist()
-    steps = emissions.index_select(0, order).permute(1, 2, 0).contiguous().unbind(0)  # seq x (tags, batch)
-    # Step t's scores, (tags, rows on at t), are one contiguous block: reductions are slow into strided outputs.
-    sizes = [num_tags * n for n in rows_on]
-    flat = torch.empty(sum(sizes), dtype=emissions.dtype, device=device)
-    blocks = flat.split(sizes)
-    score = blocks[0].view(num_tags, batch)  # (tags, batch): best score of a path ending in each tag
-    torch.add(start.unsqueeze(1), steps[0], out=score)
+    # Columns computed at each step: the rows on, rounded up to a multiple of 16. The broadcast add over
+    # (tags, tags, columns) runs 2-3x slower on other widths (a scalar loop takes the remainder of each of the
+    # tags * tags rows), with AVX2 and AVX-512 kernels alike; the extra columns are finished or padding rows.
+    width_t = (rows_on_t + 15) // 16 * 16  # (seq,)
+    widths: List[int] = width_t.tolist()
+    padded = widths[0]
+    sorted_steps = emissions.index_select(0, order).permute(1, 2, 0)  # (seq, tags, batch) view
+    if padded == batch:
+        steps = sorted_steps.contiguous()
+    else:
+        steps = emissions.new_zeros(seq_len, num_tags, padded)  # (seq, tags, padded batch)
+        steps[:, :, :batch] = sorted_steps
+    step_at = steps.unbind(0)  # seq x (tags, padded batch)
+    # Step t's scores live in slab t: the whole slab while every column is computed, else its first tags * width
+    # values as (tags, width), contiguous (reductions are slow into strided outputs). Whole slabs come with every
+    # view the loops need, made in three calls rather than per step.
+    slabs = torch.empty(seq_len, num_tags, padded, dtype=emissions.dtype, device=device)
+    slab_at = slabs.unbind(0)  # seq x (tags, padded batch)
+    slab_as_prev = slabs.unsqueeze(2).unbind(0)  # seq x (prev tag, 1, padded batch)
+    slab_as_back = slabs[:, :, :batch].transpose(1, 2).unbind(0)  # seq x (batch, prev tag)
+    score = slab_at[0]  # (tags, padded batch): best score of a path ending in each tag
+    torch.add(start.unsqueeze(1), step_at[0], out=score)
     scores = [score]
     into = transitions.unsqueeze(2)  # (prev tag, tag, 1)
-    sums = torch.empty(num_tags * num_tags * batch, dtype=emissions.dtype, device=device)
-    cand = sums.view(num_tags, num_tags, batch)  # (prev tag, tag, rows on)
+    sums = torch.empty(num_tags * num_tags * padded, dtype=emissions.dtype, device=device)
+    cand = sums.view(num_tags, num_tags, padded)  # (prev tag, tag, columns)
     for t in range(1, seq_len):
-        n = rows_on[t]
-        if n == 0:
+        w = widths[t]
+        if w == 0:
             break
-        if n != cand.size(2):  # rows ended: fewer columns from here on
-            cand = sums[: num_tags * num_tags * n].view(num_tags, num_tags, n)
-        torch.add((score if score.size(1) == n else score[:, :n]).unsqueeze(1), into, out=cand)
-        score = blocks[t].view(num_tags, n)  # (tags, rows on)
-        torch.amax(cand, 0, out=score)
-        score += steps[t] if n == batch else steps[t][:, :n]
+        if w == padded:  # so was every step before
+            torch.add(slab_as_prev[t - 1], into, out=cand)
+            score = slab_at[t]
+            torch.amax(cand, 0, out=score)
+            score += step_at[t]
+        else:  # rows ended: fewer columns from here on
+            if w != cand.size(2):
+                cand = sums[: num_tags * num_tags * w].view(num_tags, num_tags, w)
+            torch.add((score if score.size(1) == w else score[:, :w]).unsqueeze(1), into, out=cand)
+            score = slab_at[t].view(-1)[: num_tags * w].view(num_tags, w)  # (tags, columns)
+            torch.amax(cand, 0, out=score)
+            score += step_at[t][:, :w]
         scores.append(score)
-    # Each row's score at its last position: flat[offset of that step + tag * rows on at that step + row].
-    offsets = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)  # (seq,)
+    # Each row's score at its last position: slabs.flatten()[last * slab size + tag * width at last + row].
     last = (lengths - 1).clamp(min=0)  # (batch,)
-    tag_stride = rows_on_t.index_select(0, last)  # (batch,)
-    index = offsets.index_select(0, last) + torch.arange(batch, device=device)  # (batch,)
-    index = index.unsqueeze(1) + torch.arange(num_tags, device=device).unsqueeze(0) * tag_stride.unsqueeze(1)
-    final = flat.take(index) + end_transitions + end_penalty  # (batch, tags), summed in pytorch-crf's order
+    index = last * (num_tags * padded) + torch.arange(batch, device=device)  # (batch,)
+    index = index.unsqueeze(1) + torch.arange(num_tags, device=device) * width_t.index_select(0, last).unsqueeze(1)
+    final = slabs.take(index) + end_transitions + end_penalty  # (batch, tags), summed in pytorch-crf's order
     path = torch.empty(seq_len, batch, dtype=torch.long, device=device)  # (seq, batch)
     path.copy_(final.argmax(1).unsqueeze(0))  # every position starts as the last tag: right past a row's end
     tags_at = path.unbind(0)  # seq x (batch,)
     into_t = transitions.t().contiguous()  # (tag, prev tag)
     picked = torch.empty(batch * num_tags, dtype=emissions.dtype, device=device)
-    back = picked.view(batch, num_tags)  # (rows on, prev tag)
+    every_row = picked.view(batch, num_tags)  # (batch, prev tag)
+    back = every_row
     for t in range(seq_len - 1, 0, -1):
         n = rows_on[t]
         if n == 0:
             continue
-        if n != back.size(0):
-            back = picked[: n * num_tags].view(n, num_tags)
-        prev = scores[t - 1]  # (tags, rows on at t - 1), maybe more rows than at t
-        if n == batch:
-            torch.index_select(into_t, 0, tags_at[t], out=back)  # score of each prev tag into the row's tag at t
-            back += prev.t()  # the forward step's sums, bit for bit (float addition commutes)
-            torch.argmax(back, 1, out=tags_at[t - 1])
+        if widths[t - 1] == padded:
+            prev = slab_as_back[t - 1] if n == batch else slab_as_back[t - 1][:n]  # (rows on, prev tag)
         else:
+            prev = scores[t - 1][:, :n].t()
+        # The forward step's sums, bit for bit (float addition commutes); ties to the first index again.
+        if n == batch:
+            torch.index_select(into_t, 0, tags_at[t], out=every_row)  # score of each prev tag into the row's tag
+            every_row += prev
+            torch.argmax(every_row, 1, out=tags_at[t - 1])
+        else:
+            if n != back.size(0):
+                back = picked[: n * num_tags].view(n, num_tags)  # (rows on, prev tag)
             torch.index_select(into_t, 0, tags_at[t][:n], out=back)
-            back += prev[:, :n].t() if prev.size(1) > n else prev.t()
+            back += prev
             torch.argmax(back, 1, out=tags_at[t - 1][:n])
     return torch.empty_like(path).index_copy_(1, order, path).t()  # (batch, seq), rows back in input order
 

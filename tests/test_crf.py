@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import warnings
@@ -11,7 +12,13 @@ import torch
 import torchcrf
 
 from configuration_bert_crf import allowed_transitions
-from modeling_bert_crf import CRF, VITERBI_POINTER_LIMIT, _viterbi_back_pointers, _viterbi_recomputed
+from modeling_bert_crf import (
+    CRF,
+    VITERBI_MIN_RECOMPUTE_BATCH,
+    VITERBI_MIN_RECOMPUTE_SUMS,
+    _viterbi_back_pointers,
+    _viterbi_recomputed,
+)
 
 from conftest import LABELS, pack
 
@@ -489,20 +496,21 @@ def test_viterbi_ties_brute_force_with_constraints(seed):
     assert ties >= 2, "the inputs must tie"
 
 
-@pytest.mark.parametrize("num_tags", [9, 41])
+@pytest.mark.parametrize("batch, num_tags", [(80, 9), (37, 41), (8, 41)])
 @pytest.mark.parametrize("integer", [False, True])
-def test_viterbi_strategies_agree_at_scale(num_tags, integer):
-    """Large enough for viterbi_packed to recompute back-pointers; ragged, with an empty row and a full one."""
-    gen = torch.Generator().manual_seed(970 + num_tags)
+def test_viterbi_strategies_agree_at_scale(batch, num_tags, integer):
+    """Large enough for viterbi_packed to recompute back-pointers (batches of whole and padded groups of 16 rows);
+    ragged, with an empty row and a full one."""
+    assert batch >= VITERBI_MIN_RECOMPUTE_BATCH and batch * num_tags * num_tags >= VITERBI_MIN_RECOMPUTE_SUMS
+    gen = torch.Generator().manual_seed(970 + batch)
     ours, ref = make_pair(num_tags, True, num_tags)
     if integer:
         ours = integer_crf(num_tags, gen)
         ref.load_state_dict(ours.state_dict())
-        emissions = torch.randint(-3, 4, (48, 30, num_tags), generator=gen).float()
+        emissions = torch.randint(-3, 4, (batch, 30, num_tags), generator=gen).float()
     else:
-        emissions = 3 * torch.randn(48, 30, num_tags, generator=gen)
-    assert 48 * num_tags * num_tags > VITERBI_POINTER_LIMIT
-    _, _, mask = random_batch(48, 30, num_tags, gen)
+        emissions = 3 * torch.randn(batch, 30, num_tags, generator=gen)
+    _, _, mask = random_batch(batch, 30, num_tags, gen)
     decoded = ours.decode(emissions, mask)
     assert decoded == ref.decode(emissions, mask)
     packed_mask = mask.clone()
@@ -515,6 +523,15 @@ def test_viterbi_strategies_agree_at_scale(num_tags, integer):
         scripted = torch.jit.script(ours)
     assert scripted.decode(emissions, mask) == decoded
     assert torch.equal(scripted.viterbi_packed(emissions, packed_mask), pointers)
+
+
+def test_viterbi_dispatch_uses_the_documented_limits():
+    """viterbi_packed inlines the limits (TorchScript reads no globals): keep them in step with the constants."""
+    source = inspect.getsource(CRF.viterbi_packed)
+    assert (
+        f"batch >= {VITERBI_MIN_RECOMPUTE_BATCH} and batch * num_tags * num_tags >= {VITERBI_MIN_RECOMPUTE_SUMS}"
+        in source
+    )
 
 
 def test_viterbi_under_autograd():
