@@ -1,16 +1,18 @@
 """Time this repo's CRF against pytorch-crf on the same inputs, in the same run.
 
-Usage: python benchmarks/bench_crf.py [--repeats N] [--out benchmarks/results/bench_crf.json]
+Usage: python benchmarks/bench_crf.py [--repeats N] [--threads N] [--out benchmarks/results/bench_crf.json]
 
-Prints a table of median milliseconds per call and the speed-up (pytorch-crf time / ours), and writes the rows as
-JSON. Targets (2-core CPU): decode >= 3x at 64x128x9, >= 2x at 64x128x41, >= 1x at 1x128x9; log-likelihood
-forward+backward >= 2x at 16x128x41.
+Prints the CPU (model name, vector extensions, the kernels torch picked) and a table of median milliseconds per call
+and the speed-up (pytorch-crf time / ours), and writes both as JSON. The two implementations alternate call by call,
+so that a busy machine slows both alike. One thread unless --threads says otherwise. Targets: decode >= 3x at
+64x128x9, >= 2x at 64x128x41 and 16x128x41, >= 1x at 1x128x9; log-likelihood forward+backward >= 2x at 16x128x41.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
@@ -31,20 +33,44 @@ except ImportError:  # pragma: no cover - the benchmark needs the reference
 CASES = [
     ("decode", 64, 128, 9, 3.0),
     ("decode", 64, 128, 41, 2.0),
+    ("decode", 16, 128, 41, 2.0),
     ("decode", 1, 128, 9, 1.0),
     ("nll fwd+bwd", 16, 128, 41, 2.0),
     ("nll fwd+bwd", 64, 128, 9, None),
 ]
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+# Vector extensions that decide which kernels torch runs (AVX-512 machines run wider max and add kernels).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
+
+
+def cpu_info() -> dict:
+    """Model name and the CPU_FLAGS present, from /proc/cpuinfo (Linux), and the kernel level torch chose."""
+    fields: dict = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return dict(
+        model_name=fields.get("model name") or platform.processor() or platform.machine(),
+        flags=[flag for flag in CPU_FLAGS if flag in flags],
+        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    )
+
+
+def median_ms_pair(ref: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median milliseconds of each, timed alternately."""
+    ref(), ours()  # warm-up
+    ref_times, ours_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for fn, times in ((ref, ref_times), (ours, ours_times)):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(ref_times), statistics.median(ours_times)
 
 
 def make_inputs(batch: int, length: int, tags: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,9 +93,7 @@ def run_case(task: str, batch: int, length: int, tags: int, repeats: int) -> tup
 
     if task == "decode":
         with torch.no_grad():
-            return median_ms(lambda: ref.decode(emissions, ref_mask), repeats), median_ms(
-                lambda: ours.decode(emissions, mask), repeats
-            )
+            return median_ms_pair(lambda: ref.decode(emissions, ref_mask), lambda: ours.decode(emissions, mask), repeats)
 
     def step(crf: torch.nn.Module, m: torch.Tensor) -> Callable[[], None]:
         em = emissions.clone().requires_grad_(True)
@@ -80,20 +104,24 @@ def run_case(task: str, batch: int, length: int, tags: int, repeats: int) -> tup
 
         return run
 
-    return median_ms(step(ref, ref_mask), repeats), median_ms(step(ours, mask), repeats)
+    return median_ms_pair(step(ref, ref_mask), step(ours, mask), repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_crf.json"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
 
+    cpu = cpu_info()
+    print(
+        f"CPU: {cpu['model_name']}; flags: {' '.join(cpu['flags']) or 'none of ' + ' '.join(CPU_FLAGS)}; "
+        f"torch kernels: {cpu['torch_cpu_capability']}; threads: {torch.get_num_threads()}"
+    )
     rows = []
-    header = f"| task | batch x len x tags | pytorch-crf ms | ours ms | speed-up | target |"
+    header = "| task | batch x len x tags | pytorch-crf ms | ours ms | speed-up | target |"
     print(header)
     print("|---|---|---|---|---|---|")
     for task, batch, length, tags, target in CASES:
@@ -107,7 +135,7 @@ def main() -> None:
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), repeats=args.repeats)
+    meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), repeats=args.repeats, cpu=cpu)
     out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     print(f"wrote {out}")
 
