@@ -6,6 +6,9 @@ Prints the CPU (model name, vector extensions, the kernels torch picked) and a t
 and the speed-up (pytorch-crf time / ours), and writes both as JSON. The two implementations alternate call by call,
 so that a busy machine slows both alike. One thread unless --threads says otherwise. Targets: decode >= 3x at
 64x128x9, >= 2x at 64x128x41 and 16x128x41, >= 1x at 1x128x9; log-likelihood forward+backward >= 2x at 16x128x41.
+
+On an AVX-512 machine, `ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_crf.py` runs torch's AVX2 kernels instead
+(the table then says "torch kernels: AVX2"): an approximation of an AVX2-only CPU, same cores and caches.
 """
 
 from __future__ import annotations
