@@ -278,8 +278,9 @@ class CRF(nn.Module):
         end_transitions = self.end_transitions.detach().to(dtype)
         end_penalty = self.end_penalty.to(dtype)
         batch, _, num_tags = emissions.shape
-        # VITERBI_MIN_RECOMPUTE_BATCH and VITERBI_MIN_RECOMPUTE_SUMS, inlined for TorchScript.
-        if batch >= 8 and batch * num_tags * num_tags >= 6144:
+        # VITERBI_MIN_RECOMPUTE_BATCH and VITERBI_MIN_RECOMPUTE_SUMS, inlined for TorchScript. Only CPUs run the max
+        # with indices as a scalar loop; elsewhere the back-pointers' fewer kernel launches win.
+        if emissions.device.type == "cpu" and batch >= 8 and batch * num_tags * num_tags >= 6144:
             return _viterbi_recomputed(emissions, mask, start, end_transitions, end_penalty, transitions)
         return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
 
