@@ -1,8 +1,8 @@
 """BiLSTM-CRF for token classification: token embeddings, a bidirectional LSTM, a linear classifier and the CRF of
-modeling_bert_crf.py. The student of distill.py: it reads its teacher's tokenizer output, so it works with the same
+modeling_crf.py. The student of distill.py: it reads its teacher's tokenizer output, so it works with the same
 pipeline, tagging command and ONNX export.
 
-This file travels with every checkpoint as remote code, with modeling_bert_crf.py and the configurations beside it.
+This file travels with every checkpoint as remote code, with modeling_crf.py and the configurations beside it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from transformers import PreTrainedModel
 
 try:
     from .configuration_bilstm_crf import BiLstmCrfConfig
-    from .modeling_bert_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
+    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_bilstm_crf import BiLstmCrfConfig
-    from modeling_bert_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
+    from modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
 
 try:
     from transformers import initialization as init

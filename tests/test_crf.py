@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchcrf
 
-from configuration_bert_crf import allowed_transitions
-from modeling_bert_crf import (
+from configuration_crf import allowed_transitions
+from modeling_crf import (
     CRF,
     VITERBI_MIN_RECOMPUTE_BATCH,
     VITERBI_MIN_RECOMPUTE_SUMS,

@@ -583,8 +583,9 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
 
-    assert (folder / "modeling_bert_crf.py").is_file()
-    assert (folder / "configuration_bert_crf.py").is_file()
+    for name in ("modeling_bert_crf.py", "configuration_bert_crf.py", "modeling_crf.py", "configuration_crf.py",
+                 "pipeline_bert_crf.py", "bert_crf_utils.py"):
+        assert (folder / name).is_file(), name  # the model's file and every sibling it imports
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["auto_map"] == {
         "AutoConfig": "configuration_bert_crf.BertCrfConfig",

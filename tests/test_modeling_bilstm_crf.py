@@ -114,8 +114,9 @@ def test_save_and_load_round_trip(tmp_path):
                            model(input_ids=input_ids, attention_mask=attention_mask).logits)
     assert torch.equal(loaded.crf.transition_penalty, model.crf.transition_penalty)
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"modeling_bilstm_crf.py", "configuration_bilstm_crf.py", "modeling_bert_crf.py", "configuration_bert_crf.py",
+    assert {"modeling_bilstm_crf.py", "configuration_bilstm_crf.py", "modeling_crf.py", "configuration_crf.py",
             "pipeline_bert_crf.py", "bert_crf_utils.py"} <= names
+    assert "modeling_bert_crf.py" not in names  # the student needs the CRF head, not the BERT model
 
 
 REMOTE_SCRIPT = """
