@@ -1,0 +1,36 @@
+"""Configuration for ERNIE-CRF token classification.
+
+This file travels with checkpoints as remote code: it imports nothing beyond transformers and its siblings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import ErnieConfig
+
+try:
+    from .configuration_crf import CrfConfigMixin
+except ImportError:  # imported as a top-level module
+    from configuration_crf import CrfConfigMixin
+
+
+class ErnieCrfConfig(CrfConfigMixin, ErnieConfig):
+    r"""Configuration of [`ErnieCrfForTokenClassification`]: an [`ErnieConfig`] plus the CRF head's settings
+    (`tag_scheme`, `constrain_decoding`, `loss_reduction`, `special_token_ids`: see [`CrfConfigMixin`]); `kwargs` go
+    to [`ErnieConfig`] (label maps, `classifier_dropout`, sizes, ...).
+    """
+
+    model_type = "ernie_crf"
+
+    def __init__(
+        self,
+        tag_scheme: str | None = None,
+        constrain_decoding: bool = True,
+        loss_reduction: str = "mean",
+        special_token_ids: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
+        super().__init__(**self._crf_pipeline_kwargs(kwargs))
+        self._check_labels_and_dropout()

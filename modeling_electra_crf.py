@@ -1,0 +1,83 @@
+"""ELECTRA-CRF for token classification: an ELECTRA encoder, a linear classifier and a linear-chain CRF.
+
+This file travels with every checkpoint as remote code, so it imports nothing beyond torch, transformers and its
+siblings: its configuration file and the CRF head (modeling_crf.py), which save_pretrained copies beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.models.electra.modeling_electra import ElectraModel, ElectraPreTrainedModel
+
+try:
+    from .configuration_electra_crf import ElectraCrfConfig
+    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+except ImportError:  # imported as a top-level module (tests, scripts in this repo)
+    from configuration_electra_crf import ElectraCrfConfig
+    from modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+
+
+class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
+    """ELECTRA with a linear classifier and a CRF on top, for named-entity recognition (the chain: see
+    [`CrfTaggingMixin`]). Mirrors [`ElectraForTokenClassification`]: a bare or masked-LM ELECTRA checkpoint loads into
+    `self.electra`. The discriminator (`ElectraForPreTraining`)
+    or generator (`ElectraForMaskedLM`) head of a checkpoint is left unused."""
+
+    config_class = ElectraCrfConfig
+    base_model_prefix = "electra"
+    _keys_to_ignore_on_load_unexpected = [r"generator_predictions\.", r"generator_lm_head\.", r"discriminator_predictions\."]
+
+    def __init__(self, config: ElectraCrfConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.electra = ElectraModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        init_crf_weights(module, self.config)
+
+    def embedding_modules(self) -> list[nn.Module]:
+        """The embeddings and, when they are narrower than the hidden states, their projection."""
+        projection = getattr(self.electra, "embeddings_project", None)
+        return [self.electra.embeddings, *([projection] if projection is not None else [])]
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        word_start_mask: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+    ) -> BertCrfTokenClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
+            continuation sub-tokens).
+        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        """
+        return self.crf_forward(
+            input_ids, attention_mask, labels, word_start_mask, output_attentions, output_hidden_states, return_dict,
+            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+        )
+
+
+# save_pretrained then writes this file, the config's and their siblings next to the weights, with an `auto_map` in
+# config.json, so `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+ElectraCrfConfig.register_for_auto_class()
+ElectraCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+__all__ = ["ElectraCrfForTokenClassification"]

@@ -1,0 +1,78 @@
+"""RoBERTa-CRF for token classification: a RoBERTa encoder, a linear classifier and a linear-chain CRF.
+
+This file travels with every checkpoint as remote code, so it imports nothing beyond torch, transformers and its
+siblings: its configuration file and the CRF head (modeling_crf.py), which save_pretrained copies beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
+
+try:
+    from .configuration_roberta_crf import RobertaCrfConfig
+    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+except ImportError:  # imported as a top-level module (tests, scripts in this repo)
+    from configuration_roberta_crf import RobertaCrfConfig
+    from modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+
+
+class RobertaCrfForTokenClassification(EncoderCrfMixin, RobertaPreTrainedModel):
+    """RoBERTa with a linear classifier and a CRF on top, for named-entity recognition (the chain: see
+    [`CrfTaggingMixin`]). Mirrors [`RobertaForTokenClassification`]: a bare or masked-LM RoBERTa checkpoint loads into
+    `self.roberta`. Position ids count from
+    `config.pad_token_id + 1`, computed by the body from `input_ids`; no token type ids are needed."""
+
+    config_class = RobertaCrfConfig
+    base_model_prefix = "roberta"
+    _keys_to_ignore_on_load_unexpected = [r"pooler", r"lm_head\."]
+
+    def __init__(self, config: RobertaCrfConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        init_crf_weights(module, self.config)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        word_start_mask: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+    ) -> BertCrfTokenClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
+            continuation sub-tokens).
+        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        """
+        return self.crf_forward(
+            input_ids, attention_mask, labels, word_start_mask, output_attentions, output_hidden_states, return_dict,
+            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+        )
+
+
+# save_pretrained then writes this file, the config's and their siblings next to the weights, with an `auto_map` in
+# config.json, so `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+RobertaCrfConfig.register_for_auto_class()
+RobertaCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+__all__ = ["RobertaCrfForTokenClassification"]
