@@ -37,17 +37,25 @@ from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArgum
 import crf_models  # noqa: F401  (registers both model types with the Auto classes)
 import ner_data
 from bert_crf_utils import group_entities, join_words
-from configuration_bert_crf import TAG_SCHEMES, BertCrfConfig
-from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
+from configuration_bert_crf import TAG_SCHEMES
+from configuration_crf import CrfConfigMixin
+from modeling_bert_crf import CrfTaggingMixin
 
 logger = logging.getLogger("run_ner")
 
 SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+# Model types of trained CRF taggers that run_ner.py continues training (their labels and tag scheme are kept).
+TRAINED_CRF_TYPES = frozenset(family.config_class.model_type for family in crf_models.FAMILIES.values())
+# A CRF tagger config's own fields: not carried over to a new config built from its values.
+CRF_CONFIG_KEYS = ("tag_scheme", "constrain_decoding", "loss_reduction", "special_token_ids", "custom_pipelines")
 
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "A BERT checkpoint (Hub id or folder), or a bert-crf one."})
+    model_name_or_path: str = field(
+        metadata={"help": "A BERT, ERNIE, RoBERTa, XLM-RoBERTa or ELECTRA checkpoint (Hub id or folder; bare or with "
+                  "its pretraining head), or a CRF tagger trained by run_ner.py."}
+    )
     config_name: str | None = field(default=None, metadata={"help": "Config to use if not the model's."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use if not the model's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads from the Hub."})
@@ -67,7 +75,8 @@ class ModelArguments:
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier."})
     head: str = field(
         default="crf",
-        metadata={"help": "crf (BertCrfForTokenClassification) or softmax (stock BertForTokenClassification with "
+        metadata={"help": "crf (the checkpoint family's CRF tagger: BertCrfForTokenClassification, "
+                  "ErnieCrfForTokenClassification, ...) or softmax (the family's stock *ForTokenClassification with "
                   "argmax decoding, as a baseline)."},
     )
 
@@ -382,7 +391,7 @@ def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArgument
 
 def resolve_schemes(
     raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments,
-    checkpoint: BertCrfConfig | None,
+    checkpoint: CrfConfigMixin | None,
 ) -> str:
     """Detect the data's tag scheme, choose the model's (a bert-crf `checkpoint`'s own, if any), convert every
     split's tags to it and return it."""
@@ -403,7 +412,7 @@ def resolve_schemes(
 
 def resolve_labels(
     raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments, scheme: str,
-    config: BertCrfConfig | None,
+    config: CrfConfigMixin | None,
 ) -> list[str]:
     """The model's labels: a bert-crf checkpoint's (`config`) own, else every label of the scheme for the types in
     training data; evaluation and test tags are checked against them."""
@@ -422,11 +431,12 @@ def resolve_labels(
     return labels
 
 
-def checkpoint_config(model_args: ModelArguments) -> BertCrfConfig | None:
-    """The config of `--model_name_or_path` (or `--config_name`) when it is a trained bert-crf model, else None."""
+def checkpoint_config(model_args: ModelArguments) -> CrfConfigMixin | None:
+    """The config of `--model_name_or_path` (or `--config_name`) when it is a trained CRF tagger of an encoder family
+    (bert_crf, ernie_crf, roberta_crf, ...), else None."""
     source = model_args.config_name or model_args.model_name_or_path
     path = Path(source) / "config.json"
-    if path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("model_type") != BertCrfConfig.model_type:
+    if path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("model_type") not in TRAINED_CRF_TYPES:
         return None
     try:
         config = transformers.AutoConfig.from_pretrained(
@@ -434,7 +444,7 @@ def checkpoint_config(model_args: ModelArguments) -> BertCrfConfig | None:
         )
     except (OSError, ValueError):  # not reachable, or a model type this transformers does not know: not ours
         return None
-    return config if getattr(config, "model_type", None) == BertCrfConfig.model_type else None
+    return config if getattr(config, "model_type", None) in TRAINED_CRF_TYPES else None
 
 
 def load_tokenizer(model_args: ModelArguments, checkpoint: str | None = None) -> Any:
@@ -475,40 +485,50 @@ def prepare_words(
 
 
 def load_model(model_args: ModelArguments, labels: list[str], scheme: str, tokenizer: Any) -> torch.nn.Module:
-    """A bert-crf model for `labels` (from a bert-crf checkpoint, or a BERT body with a new head and CRF), or the
-    stock softmax head with `--head softmax`."""
+    """A CRF tagger for `labels`, of the checkpoint's family (`crf_models.FAMILIES`, by its model_type): a trained
+    tagger (bert_crf, ernie_crf, ...) keeps its class; a BERT, ERNIE, RoBERTa, XLM-RoBERTa or ELECTRA checkpoint,
+    bare or with its pretraining head, gives its body to a new classifier and CRF. `--head softmax` picks the
+    family's stock *ForTokenClassification instead. An encoder weight missing from the checkpoint or left unused
+    is a ValueError naming it; an unsupported model type is a ValueError naming the supported ones."""
     common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     id2label = dict(enumerate(labels))
     label_maps = dict(num_labels=len(labels), id2label=id2label, label2id={l: i for i, l in id2label.items()})
     config_path = model_args.config_name or model_args.model_name_or_path
+    base = transformers.AutoConfig.from_pretrained(config_path, trust_remote_code=model_args.trust_remote_code, **common)
+    family = crf_models.family_of(getattr(base, "model_type", None))
+    # Built from the body's config dict: a family config's from_pretrained on another type warns of a mismatch. The
+    # CRF settings (and the CRF pipeline) of a trained tagger are set afresh, or dropped for the softmax head.
+    dropped = {"model_type", "architectures", "auto_map", "transformers_version", *CRF_CONFIG_KEYS}
+    values = {k: v for k, v in base.to_dict().items() if k not in dropped}
+    values.update(label_maps)
     if model_args.head == "softmax":
-        config = transformers.BertConfig.from_pretrained(config_path, **label_maps, **common)
-        model_class: type = transformers.BertForTokenClassification
+        model_class: type = family.softmax_class
+        config = model_class.config_class(**values)
     else:
-        # Built from the body's config dict: BertCrfConfig.from_pretrained on a plain BERT warns of a type mismatch.
-        base = transformers.AutoConfig.from_pretrained(config_path, trust_remote_code=model_args.trust_remote_code, **common)
-        values = {k: v for k, v in base.to_dict().items() if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
-        values.update(
-            label_maps, tag_scheme=scheme, constrain_decoding=model_args.constrain_decoding,
+        model_class = family.crf_class
+        config = family.config_class(
+            **values, tag_scheme=scheme, constrain_decoding=model_args.constrain_decoding,
             loss_reduction=model_args.loss_reduction, special_token_ids=sorted(set(tokenizer.all_special_ids)),
         )
-        config = BertCrfConfig(**values)
-        model_class = BertCrfForTokenClassification
     if model_args.classifier_dropout is not None:
         config.classifier_dropout = model_args.classifier_dropout
-    model = model_class.from_pretrained(
+    model, info = model_class.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **common,
+        output_loading_info=True, **common,
     )
+    crf_models.check_loading_info(info, model_args.model_name_or_path)
+    logger.info("%s from the %s checkpoint %s", model_class.__name__, base.model_type, model_args.model_name_or_path)
     if len(tokenizer) > model.config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
         logger.info("Resized token embeddings to %d", len(tokenizer))
-    if isinstance(model, BertCrfForTokenClassification):
+    if isinstance(model, CrfTaggingMixin):
         model.apply_decoding_constraints()
         if model_args.freeze_layers:
             model.freeze_encoder_layers(model_args.freeze_layers)
     elif model_args.freeze_layers:
-        for module in [model.bert.embeddings, *model.bert.encoder.layer[: model_args.freeze_layers]]:
+        body = model.base_model
+        embeddings = [body.embeddings, *([body.embeddings_project] if hasattr(body, "embeddings_project") else [])]
+        for module in [*embeddings, *body.encoder.layer[: model_args.freeze_layers]]:
             module.requires_grad_(False)
     if model_args.freeze_layers:
         logger.info("Froze the embeddings and %d lowest encoder layers", model_args.freeze_layers)
