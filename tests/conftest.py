@@ -290,3 +290,97 @@ def untrusted_copy(folder, target):
     config["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
     config_path.write_text(json.dumps(config), encoding="utf-8")
     return copy, marker
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny random pretrained checkpoints of every encoder family (tests/test_families.py): each saved bare (e.g.
+# ErnieModel) and with its pretraining head (e.g. ErnieForMaskedLM), beside a tokenizer that fits.
+
+# (family model_type, bare class, class with the pretraining head, config class, config overrides), by family name.
+FAMILY_SOURCES = {
+    "ernie": ("ernie", "ErnieModel", "ErnieForMaskedLM", "ErnieConfig",
+              dict(use_task_id=True, task_type_vocab_size=3, pad_token_id=0)),
+    "roberta": ("roberta", "RobertaModel", "RobertaForMaskedLM", "RobertaConfig",
+                dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    "xlm-roberta": ("xlm-roberta", "XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaConfig",
+                    dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    "electra": ("electra", "ElectraModel", "ElectraForPreTraining", "ElectraConfig", dict(embedding_size=16, pad_token_id=0)),
+}
+FAMILY_VARIANTS = ("bare", "head")
+# RoBERTa-style vocabularies: these specials first (<s> 0, <pad> 1, </s> 2, <unk> 3), the demo characters and some
+# Latin words, <mask> last.
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def write_bert_vocab_tokenizer(folder) -> int:
+    """The tiny BERT tokenizer files (vocab.txt over the demo characters) in `folder`; returns the vocabulary size."""
+    import json
+
+    vocab = {}
+    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *demo_characters(), *EXTRA_WORDPIECES, *CRF_EXTRA_TOKENS]:
+        vocab.setdefault(token, None)
+    (Path(folder) / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (Path(folder) / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 64}),
+        encoding="utf-8",
+    )
+    return len(vocab)
+
+
+def write_roberta_style_tokenizer(folder) -> int:
+    """A RoBERTa/XLM-R style fast tokenizer (<s> text </s>, <pad> 1, right padding) over the demo characters, built
+    with the `tokenizers` library: word-level, CJK characters split apart as BERT's normalizer does. Returns the
+    vocabulary size."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {}
+    for token in [*ROBERTA_SPECIALS, *demo_characters(), "new", "york", "the", "play", *CRF_EXTRA_TOKENS, "<mask>"]:
+        if not token.startswith("##"):
+            vocab.setdefault(token, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=64, padding_side="right",
+    )
+    tokenizer.save_pretrained(folder)
+    return len(vocab)
+
+
+def write_family_checkpoint(folder, family: str, variant: str, seed: int = 1234):
+    """A tiny random pretrained checkpoint of `family` (a key of FAMILY_SOURCES) in `folder`: the bare body
+    (`variant` "bare") or the body with its pretraining head ("head"), and its tokenizer. Returns the folder."""
+    import transformers
+
+    _, bare, with_head, config_name, overrides = FAMILY_SOURCES[family]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if family in ("roberta", "xlm-roberta"):
+        vocab_size = write_roberta_style_tokenizer(folder)
+    else:
+        vocab_size = write_bert_vocab_tokenizer(folder)
+    config = getattr(transformers, config_name)(vocab_size=vocab_size, **(TINY_CHECKPOINT_BERT | overrides))
+    torch.manual_seed(seed)
+    model = getattr(transformers, bare if variant == "bare" else with_head)(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory):
+    """`family_checkpoint(family, variant)`: the folder of that tiny pretrained checkpoint, written once per session
+    (read-only: copy it to change it)."""
+    folders = {}
+
+    def get(family: str, variant: str = "bare"):
+        if (family, variant) not in folders:
+            folder = tmp_path_factory.mktemp(f"{family}_{variant}")
+            folders[family, variant] = write_family_checkpoint(folder, family, variant)
+        return folders[family, variant]
+
+    return get

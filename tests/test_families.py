@@ -1,0 +1,342 @@
+"""CRF taggers of every encoder family (ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA beside BERT): run_ner.py picks the
+family from the checkpoint's model_type, loads the pretrained body exactly (bare or with its pretraining head),
+refuses a checkpoint whose encoder weights do not fit, and the trained folder loads as remote code anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+import crf_models
+import run_ner
+from configuration_crf import CrfConfigMixin
+from modeling_bert_crf import BertCrfForTokenClassification
+from modeling_crf import EncoderCrfMixin
+
+from conftest import CRF_LABELS, DEMO_DIR, FAMILY_SOURCES, FAMILY_VARIANTS, LABELS
+
+FAMILIES = list(FAMILY_SOURCES)
+CRF_TYPES = {"ernie": "ernie_crf", "roberta": "roberta_crf", "xlm-roberta": "xlm_roberta_crf", "electra": "electra_crf"}
+# A demo sentence whose characters are all in the tiny vocabularies.
+SENTENCE = "受台风影响"
+
+
+def source_model(folder, family: str, variant: str) -> torch.nn.Module:
+    """The checkpoint in `folder` loaded with the class that wrote it (FAMILY_SOURCES), in eval mode."""
+    _, bare, with_head, _, _ = FAMILY_SOURCES[family]
+    return getattr(transformers, bare if variant == "bare" else with_head).from_pretrained(folder).eval()
+
+
+def padded_batch(tokenizer) -> dict[str, torch.Tensor]:
+    """Two right-padded demo sentences as the tokenizer encodes them (padding changes RoBERTa's position ids)."""
+    return tokenizer([SENTENCE, "受台风影响较大的地区"], padding=True, return_tensors="pt")
+
+
+def body_states(body: torch.nn.Module, batch: dict[str, torch.Tensor], **extra) -> torch.Tensor:
+    with torch.no_grad():
+        return body(batch["input_ids"], attention_mask=batch["attention_mask"], **extra).last_hidden_state
+
+
+def load(folder, head: str = "crf", labels=LABELS) -> tuple[torch.nn.Module, object]:
+    """run_ner's model for `folder` and its tokenizer."""
+    tokenizer = crf_models.load_tokenizer(str(folder))
+    args = run_ner.ModelArguments(model_name_or_path=str(folder), head=head)
+    return run_ner.load_model(args, list(labels), "BIO", tokenizer).eval(), tokenizer
+
+
+def copy_without(folder, target, key: str, extra: dict[str, torch.Tensor] | None = None):
+    """A copy of checkpoint `folder` in `target` whose weights lack `key` (and hold `extra`)."""
+    shutil.copytree(folder, target)
+    weights = load_file(target / "model.safetensors")
+    del weights[key]
+    weights.update(extra or {})
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_config(family, tmp_path):
+    config_class = crf_models.family_of(family).config_class
+    assert config_class.model_type == CRF_TYPES[family]
+    assert issubclass(config_class, CrfConfigMixin)
+    config = config_class(id2label=dict(enumerate(LABELS)), loss_reduction="sum", hidden_size=32)
+    assert config.resolved_tag_scheme == "BIO" and config.label2id["B-PER"] == 1
+    assert config.custom_pipelines["token-classification"]["impl"] == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    config.save_pretrained(tmp_path)
+    again = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(again) is config_class and again.loss_reduction == "sum" and again.hidden_size == 32
+    with pytest.raises(ValueError, match="loss_reduction must be one of .* got 'max'"):
+        config_class(loss_reduction="max")
+    with pytest.raises(ValueError, match="classifier_dropout must be in \\[0, 1\\), got 1.5"):
+        config_class(classifier_dropout=1.5)
+
+
+def test_family_of_names_the_supported_types():
+    assert crf_models.family_of("bert_crf").crf_class is BertCrfForTokenClassification
+    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported; supported model types: bert, electra, "
+                                         "ernie, roberta, xlm-roberta, bert_crf"):
+        crf_models.family_of("gpt2")
+
+
+def test_unsupported_checkpoint_is_a_value_error(tmp_path, family_checkpoint):
+    shutil.copytree(family_checkpoint("ernie"), tmp_path / "gpt2")
+    transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="'gpt2' is not supported; supported model types: bert, electra, ernie"):
+        load(tmp_path / "gpt2")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading a pretrained body
+
+
+@pytest.mark.parametrize("variant", FAMILY_VARIANTS)
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_pretrained_body_loads_exactly(family, variant, head, family_checkpoint):
+    folder = family_checkpoint(family, variant)
+    model, tokenizer = load(folder, head)
+    crf = crf_models.family_of(family)
+    assert type(model) is (crf.crf_class if head == "crf" else crf.softmax_class)
+    source = source_model(folder, family, variant).base_model
+    batch = padded_batch(tokenizer)
+    extra = {"task_type_ids": torch.full_like(batch["input_ids"], 2)} if family == "ernie" else {}
+    expected = body_states(source, batch, **extra)
+    torch.testing.assert_close(body_states(model.base_model, batch, **extra), expected, atol=1e-5, rtol=0)
+    if head == "crf":
+        with torch.no_grad():
+            logits = model(**batch, **extra).logits
+            emissions = model.emissions(batch["input_ids"], attention_mask=batch["attention_mask"], **extra)
+        torch.testing.assert_close(emissions, logits)
+        torch.testing.assert_close(logits, model.classifier(expected))
+        assert model.config.special_token_ids == sorted(set(tokenizer.all_special_ids))
+
+
+def test_ernie_task_type_ids_reach_the_body(family_checkpoint):
+    model, tokenizer = load(family_checkpoint("ernie"))
+    assert model.config.use_task_id and model.ernie.embeddings.task_type_embeddings.num_embeddings == 3
+    batch = padded_batch(tokenizer)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        zeros = model(**batch, task_type_ids=torch.zeros_like(batch["input_ids"])).logits
+        tasked = model(**batch, task_type_ids=torch.ones_like(batch["input_ids"])).logits
+    torch.testing.assert_close(plain, zeros)  # as ErnieForTokenClassification: zeros by default
+    assert not torch.allclose(plain, tasked, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_missing_encoder_weight_is_an_error(family, family_checkpoint, tmp_path):
+    key = "embeddings.task_type_embeddings.weight" if family == "ernie" else "encoder.layer.1.output.dense.weight"
+    folder = copy_without(family_checkpoint(family), tmp_path / "broken", key)
+    prefix = crf_models.family_of(family).crf_class.base_model_prefix
+    with pytest.raises(ValueError, match=rf"encoder weights missing from the checkpoint .*: {prefix}\.{key}$"):
+        load(folder)
+    with pytest.raises(ValueError, match=rf"missing .*: {prefix}\.{key}$"):
+        load(folder, head="softmax")
+
+
+def test_unused_encoder_weight_is_an_error(family_checkpoint, tmp_path):
+    source = family_checkpoint("roberta", "head")
+    extra = {"roberta.encoder.layer.2.output.dense.weight": torch.zeros(32, 37)}  # a layer the config lacks
+    folder = copy_without(source, tmp_path / "extra", "lm_head.dense.weight", extra)
+    with pytest.raises(ValueError, match=r"weights the model does not use: roberta\.encoder\.layer\.2\.output\.dense\.weight$"):
+        load(folder)
+
+
+def test_masked_lm_checkpoint_of_another_family_is_an_error(family_checkpoint, tmp_path):
+    # What run_ner.py did before: an ERNIE masked-LM checkpoint read as BERT left the body random (all keys missing).
+    folder = tmp_path / "ernie_as_bert"
+    shutil.copytree(family_checkpoint("ernie", "head"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "bert"}))
+    with pytest.raises(ValueError, match=r"missing from the checkpoint .*bert\.embeddings\.word_embeddings\.weight.*"
+                                         r"does not use: .*ernie\.embeddings\.task_type_embeddings\.weight"):
+        load(folder)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_freeze_encoder_layers(family, family_checkpoint):
+    model, _ = load(family_checkpoint(family))
+    model.freeze_encoder_layers(1)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    prefix = model.base_model_prefix
+    assert frozen and all(n.startswith((f"{prefix}.embeddings", f"{prefix}.encoder.layer.0.")) for n in frozen)
+    assert f"{prefix}.encoder.layer.0.output.dense.weight" in frozen
+    assert f"{prefix}.embeddings.word_embeddings.weight" in frozen
+    if family == "electra":
+        assert "electra.embeddings_project.weight" in frozen  # 16-wide embeddings projected to 32
+    model.freeze_encoder_layers(0)
+    assert all(param.requires_grad for param in model.parameters())
+    with pytest.raises(ValueError, match="num_layers must be an int between 0 and 2, got 3"):
+        model.freeze_encoder_layers(3)
+
+
+def test_bert_crf_checkpoint_keeps_its_class(crf_checkpoint):
+    model, _ = load(crf_checkpoint, labels=CRF_LABELS)
+    assert type(model) is BertCrfForTokenClassification
+    saved = load_file(crf_checkpoint / "model.safetensors")
+    for name, value in model.state_dict().items():
+        if name in saved:
+            assert torch.equal(value, saved[name]), name
+    assert set(saved) <= set(model.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run_ner.py end to end: nothing learns (learning rates 0), so the saved encoder must be the pretrained one
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, family_checkpoint):
+    """Per family, run_ner.py on its masked-LM (ELECTRA: discriminator) checkpoint for 2 steps at learning rate 0."""
+    folders = {}
+    for family in FAMILIES:
+        out = tmp_path_factory.mktemp(f"trained_{family}") / "run"
+        argv = [
+            "--model_name_or_path", str(family_checkpoint(family, "head")), "--train_file", str(DEMO_DIR / "train.txt"),
+            "--output_dir", str(out), "--do_train", "--max_train_samples", "16", "--max_steps", "2",
+            "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--learning_rate", "0",
+            "--head_learning_rate", "0", "--crf_learning_rate", "0", "--save_strategy", "no", "--seed", "3",
+            "--report_to", "none", "--disable_tqdm", "True",
+        ]
+        run_ner.main(argv)
+        folders[family] = out
+    return folders
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.util
+    import json
+    import sys
+
+    import torch
+
+    for name in ("modeling_crf", "modeling_bert_crf", "crf_models", "run_ner"):
+        assert importlib.util.find_spec(name) is None, f"the repo's {name} is importable"
+
+    from transformers import AutoModelForTokenClassification
+
+    jobs = json.loads(open(sys.argv[1]).read())
+    report = {}
+    for family, job in jobs.items():
+        try:
+            AutoModelForTokenClassification.from_pretrained(job["folder"])
+            untrusted = None
+        except ValueError as exc:
+            untrusted = str(exc)
+        model = AutoModelForTokenClassification.from_pretrained(job["folder"], trust_remote_code=True).eval()
+        input_ids, attention_mask = torch.tensor(job["input_ids"]), torch.tensor(job["attention_mask"])
+        with torch.no_grad():
+            hidden = model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
+            out = model(input_ids=input_ids, attention_mask=attention_mask)
+        torch.save({"hidden": hidden, "logits": out.logits, "predictions": out.predictions}, job["output"])
+        report[family] = {
+            "untrusted": untrusted, "class": type(model).__name__, "config": type(model.config).__name__,
+            "module": type(model).__module__, "file": sys.modules[type(model).__module__].__file__,
+        }
+    with open(sys.argv[2], "w") as handle:
+        json.dump(report, handle)
+    """
+)
+
+
+@pytest.mark.slow
+def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained, family_checkpoint, tmp_path):
+    jobs, expected = {}, {}
+    for family, folder in trained.items():
+        config = json.loads((folder / "config.json").read_text())
+        crf_class = crf_models.family_of(family).crf_class
+        module, config_module = crf_class.__module__, crf_models.family_of(family).config_class.__module__
+        assert config["model_type"] == CRF_TYPES[family]
+        assert config["auto_map"] == {
+            "AutoConfig": f"{config_module}.{crf_models.family_of(family).config_class.__name__}",
+            "AutoModelForTokenClassification": f"{module}.{crf_class.__name__}",
+        }
+        for name in (f"{module}.py", f"{config_module}.py", "modeling_crf.py", "configuration_crf.py",
+                     "pipeline_bert_crf.py", "bert_crf_utils.py"):
+            assert (folder / name).is_file(), name
+        assert not (folder / "modeling_bert_crf.py").exists()  # no BERT code in another family's folder
+        tokenizer = crf_models.load_tokenizer(str(folder))
+        batch = padded_batch(tokenizer)
+        source = source_model(family_checkpoint(family, "head"), family, "head").base_model
+        in_process = crf_models.load_crf_model(str(folder)).eval()
+        assert type(in_process) is crf_class
+        with torch.no_grad():
+            out = in_process(**{k: batch[k] for k in ("input_ids", "attention_mask")})
+        expected[family] = {"hidden": body_states(source, batch), "logits": out.logits, "predictions": out.predictions}
+        jobs[family] = {"folder": str(folder), "input_ids": batch["input_ids"].tolist(),
+                        "attention_mask": batch["attention_mask"].tolist(), "output": str(tmp_path / f"{family}.pt")}
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    (workdir / "load_remote.py").write_text(REMOTE_SCRIPT)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRUST_REMOTE_CODE="false",
+               HF_MODULES_CACHE=str(tmp_path / "modules_cache"), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(workdir / "load_remote.py"), str(tmp_path / "jobs.json"), str(tmp_path / "report.json")], cwd=workdir, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    for family in trained:
+        got = report[family]
+        assert got["untrusted"] is not None and "trust_remote_code=True" in got["untrusted"]
+        assert got["class"] == crf_models.family_of(family).crf_class.__name__
+        assert got["config"] == crf_models.family_of(family).config_class.__name__
+        assert got["module"].startswith("transformers_modules.") and str(tmp_path / "modules_cache") in got["file"]
+        outputs = torch.load(tmp_path / f"{family}.pt", weights_only=True)
+        # The issue's "done when": the saved encoder is the pretrained one.
+        torch.testing.assert_close(outputs["hidden"], expected[family]["hidden"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(outputs["logits"], expected[family]["logits"], atol=1e-5, rtol=0)
+        assert torch.equal(outputs["predictions"], expected[family]["predictions"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trained_tagger_keeps_its_class(family, trained):
+    config = run_ner.checkpoint_config(run_ner.ModelArguments(model_name_or_path=str(trained[family])))
+    assert type(config) is crf_models.family_of(family).config_class  # run_ner.py keeps its labels and scheme
+    model, _ = load(trained[family], labels=[config.id2label[i] for i in range(config.num_labels)])
+    assert type(model) is crf_models.family_of(family).crf_class
+    saved = load_file(trained[family] / "model.safetensors")
+    state = model.state_dict()
+    assert set(saved) == set(state)
+    for name, value in saved.items():
+        assert torch.equal(state[name], value), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_crf_pipeline_tags_with_exact_offsets(family, trained):
+    pipe = crf_models.load_crf_pipeline(str(trained[family]), device="cpu")
+    text = f"{SENTENCE}，{SENTENCE}"
+    words = pipe(text, ignore_labels=[])  # every character, O included
+    assert [(w["start"], w["end"]) for w in words] == [(i, i + 1) for i in range(len(text))]
+    assert [w["word"] for w in words] == list(text)
+    torch.manual_seed(0)
+    with torch.no_grad():  # emissions that vary strongly from character to character: entities appear
+        pipe.model.classifier.weight.normal_(0.0, 1.0)
+    entities = pipe(text, aggregation_strategy="simple")
+    assert entities, "no entity with a strong random classifier"
+    for entity in entities:
+        assert text[entity["start"] : entity["end"]] == entity["word"]
+        assert entity["entity_group"] in {label[2:] for label in pipe.model.config.label2id if label != "O"}
+
+
+def test_every_crf_tagger_is_an_encoder_crf():
+    for family in crf_models.FAMILIES.values():
+        assert issubclass(family.crf_class, EncoderCrfMixin)
+        model_type = family.config_class.model_type
+        assert crf_models.MODEL_CLASSES[model_type] is family.crf_class
+        assert type(transformers.AutoConfig.for_model(model_type)) is family.config_class
