@@ -9,6 +9,10 @@ same way; entity F1 (exact type and span) on Resume dev for every variant.
 Targets (2-core CPU): ONNX Runtime INT8 >= 2.5x PyTorch fp32 sentences/s at batch 32 and >= 3x at batch 1, with F1
 within 0.5 points of fp32.
 
+INT8 speed and exactness depend on the CPU (ONNX Runtime picks its integer kernels by instruction set: VNNI or
+not), so every row records the CPU that gave it: its model name and whether it has avx2, avx512f, avx512_vnni and
+avx_vnni.
+
 Usage: python benchmarks/bench_inference.py [--batch1_sentences 64] [--skip_f1]
 Writes benchmarks/results/bench_inference.{json,md}.
 """
@@ -30,7 +34,30 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data" / "resume"
 VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 TRAINED = ROOT / "outputs" / "bench-inference-resume-minilm"
+
+
+def cpu_info() -> dict:
+    """This machine's CPU model name and which of CPU_FLAGS it has (from /proc/cpuinfo; empty where unreadable)."""
+    name, flags = "unknown", set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == "unknown":
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model_name": name, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def cpu_label(cpu: dict) -> str:
+    """`AMD EPYC (avx2, avx512f, avx512_vnni)`: the model name and the CPU_FLAGS it has."""
+    present = [flag for flag, has in cpu["flags"].items() if has]
+    return f"{cpu['model_name']} ({', '.join(present) or 'none of ' + ', '.join(CPU_FLAGS)})"
 
 
 def load_variant(variant: str, model_dir: Path, onnx_dir: Path):
@@ -60,7 +87,7 @@ def run_variant(args: argparse.Namespace) -> None:
     """Child process: time one variant (and score it when gold spans are given); print one JSON line."""
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
     tag = load_variant(args.variant, Path(args.model_dir), Path(args.onnx_dir))
-    out: dict = {"variant": args.variant}
+    out: dict = {"variant": args.variant, "cpu": cpu_info()}
     if args.gold:
         gold = json.loads(Path(args.gold).read_text(encoding="utf-8"))
         predicted = tag(texts, 32)
@@ -188,8 +215,8 @@ def main() -> None:
 
     fp32 = rows[0]
     lines = [
-        "| variant | batch 32 sent/s | ms/sent | x fp32 | batch 1 sent/s | ms/sent | x fp32 | model MB | peak RSS MB | Resume dev F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | batch 32 sent/s | ms/sent | x fp32 | batch 1 sent/s | ms/sent | x fp32 | model MB | peak RSS MB | Resume dev F1 | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f1 = f"{100 * r['f1']:.2f}" if "f1" in r else "-"
@@ -198,7 +225,7 @@ def main() -> None:
             f"| {r['variant']} | {r['batch32_sent_per_s']:.1f} | {r['batch32_ms_per_sent']:.1f} | "
             f"{r['batch32_sent_per_s'] / fp32['batch32_sent_per_s']:.2f}x | {r['batch1_sent_per_s']:.1f} | "
             f"{r['batch1_ms_per_sent']:.1f} | {r['batch1_sent_per_s'] / fp32['batch1_sent_per_s']:.2f}x | {size} | "
-            f"{r['peak_rss_mb']:.0f} | {f1} |"
+            f"{r['peak_rss_mb']:.0f} | {f1} | {cpu_label(r['cpu'])} |"
         )
     int8 = next(r for r in rows if r["variant"] == "onnx-int8")
     speed32 = int8["batch32_sent_per_s"] / fp32["batch32_sent_per_s"]
@@ -210,7 +237,7 @@ def main() -> None:
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "sizes_mb": sizes}, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_info(), "rows": rows, "sizes_mb": sizes}, indent=2))
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.json and {out}.md")
 
