@@ -40,10 +40,12 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family("bert", BertCrfConfig, BertCrfForTokenClassification, transformers.BertForTokenClassification),
         Family("ernie", ErnieCrfConfig, ErnieCrfForTokenClassification, transformers.ErnieForTokenClassification),
-        Family("roberta", RobertaCrfConfig, RobertaCrfForTokenClassification, transformers.RobertaForTokenClassification),
+        Family("roberta", RobertaCrfConfig, RobertaCrfForTokenClassification,
+               transformers.RobertaForTokenClassification),
         Family("xlm-roberta", XLMRobertaCrfConfig, XLMRobertaCrfForTokenClassification,
                transformers.XLMRobertaForTokenClassification),
-        Family("electra", ElectraCrfConfig, ElectraCrfForTokenClassification, transformers.ElectraForTokenClassification),
+        Family("electra", ElectraCrfConfig, ElectraCrfForTokenClassification,
+               transformers.ElectraForTokenClassification),
     )
 }
 
@@ -59,6 +61,12 @@ for _config, _model in [*((f.config_class, f.crf_class) for f in FAMILIES.values
     transformers.AutoModelForTokenClassification.register(_config, _model, exist_ok=True)
 
 
+# Model types whose position ids start after the padding index.
+ROBERTA_STYLE_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", RobertaCrfConfig.model_type, XLMRobertaCrfConfig.model_type}
+)
+
+
 def family_of(model_type: str | None) -> Family:
     """The family of a body's model type ("ernie") or of a trained CRF tagger's ("ernie_crf"); a ValueError naming
     the supported ones otherwise."""
@@ -67,6 +75,13 @@ def family_of(model_type: str | None) -> Family:
             return family
     supported = sorted(FAMILIES) + sorted(f.config_class.model_type for f in FAMILIES.values())
     raise ValueError(f"model_type {model_type!r} is not supported; supported model types: {', '.join(supported)}")
+
+
+def max_positions(config: transformers.PretrainedConfig) -> int:
+    """The longest input the model's position embeddings hold. RoBERTa and XLM-RoBERTa number positions from
+    `pad_token_id + 1` (514 embeddings hold 512 tokens)."""
+    offset = config.pad_token_id + 1 if config.model_type in ROBERTA_STYLE_POSITIONS else 0
+    return config.max_position_embeddings - offset
 
 
 # Weights of a pretrained checkpoint that a token classifier may leave unused: the pooler and pretraining heads
@@ -121,8 +136,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, **kwargs: Any) ->
 
 
 def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
-    """The CRF pipeline for a CRF tagger folder or Hub id (any family, or a BiLSTM-CRF), with this repo's code; only the tokenizer
-    could need remote code, and runs it only with `trust_remote_code`."""
+    """The CRF pipeline for a CRF tagger folder or Hub id (any family, or a BiLSTM-CRF), with this repo's code;
+    only the tokenizer could need remote code, and runs it only with `trust_remote_code`."""
     import torch
 
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline

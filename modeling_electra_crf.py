@@ -28,7 +28,9 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
 
     config_class = ElectraCrfConfig
     base_model_prefix = "electra"
-    _keys_to_ignore_on_load_unexpected = [r"generator_predictions\.", r"generator_lm_head\.", r"discriminator_predictions\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"generator_predictions\.", r"generator_lm_head\.", r"discriminator_predictions\.",
+    ]
 
     def __init__(self, config: ElectraCrfConfig) -> None:
         super().__init__(config)

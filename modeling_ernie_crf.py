@@ -69,7 +69,8 @@ class ErnieCrfForTokenClassification(EncoderCrfMixin, ErniePreTrainedModel):
         """
         return self.crf_forward(
             input_ids, attention_mask, labels, word_start_mask, output_attentions, output_hidden_states, return_dict,
-            token_type_ids=token_type_ids, task_type_ids=task_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids, task_type_ids=task_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
         )
 
 

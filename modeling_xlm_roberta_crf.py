@@ -22,8 +22,8 @@ except ImportError:  # imported as a top-level module (tests, scripts in this re
 
 class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedModel):
     """XLM-RoBERTa with a linear classifier and a CRF on top, for named-entity recognition (the chain: see
-    [`CrfTaggingMixin`]). Mirrors [`XLMRobertaForTokenClassification`]: a bare or masked-LM XLM-RoBERTa checkpoint loads into
-    `self.roberta`. Position ids count from
+    [`CrfTaggingMixin`]). Mirrors [`XLMRobertaForTokenClassification`]: a bare or masked-LM XLM-RoBERTa checkpoint
+    loads into `self.roberta`. Position ids count from
     `config.pad_token_id + 1`, computed by the body from `input_ids`; no token type ids are needed."""
 
     config_class = XLMRobertaCrfConfig

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Fine-tune, evaluate and predict with a BERT-CRF named-entity recognizer, using the stock `Trainer`.
+"""Fine-tune, evaluate and predict with a CRF named-entity recognizer, using the stock `Trainer`. The encoder is the
+checkpoint's: BERT, ERNIE, RoBERTa, XLM-RoBERTa or ELECTRA (picked by its model_type, see `crf_models.FAMILIES`).
 
 The command line is HF's `run_ner.py` (model, data and `TrainingArguments` dataclasses; a single `.json` or `.yaml`
 argument is a config file, and further `--key value` arguments override it), plus what a CRF and Chinese data
@@ -7,6 +8,8 @@ need: head and CRF learning rates, frozen layers, vocabulary extension, tag sche
 
     python run_ner.py --model_name_or_path bert-base-chinese --train_file train.txt --validation_file dev.txt \
         --output_dir out --do_train --do_eval
+    python run_ner.py --model_name_or_path nghuyong/ernie-3.0-base-zh --train_file train.txt --output_dir out \
+        --do_train
     accelerate launch run_ner.py config.json
 """
 
@@ -34,7 +37,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-import crf_models  # noqa: F401  (registers both model types with the Auto classes)
+import crf_models  # also registers every CRF tagger type with the Auto classes
 import ner_data
 from bert_crf_utils import group_entities, join_words
 from configuration_bert_crf import TAG_SCHEMES
@@ -547,7 +550,7 @@ class EncodedSplit:
 
 def window_length(data_args: DataTrainingArguments, tokenizer: Any, config: transformers.PretrainedConfig) -> int:
     """Longest window in sub-tokens: --max_seq_length, capped by the tokenizer's and the model's maximum."""
-    return min(data_args.max_seq_length or tokenizer.model_max_length, config.max_position_embeddings, 512)
+    return min(data_args.max_seq_length or tokenizer.model_max_length, crf_models.max_positions(config), 512)
 
 
 def encode_splits(

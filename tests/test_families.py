@@ -74,7 +74,8 @@ def test_family_config(family, tmp_path):
     assert issubclass(config_class, CrfConfigMixin)
     config = config_class(id2label=dict(enumerate(LABELS)), loss_reduction="sum", hidden_size=32)
     assert config.resolved_tag_scheme == "BIO" and config.label2id["B-PER"] == 1
-    assert config.custom_pipelines["token-classification"]["impl"] == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    pipeline_class = config.custom_pipelines["token-classification"]["impl"]
+    assert pipeline_class == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
     config.save_pretrained(tmp_path)
     again = transformers.AutoConfig.from_pretrained(tmp_path)
     assert type(again) is config_class and again.loss_reduction == "sum" and again.hidden_size == 32
@@ -124,6 +125,15 @@ def test_pretrained_body_loads_exactly(family, variant, head, family_checkpoint)
         assert model.config.special_token_ids == sorted(set(tokenizer.all_special_ids))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_windows_fit_the_position_embeddings(family, family_checkpoint):
+    model, tokenizer = load(family_checkpoint(family))
+    config = model.config
+    config.max_position_embeddings = 34
+    window = run_ner.window_length(run_ner.DataTrainingArguments(), tokenizer, config)
+    assert window == (32 if family in ("roberta", "xlm-roberta") else 34)  # RoBERTa's positions start at pad + 1 = 2
+
+
 def test_ernie_task_type_ids_reach_the_body(family_checkpoint):
     model, tokenizer = load(family_checkpoint("ernie"))
     assert model.config.use_task_id and model.ernie.embeddings.task_type_embeddings.num_embeddings == 3
@@ -151,7 +161,8 @@ def test_unused_encoder_weight_is_an_error(family_checkpoint, tmp_path):
     source = family_checkpoint("roberta", "head")
     extra = {"roberta.encoder.layer.2.output.dense.weight": torch.zeros(32, 37)}  # a layer the config lacks
     folder = copy_without(source, tmp_path / "extra", "lm_head.dense.weight", extra)
-    with pytest.raises(ValueError, match=r"weights the model does not use: roberta\.encoder\.layer\.2\.output\.dense\.weight$"):
+    unused = r"weights the model does not use: roberta\.encoder\.layer\.2\.output\.dense\.weight$"
+    with pytest.raises(ValueError, match=unused):
         load(folder)
 
 
@@ -286,8 +297,8 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRUST_REMOTE_CODE="false",
                HF_MODULES_CACHE=str(tmp_path / "modules_cache"), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(workdir / "load_remote.py"), str(tmp_path / "jobs.json"), str(tmp_path / "report.json")], cwd=workdir, env=env,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(workdir / "load_remote.py"), str(tmp_path / "jobs.json"), str(tmp_path / "report.json")],
+        cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads((tmp_path / "report.json").read_text())
