@@ -89,18 +89,20 @@ def max_positions(config: transformers.PretrainedConfig) -> int:
 UNUSED_PRETRAINING_WEIGHTS = re.compile(
     r"(^|\.)(pooler|cls|lm_head|generator_predictions|generator_lm_head|discriminator_predictions)\."
 )
-# The only weights a token classifier may start without: its new head.
-NEW_HEAD_WEIGHTS = re.compile(r"^(classifier|crf)\.")
+# The token classifier's own head: it may be new (missing from the checkpoint), and a trained tagger's may go unused
+# (a CRF tagger's CRF under the softmax head).
+HEAD_WEIGHTS = re.compile(r"^(classifier|crf)\.")
 
 
 def check_loading_info(info: dict[str, Iterable[str]], source: str) -> None:
     """Raise a ValueError naming every encoder weight that `from_pretrained(..., output_loading_info=True)` found
     missing from `source` or left unused in it: the body would otherwise be silently random or incomplete (a
-    checkpoint of another family, a renamed prefix, a truncated file). The classifier and the CRF may be new; the
-    pooler and pretraining heads may go unused."""
-    missing = sorted(k for k in info.get("missing_keys", ()) if not NEW_HEAD_WEIGHTS.search(k)
-                     and not UNUSED_PRETRAINING_WEIGHTS.search(k))
-    unused = sorted(k for k in info.get("unexpected_keys", ()) if not UNUSED_PRETRAINING_WEIGHTS.search(k))
+    checkpoint of another family, a renamed prefix, a truncated file). The classifier and the CRF may be new or go
+    unused; the pooler and pretraining heads may go unused."""
+    encoder = [k for k in (*info.get("missing_keys", ()), *info.get("unexpected_keys", ()))
+               if not HEAD_WEIGHTS.search(k) and not UNUSED_PRETRAINING_WEIGHTS.search(k)]
+    missing = sorted(k for k in encoder if k in set(info.get("missing_keys", ())))
+    unused = sorted(k for k in encoder if k not in set(info.get("missing_keys", ())))
     problems = []
     if missing:
         problems.append(f"encoder weights missing from the checkpoint (they would be random): {', '.join(missing)}")

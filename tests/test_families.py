@@ -194,6 +194,12 @@ def test_freeze_encoder_layers(family, family_checkpoint):
         model.freeze_encoder_layers(3)
 
 
+@pytest.mark.parametrize("family", ["bert", *FAMILIES])
+def test_model_accepts_no_loss_kwargs(family):
+    # The CRF loss is a mean over sentences: the Trainer must scale it for gradient accumulation itself.
+    assert crf_models.family_of(family).crf_class.accepts_loss_kwargs is False
+
+
 def test_bert_crf_checkpoint_keeps_its_class(crf_checkpoint):
     model, _ = load(crf_checkpoint, labels=CRF_LABELS)
     assert type(model) is BertCrfForTokenClassification
@@ -326,6 +332,18 @@ def test_trained_tagger_keeps_its_class(family, trained):
     assert set(saved) == set(state)
     for name, value in saved.items():
         assert torch.equal(state[name], value), name
+
+
+def test_softmax_head_from_a_trained_crf_tagger(trained):
+    # The CRF goes unused (not an encoder weight); the body and the classifier load.
+    config = run_ner.checkpoint_config(run_ner.ModelArguments(model_name_or_path=str(trained["ernie"])))
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    model, _ = load(trained["ernie"], head="softmax", labels=labels)
+    assert type(model) is transformers.ErnieForTokenClassification
+    assert not hasattr(model.config, "tag_scheme") and not getattr(model.config, "custom_pipelines", None)
+    saved = load_file(trained["ernie"] / "model.safetensors")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
 
 
 @pytest.mark.parametrize("family", FAMILIES)
