@@ -369,3 +369,19 @@ def test_every_crf_tagger_is_an_encoder_crf():
         model_type = family.config_class.model_type
         assert crf_models.MODEL_CLASSES[model_type] is family.crf_class
         assert type(transformers.AutoConfig.for_model(model_type)) is family.config_class
+
+
+def test_bert_modules_re_export_the_shared_head():
+    # Scripts, tests and older code import the head and its config from the BERT files.
+    import configuration_bert_crf
+    import configuration_crf
+    import modeling_bert_crf
+    import modeling_crf
+
+    for name in ("CRF", "CrfTaggingMixin", "BertCrfTokenClassifierOutput", "FORBIDDEN_SCORE", "_viterbi_recomputed"):
+        assert getattr(modeling_bert_crf, name) is getattr(modeling_crf, name), name
+    for name in ("CrfConfigMixin", "TAG_SCHEMES", "SCHEME_PREFIXES", "CUSTOM_PIPELINE", "allowed_transitions",
+                 "detect_tag_scheme"):
+        assert getattr(configuration_bert_crf, name) is getattr(configuration_crf, name), name
+    assert configuration_bert_crf.BertCrfConfig.model_type == "bert_crf"
+    assert issubclass(configuration_bert_crf.BertCrfConfig, configuration_crf.CrfConfigMixin)
