@@ -23,7 +23,6 @@ nothing but transformers; the weights are the 4-bit values exactly (no quality i
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import struct
@@ -40,6 +39,10 @@ Q4_BLOCK_BYTES = 2 + QK // 2
 DTYPE_F32, DTYPE_Q4_0 = 0, 1
 METASPACE = "\u2581"
 # XLM-R's special tokens (ids as in the file: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=last piece).
+# Characters that extend a grapheme cluster (marks, joiners, Thai/Lao AM, halfwidth sound marks), as a regex class,
+# and the control character inserted before them (the file's table deletes it); see build_tokenizer.
+GRAPHEME_EXTENDERS = r"\p{M}\x{200C}\x{200D}\x{0E33}\x{0EB3}\x{FF9E}\x{FF9F}\x{1F3FB}-\x{1F3FF}\x{E0020}-\x{E007F}"
+GRAPHEME_BREAK = "\x01"
 SPECIAL_TOKENS = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
 # The engine's short tensor names -> BertModel state-dict names (layer-local part for "l{i}.*").
@@ -348,10 +351,21 @@ def build_tokenizer(model: PackedModel):
             raise ValueError(f"piece table lacks {token} as the {role} token")
     vocab = [(piece, float(score)) for piece, score in zip(model.pieces, model.scores)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=ids["unk"], byte_fallback=False))
-    charsmap = base64.b64encode(precompiled_charsmap(model.normalization)).decode("ascii")
-    # The engine maps each code point through its table, then collapses runs of U+0020 (in that order).
+    if model.normalization.get(ord(GRAPHEME_BREAK)) != "":
+        raise ValueError(f"the normalization table must delete U+{ord(GRAPHEME_BREAK):04X} (the grapheme break)")
+    # The engine maps each code point through its table, then collapses runs of U+0020. tokenizers' Precompiled
+    # maps whole grapheme clusters first and takes the shortest table key that prefixes the cluster, so a rewritten
+    # character followed by a combining mark would lose the mark; and it cannot delete a string's first character.
+    # So: a space goes in front (removed at the end; a leading space is what Metaspace prepends anyway), and a
+    # control character the table deletes goes before every mark, which ends the cluster (Unicode GB4/GB5).
     tok.normalizer = normalizers.Sequence(
-        [normalizers.Precompiled(base64.b64decode(charsmap)), normalizers.Replace(Regex(" {2,}"), " ")]
+        [
+            normalizers.Prepend(" "),
+            normalizers.Replace(Regex(f"(?=[{GRAPHEME_EXTENDERS}])"), GRAPHEME_BREAK),
+            normalizers.Precompiled(precompiled_charsmap(model.normalization)),
+            normalizers.Replace(Regex(" {2,}"), " "),
+            normalizers.Replace(Regex(r"\A "), ""),
+        ]
     )
     # No piece has U+2581 past its first character, so splitting at metaspaces cannot change the Viterbi path.
     # A character in no piece can only be an <unk> of its own in the engine; tokenizers' Unigram fuses runs of
