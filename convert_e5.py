@@ -18,6 +18,11 @@ weights 16-31; w = (q - 8) * d. The output folder holds config.json (BertModel, 
 model over the file's pieces and scores, the file's own per-code-point normalization table compiled into a
 SentencePiece `Precompiled` charsmap, runs of spaces collapsed, Metaspace, `<s> $A </s>`. The folder needs
 nothing but transformers; the weights are the 4-bit values exactly (no quality is recovered by the conversion).
+
+Known differences from the engine's tokenizer, none in ordinary text: segmentations of equal score (the same
+pieces in another order, e.g. 好好|好 and 好|好好) are tie-broken by float rounding, which differs between the
+engine (float32) and tokenizers (float64); a text that normalizes to nothing gives `<s> </s>` here and
+`<s> ▁ </s>` there; and `<s>`, `</s>`, `<mask>` typed in the text are special tokens here, plain pieces there.
 """
 
 from __future__ import annotations
@@ -355,9 +360,9 @@ def build_tokenizer(model: PackedModel):
         raise ValueError(f"the normalization table must delete U+{ord(GRAPHEME_BREAK):04X} (the grapheme break)")
     # The engine maps each code point through its table, then collapses runs of U+0020. tokenizers' Precompiled
     # maps whole grapheme clusters first and takes the shortest table key that prefixes the cluster, so a rewritten
-    # character followed by a combining mark would lose the mark; and it cannot delete a string's first character.
-    # So: a space goes in front (removed at the end; a leading space is what Metaspace prepends anyway), and a
-    # control character the table deletes goes before every mark, which ends the cluster (Unicode GB4/GB5).
+    # character followed by a combining mark would lose the mark. So a control character the table deletes goes
+    # before every mark, which ends the cluster (Unicode GB4/GB5); and since a character inserted at offset 0 is
+    # not deleted again, a space goes in front first (removed at the end: a leading space is what Metaspace adds).
     tok.normalizer = normalizers.Sequence(
         [
             normalizers.Prepend(" "),

@@ -48,6 +48,8 @@ BUILTIN_TEXTS = [
     "مرحبا بالعالم",
     "हिन्दी में क़िला और ज़िंदगी",
     "ภาษาไทย กำลัง",
+    "\u0301 a combining mark first",
+    "\x07bell\x07 and soft\u00adhyphen",
 ]
 # A few texts in other languages for the embedding check.
 EMBEDDING_EXTRA = [
