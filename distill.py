@@ -39,7 +39,8 @@ from transformers import Trainer, TrainingArguments, set_seed
 import ner_data
 import run_ner
 from configuration_bilstm_crf import BiLstmCrfConfig
-from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
+from crf_models import load_crf_model
+from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 
 logger = logging.getLogger("distill")
@@ -105,13 +106,17 @@ def teacher_arguments(distill_args: DistillArguments) -> run_ner.ModelArguments:
     )
 
 
-def load_teacher(path: str) -> BertCrfForTokenClassification:
-    teacher = BertCrfForTokenClassification.from_pretrained(path)
+def load_teacher(path: str) -> EncoderCrfMixin:
+    """A trained CRF tagger of any encoder family (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA), frozen."""
+    teacher = load_crf_model(path)
+    if not isinstance(teacher, EncoderCrfMixin):
+        raise ValueError(f"{path} is a {teacher.config.model_type} model: the teacher must be a transformer encoder "
+                         "with a CRF head (run_ner.py output)")
     teacher.eval().requires_grad_(False)
     return teacher
 
 
-def build_student(distill_args: DistillArguments, teacher: BertCrfForTokenClassification, tokenizer: Any) -> BiLstmCrfForTokenClassification:
+def build_student(distill_args: DistillArguments, teacher: EncoderCrfMixin, tokenizer: Any) -> BiLstmCrfForTokenClassification:
     """A new student for the teacher's labels and tokenizer (or the given student checkpoint)."""
     if distill_args.student_name_or_path:
         student = BiLstmCrfForTokenClassification.from_pretrained(distill_args.student_name_or_path)
@@ -224,7 +229,7 @@ def distillation_term(
 class DistillationTrainer(Trainer):
     """The stock Trainer with the distillation loss in training (evaluation scores the student's own NLL)."""
 
-    def __init__(self, *args: Any, teacher: BertCrfForTokenClassification, target: str, alpha: float,
+    def __init__(self, *args: Any, teacher: EncoderCrfMixin, target: str, alpha: float,
                  temperature: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)

@@ -935,6 +935,7 @@ def _yaml(value: Any) -> str:
 def write_model_card(
     output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments,
     training_args: TrainingArguments, labels: list[str], scores: dict[str, float], scheme: str,
+    model_class: str = "BertCrfForTokenClassification",
 ) -> None:
     """A Hub model card (README.md): YAML front matter with dev and test scores in model-index, the scores,
     training hyperparameters, framework versions and a usage snippet."""
@@ -984,7 +985,8 @@ def write_model_card(
     body = f"""
 # {repo_id}
 
-A BERT-CRF named-entity recognizer, fine-tuned from {base_link} on {dataset} with the `run_ner.py` of bert-crf.
+A named-entity recognizer (`{model_class}`: {'an encoder and a linear-chain CRF' if 'Crf' in model_class else 'an encoder and a softmax classifier'}), fine-tuned from {base_link} on {dataset} with the
+`run_ner.py` of bert-crf.
 Tags: {scheme} over {', '.join(types) or 'no entity types'}; decoding is
 {'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'} (Viterbi over a linear-chain CRF).
 
@@ -1046,11 +1048,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     if trainer.is_world_process_zero() and training_args.do_train:
-        write_model_card(training_args.output_dir, model_args, data_args, training_args, labels, results, scheme)
+        write_model_card(training_args.output_dir, model_args, data_args, training_args, labels, results, scheme,
+                         type(model).__name__)
     if training_args.push_to_hub:
         # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.
         trainer.create_model_card = lambda **_: write_model_card(
-            training_args.output_dir, model_args, data_args, training_args, labels, results, scheme
+            training_args.output_dir, model_args, data_args, training_args, labels, results, scheme, type(model).__name__
         )
         trainer.push_to_hub(commit_message="bert-crf run_ner.py")
     end_processes(trainer)

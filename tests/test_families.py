@@ -385,3 +385,53 @@ def test_bert_modules_re_export_the_shared_head():
         assert getattr(configuration_bert_crf, name) is getattr(configuration_crf, name), name
     assert configuration_bert_crf.BertCrfConfig.model_type == "bert_crf"
     assert issubclass(configuration_bert_crf.BertCrfConfig, configuration_crf.CrfConfigMixin)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Downstream: each family as a distillation teacher, and masked-language-model adaptation of each family's body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_distill_from_a_teacher_of_every_family(family, trained, tmp_path):
+    import distill
+    from modeling_bilstm_crf import BiLstmCrfForTokenClassification
+
+    teacher = distill.load_teacher(str(trained[family]))
+    assert type(teacher) is crf_models.FAMILIES[family].crf_class  # its own body, not BERT's over other keys
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    out = tmp_path / "student"
+    results = distill.main([
+        "--teacher_name_or_path", str(trained[family]), "--train_file", str(DEMO_DIR / "train.txt"),
+        "--validation_file", str(DEMO_DIR / "dev.txt"), "--output_dir", str(out), "--do_train", "--do_eval",
+        "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2", "--max_seq_length", "32",
+        "--per_device_train_batch_size", "8", "--distill_target", "kl", "--alpha", "0.5",
+        "--report_to", "none", "--disable_tqdm", "True",
+    ])
+    assert results["eval_samples"] == 8
+    student = crf_models.load_crf_model(str(out))
+    assert isinstance(student, BiLstmCrfForTokenClassification)
+    assert student.config.id2label == teacher.config.id2label
+    # the student starts from the teacher's embeddings and reads the teacher's tokenizer
+    assert student.config.vocab_size == teacher.get_input_embeddings().weight.shape[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_run_mlm_adapts_every_family(family, family_checkpoint, tmp_path):
+    import run_mlm
+
+    out = tmp_path / "mlm"
+    results = run_mlm.main([
+        "--model_name_or_path", str(family_checkpoint(family, "head")), "--ner_files", str(DEMO_DIR / "train.txt"),
+        "--max_seq_length", "32", "--max_train_lines", "40", "--output_dir", str(out), "--do_train", "True",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
+    ])
+    assert results["train_loss"] > 0
+    # the adapted encoder is a body run_ner.py takes: its masked-LM head is allowed to go unused, nothing else
+    model = run_ner.load_model(
+        run_ner.ModelArguments(model_name_or_path=str(out)), LABELS, "BIO",
+        crf_models.load_tokenizer(str(out)),
+    )
+    assert type(model) is crf_models.FAMILIES[family].crf_class
