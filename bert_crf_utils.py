@@ -153,3 +153,13 @@ def group_entities(
         entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
                          "word": text[start:end], "start": start, "end": end})
     return entities
+
+
+# Model types whose position ids start after the padding index (514 position embeddings hold 512 tokens).
+OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "roberta_crf", "xlm_roberta_crf"})
+
+
+def max_positions(config: Any) -> int:
+    """The longest input (special tokens included) that a model's position embeddings hold."""
+    offset = config.pad_token_id + 1 if getattr(config, "model_type", None) in OFFSET_POSITION_TYPES else 0
+    return config.max_position_embeddings - offset

@@ -61,11 +61,6 @@ for _config, _model in [*((f.config_class, f.crf_class) for f in FAMILIES.values
     transformers.AutoModelForTokenClassification.register(_config, _model, exist_ok=True)
 
 
-# Model types whose position ids start after the padding index.
-ROBERTA_STYLE_POSITIONS = frozenset(
-    {"roberta", "xlm-roberta", RobertaCrfConfig.model_type, XLMRobertaCrfConfig.model_type}
-)
-
 
 def family_of(model_type: str | None) -> Family:
     """The family of a body's model type ("ernie") or of a trained CRF tagger's ("ernie_crf"); a ValueError naming
@@ -75,13 +70,6 @@ def family_of(model_type: str | None) -> Family:
             return family
     supported = sorted(FAMILIES) + sorted(f.config_class.model_type for f in FAMILIES.values())
     raise ValueError(f"model_type {model_type!r} is not supported; supported model types: {', '.join(supported)}")
-
-
-def max_positions(config: transformers.PretrainedConfig) -> int:
-    """The longest input the model's position embeddings hold. RoBERTa and XLM-RoBERTa number positions from
-    `pad_token_id + 1` (514 embeddings hold 512 tokens)."""
-    offset = config.pad_token_id + 1 if config.model_type in ROBERTA_STYLE_POSITIONS else 0
-    return config.max_position_embeddings - offset
 
 
 # Weights of a pretrained checkpoint that a token classifier may leave unused: the pooler and pretraining heads

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from bert_crf_utils import special_wrapping
+from bert_crf_utils import max_positions, special_wrapping
 from crf_models import load_crf_model
-from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
+from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
 
 logger = logging.getLogger("export_onnx")
 
@@ -167,15 +167,15 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
     model = load_crf_model(model_path, eager_attention=True).eval()
     # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
-    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    max_length = min(tokenizer.model_max_length, max_positions(model.config))
     example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
     mask = torch.ones_like(example)
     mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
     names = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=opset)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if isinstance(model, BertCrfForTokenClassification):
-            # The legacy TorchScript exporter gives wrong logits for transformers 5's BERT; torch.export is right.
+        if isinstance(model, EncoderCrfMixin):
+            # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
             torch.onnx.export(
                 _Emissions(model), (example, mask), str(out / "model.onnx"), dynamo=True, external_data=False,

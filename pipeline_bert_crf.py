@@ -17,9 +17,9 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 try:
-    from .bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, special_wrapping, word_windows
+    from .bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, max_positions, special_wrapping, word_windows
 except ImportError:  # imported as a top-level module
-    from bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, special_wrapping, word_windows
+    from bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, max_positions, special_wrapping, word_windows
 
 AGGREGATION_STRATEGIES = ("none", "simple")
 # A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
@@ -97,7 +97,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 raise ValueError(f"stride must be an integer >= 0, got {stride!r}")
             preprocess["stride"] = stride
         if max_length is not None:
-            positions = self.model.config.max_position_embeddings
+            positions = max_positions(self.model.config)
             if not _is_int(max_length) or not 2 < max_length <= positions:
                 raise ValueError(f"max_length must be an integer between 3 and the model's {positions} positions, got {max_length!r}")
             preprocess["max_length"] = max_length
@@ -169,7 +169,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             spans = [(offsets[pieces[w][0]][0], offsets[pieces[w][-1]][1]) for w in words]
         else:
             spans = [spans[w] for w in words]
-        limit = max_length or min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        limit = max_length or min(self.tokenizer.model_max_length, max_positions(self.model.config))
         budget = max(1, limit - len(self._head) - len(self._tail))
         # Each window shares `stride` sub-tokens with the one before; sharing more than half its room would cost
         # more forward passes than it saves (at stride >= budget, one window per word).

@@ -39,7 +39,7 @@ from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArgum
 
 import crf_models  # also registers every CRF tagger type with the Auto classes
 import ner_data
-from bert_crf_utils import group_entities, join_words
+from bert_crf_utils import group_entities, join_words, max_positions
 from configuration_bert_crf import TAG_SCHEMES
 from configuration_crf import CrfConfigMixin
 from modeling_bert_crf import CrfTaggingMixin
@@ -550,7 +550,7 @@ class EncodedSplit:
 
 def window_length(data_args: DataTrainingArguments, tokenizer: Any, config: transformers.PretrainedConfig) -> int:
     """Longest window in sub-tokens: --max_seq_length, capped by the tokenizer's and the model's maximum."""
-    return min(data_args.max_seq_length or tokenizer.model_max_length, crf_models.max_positions(config), 512)
+    return min(data_args.max_seq_length or tokenizer.model_max_length, max_positions(config), 512)
 
 
 def encode_splits(

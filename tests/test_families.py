@@ -435,3 +435,33 @@ def test_run_mlm_adapts_every_family(family, family_checkpoint, tmp_path):
         crf_models.load_tokenizer(str(out)),
     )
     assert type(model) is crf_models.FAMILIES[family].crf_class
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnx_round_trip_of_every_family(family, trained, tmp_path):
+    """run_ner.py output -> ONNX (the family's inputs: no token type ids) -> the torch-free tagger gives the
+    PyTorch pipeline's entities; INT8 exports and stays close."""
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    from ner_onnx import OnnxNerTagger
+
+    pipe = crf_models.load_crf_pipeline(str(trained[family]), device="cpu")
+    with torch.no_grad():  # a strong random classifier, so that there are entities to compare
+        pipe.model.classifier.weight.normal_(0.0, 1.0)
+    strong = tmp_path / "strong"
+    pipe.model.save_pretrained(strong)
+    pipe.tokenizer.save_pretrained(strong)
+    folder = export_onnx.export(str(strong), str(tmp_path / "onnx"), int8=True)
+    texts = [SENTENCE, SENTENCE * 20]  # and one text longer than a window
+    tagger = OnnxNerTagger(folder)
+    got, want = tagger(texts), pipe(texts, aggregation_strategy="simple")
+    assert any(want)
+    for text, ours, reference in zip(texts, got, want):
+        assert [(e["entity_group"], e["start"], e["end"]) for e in ours] == [
+            (e["entity_group"], e["start"], e["end"]) for e in reference
+        ], text
+    int8 = OnnxNerTagger(folder, quantized=True)(texts)
+    fp32_spans = {(i, e["entity_group"], e["start"], e["end"]) for i, ents in enumerate(got) for e in ents}
+    int8_spans = {(i, e["entity_group"], e["start"], e["end"]) for i, ents in enumerate(int8) for e in ents}
+    assert 2 * len(fp32_spans & int8_spans) / (len(fp32_spans) + len(int8_spans)) >= 0.8
