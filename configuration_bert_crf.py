@@ -10,16 +10,27 @@ from typing import Any
 
 from transformers import BertConfig
 
+
 try:
     from .bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401  (re-exported)
     from .configuration_crf import (  # noqa: F401  (re-exported: older code imports them from here)
-        CUSTOM_PIPELINE, LOSS_REDUCTIONS, SCHEME_PREFIXES, TAG_SCHEMES, CrfConfigMixin, allowed_transitions,
+        CUSTOM_PIPELINE,
+        LOSS_REDUCTIONS,
+        SCHEME_PREFIXES,
+        TAG_SCHEMES,
+        CrfConfigMixin,
+        allowed_transitions,
         detect_tag_scheme,
     )
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401
     from configuration_crf import (  # noqa: F401
-        CUSTOM_PIPELINE, LOSS_REDUCTIONS, SCHEME_PREFIXES, TAG_SCHEMES, CrfConfigMixin, allowed_transitions,
+        CUSTOM_PIPELINE,
+        LOSS_REDUCTIONS,
+        SCHEME_PREFIXES,
+        TAG_SCHEMES,
+        CrfConfigMixin,
+        allowed_transitions,
         detect_tag_scheme,
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+
 try:
     from .configuration_bert_crf import CUSTOM_PIPELINE, CrfConfigMixin
 except ImportError:  # imported as a top-level module

@@ -9,6 +9,7 @@ from typing import Any
 
 from transformers import XLMRobertaConfig
 
+
 try:
     from .configuration_crf import CrfConfigMixin
 except ImportError:  # imported as a top-level module

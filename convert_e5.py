@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
 Q4_BLOCK_BYTES = 2 + QK // 2

@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
 import ner_data
-import run_ner
+from bertcrf import arguments, launch, outputs, training
+from bertcrf.crf_models import load_crf_model
 from configuration_bilstm_crf import BiLstmCrfConfig
-from crf_models import load_crf_model
-from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
+from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
+
 
 logger = logging.getLogger("distill")
 
@@ -81,8 +82,8 @@ class DistillArguments:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, run_ner.DataTrainingArguments, TrainingArguments]:
-    distill_args, data_args, training_args = run_ner.parse_dataclasses((DistillArguments, run_ner.DataTrainingArguments), argv)
+def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, arguments.DataTrainingArguments, TrainingArguments]:
+    distill_args, data_args, training_args = arguments.parse_dataclasses((DistillArguments, arguments.DataTrainingArguments), argv)
     if distill_args.distill_target not in DISTILL_TARGETS:
         raise ValueError(f"--distill_target must be one of {DISTILL_TARGETS}, got {distill_args.distill_target!r}")
     if not 0.0 <= distill_args.alpha <= 1.0:
@@ -98,9 +99,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, run
     return distill_args, data_args, training_args
 
 
-def teacher_arguments(distill_args: DistillArguments) -> run_ner.ModelArguments:
+def teacher_arguments(distill_args: DistillArguments) -> arguments.ModelArguments:
     """run_ner's model arguments for the teacher, which fixes the tokenizer, labels and tag scheme."""
-    return run_ner.ModelArguments(
+    return arguments.ModelArguments(
         model_name_or_path=distill_args.teacher_name_or_path, head_learning_rate=distill_args.head_learning_rate,
         crf_learning_rate=distill_args.crf_learning_rate,
     )
@@ -182,14 +183,14 @@ def teacher_tagged_examples(
 
 
 def add_teacher_tagged(
-    encoded: dict[str, run_ner.EncodedSplit], examples: list[dict[str, Any]], tokenizer: Any, label2id: dict[str, int],
-    scheme: str, max_len: int, data_args: run_ner.DataTrainingArguments, training_args: TrainingArguments,
+    encoded: dict[str, training.EncodedSplit], examples: list[dict[str, Any]], tokenizer: Any, label2id: dict[str, int],
+    scheme: str, max_len: int, data_args: arguments.DataTrainingArguments, training_args: TrainingArguments,
 ) -> None:
     """Append `examples` (untagged) to the training rows, their chain positions labelled TEACHER_TAGGED."""
     if not examples:
         return
     examples, _ = ner_data.replace_untokenizable(examples, tokenizer)
-    extra = run_ner.encode_splits({"train": examples}, tokenizer, label2id, scheme, max_len, data_args, training_args)
+    extra = training.encode_splits({"train": examples}, tokenizer, label2id, scheme, max_len, data_args, training_args)
     special = set(tokenizer.all_special_ids)
 
     def label(row: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -260,34 +261,34 @@ class DistillationTrainer(Trainer):
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     distill_args, data_args, training_args = parse_args(argv)
-    run_ner.setup_logging(training_args)
+    launch.setup_logging(training_args)
     set_seed(training_args.seed)
     teacher_args = teacher_arguments(distill_args)
     teacher = load_teacher(distill_args.teacher_name_or_path)
-    raw = run_ner.load_raw_splits(teacher_args, data_args, training_args)
-    scheme = run_ner.resolve_schemes(raw, teacher_args, data_args, teacher.config)
-    run_ner.resolve_labels(raw, teacher_args, data_args, scheme, teacher.config)
-    tokenizer = run_ner.load_tokenizer(teacher_args)
-    raw = run_ner.prepare_words(raw, tokenizer, data_args)
+    raw = training.load_raw_splits(teacher_args, data_args, training_args)
+    scheme = training.resolve_schemes(raw, teacher_args, data_args, teacher.config)
+    training.resolve_labels(raw, teacher_args, data_args, scheme, teacher.config)
+    tokenizer = training.load_tokenizer(teacher_args)
+    raw = training.prepare_words(raw, tokenizer, data_args)
     student = build_student(distill_args, teacher, tokenizer)
     logger.info("Student: %.1fM parameters; teacher: %.1fM", student.num_parameters() / 1e6, teacher.num_parameters() / 1e6)
-    max_len = run_ner.window_length(data_args, tokenizer, teacher.config)
-    encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
+    max_len = training.window_length(data_args, tokenizer, teacher.config)
+    encoded = training.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
     if training_args.do_train:
         extra = teacher_tagged_examples(distill_args, raw["train"], tokenizer, training_args.seed)
         add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
-    trainer, metrics = run_ner.build_trainer(
+    trainer, metrics = training.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args, trainer_class=DistillationTrainer,
         teacher=teacher, target=distill_args.distill_target, alpha=distill_args.alpha, temperature=distill_args.temperature,
     )
     results: dict[str, float] = {}
     if training_args.do_train:
-        results.update(run_ner.train(trainer, run_ner.prepare_output_dir(training_args), len(raw["train"])))
-    results.update(run_ner.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
-    run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
-    run_ner.finish(trainer, training_args, "bert-crf distill.py")
+        results.update(training.train(trainer, outputs.prepare_output_dir(training_args), len(raw["train"])))
+    results.update(training.evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
+    outputs.save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
+    launch.finish(trainer, training_args, "bert-crf distill.py")
     return results
 
 
 if __name__ == "__main__":
-    run_ner.cli(main)
+    launch.cli(main)

@@ -19,7 +19,8 @@ import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
 import ner_data
-from crf_models import load_crf_pipeline
+from bertcrf.crf_models import load_crf_pipeline
+
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "seqeval_offline")
 

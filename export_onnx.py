@@ -23,8 +23,9 @@ import torch
 from transformers import AutoTokenizer
 
 from bert_crf_utils import max_positions, special_wrapping
-from crf_models import load_crf_model
+from bertcrf.crf_models import load_crf_model
 from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
+
 
 logger = logging.getLogger("export_onnx")
 

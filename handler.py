@@ -23,6 +23,7 @@ from typing import Any
 
 from transformers import pipeline
 
+
 DEFAULT_LIMITS = {"max_text_chars": 10_000, "max_items": 256, "max_batch_size": 64}
 LIMIT_VARIABLES = {
     "max_text_chars": "BERT_CRF_MAX_TEXT_CHARS",

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers import BertModel, BertPreTrainedModel
 
+
 try:
     from .configuration_bert_crf import BertCrfConfig
     from .modeling_crf import (  # noqa: F401  (re-exported: scripts, tests and older code import them from here)

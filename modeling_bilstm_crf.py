@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+
 try:
     from .configuration_bilstm_crf import BiLstmCrfConfig
     from .modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin

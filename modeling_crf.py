@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
+
 try:  # the pipeline travels with the model: save_pretrained copies this relative import beside the weights
     from .pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: F401
 except ImportError:

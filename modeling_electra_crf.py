@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers.models.electra.modeling_electra import ElectraModel, ElectraPreTrainedModel
 
+
 try:
     from .configuration_electra_crf import ElectraCrfConfig
     from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights

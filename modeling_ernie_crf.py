@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers.models.ernie.modeling_ernie import ErnieModel, ErniePreTrainedModel
 
+
 try:
     from .configuration_ernie_crf import ErnieCrfConfig
     from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+
 try:
     from .configuration_roberta_crf import RobertaCrfConfig
     from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights

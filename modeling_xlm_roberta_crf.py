@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaModel, XLMRobertaPreTrainedModel
 
+
 try:
     from .configuration_xlm_roberta_crf import XLMRobertaCrfConfig
     from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights

@@ -23,7 +23,6 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import datasets
@@ -34,7 +33,8 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 import ner_data
 from bert_crf_utils import join_words
-import run_ner
+from bertcrf import arguments, launch, outputs, training
+
 
 logger = logging.getLogger("run_mlm")
 
@@ -70,7 +70,7 @@ class MlmDataArguments:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[MlmModelArguments, MlmDataArguments, TrainingArguments]:
-    model_args, data_args, training_args = run_ner.parse_dataclasses((MlmModelArguments, MlmDataArguments), argv)
+    model_args, data_args, training_args = arguments.parse_dataclasses((MlmModelArguments, MlmDataArguments), argv)
     if not data_args.train_files and not data_args.ner_files:
         raise ValueError("Need --train_files or --ner_files")
     if data_args.word_boundaries not in WORD_BOUNDARIES:
@@ -342,7 +342,7 @@ class TimeBudget(TrainerCallback):
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
-    run_ner.setup_logging(training_args)
+    launch.setup_logging(training_args)
     set_seed(training_args.seed)
     lines = gather_lines(data_args)
     tokenizer, model = load_tokenizer_and_model(model_args, lines, data_args)
@@ -357,17 +357,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     if data_args.max_train_minutes:
         training_args.keep_checkpoints = True  # the checkpoints at fractions of the time budget are results here
     if training_args.do_train:
-        results.update(run_ner.train(trainer, run_ner.prepare_output_dir(training_args), len(train_set)))
+        results.update(training.train(trainer, outputs.prepare_output_dir(training_args), len(train_set)))
     if training_args.do_eval and eval_set is not None:
         scores = trainer.evaluate()
         scores["perplexity"] = math.exp(min(scores["eval_loss"], 50.0))
         trainer.log_metrics("eval", scores)
         trainer.save_metrics("eval", scores)
         results.update(scores)
-    run_ner.save_outputs(trainer, tokenizer, training_args, results, with_handler=False)
-    run_ner.finish(trainer, training_args, "bert-crf run_mlm.py")
+    outputs.save_outputs(trainer, tokenizer, training_args, results, with_handler=False)
+    launch.finish(trainer, training_args, "bert-crf run_mlm.py")
     return results
 
 
 if __name__ == "__main__":
-    run_ner.cli(main)
+    launch.cli(main)

@@ -24,8 +24,10 @@ from typing import Callable
 
 import torch
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modeling_bert_crf import CRF  # noqa: E402
+
 
 try:
     import torchcrf

@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -118,7 +119,7 @@ def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
     """Sentences per second through the bert-crf pipeline at batch 32 and batch 1."""
     import torch
 
-    from crf_models import load_crf_pipeline
+    from bertcrf.crf_models import load_crf_pipeline
 
     pipe = load_crf_pipeline(str(model_dir), device="cpu")
     out = {}

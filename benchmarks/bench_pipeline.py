@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,10 +28,11 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 import ner_data  # noqa: E402
+from bertcrf.crf_models import load_tokenizer  # noqa: E402
 from configuration_bert_crf import BertCrfConfig  # noqa: E402
-from crf_models import load_tokenizer  # noqa: E402
 from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: E402
+
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 

@@ -24,6 +24,7 @@ import re
 import sys
 from collections import Counter
 
+
 SEED = 20240611
 SIZES = {"train": 600, "dev": 120, "test": 120}
 HOLDOUT_FRACTION = 0.25      # of every word list, for dev/test only

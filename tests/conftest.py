@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+
 # Must happen before transformers / huggingface_hub / datasets are imported anywhere.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -18,6 +19,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 ID2LABEL = dict(enumerate(LABELS))
@@ -232,7 +234,7 @@ def crf_checkpoint(tmp_path_factory):
 def load_crf_pipeline(folder):
     """The CRF pipeline over a BERT-CRF or BiLSTM-CRF checkpoint folder, built from this repo's classes (no remote
     code)."""
-    import crf_models
+    from bertcrf import crf_models
 
     return crf_models.load_crf_pipeline(str(folder), device="cpu")
 
@@ -249,7 +251,7 @@ def crf_pipeline(crf_checkpoint):
 
 def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
     """A tiny random BiLSTM-CRF with `teacher_folder`'s labels and tokenizer, saved like distill.py saves one."""
-    import crf_models
+    from bertcrf import crf_models
     from configuration_bert_crf import BertCrfConfig
     from configuration_bilstm_crf import BiLstmCrfConfig
     from modeling_bilstm_crf import BiLstmCrfForTokenClassification

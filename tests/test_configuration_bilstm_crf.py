@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from configuration_bilstm_crf import BiLstmCrfConfig
-
 from conftest import ID2LABEL
 
 

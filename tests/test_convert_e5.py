@@ -21,6 +21,7 @@ import torch
 import convert_e5
 from conftest import SHARED_DATA
 
+
 # Built-in strings: Chinese, English, mixed, and the normalizer's corner cases (fullwidth forms, compatibility
 # characters, runs of spaces, tabs and newlines, zero-width characters, combining marks after rewritten characters,
 # characters in no piece, emoji).

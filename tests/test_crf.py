@@ -12,6 +12,7 @@ import torch
 import torchcrf
 
 from configuration_crf import allowed_transitions
+from conftest import LABELS, pack
 from modeling_crf import (
     CRF,
     VITERBI_MIN_RECOMPUTE_BATCH,
@@ -20,7 +21,6 @@ from modeling_crf import (
     _viterbi_recomputed,
 )
 
-from conftest import LABELS, pack
 
 REDUCTIONS = ("none", "sum", "mean", "token_mean")
 BIOES_LABELS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import distill
-from crf_models import load_crf_model
+from bertcrf.crf_models import load_crf_model
+from conftest import DEMO_DIR
 from modeling_bert_crf import CRF, BertCrfForTokenClassification
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 
-from conftest import DEMO_DIR
 
 FAST = ["--report_to", "none", "--disable_tqdm", "True", "--save_strategy", "no", "--seed", "7",
         "--per_device_train_batch_size", "8", "--max_seq_length", "64"]
@@ -143,22 +143,21 @@ def test_student_embeddings_start_from_the_teacher(crf_checkpoint, tmp_path):
 
 def trainer_for(crf_checkpoint, tmp_path, target, alpha, **options):
     """A DistillationTrainer over 16 demo sentences (and what `options` add), as distill.main builds it."""
-    import run_ner
-
+    from bertcrf import training
     argv = argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path,
                    do_train=True, max_train_samples=16, distill_target=target, alpha=alpha, **options)
     distill_args, data_args, training_args = distill.parse_args(argv)
     teacher_args = distill.teacher_arguments(distill_args)
     teacher = distill.load_teacher(str(crf_checkpoint))
-    raw = run_ner.load_raw_splits(teacher_args, data_args, training_args)
-    scheme = run_ner.resolve_schemes(raw, teacher_args, data_args, teacher.config)
-    tokenizer = run_ner.load_tokenizer(teacher_args)
-    raw = run_ner.prepare_words(raw, tokenizer, data_args)
+    raw = training.load_raw_splits(teacher_args, data_args, training_args)
+    scheme = training.resolve_schemes(raw, teacher_args, data_args, teacher.config)
+    tokenizer = training.load_tokenizer(teacher_args)
+    raw = training.prepare_words(raw, tokenizer, data_args)
     student = distill.build_student(distill_args, teacher, tokenizer)
-    encoded = run_ner.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
+    encoded = training.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
     extra = distill.teacher_tagged_examples(distill_args, raw["train"], tokenizer, 7)
     distill.add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
-    trainer, _ = run_ner.build_trainer(
+    trainer, _ = training.build_trainer(
         student, tokenizer, encoded, scheme, teacher_args, data_args, training_args,
         trainer_class=distill.DistillationTrainer, teacher=teacher, target=target, alpha=alpha, temperature=2.0,
     )

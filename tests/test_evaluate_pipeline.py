@@ -11,6 +11,7 @@ import evaluate_pipeline
 import ner_data
 from conftest import DEMO_DIR, load_crf_pipeline, untrusted_copy
 
+
 OVERALL_KEYS = {"overall_precision", "overall_recall", "overall_f1", "overall_accuracy"}
 
 

@@ -16,13 +16,13 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-import crf_models
 import run_ner
+from bertcrf import arguments, crf_models, training
 from configuration_crf import CrfConfigMixin
+from conftest import CRF_LABELS, DEMO_DIR, FAMILY_SOURCES, FAMILY_VARIANTS, LABELS
 from modeling_bert_crf import BertCrfForTokenClassification
 from modeling_crf import EncoderCrfMixin
 
-from conftest import CRF_LABELS, DEMO_DIR, FAMILY_SOURCES, FAMILY_VARIANTS, LABELS
 
 FAMILIES = list(FAMILY_SOURCES)
 CRF_TYPES = {"ernie": "ernie_crf", "roberta": "roberta_crf", "xlm-roberta": "xlm_roberta_crf", "electra": "electra_crf"}
@@ -49,8 +49,8 @@ def body_states(body: torch.nn.Module, batch: dict[str, torch.Tensor], **extra) 
 def load(folder, head: str = "crf", labels=LABELS) -> tuple[torch.nn.Module, object]:
     """run_ner's model for `folder` and its tokenizer."""
     tokenizer = crf_models.load_tokenizer(str(folder))
-    args = run_ner.ModelArguments(model_name_or_path=str(folder), head=head)
-    return run_ner.load_model(args, list(labels), "BIO", tokenizer).eval(), tokenizer
+    args = arguments.ModelArguments(model_name_or_path=str(folder), head=head)
+    return training.load_model(args, list(labels), "BIO", tokenizer).eval(), tokenizer
 
 
 def copy_without(folder, target, key: str, extra: dict[str, torch.Tensor] | None = None):
@@ -130,7 +130,7 @@ def test_windows_fit_the_position_embeddings(family, family_checkpoint):
     model, tokenizer = load(family_checkpoint(family))
     config = model.config
     config.max_position_embeddings = 34
-    window = run_ner.window_length(run_ner.DataTrainingArguments(), tokenizer, config)
+    window = training.window_length(arguments.DataTrainingArguments(), tokenizer, config)
     assert window == (32 if family in ("roberta", "xlm-roberta") else 34)  # RoBERTa's positions start at pad + 1 = 2
 
 
@@ -323,7 +323,7 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trained_tagger_keeps_its_class(family, trained):
-    config = run_ner.checkpoint_config(run_ner.ModelArguments(model_name_or_path=str(trained[family])))
+    config = training.checkpoint_config(arguments.ModelArguments(model_name_or_path=str(trained[family])))
     assert type(config) is crf_models.family_of(family).config_class  # run_ner.py keeps its labels and scheme
     model, _ = load(trained[family], labels=[config.id2label[i] for i in range(config.num_labels)])
     assert type(model) is crf_models.family_of(family).crf_class
@@ -336,7 +336,7 @@ def test_trained_tagger_keeps_its_class(family, trained):
 
 def test_softmax_head_from_a_trained_crf_tagger(trained):
     # The CRF goes unused (not an encoder weight); the body and the classifier load.
-    config = run_ner.checkpoint_config(run_ner.ModelArguments(model_name_or_path=str(trained["ernie"])))
+    config = training.checkpoint_config(arguments.ModelArguments(model_name_or_path=str(trained["ernie"])))
     labels = [config.id2label[i] for i in range(config.num_labels)]
     model, _ = load(trained["ernie"], head="softmax", labels=labels)
     assert type(model) is transformers.ErnieForTokenClassification
@@ -430,8 +430,8 @@ def test_run_mlm_adapts_every_family(family, family_checkpoint, tmp_path):
     ])
     assert results["train_loss"] > 0
     # the adapted encoder is a body run_ner.py takes: its masked-LM head is allowed to go unused, nothing else
-    model = run_ner.load_model(
-        run_ner.ModelArguments(model_name_or_path=str(out)), LABELS, "BIO",
+    model = training.load_model(
+        arguments.ModelArguments(model_name_or_path=str(out)), LABELS, "BIO",
         crf_models.load_tokenizer(str(out)),
     )
     assert type(model) is crf_models.FAMILIES[family].crf_class

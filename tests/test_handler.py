@@ -6,6 +6,7 @@ import pytest
 
 import handler
 
+
 TEXTS = ["受台风影响，武汉至上海的航班今天全部取消。", "2024年ＡＩ大会在北京举行, Apple CEO Tim Cook", "北京\u3000上海"]
 
 

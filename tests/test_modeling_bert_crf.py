@@ -14,9 +14,9 @@ import torchcrf
 from transformers import BertConfig, BertModel
 
 from configuration_bert_crf import BertCrfConfig, allowed_transitions
+from conftest import ID2LABEL, LABEL2ID, LABELS, REPO_ROOT, TINY_BERT_KWARGS, build_tiny_model, pack
 from modeling_bert_crf import FORBIDDEN_SCORE, BertCrfForTokenClassification, BertCrfTokenClassifierOutput
 
-from conftest import ID2LABEL, LABEL2ID, LABELS, REPO_ROOT, TINY_BERT_KWARGS, build_tiny_model, pack
 
 NUM_LABELS = len(LABELS)
 CLS, SEP, PAD = 2, 3, 0

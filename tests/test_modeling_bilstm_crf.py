@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from configuration_bilstm_crf import BiLstmCrfConfig
-from modeling_bilstm_crf import BiLstmCrfForTokenClassification, reverse_padded
-
 from conftest import DEMO_DIR, ID2LABEL, load_crf_pipeline
+from modeling_bilstm_crf import BiLstmCrfForTokenClassification, reverse_padded
 
 
 def tiny_student(seed: int = 0, layers: int = 1, **overrides) -> BiLstmCrfForTokenClassification:

@@ -13,8 +13,8 @@ import torch
 import ner_data
 import run_mlm
 import run_ner
+from conftest import DEMO_DIR
 
-from conftest import DEMO_DIR, FULLWIDTH_SPACE
 
 FAST = ["--report_to", "none", "--disable_tqdm", "True", "--seed", "5", "--per_device_train_batch_size", "8"]
 

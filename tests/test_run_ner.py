@@ -17,9 +17,10 @@ import torch
 import ner_data
 import run_ner
 from bert_crf_utils import join_words
+from bertcrf import outputs, training
+from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 from modeling_bert_crf import BertCrfForTokenClassification
 
-from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 
 MAX_TRAIN, MAX_EVAL, MAX_PREDICT = 64, 30, 30
 QUIET = ["--report_to", "none", "--disable_tqdm", "True"]
@@ -286,7 +287,7 @@ def test_stitched_decoding_equals_model_predictions_in_trainer(trained, demo, tm
     """run_ner's own Trainer and NerMetrics (captured from main): trainer.predict's `predictions` (the model's
     Viterbi tags, in the length-grouped row order) equal the stitched and re-decoded tags NerMetrics reports."""
     captured = {}
-    build_trainer = run_ner.build_trainer
+    build_trainer = training.build_trainer
 
     def capture(model, tokenizer, encoded, scheme, *args, **kwargs):
         trainer, metrics = build_trainer(model, tokenizer, encoded, scheme, *args, **kwargs)
@@ -314,7 +315,7 @@ def test_stitched_decoding_equals_model_predictions_in_trainer(trained, demo, tm
         own = [id2label[int(t)] for t in model_predictions[position, chain]]
         assert own == stitched_tags[row["example_index"]], row_index
     gold = [e["tags"] for e in split.examples]
-    assert output.metrics["eval_f1"] == pytest.approx(run_ner.score_entities(gold, stitched_tags, scheme, False)["f1"])
+    assert output.metrics["eval_f1"] == pytest.approx(training.score_entities(gold, stitched_tags, scheme, False)["f1"])
     assert output.metrics["eval_f1"] == pytest.approx(results["eval_f1"])
 
 
@@ -367,7 +368,7 @@ def test_predicting_unlabelled_data_keeps_the_checkpoint_scheme(trained, demo, t
     path.write_text("".join(json.dumps({"tokens": [t for t, _ in s]}, ensure_ascii=False) + "\n" for s in sentences),
                     encoding="utf-8")
     captured = {}
-    build_trainer = run_ner.build_trainer
+    build_trainer = training.build_trainer
 
     def capture(model, *args, **kwargs):
         captured["model"] = model
@@ -555,8 +556,8 @@ def test_build_optimizer_groups(tiny_checkpoint, demo, tmp_path):
     model_args, data_args, training_args = run_ner.parse_args(argv)
     labels = ner_data.label_list([["B-PER", "I-PER", "B-LOC", "O"]], "BIO")
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    model = run_ner.load_model(model_args, labels, "BIO", tokenizer)
-    optimizer = run_ner.build_optimizer(model, training_args, model_args)
+    model = training.load_model(model_args, labels, "BIO", tokenizer)
+    optimizer = training.build_optimizer(model, training_args, model_args)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert set(groups) == {"body", "body_no_decay", "head", "head_no_decay", "crf_no_decay"}
     expected_lr = {"body": 1e-4, "head": 2e-3, "crf": 3e-2}
@@ -672,7 +673,7 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
         model_name_or_path="hfl/chinese-macbert-base", train_file=data / "train.txt", output_dir=out, do_train=True,
         hub_model_id="someone/macbert-crf",
     ))
-    run_ner.write_model_card(str(out), model_args, data_args, training_args, ["O", "B-PER", "I-PER"],
+    outputs.write_model_card(str(out), model_args, data_args, training_args, ["O", "B-PER", "I-PER"],
                              {"eval_f1": 0.5, "eval_runtime": 1.0}, "BIO")
     readme = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(readme.split("---\n")[1])
@@ -683,8 +684,8 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
     assert "runtime" not in readme
     cached = tmp_path / "hub" / "models--hfl--chinese-macbert-base" / "snapshots" / "abc123"
     cached.mkdir(parents=True)
-    assert run_ner.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
-    assert run_ner.base_model_name(str(data)) == ("my data: v2 #1", False)
+    assert outputs.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
+    assert outputs.base_model_name(str(data)) == ("my data: v2 #1", False)
 
 
 def test_negative_flags_have_their_own_help(capsys):

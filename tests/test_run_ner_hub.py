@@ -3,7 +3,7 @@
 import datasets
 import pytest
 
-import run_ner
+from bertcrf import arguments, training
 
 
 @pytest.fixture()
@@ -21,9 +21,9 @@ def local_dataset(tmp_path):
 
 
 def test_hub_dataset_tags_become_label_names(local_dataset):
-    model_args = run_ner.ModelArguments(model_name_or_path="unused")
-    data_args = run_ner.DataTrainingArguments(dataset_name=str(local_dataset))
-    splits = run_ner.load_hub_dataset(model_args, data_args)
+    model_args = arguments.ModelArguments(model_name_or_path="unused")
+    data_args = arguments.DataTrainingArguments(dataset_name=str(local_dataset))
+    splits = training.load_hub_dataset(model_args, data_args)
     assert set(splits) == {"train", "validation", "test"}
     first = splits["train"][0]
     assert first["tokens"] == list("张三在北京")
@@ -32,9 +32,9 @@ def test_hub_dataset_tags_become_label_names(local_dataset):
 
 
 def test_hub_dataset_custom_columns(local_dataset):
-    model_args = run_ner.ModelArguments(model_name_or_path="unused")
-    data_args = run_ner.DataTrainingArguments(
+    model_args = arguments.ModelArguments(model_name_or_path="unused")
+    data_args = arguments.DataTrainingArguments(
         dataset_name=str(local_dataset), text_column_name="tokens", label_column_name="ner_tags"
     )
-    splits = run_ner.load_hub_dataset(model_args, data_args)
+    splits = training.load_hub_dataset(model_args, data_args)
     assert splits["validation"][1]["tags"] == ["B-PER", "I-PER"]

@@ -13,6 +13,7 @@ import pytest
 import tag
 from conftest import demo_characters, load_crf_pipeline, untrusted_copy
 
+
 _RNG = random.Random(3)
 _CJK = [c for c in demo_characters() if "\u4e00" <= c <= "\u9fff"]
 LONG_LINE = "".join(_RNG.choice(_CJK) for _ in range(300))

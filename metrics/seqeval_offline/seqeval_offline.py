@@ -7,7 +7,9 @@ seqeval package: `evaluate.load("metrics/seqeval_offline")`. Pass `scheme` ("IOB
 
 import datasets
 import evaluate
-from seqeval import metrics, scheme as seqeval_schemes
+from seqeval import metrics
+from seqeval import scheme as seqeval_schemes
+
 
 _DESCRIPTION = "Entity-level precision, recall and F1 (seqeval), overall and per type, plus token accuracy."
 _KWARGS_DESCRIPTION = """

@@ -1,0 +1,279 @@
+"""What a run leaves in its output folder: the resume/overwrite rules, predictions files, the model card, and
+the clean-up that leaves a Hub repository."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import torch
+import transformers
+from transformers import Trainer, TrainingArguments
+
+from bert_crf_utils import group_entities, join_words
+from bertcrf.arguments import DataTrainingArguments, ModelArguments
+from bertcrf.launch import wait_for_main_process
+
+
+logger = logging.getLogger(__name__)
+
+# The checkout: the files that travel with checkpoints (handler.py, the model code) sit at its top.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+# What run_ner.py, distill.py and run_mlm.py write into an output folder; --overwrite_output_dir removes the stale
+# ones of an earlier run, so that its predictions never sit beside a new model.
+STALE_OUTPUTS = ("checkpoint-*", "incomplete-checkpoint-*", "predictions_*", "*_results.json", "trainer_state.json")
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without a readable one was cut off mid-write."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def prepare_output_dir(training_args: TrainingArguments) -> str | None:
+    """Check that a training run may write into `output_dir`, and return the checkpoint to resume from.
+
+    An explicit --resume_from_checkpoint wins. Else, when training into a folder that is not empty: an interrupted
+    run's last complete checkpoint-N is resumed (newer ones cut off mid-write are renamed incomplete-checkpoint-N
+    and reported); a finished run (train_results.json) or any other content is refused unless `overwrite`
+    (--overwrite_output_dir), which starts over and removes the earlier run's outputs."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    out = Path(training_args.output_dir)
+    if not (training_args.do_train and out.is_dir()):
+        return None
+    main_process = training_args.process_index == 0
+    if training_args.overwrite_output_dir:
+        stale = sorted({p for pattern in STALE_OUTPUTS for p in out.glob(pattern)})
+        if stale and main_process:
+            logger.warning("--overwrite_output_dir: removing %d outputs of an earlier run in %s: %s", len(stale), out,
+                           ", ".join(p.name for p in stale))
+            for path in stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        wait_for_main_process(training_args)
+        return None
+    steps = sorted((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+    resume = None
+    for step, path in reversed(steps):
+        if complete_checkpoint(path):
+            resume = path
+            break
+        if main_process:
+            target = path.with_name(f"incomplete-{path.name}")
+            logger.warning("%s was cut off while being written (no readable trainer_state.json): renamed to %s", path,
+                           target.name)
+            shutil.rmtree(target, ignore_errors=True)
+            path.rename(target)
+    wait_for_main_process(training_args)
+    if (out / "train_results.json").is_file():
+        raise ValueError(
+            f"{out} holds a finished training run (train_results.json). Pass --overwrite_output_dir to train again "
+            "into it (its earlier outputs are removed), --resume_from_checkpoint to continue from one of its "
+            "checkpoints, or another --output_dir"
+        )
+    if resume is not None:
+        logger.info("Resuming from %s, the last complete checkpoint (pass --overwrite_output_dir to start over)", resume)
+        return str(resume)
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith("incomplete-checkpoint-"))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(
+            f"--output_dir {out} is not empty ({shown}) and holds no checkpoint to resume from. Pass "
+            "--overwrite_output_dir to write into it anyway, or choose another --output_dir"
+        )
+    return None
+
+
+def tidy_output_dir(training_args: TrainingArguments) -> None:
+    """Leave only what a Hub repository needs once the final (or best) model is saved: the checkpoint-N folders
+    (optimizer and scheduler state, hundreds of MB) go unless --keep_checkpoints, and training_args.bin (a pickle,
+    which the Hub flags) always goes; trainer_state.json keeps the training history."""
+    out = Path(training_args.output_dir)
+    (out / "training_args.bin").unlink(missing_ok=True)
+    if getattr(training_args, "keep_checkpoints", False):
+        return
+    folders = sorted(p for pattern in ("checkpoint-*", "incomplete-checkpoint-*") for p in out.glob(pattern) if p.is_dir())
+    size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
+    for folder in folders:
+        shutil.rmtree(folder)
+    if folders:
+        logger.info("Removed %d checkpoint folders (%.0f MB) from %s: it holds the final model only "
+                    "(--keep_checkpoints keeps them)", len(folders), size / 1e6, out)
+
+
+def save_outputs(trainer: Trainer, tokenizer: Any, training_args: TrainingArguments, results: dict[str, float],
+                 with_handler: bool) -> None:
+    """On the main process: all_results.json and, after training, the tokenizer beside the weights (and, for a
+    tagger, handler.py: Hub Inference Endpoints look for it at the repository root)."""
+    if not trainer.is_world_process_zero():
+        return
+    trainer.save_metrics("all", results, combined=False)
+    if training_args.do_train:
+        tokenizer.save_pretrained(training_args.output_dir)
+        if with_handler:
+            shutil.copy(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")
+
+
+def entities_of(
+    tokens: Sequence[str], tags: Sequence[str], scores: Sequence[float], scheme: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """The text of `tokens` and its entities, as the pipeline gives them: `{"entity_group", "score", "word",
+    "start", "end"}` with character offsets into the text."""
+    text, spans = join_words(tokens)
+    return text, group_entities(tags, scores, spans, text, scheme)
+
+
+def write_predictions(
+    output_dir: str, split: str, examples: list[dict[str, Any]], predictions: list[list[str]],
+    scores: list[list[float]], scheme: str,
+) -> None:
+    """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (`{"id",
+    "text", "entities"}`, entities as the pipeline gives them)."""
+    folder = Path(output_dir)
+    with open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column, \
+            open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines:
+        for example, tags, word_scores in zip(examples, predictions, scores):
+            if len(tags) != len(example["tokens"]):
+                raise RuntimeError(f"{example['id']}: {len(example['tokens'])} tokens but {len(tags)} predictions")
+            gold = example["tags"]
+            for i, (token, tag) in enumerate(zip(example["tokens"], tags)):
+                column.write(f"{token} {gold[i]} {tag}\n" if gold is not None else f"{token} {tag}\n")
+            column.write("\n")
+            text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+            entities = [dict(e, score=round(e["score"], 4)) for e in entities]
+            lines.write(json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n")
+
+
+def show_examples(
+    examples: list[dict[str, Any]], predictions: list[list[str]], scores: list[list[float]], scheme: str, count: int
+) -> None:
+    for example, tags, word_scores in list(zip(examples, predictions, scores))[:count]:
+        text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+        found = ", ".join(f"{e['word']}/{e['entity_group']}" for e in entities) or "(no entities)"
+        print(f"  {text}\n    -> {found}")
+
+
+CARD_METRICS = ("precision", "recall", "f1", "accuracy")
+
+
+def base_model_name(source: str) -> tuple[str, bool]:
+    """What a model card calls the starting checkpoint, and whether that is a Hub id: the Hub id, also when given
+    as a folder of the Hub cache (`.../models--org--name/snapshots/<hash>`), else the folder's name; never a
+    local path."""
+    path = Path(source)
+    if not path.exists():
+        return source, True
+    for part in reversed(path.resolve().parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/"), True
+    return path.resolve().name, False
+
+
+def _yaml(value: Any) -> str:
+    # JSON scalars are YAML: a data path with ": " or "#" stays one string.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_model_card(
+    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments,
+    training_args: TrainingArguments, labels: list[str], scores: dict[str, float], scheme: str,
+    model_class: str = "BertCrfForTokenClassification",
+) -> None:
+    """A Hub model card (README.md): YAML front matter with dev and test scores in model-index, the scores,
+    training hyperparameters, framework versions and a usage snippet."""
+    name = Path(output_dir).resolve().name
+    # The snippet loads the Hub id the card is pushed under, else the folder name (the repo name by default).
+    repo_id = training_args.hub_model_id or name
+    dataset = data_args.dataset_name or (Path(data_args.train_file).resolve().parent.name if data_args.train_file else "custom")
+    base, on_hub = base_model_name(model_args.model_name_or_path)
+    base_link = f"[`{base}`](https://huggingface.co/{base})" if on_hub else f"`{base}` (a local folder)"
+    types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
+    results = ""
+    for prefix, split in (("eval", "validation"), ("predict", "test")):
+        metrics = "".join(
+            f"          - type: {key}\n            value: {scores[f'{prefix}_{key}']:.4f}\n            name: {split} {key}\n"
+            for key in CARD_METRICS if f"{prefix}_{key}" in scores
+        )
+        if metrics:
+            results += (
+                f"      - task:\n          type: token-classification\n          name: Named Entity Recognition\n"
+                f"        dataset:\n          name: {_yaml(dataset)}\n          type: {_yaml(dataset)}\n"
+                f"          split: {split}\n        metrics:\n{metrics}"
+            )
+    front = (
+        "---\n" + (f"language: {_yaml(data_args.language)}\n" if data_args.language else "")
+        + f"license: {_yaml(data_args.license)}\nlibrary_name: transformers\npipeline_tag: token-classification\n"
+        + "tags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
+        + f"base_model: {_yaml(base)}\ndatasets:\n  - {_yaml(dataset)}\nmetrics:\n"
+        + "".join(f"  - {key}\n" for key in CARD_METRICS)
+        + f"model-index:\n  - name: {_yaml(repo_id)}\n    results:\n" + (results or "      []\n") + "---\n"
+    )
+    rows = [
+        f"| {split} | " + " | ".join(f"{100 * scores[f'{prefix}_{key}']:.2f}" if f"{prefix}_{key}" in scores else "" for key in CARD_METRICS) + " |"
+        for prefix, split in (("eval", "validation"), ("predict", "test")) if f"{prefix}_f1" in scores
+    ]
+    table = "| split | " + " | ".join(CARD_METRICS) + " |\n|---|---|---|---|---|\n" + "\n".join(rows) if rows else "(not evaluated)"
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size) * training_args.gradient_accumulation_steps
+    hyper = "\n".join(f"- {k}: {v}" for k, v in (
+        ("learning_rate (encoder / classifier / CRF)", f"{training_args.learning_rate:g} / {model_args.head_learning_rate:g} / {model_args.crf_learning_rate:g}"),
+        ("total train batch size", batch), ("num_epochs", f"{training_args.num_train_epochs:g}"),
+        ("max_steps", training_args.max_steps if training_args.max_steps > 0 else None),
+        ("lr_scheduler_type", getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        ("warmup", training_args.warmup_steps or None), ("weight_decay", training_args.weight_decay),
+        ("frozen encoder layers", model_args.freeze_layers or None), ("seed", training_args.seed),
+        ("max_seq_length (window)", data_args.max_seq_length), ("vocabulary extended", data_args.extend_vocab or None),
+    ) if v is not None)
+    versions = "\n".join(f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}" for m in (transformers, torch, datasets))
+    body = f"""
+# {repo_id}
+
+A named-entity recognizer (`{model_class}`: {'an encoder and a linear-chain CRF' if 'Crf' in model_class else 'an encoder and a softmax classifier'}), fine-tuned from {base_link} on {dataset} with the
+`run_ner.py` of bert-crf.
+Tags: {scheme} over {', '.join(types) or 'no entity types'}; decoding is
+{'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'} (Viterbi over a linear-chain CRF).
+
+## Evaluation
+
+Entity-level scores (seqeval, strict {scheme}), in percent:
+
+{table}
+
+## Usage
+
+```python
+from transformers import pipeline
+
+# The checkpoint ships its own pipeline, which decodes with the (constrained) CRF instead of an argmax.
+ner = pipeline("token-classification", model="{repo_id}", trust_remote_code=True)
+print(ner("张伟在北京的华为公司工作。", aggregation_strategy="simple"))
+# [{{'entity_group': ..., 'score': ..., 'word': ..., 'start': ..., 'end': ...}}, ...]
+```
+
+`"{repo_id}"` is {'the Hub id this card was pushed under' if training_args.hub_model_id else 'the output folder: a local path, or the Hub repository of that name once uploaded'}.
+Scores are CRF marginal probabilities; `word == text[start:end]`; texts longer than the model's window are tagged
+through overlapping windows. The model itself (`AutoModelForTokenClassification`, `trust_remote_code=True`) returns
+`predictions`: the Viterbi tag at each word's first sub-token, -100 elsewhere. `handler.py` serves the model on
+Inference Endpoints.
+
+## Training hyperparameters
+
+{hyper}
+
+## Framework versions
+
+{versions}
+"""
+    (Path(output_dir) / "README.md").write_text(front + body, encoding="utf-8")
