@@ -1,15 +1,39 @@
-"""Tag spans and word windows: plain Python shared by the model's config, its pipeline, the data code and the
-ONNX runtime (which must not import torch). Travels with checkpoints as remote code.
+"""Plain Python shared by the models' configs, the pipeline, the data code and the ONNX runtime (which must not
+import torch): the tag-scheme grammar, word windows and their stitching, and entity spans. Each conversion lives
+here once. Travels with checkpoints as remote code and with ONNX exports.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 OUTSIDE = "O"
 Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
 # Characters after which a training window prefers to end.
 CHAIN_BREAKS = frozenset("。！？；!?;")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tag schemes
+
+TAG_SCHEMES = ("BIO", "IOB1", "BIOES", "BMES", "none")
+
+# Prefix letters each scheme uses for entity tags, in label order; "O" is shared by all of them.
+SCHEME_LETTERS = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES", "BMES": "BMES"}
+SCHEME_PREFIXES = {scheme: frozenset(letters) for scheme, letters in SCHEME_LETTERS.items()}
+# Prefixes a scheme writes for an entity's first, middle and last token and for a one-token entity. IOB1 writes
+# B- only where an entity directly follows one of its type (see `spans_to_tags`).
+SCHEME_PARTS = {
+    "BIO": ("B", "I", "I", "B"),
+    "IOB1": ("I", "I", "I", "I"),
+    "BIOES": ("B", "I", "E", "S"),
+    "BMES": ("B", "M", "E", "S"),
+}
+
+
+def inside_prefix(scheme: str) -> str:
+    """The prefix that continues an entity: M in BMES, I elsewhere."""
+    return SCHEME_PARTS[scheme][1] if scheme in SCHEME_PARTS else "I"
 
 
 def split_tag(label: str) -> tuple[str, str] | None:
@@ -48,11 +72,7 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
             continue
         prefix, etype = parts
         same = current is not None and current[0] == etype
-        if scheme == "IOB1":
-            if prefix == "B" or not same:
-                close(i)
-                current = [etype, i]
-        elif scheme == "BIO":
+        if scheme in ("BIO", "IOB1"):
             if prefix == "B" or not same:
                 close(i)
                 current = [etype, i]
@@ -64,6 +84,201 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
                 close(i + 1)
     close(len(tags))
     return spans
+
+
+def spans_to_tags(spans: Iterable[Span], length: int, scheme: str) -> list[str]:
+    """Tags for non-overlapping spans in `scheme` (BIO, IOB1, BIOES or BMES)."""
+    tags = [OUTSIDE] * length
+    first, middle, last, single = SCHEME_PARTS[scheme]
+    previous: Span | None = None
+    for span in sorted(spans, key=lambda s: s[1]):
+        etype, start, end = span
+        opening, alone = first, single
+        # IOB1's B- splits an entity from the one of its type that it directly follows.
+        if scheme == "IOB1" and previous is not None and previous[0] == etype and previous[2] == start:
+            opening = alone = "B"
+        if end - start == 1:
+            tags[start] = f"{alone}-{etype}"
+        else:
+            tags[start] = f"{opening}-{etype}"
+            for i in range(start + 1, end - 1):
+                tags[i] = f"{middle}-{etype}"
+            tags[end - 1] = f"{last}-{etype}"
+        previous = span
+    return tags
+
+
+def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
+    """Re-express a tag sequence from scheme `source` in scheme `target` (through entity spans)."""
+    if source == target or "none" in (source, target):
+        return list(tags)
+    return spans_to_tags(tags_to_spans(tags, source), len(tags), target)
+
+
+def expand_word_tag(tag: str, pieces: int, scheme: str) -> list[str]:
+    """Tags for the `pieces` sub-tokens of one word when every sub-token is labelled (`label_all_tokens`).
+
+    The word's entity boundaries stay where they were: B-PER over 3 pieces is B-PER I-PER I-PER in BIO; S-PER is
+    B-PER I-PER E-PER in BIOES.
+    """
+    if pieces == 1:
+        return [tag]
+    parts = split_tag(tag)
+    if scheme == "none" or parts is None or parts[0] == OUTSIDE:
+        return [tag] * pieces
+    prefix, etype = parts
+    inside = inside_prefix(scheme)
+    if scheme in ("BIO", "IOB1"):
+        return [tag] + [f"I-{etype}"] * (pieces - 1)
+    opens = prefix in ("B", "S")
+    closes = prefix in ("E", "S")
+    first = f"B-{etype}" if opens else f"{inside}-{etype}"
+    last = f"E-{etype}" if closes else f"{inside}-{etype}"
+    return [first] + [f"{inside}-{etype}"] * (pieces - 2) + [last]
+
+
+def collapse_word_tags(tags: Sequence[str], scheme: str) -> str:
+    """The word-level tag of a word whose sub-tokens were tagged `tags` (inverse of `expand_word_tag`)."""
+    first = tags[0]
+    if len(tags) == 1 or scheme not in ("BIOES", "BMES"):
+        return first
+    head, tail = split_tag(first), split_tag(tags[-1])
+    if head is None or tail is None or head[0] == OUTSIDE:
+        return first
+    opens = head[0] in ("B", "S")
+    closes = tail[0] in ("E", "S") and tail[1] == head[1]
+    prefix = {(True, True): "S", (True, False): "B", (False, True): "E", (False, False): inside_prefix(scheme)}
+    return f"{prefix[(opens, closes)]}-{head[1]}"
+
+
+def detect_tag_scheme(labels: Sequence[str]) -> str:
+    """Guess the tag scheme from label names.
+
+    BIO and IOB1 use the same prefixes, so "B"/"I" labels are reported as BIO (the common case); pass IOB1
+    explicitly for CoNLL-2003-style data. Labels that fit no scheme give "none" (no decoding constraints).
+    """
+    prefixes = set()
+    for label in labels:
+        parts = split_tag(label)
+        if parts is None:
+            return "none"
+        if parts[0] != OUTSIDE:
+            prefixes.add(parts[0])
+    if not prefixes:
+        return "none"
+    for scheme in ("BIO", "BIOES", "BMES"):
+        if prefixes <= SCHEME_PREFIXES[scheme]:
+            return scheme
+    return "none"
+
+
+def detect_data_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """The scheme of tagged data. Label names tell BIOES and BMES; for B-/I- labels the transitions tell IOB1
+    (an I- opens entities, B- only splits two adjacent ones) from BIO."""
+    sequences = list(tag_sequences)
+    labels = sorted({t for seq in sequences for t in seq})
+    scheme = detect_tag_scheme(labels)
+    if scheme != "BIO":
+        return scheme
+    i_opens = b_after_other = 0
+    for seq in sequences:
+        previous = None
+        for tag in seq:
+            parts = split_tag(tag)
+            if parts and parts[0] in "BI":
+                continues = previous is not None and previous[0] in "BI" and previous[1] == parts[1]
+                if parts[0] == "I" and not continues:
+                    i_opens += 1
+                if parts[0] == "B" and not continues:
+                    b_after_other += 1
+            previous = parts
+    return "IOB1" if i_opens > b_after_other else "BIO"
+
+
+def _is_allowed(scheme: str, prev: tuple[str, str] | None, cur: tuple[str, str] | None) -> bool:
+    """Whether tag `cur` may follow tag `prev` under `scheme`; `prev`/`cur` None mean sequence start/end."""
+    if scheme == "none":
+        return True
+    if scheme == "BIO":
+        if cur is not None and cur[0] == "I":
+            return prev is not None and prev[0] in "BI" and prev[1] == cur[1]
+        return True
+    if scheme == "IOB1":
+        # IOB1 uses B- only to split two adjacent entities of the same type.
+        if cur is not None and cur[0] == "B":
+            return prev is not None and prev[0] in "BI" and prev[1] == cur[1]
+        return True
+    # BIOES / BMES: an entity opened by B or continued by I/M must be continued or closed by the same type.
+    inside = inside_prefix(scheme)
+    prev_open = prev is not None and prev[0] in ("B", inside)
+    cur_continues = cur is not None and cur[0] in (inside, "E")
+    if prev_open:
+        return cur_continues and cur[1] == prev[1]
+    return not cur_continues
+
+
+def allowed_transitions(
+    id2label: dict[int, str], scheme: str
+) -> tuple[list[bool], list[bool], list[list[bool]]]:
+    """Legal (start, end, transition) tables for the labels `id2label` under `scheme`.
+
+    Returns `start[j]` (tag j may open a sentence), `end[i]` (tag i may close one) and `trans[i][j]` (j may follow i).
+    Labels that do not parse under the scheme raise a ValueError.
+    """
+    if scheme not in TAG_SCHEMES:
+        raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES}, got {scheme!r}")
+    num = len(id2label)
+    tags = [id2label[i] for i in range(num)]
+    parsed = [split_tag(t) for t in tags]
+    if scheme != "none":
+        allowed = SCHEME_PREFIXES[scheme] | {OUTSIDE}
+        for tag, parts in zip(tags, parsed):
+            if parts is None or parts[0] not in allowed:
+                raise ValueError(f"label {tag!r} is not a {scheme} tag (expected O or one of {sorted(allowed - {OUTSIDE})}-TYPE)")
+    start = [_is_allowed(scheme, None, p) for p in parsed]
+    end = [_is_allowed(scheme, p, None) for p in parsed]
+    trans = [[_is_allowed(scheme, p, q) for q in parsed] for p in parsed]
+    return start, end, trans
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Words, windows and stitching
+
+
+def fed_words(
+    words: Sequence[str], tokenize: Callable[[str], Sequence[Any]], unk_token: str, known: dict[str, bool] | None = None
+) -> list[str]:
+    """The words as the tokenizer is fed them: a word that `tokenize` turns into nothing (U+3000, zero-width and
+    control characters) becomes `unk_token`, so that every word keeps a position. `known` caches, per word,
+    whether it has tokens; pass one dict to share it across calls."""
+    known = {} if known is None else known
+    fed = []
+    for word in words:
+        if word not in known:
+            known[word] = len(tokenize(word)) > 0
+        fed.append(word if known[word] else unk_token)
+    return fed
+
+
+def word_pieces(
+    ids: Sequence[int],
+    word_ids: Sequence[int | None],
+    offsets: Sequence[Sequence[int]] | None = None,
+    spans: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Each word's sub-token ids, for the words that got tokens (in order), and each such word's character span:
+    `spans[word]` for pre-split words, else from its first and last tokens' `offsets` (raw text)."""
+    positions: dict[int, list[int]] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None:
+            positions.setdefault(word, []).append(position)
+    words = sorted(positions)
+    pieces = [[ids[p] for p in positions[w]] for w in words]
+    if spans is not None:
+        return pieces, [spans[w] for w in words]
+    if offsets is None:
+        raise ValueError("word_pieces needs the tokens' offsets or the words' spans")
+    return pieces, [(offsets[positions[w][0]][0], offsets[positions[w][-1]][1]) for w in words]
 
 
 def word_windows(
@@ -104,6 +319,48 @@ def word_windows(
     return windows
 
 
+def window_budget(max_length: int, head: Sequence[int], tail: Sequence[int]) -> int:
+    """The sub-tokens a window of `max_length` ids holds besides the special ids `head` and `tail` (at least one)."""
+    return max(1, max_length - len(head) - len(tail))
+
+
+class Window(NamedTuple):
+    """One model input: words `[start, end)` as `input_ids` (special ids included); `chain[k]` is the position of
+    word `start + k`'s first sub-token in `input_ids`."""
+
+    start: int
+    end: int
+    input_ids: list[int]
+    chain: list[int]
+
+
+def plan_windows(
+    pieces: Sequence[Sequence[int]],
+    head: Sequence[int],
+    tail: Sequence[int],
+    budget: int,
+    stride: int | None = None,
+    tokens: Sequence[str] | None = None,
+) -> list[Window]:
+    """The windows that carry words with sub-token ids `pieces` (one list per word) to the model, in order.
+
+    Each window holds at most `budget` sub-tokens between the special ids `head` and `tail`; a word longer than
+    the budget keeps its first `budget` sub-tokens. Consecutive windows share about `stride` sub-tokens (default a
+    quarter of the budget); with `stride=0` they tile the words, ending after sentence punctuation in `tokens`
+    where they can (see `word_windows`). No words give no windows.
+    """
+    overlap = budget // 4 if stride is None else stride
+    kept = [list(p[:budget]) for p in pieces]
+    windows = []
+    for start, end in word_windows([len(p) for p in kept], budget, overlap, tokens):
+        ids, chain = list(head), []
+        for piece in kept[start:end]:
+            chain.append(len(ids))
+            ids += piece
+        windows.append(Window(start, end, ids + list(tail), chain))
+    return windows
+
+
 def best_windows(windows: Sequence[tuple[int, int]], num_units: int) -> list[int]:
     """For each unit (word) in `[0, num_units)`, the window that holds it farthest from an edge (ties: the
     earlier window). Raises if a unit is in no window."""
@@ -120,6 +377,14 @@ def best_windows(windows: Sequence[tuple[int, int]], num_units: int) -> list[int
     return best
 
 
+def stitch_rows(windows: Sequence[Sequence[int]], num_units: int) -> list[tuple[int, int]]:
+    """Where each unit (word) in `[0, num_units)` takes its scores from, when windows `(start, end, ...)` overlap:
+    `(window index, row in that window's units)`, the window being the one that holds the unit farthest from an
+    edge (see `best_windows`). Each caller gathers its own rows (numpy or torch) from these indices."""
+    spans = [(window[0], window[1]) for window in windows]
+    return [(k, unit - spans[k][0]) for unit, k in enumerate(best_windows(spans, num_units))]
+
+
 def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special token ids a transformers tokenizer puts before and after a single sequence ([CLS] and [SEP]
     for BERT)."""
@@ -129,6 +394,10 @@ def special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[start : start + len(inner)] == inner:
             return full[:start], full[start + len(inner) :]
     raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Text and entities
 
 
 def join_words(words: Sequence[str], delimiter: str | None = None) -> tuple[str, list[tuple[int, int]]]:

@@ -1,97 +1,24 @@
 """The CRF head's configuration, shared by every CRF tagger's config (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA,
-BiLSTM): tag schemes, their legal transitions, and [`CrfConfigMixin`] with the head's settings and checks.
+BiLSTM): [`CrfConfigMixin`] with the head's settings and checks. It re-exports the tag schemes and their legal
+transitions from bert_crf_utils.py, their one home.
 
 This file travels with checkpoints as remote code: it imports nothing beyond transformers and the standard library.
 """
 
 from __future__ import annotations
 
+# The tag-scheme grammar lives in bert_crf_utils; configs, scripts and older code import it from here.
 try:
-    from .bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401  (re-exported)
+    from .bert_crf_utils import (  # noqa: F401  (re-exported)
+        OUTSIDE, SCHEME_PREFIXES, TAG_SCHEMES, Span, allowed_transitions, detect_tag_scheme, split_tag, tags_to_spans,
+    )
 except ImportError:  # imported as a top-level module
-    from bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401
+    from bert_crf_utils import (  # noqa: F401
+        OUTSIDE, SCHEME_PREFIXES, TAG_SCHEMES, Span, allowed_transitions, detect_tag_scheme, split_tag, tags_to_spans,
+    )
 
 
-TAG_SCHEMES = ("BIO", "IOB1", "BIOES", "BMES", "none")
 LOSS_REDUCTIONS = ("mean", "sum", "token_mean")
-
-# Prefix letters each scheme uses for entity tags; "O" is shared by all of them.
-SCHEME_PREFIXES = {
-    "BIO": frozenset("BI"),
-    "IOB1": frozenset("BI"),
-    "BIOES": frozenset("BIES"),
-    "BMES": frozenset("BMES"),
-}
-
-
-def detect_tag_scheme(labels: list[str]) -> str:
-    """Guess the tag scheme from label names.
-
-    BIO and IOB1 use the same prefixes, so "B"/"I" labels are reported as BIO (the common case); pass IOB1
-    explicitly for CoNLL-2003-style data. Labels that fit no scheme give "none" (no decoding constraints).
-    """
-    prefixes = set()
-    for label in labels:
-        parts = split_tag(label)
-        if parts is None:
-            return "none"
-        if parts[0] != OUTSIDE:
-            prefixes.add(parts[0])
-    if not prefixes:
-        return "none"
-    if prefixes <= SCHEME_PREFIXES["BIO"]:
-        return "BIO"
-    if prefixes <= SCHEME_PREFIXES["BIOES"]:
-        return "BIOES"
-    if prefixes <= SCHEME_PREFIXES["BMES"]:
-        return "BMES"
-    return "none"
-
-
-def _is_allowed(scheme: str, prev: tuple[str, str] | None, cur: tuple[str, str] | None) -> bool:
-    """Whether tag `cur` may follow tag `prev` under `scheme`; `prev`/`cur` None mean sequence start/end."""
-    if scheme == "none":
-        return True
-    inside = "M" if scheme == "BMES" else "I"
-    if scheme == "BIO":
-        if cur is not None and cur[0] == "I":
-            return prev is not None and prev[0] in "BI" and prev[1] == cur[1]
-        return True
-    if scheme == "IOB1":
-        # IOB1 uses B- only to split two adjacent entities of the same type.
-        if cur is not None and cur[0] == "B":
-            return prev is not None and prev[0] in "BI" and prev[1] == cur[1]
-        return True
-    # BIOES / BMES: an entity opened by B or continued by I/M must be continued or closed by the same type.
-    prev_open = prev is not None and prev[0] in ("B", inside)
-    cur_continues = cur is not None and cur[0] in (inside, "E")
-    if prev_open:
-        return cur_continues and cur[1] == prev[1]
-    return not cur_continues
-
-
-def allowed_transitions(
-    id2label: dict[int, str], scheme: str
-) -> tuple[list[bool], list[bool], list[list[bool]]]:
-    """Legal (start, end, transition) tables for the labels `id2label` under `scheme`.
-
-    Returns `start[j]` (tag j may open a sentence), `end[i]` (tag i may close one) and `trans[i][j]` (j may follow i).
-    Labels that do not parse under the scheme raise a ValueError.
-    """
-    if scheme not in TAG_SCHEMES:
-        raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES}, got {scheme!r}")
-    num = len(id2label)
-    tags = [id2label[i] for i in range(num)]
-    parsed = [split_tag(t) for t in tags]
-    if scheme != "none":
-        allowed = SCHEME_PREFIXES[scheme] | {OUTSIDE}
-        for tag, parts in zip(tags, parsed):
-            if parts is None or parts[0] not in allowed:
-                raise ValueError(f"label {tag!r} is not a {scheme} tag (expected O or one of {sorted(allowed - {OUTSIDE})}-TYPE)")
-    start = [_is_allowed(scheme, None, p) for p in parsed]
-    end = [_is_allowed(scheme, p, None) for p in parsed]
-    trans = [[_is_allowed(scheme, p, q) for q in parsed] for p in parsed]
-    return start, end, trans
 
 
 CUSTOM_PIPELINE = {

@@ -17,18 +17,17 @@ from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bert_crf_utils import OUTSIDE, Span, best_windows, special_wrapping, split_tag, tags_to_spans, word_windows
-from configuration_bert_crf import SCHEME_PREFIXES, TAG_SCHEMES, detect_tag_scheme
+# The tag-scheme grammar, windows, stitching and feeding untokenizable words have one home, bert_crf_utils (shipped
+# with checkpoints and ONNX exports); the names are re-exported here for run_ner and the tests.
+from bert_crf_utils import (  # noqa: F401  (re-exported)
+    OUTSIDE, SCHEME_LETTERS, SCHEME_PARTS, SCHEME_PREFIXES, TAG_SCHEMES, Span, best_windows, collapse_word_tags,
+    convert_tags, detect_data_scheme, detect_tag_scheme, expand_word_tag, fed_words, plan_windows, spans_to_tags,
+    special_wrapping, split_tag, stitch_rows, tags_to_spans, word_windows,
+)
 
 logger = logging.getLogger(__name__)
 
 
-# Prefixes a scheme writes for an entity's first, middle, last token and for a one-token entity.
-_SCHEME_PARTS = {
-    "BIO": ("B", "I", "I", "B"),
-    "BIOES": ("B", "I", "E", "S"),
-    "BMES": ("B", "M", "E", "S"),
-}
 # The matching seqeval scheme for strict entity scoring; BMES is scored as IOBES with M read as I.
 SEQEVAL_SCHEMES = {"BIO": "IOB2", "IOB1": "IOB1", "BIOES": "IOBES", "BMES": "IOBES"}
 
@@ -248,61 +247,6 @@ def read_file(
 # Tag schemes
 
 
-def spans_to_tags(spans: Iterable[Span], length: int, scheme: str) -> list[str]:
-    """Tags for non-overlapping spans in `scheme` (BIO, IOB1, BIOES or BMES)."""
-    tags = [OUTSIDE] * length
-    ordered = sorted(spans, key=lambda s: s[1])
-    previous: Span | None = None
-    for span in ordered:
-        etype, start, end = span
-        if scheme == "IOB1":
-            adjacent = previous is not None and previous[0] == etype and previous[2] == start
-            tags[start] = ("B-" if adjacent else "I-") + etype
-            for i in range(start + 1, end):
-                tags[i] = "I-" + etype
-        else:
-            first, middle, last, single = _SCHEME_PARTS[scheme]
-            if end - start == 1:
-                tags[start] = f"{single}-{etype}"
-            else:
-                tags[start] = f"{first}-{etype}"
-                for i in range(start + 1, end - 1):
-                    tags[i] = f"{middle}-{etype}"
-                tags[end - 1] = f"{last}-{etype}"
-        previous = span
-    return tags
-
-
-def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
-    """Re-express a tag sequence from scheme `source` in scheme `target` (through entity spans)."""
-    if source == target or "none" in (source, target):
-        return list(tags)
-    return spans_to_tags(tags_to_spans(tags, source), len(tags), target)
-
-
-def detect_data_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
-    """The scheme of tagged data. Label names tell BIOES and BMES; for B-/I- labels the transitions tell IOB1
-    (an I- opens entities, B- only splits two adjacent ones) from BIO."""
-    sequences = list(tag_sequences)
-    labels = sorted({t for seq in sequences for t in seq})
-    scheme = detect_tag_scheme(labels)
-    if scheme != "BIO":
-        return scheme
-    i_opens = b_after_other = 0
-    for seq in sequences:
-        previous = None
-        for tag in seq:
-            parts = split_tag(tag)
-            if parts and parts[0] in "BI":
-                continues = previous is not None and previous[0] in "BI" and previous[1] == parts[1]
-                if parts[0] == "I" and not continues:
-                    i_opens += 1
-                if parts[0] == "B" and not continues:
-                    b_after_other += 1
-            previous = parts
-    return "IOB1" if i_opens > b_after_other else "BIO"
-
-
 def token_location(example: dict[str, Any], index: int) -> str:
     """Where token `index` of `example` was read: "file:line" for column files, else the example's id and the token."""
     lines = example.get("lines")
@@ -344,8 +288,7 @@ def label_list(tag_sequences: Iterable[Sequence[str]], scheme: str) -> list[str]
     if scheme == "none":
         return [OUTSIDE, *seen] if seen else [OUTSIDE]
     types = sorted({split_tag(t)[1] for t in seen if split_tag(t)})
-    prefixes = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES", "BMES": "BMES"}[scheme]
-    return [OUTSIDE] + [f"{p}-{t}" for t in types for p in prefixes]
+    return [OUTSIDE] + [f"{p}-{t}" for t in types for p in SCHEME_LETTERS[scheme]]
 
 
 def to_seqeval(tags: Sequence[str], scheme: str) -> list[str]:
@@ -386,62 +329,18 @@ def check_labels(
 # Sub-token alignment and windows
 
 
-def expand_word_tag(tag: str, pieces: int, scheme: str) -> list[str]:
-    """Tags for the `pieces` sub-tokens of one word when every sub-token is labelled (`label_all_tokens`).
-
-    The word's entity boundaries stay where they were: B-PER over 3 pieces is B-PER I-PER I-PER in BIO; S-PER is
-    B-PER I-PER E-PER in BIOES.
-    """
-    if pieces == 1:
-        return [tag]
-    parts = split_tag(tag)
-    if scheme == "none" or parts is None or parts[0] == OUTSIDE:
-        return [tag] * pieces
-    prefix, etype = parts
-    inside = "M" if scheme == "BMES" else "I"
-    if scheme in ("BIO", "IOB1"):
-        return [tag] + [f"I-{etype}"] * (pieces - 1)
-    opens = prefix in ("B", "S")
-    closes = prefix in ("E", "S")
-    first = f"B-{etype}" if opens else f"{inside}-{etype}"
-    last = f"E-{etype}" if closes else f"{inside}-{etype}"
-    return [first] + [f"{inside}-{etype}"] * (pieces - 2) + [last]
-
-
-def collapse_word_tags(tags: Sequence[str], scheme: str) -> str:
-    """The word-level tag of a word whose sub-tokens were tagged `tags` (inverse of `expand_word_tag`)."""
-    first = tags[0]
-    if len(tags) == 1 or scheme not in ("BIOES", "BMES"):
-        return first
-    head, tail = split_tag(first), split_tag(tags[-1])
-    if head is None or tail is None or head[0] == OUTSIDE:
-        return first
-    opens = head[0] in ("B", "S")
-    closes = tail[0] in ("E", "S") and tail[1] == head[1]
-    inside = "M" if scheme == "BMES" else "I"
-    prefix = {(True, True): "S", (True, False): "B", (False, True): "E", (False, False): inside}[(opens, closes)]
-    return f"{prefix}-{head[1]}"
-
-
 def replace_untokenizable(
     examples: list[dict[str, Any]], tokenizer: Any
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Give every word at least one sub-token: words the tokenizer turns into nothing (U+3000, zero-width and
     control characters) are tokenized as the unknown token instead. Returns new examples ("words" holds what the
     tokenizer sees; "tokens" stays as read) and the count of replaced words."""
-    vocab_cache: dict[str, bool] = {}
+    known: dict[str, bool] = {}  # shared by all examples: each distinct token is tokenized once
     replaced: Counter[str] = Counter()
     out = []
     for example in examples:
-        words = []
-        for token in example["tokens"]:
-            if token not in vocab_cache:
-                vocab_cache[token] = len(tokenizer.tokenize(token)) > 0
-            if vocab_cache[token]:
-                words.append(token)
-            else:
-                replaced[token] += 1
-                words.append(tokenizer.unk_token)
+        words = fed_words(example["tokens"], tokenizer.tokenize, tokenizer.unk_token, known)
+        replaced.update(token for token, word in zip(example["tokens"], words) if word != token)
         out.append({**example, "words": words})
     return out, replaced
 
@@ -474,7 +373,6 @@ def encode_examples(
         raise ValueError(f"max_seq_length {config.max_seq_length} leaves no room for tokens")
     words_batch = [ex.get("words", ex["tokens"]) for ex in examples]
     encoded = tokenizer(words_batch, is_split_into_words=True, add_special_tokens=False, truncation=False, verbose=False)
-    prefix, suffix = len(head), len(tail)
     rows = []
     example_units = []
     truncated_words = 0
@@ -494,31 +392,30 @@ def encode_examples(
         example_units.append(units_per_word)
         unit_starts = np.concatenate([[0], np.cumsum(units_per_word)]).tolist()
         tags = example.get("tags")
-        for start, end in word_windows([len(p) for p in pieces], budget, config.stride if overlap else 0, example["tokens"]):
-            ids, starts, labels = [], [], []
-            for w in range(start, end):
+        labelled = tags is not None and label2id is not None
+        stride = config.stride if overlap else 0
+        for window in plan_windows(pieces, head, tail, budget, stride, example["tokens"]):
+            row_ids = window.input_ids  # [CLS] ids [SEP] for BERT
+            starts = [0] * len(row_ids)
+            labels = [-100] * len(row_ids)
+            for w, position in zip(range(window.start, window.end), window.chain):
+                # A word's chain units are its first sub-token, or all of them with label_all_tokens.
                 n_units = units_per_word[w]
-                piece_tags = None
-                if tags is not None and label2id is not None:
-                    piece_tags = expand_word_tag(tags[w], len(pieces[w]), config.scheme) if config.label_all_tokens else [tags[w]]
-                for k, token_id in enumerate(pieces[w]):
-                    ids.append(token_id)
-                    in_chain = k < n_units
-                    starts.append(1 if in_chain else 0)
-                    if piece_tags is not None:
-                        labels.append(label2id[piece_tags[k]] if in_chain else -100)
-            row_ids = head + ids + tail  # [CLS] ids [SEP] for BERT
+                starts[position : position + n_units] = [1] * n_units
+                if labelled:
+                    unit_tags = expand_word_tag(tags[w], n_units, config.scheme) if config.label_all_tokens else [tags[w]]
+                    labels[position : position + n_units] = [label2id[t] for t in unit_tags]
             row = {
                 "input_ids": row_ids,
                 "attention_mask": [1] * len(row_ids),
                 "token_type_ids": [0] * len(row_ids),
-                "word_start_mask": [0] * prefix + starts + [0] * suffix,
+                "word_start_mask": starts,
                 "example_index": index,
-                "unit_offset": unit_starts[start],
+                "unit_offset": unit_starts[window.start],
                 "length": len(row_ids),
             }
-            if labels:
-                row["labels"] = [-100] * prefix + labels + [-100] * suffix
+            if labelled and window.chain:
+                row["labels"] = labels
             rows.append(row)
     if truncated_words:
         logger.warning("%d words longer than %d sub-tokens were cut to fit a window", truncated_words, budget)
@@ -544,12 +441,10 @@ def stitch_emissions(
         sources[example].append((row_index, positions))
     out = []
     for example, n in enumerate(num_units):
-        owner = np.asarray(best_windows(windows[example], n), dtype=np.int64)
-        scores = np.zeros((n, logits.shape[-1]), dtype=np.float32)
-        for k, (row_index, positions) in enumerate(sources[example]):
-            units = np.flatnonzero(owner == k)
-            scores[units] = logits[row_index, positions[units - windows[example][k][0]]]
-        out.append(scores)
+        picks = stitch_rows(windows[example], n)
+        row_indices = [sources[example][k][0] for k, _ in picks]
+        positions = [sources[example][k][1][unit] for k, unit in picks]
+        out.append(logits[row_indices, positions].astype(np.float32))  # (units, labels)
     return out
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-from bert_crf_utils import best_windows, group_entities, join_words, word_windows
+# Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
+from bert_crf_utils import fed_words, group_entities, join_words, plan_windows, stitch_rows, window_budget, word_pieces
 
 
 def viterbi(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> list[int]:
@@ -109,9 +110,9 @@ class OnnxNerTagger:
         emissions: list[list[np.ndarray]] = [[] for _ in prepared]
         for begin in range(0, len(windows), batch_size):
             chunk = windows[begin : begin + batch_size]
-            logits = self._run([w["ids"] for _, w in chunk])  # (batch, seq, labels)
+            logits = self._run([w.input_ids for _, w in chunk])  # (batch, seq, labels)
             for row, (i, w) in enumerate(chunk):
-                emissions[i].append(logits[row, w["chain"]])
+                emissions[i].append(logits[row, w.chain])
         return [self._entities(item, rows) for item, rows in zip(prepared, emissions)]
 
     # ------------------------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ class OnnxNerTagger:
             words = list(text)
             text, spans = join_words(words)
             _check_encodable(text, index)
-            fed = [w if self.tokenizer.encode(w, add_special_tokens=False).ids else self.unk_token for w in words]
+            fed = fed_words(words, self._token_ids, self.unk_token)
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
             _check_encodable(text, index)
@@ -133,27 +134,14 @@ class OnnxNerTagger:
             raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(text).__name__}")
         if encoding is None or not encoding.ids:
             return {"text": text, "spans": [], "windows": []}
-        pieces: dict[int, list[int]] = {}
-        for position, word in enumerate(encoding.word_ids):
-            if word is not None:
-                pieces.setdefault(word, []).append(position)
-        order = sorted(pieces)
-        if spans is None:
-            offsets = encoding.offsets
-            spans = [(offsets[pieces[w][0]][0], offsets[pieces[w][-1]][1]) for w in order]
-        else:
-            spans = [spans[w] for w in order]
-        budget = max(1, self.max_length - len(self.head) - len(self.tail))
-        lengths = [min(len(pieces[w]), budget) for w in order]
-        overlap = stride if stride is not None else budget // 4
-        windows = []
-        for start, end in word_windows(lengths, budget, overlap):
-            ids, chain = list(self.head), []
-            for k in range(start, end):
-                chain.append(len(ids))
-                ids += [encoding.ids[p] for p in pieces[order[k]][: lengths[k]]]
-            windows.append({"ids": ids + list(self.tail), "chain": chain, "span": (start, end)})
+        # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
+        pieces, spans = word_pieces(encoding.ids, encoding.word_ids, encoding.offsets, spans)
+        budget = window_budget(self.max_length, self.head, self.tail)
+        windows = plan_windows(pieces, self.head, self.tail, budget, stride)
         return {"text": text, "spans": spans, "windows": windows}
+
+    def _token_ids(self, word: str) -> list[int]:
+        return self.tokenizer.encode(word, add_special_tokens=False).ids
 
     def _run(self, rows: list[list[int]]) -> np.ndarray:
         width = max(len(r) for r in rows)
@@ -169,8 +157,7 @@ class OnnxNerTagger:
         spans, text = item["spans"], item["text"]
         if not spans:
             return []
-        owner = best_windows([w["span"] for w in item["windows"]], len(spans))
-        emissions = np.stack([rows[k][word - item["windows"][k]["span"][0]] for word, k in enumerate(owner)])
+        emissions = np.stack([rows[k][row] for k, row in stitch_rows(item["windows"], len(spans))])
         path = viterbi(emissions, self.start, self.end, self.transitions)
         probs = marginals(emissions, self.start, self.end, self.transitions)
         scores = [float(probs[i, t]) for i, t in enumerate(path)]

@@ -11,15 +11,22 @@ torch, transformers and the configuration file.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+# Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with run_ner and the ONNX runtime).
 try:
-    from .bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, max_positions, special_wrapping, word_windows
+    from .bert_crf_utils import (
+        OUTSIDE, Window, fed_words, group_entities, join_words, max_positions, plan_windows, special_wrapping,
+        stitch_rows, window_budget, word_pieces,
+    )
 except ImportError:  # imported as a top-level module
-    from bert_crf_utils import OUTSIDE, best_windows, group_entities, join_words, max_positions, special_wrapping, word_windows
+    from bert_crf_utils import (
+        OUTSIDE, Window, fed_words, group_entities, join_words, max_positions, plan_windows, special_wrapping,
+        stitch_rows, window_budget, word_pieces,
+    )
 
 AGGREGATION_STRATEGIES = ("none", "simple")
 # A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
@@ -134,7 +141,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _words_and_spans(self, inputs: Any, is_split_into_words: bool, delimiter: str | None):
+    def _words_and_spans(
+        self, inputs: Any, is_split_into_words: bool, delimiter: str | None
+    ) -> tuple[str, str | list[str], list[tuple[int, int]] | None]:
         """The text, the words fed to the tokenizer, and each word's character span in the text."""
         if is_split_into_words:
             if not isinstance(inputs, (list, tuple)) or not all(isinstance(w, str) for w in inputs):
@@ -142,7 +151,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             text, spans = join_words(inputs, delimiter)
             check_encodable(text)
             # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
-            fed = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in inputs]
+            fed = fed_words(inputs, self.tokenizer.tokenize, self.tokenizer.unk_token)
             return text, fed, spans
         if not isinstance(inputs, str):
             raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}")
@@ -152,25 +161,16 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
     def preprocess(
         self, inputs: Any, stride: int | None = None, max_length: int | None = None,
         is_split_into_words: bool = False, delimiter: str | None = None,
-    ):
+    ) -> Iterator[dict[str, Any]]:
         text, fed, spans = self._words_and_spans(inputs, is_split_into_words, delimiter)
         encoding = self.tokenizer(
             fed, is_split_into_words=is_split_into_words, add_special_tokens=False, return_offsets_mapping=True,
             truncation=False, verbose=False,
         )
-        ids, word_ids = encoding["input_ids"], encoding.word_ids()
-        pieces: dict[int, list[int]] = {}
-        for position, word in enumerate(word_ids):
-            if word is not None:
-                pieces.setdefault(word, []).append(position)
-        words = sorted(pieces)  # words the tokenizer saw, in order
-        if spans is None:  # raw text: a word spans its sub-tokens' characters
-            offsets = encoding["offset_mapping"]
-            spans = [(offsets[pieces[w][0]][0], offsets[pieces[w][-1]][1]) for w in words]
-        else:
-            spans = [spans[w] for w in words]
+        # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
+        pieces, spans = word_pieces(encoding["input_ids"], encoding.word_ids(), encoding["offset_mapping"], spans)
         limit = max_length or min(self.tokenizer.model_max_length, max_positions(self.model.config))
-        budget = max(1, limit - len(self._head) - len(self._tail))
+        budget = window_budget(limit, self._head, self._tail)
         # Each window shares `stride` sub-tokens with the one before; sharing more than half its room would cost
         # more forward passes than it saves (at stride >= budget, one window per word).
         if stride is not None and stride > budget // 2:
@@ -178,22 +178,19 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 f"stride must be at most half the {budget} sub-tokens a window holds (max_length {limit} less "
                 f"{limit - budget} special tokens), i.e. <= {budget // 2}, got {stride}"
             )
-        overlap = stride if stride is not None else budget // 4
-        lengths = [min(len(pieces[w]), budget) for w in words]
-        windows = word_windows(lengths, budget, overlap) if words else [(0, 0)]
-        for index, (start, end) in enumerate(windows):
-            window_ids, chain = list(self._head), []
-            for k in range(start, end):
-                chain.append(len(window_ids))
-                window_ids += [ids[p] for p in pieces[words[k]][: lengths[k]]]
-            window_ids += self._tail
-            word_start_mask = torch.zeros(1, len(window_ids), dtype=torch.long)
-            word_start_mask[0, chain] = 1
+        # No words still make one (empty) chunk: the ChunkPipeline needs one to answer with no entities.
+        windows = plan_windows(pieces, self._head, self._tail, budget, stride) or [
+            Window(0, 0, self._head + self._tail, [])
+        ]
+        for index, window in enumerate(windows):
+            length = len(window.input_ids)
+            word_start_mask = torch.zeros(1, length, dtype=torch.long)
+            word_start_mask[0, window.chain] = 1
             yield {
-                "input_ids": torch.tensor([window_ids]),
-                "attention_mask": torch.ones(1, len(window_ids), dtype=torch.long),
+                "input_ids": torch.tensor([window.input_ids]),
+                "attention_mask": torch.ones(1, length, dtype=torch.long),
                 "word_start_mask": word_start_mask,
-                "window": (start, end),
+                "window": (window.start, window.end),
                 "text": text if index == 0 else None,
                 "spans": spans if index == 0 else None,
                 "is_last": index == len(windows) - 1,
@@ -233,9 +230,8 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:
         """One Viterbi pass over a text split in windows, each word scored by its most central window."""
-        owner = best_windows([tuple(o["window"]) for o in all_outputs], num_words)
-        rows = [all_outputs[k]["emissions"][0, word - all_outputs[k]["window"][0]] for word, k in enumerate(owner)]
-        emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
+        picks = stitch_rows([o["window"] for o in all_outputs], num_words)
+        emissions = torch.stack([all_outputs[k]["emissions"][0, row] for k, row in picks]).unsqueeze(0)  # (1, words, labels)
         mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         crf = self.model.crf
         with torch.no_grad():
