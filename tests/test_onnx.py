@@ -76,6 +76,23 @@ def test_pre_split_words_and_batches(exported):
     assert tagger(["武汉", "上海"], batch_size=1) == [tagger("武汉"), tagger("上海")]
 
 
+@pytest.mark.parametrize("stride", [None, 0, 5])
+def test_pipeline_and_runtime_plan_the_same_windows(exported, crf_checkpoint, dev_texts, stride):
+    # Both plan with bert_crf_utils.plan_windows: the same text gives the same words, ids and chain positions.
+    pipe = load_crf_pipeline(crf_checkpoint)
+    tagger = OnnxNerTagger(exported)
+    words = list("".join(dev_texts[:12])) + ["\u3000", "\u200b"] + list("武汉至上海")  # long, with untokenizable words
+    for text, split in (("".join(dev_texts[:12]), False), (words, True), (dev_texts[0], False)):
+        chunks = list(pipe.preprocess(text, stride=stride, is_split_into_words=split))
+        prepared = tagger._prepare(text, split, stride)
+        assert prepared["spans"] == chunks[0]["spans"]
+        assert len(prepared["windows"]) == len(chunks) > (1 if len(prepared["spans"]) > 100 else 0)
+        for window, chunk in zip(prepared["windows"], chunks):
+            assert (window.start, window.end) == chunk["window"]
+            assert window.input_ids == chunk["input_ids"][0].tolist()
+            assert window.chain == chunk["word_start_mask"][0].nonzero().flatten().tolist()
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\u3000", "\n"])
 def test_empty_input_gives_no_entities(exported, text):
     assert OnnxNerTagger(exported)(text) == []
