@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
+
 OUTSIDE = "O"
 Span = tuple[str, int, int]  # (entity type, start token, end token exclusive)
 # Characters after which a training window prefers to end.
@@ -234,7 +235,9 @@ def allowed_transitions(
         allowed = SCHEME_PREFIXES[scheme] | {OUTSIDE}
         for tag, parts in zip(tags, parsed):
             if parts is None or parts[0] not in allowed:
-                raise ValueError(f"label {tag!r} is not a {scheme} tag (expected O or one of {sorted(allowed - {OUTSIDE})}-TYPE)")
+                raise ValueError(
+                    f"label {tag!r} is not a {scheme} tag (expected O or one of {sorted(allowed - {OUTSIDE})}-TYPE)"
+                )
     start = [_is_allowed(scheme, None, p) for p in parsed]
     end = [_is_allowed(scheme, p, None) for p in parsed]
     trans = [[_is_allowed(scheme, p, q) for q in parsed] for p in parsed]
@@ -246,7 +249,10 @@ def allowed_transitions(
 
 
 def fed_words(
-    words: Sequence[str], tokenize: Callable[[str], Sequence[Any]], unk_token: str, known: dict[str, bool] | None = None
+    words: Sequence[str],
+    tokenize: Callable[[str], Sequence[Any]],
+    unk_token: str,
+    known: dict[str, bool] | None = None,
 ) -> list[str]:
     """The words as the tokenizer is fed them: a word that `tokenize` turns into nothing (U+3000, zero-width and
     control characters) becomes `unk_token`, so that every word keeps a position. `known` caches, per word,

@@ -7,14 +7,29 @@ This file travels with checkpoints as remote code: it imports nothing beyond tra
 
 from __future__ import annotations
 
+
 # The tag-scheme grammar lives in bert_crf_utils; configs, scripts and older code import it from here.
 try:
     from .bert_crf_utils import (  # noqa: F401  (re-exported)
-        OUTSIDE, SCHEME_PREFIXES, TAG_SCHEMES, Span, allowed_transitions, detect_tag_scheme, split_tag, tags_to_spans,
+        OUTSIDE,
+        SCHEME_PREFIXES,
+        TAG_SCHEMES,
+        Span,
+        allowed_transitions,
+        detect_tag_scheme,
+        split_tag,
+        tags_to_spans,
     )
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import (  # noqa: F401
-        OUTSIDE, SCHEME_PREFIXES, TAG_SCHEMES, Span, allowed_transitions, detect_tag_scheme, split_tag, tags_to_spans,
+        OUTSIDE,
+        SCHEME_PREFIXES,
+        TAG_SCHEMES,
+        Span,
+        allowed_transitions,
+        detect_tag_scheme,
+        split_tag,
+        tags_to_spans,
     )
 
 
@@ -50,7 +65,11 @@ class CrfConfigMixin:
     """
 
     def _set_crf_settings(
-        self, tag_scheme: str | None, constrain_decoding: bool, loss_reduction: str, special_token_ids: list[int] | None
+        self,
+        tag_scheme: str | None,
+        constrain_decoding: bool,
+        loss_reduction: str,
+        special_token_ids: list[int] | None,
     ) -> None:
         if tag_scheme is not None and tag_scheme not in TAG_SCHEMES:
             raise ValueError(f"tag_scheme must be one of {TAG_SCHEMES} or None, got {tag_scheme!r}")

@@ -20,10 +20,28 @@ import numpy as np
 # The tag-scheme grammar, windows, stitching and feeding untokenizable words have one home, bert_crf_utils (shipped
 # with checkpoints and ONNX exports); the names are re-exported here for run_ner and the tests.
 from bert_crf_utils import (  # noqa: F401  (re-exported)
-    OUTSIDE, SCHEME_LETTERS, SCHEME_PARTS, SCHEME_PREFIXES, TAG_SCHEMES, Span, best_windows, collapse_word_tags,
-    convert_tags, detect_data_scheme, detect_tag_scheme, expand_word_tag, fed_words, plan_windows, spans_to_tags,
-    special_wrapping, split_tag, stitch_rows, tags_to_spans, word_windows,
+    OUTSIDE,
+    SCHEME_LETTERS,
+    SCHEME_PARTS,
+    SCHEME_PREFIXES,
+    TAG_SCHEMES,
+    Span,
+    best_windows,
+    collapse_word_tags,
+    convert_tags,
+    detect_data_scheme,
+    detect_tag_scheme,
+    expand_word_tag,
+    fed_words,
+    plan_windows,
+    spans_to_tags,
+    special_wrapping,
+    split_tag,
+    stitch_rows,
+    tags_to_spans,
+    word_windows,
 )
+
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +108,9 @@ def read_column_file(path: str | Path, tag_column: int = -1) -> list[dict[str, A
 
     def flush() -> None:
         if tokens:
-            examples.append({"id": f"{path}:{start_line}", "tokens": list(tokens), "tags": list(tags), "lines": list(lines)})
+            examples.append(
+                {"id": f"{path}:{start_line}", "tokens": list(tokens), "tags": list(tags), "lines": list(lines)}
+            )
         tokens.clear()
         tags.clear()
         lines.clear()
@@ -133,7 +153,9 @@ def read_json_lines(
     for line_no, record in _json_records(path):
         tokens = record.get(tokens_key)
         if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-            raise DataFormatError(path, line_no, f"{tokens_key}={tokens!r}", f"a list of non-empty strings in {tokens_key!r}")
+            raise DataFormatError(
+                path, line_no, f"{tokens_key}={tokens!r}", f"a list of non-empty strings in {tokens_key!r}"
+            )
         tags = record.get(tags_key) if tags_key else None
         if tags is not None:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -185,7 +207,8 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
                 dropped.append((line_no, span))
             else:
                 kept.append(span)
-        examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": spans_to_tags(kept, len(tokens), scheme)})
+        tags = spans_to_tags(kept, len(tokens), scheme)
+        examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
     for line_no, (etype, start, end) in dropped:
         logger.warning("%s:%d: dropped %s span [%d, %d) overlapping a longer span", path, line_no, etype, start, end)
     if not examples:
@@ -207,7 +230,9 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
                 start, end = pos
                 if not 0 <= start <= end < len(text) or text[start : end + 1] != surface:
                     raise DataFormatError(
-                        path, line_no, f"{etype} {surface!r} at [{start}, {end}] (text there: {text[start:end + 1]!r})",
+                        path,
+                        line_no,
+                        f"{etype} {surface!r} at [{start}, {end}] (text there: {text[start:end + 1]!r})",
                         "text[start:end+1] to equal the entity string",
                     )
                 spans.append((etype, start, end + 1))
@@ -372,7 +397,9 @@ def encode_examples(
     if budget < 1:
         raise ValueError(f"max_seq_length {config.max_seq_length} leaves no room for tokens")
     words_batch = [ex.get("words", ex["tokens"]) for ex in examples]
-    encoded = tokenizer(words_batch, is_split_into_words=True, add_special_tokens=False, truncation=False, verbose=False)
+    encoded = tokenizer(
+        words_batch, is_split_into_words=True, add_special_tokens=False, truncation=False, verbose=False
+    )
     rows = []
     example_units = []
     truncated_words = 0
@@ -403,7 +430,10 @@ def encode_examples(
                 n_units = units_per_word[w]
                 starts[position : position + n_units] = [1] * n_units
                 if labelled:
-                    unit_tags = expand_word_tag(tags[w], n_units, config.scheme) if config.label_all_tokens else [tags[w]]
+                    if config.label_all_tokens:
+                        unit_tags = expand_word_tag(tags[w], n_units, config.scheme)
+                    else:
+                        unit_tags = [tags[w]]
                     labels[position : position + n_units] = [label2id[t] for t in unit_tags]
             row = {
                 "input_ids": row_ids,
@@ -487,7 +517,9 @@ def pre_tokens(line: str, tokenizer: Any) -> list[str]:
     """The tokenizer's words of a line (each Chinese character alone), normalized as the tokenizer does."""
     backend = tokenizer.backend_tokenizer
     text = backend.normalizer.normalize_str(line) if backend.normalizer else line
-    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)] if backend.pre_tokenizer else text.split()
+    if not backend.pre_tokenizer:
+        return text.split()
+    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
 
 
 def extend_vocabulary(tokenizer: Any, examples: list[dict[str, Any]], min_count: int = 1) -> list[str]:

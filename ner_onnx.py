@@ -94,7 +94,10 @@ class OnnxNerTagger:
         batch_size: int = 32, stride: int | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         if not isinstance(inputs, (str, list, tuple)):
-            raise ValueError(f"expected a string, a list of strings or (is_split_into_words=True) a list of words, got {type(inputs).__name__}")
+            raise ValueError(
+                "expected a string, a list of strings or (is_split_into_words=True) a list of words, "
+                f"got {type(inputs).__name__}"
+            )
         single = isinstance(inputs, str) or (is_split_into_words and _is_word_list(inputs))
         texts = [inputs] if single else list(inputs)
         results = self.tag_batch(texts, is_split_into_words, batch_size, stride)
@@ -131,7 +134,9 @@ class OnnxNerTagger:
             spans = None
             encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
         else:
-            raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(text).__name__}")
+            raise ValueError(
+                f"expected a string (or is_split_into_words=True with a list of words), got {type(text).__name__}"
+            )
         if encoding is None or not encoding.ids:
             return {"text": text, "spans": [], "windows": []}
         # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.

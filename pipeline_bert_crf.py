@@ -16,16 +16,35 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers.pipelines.base import ChunkPipeline
 
+
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with run_ner and the ONNX runtime).
 try:
     from .bert_crf_utils import (
-        OUTSIDE, Window, fed_words, group_entities, join_words, max_positions, plan_windows, special_wrapping,
-        stitch_rows, window_budget, word_pieces,
+        OUTSIDE,
+        Window,
+        fed_words,
+        group_entities,
+        join_words,
+        max_positions,
+        plan_windows,
+        special_wrapping,
+        stitch_rows,
+        window_budget,
+        word_pieces,
     )
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import (
-        OUTSIDE, Window, fed_words, group_entities, join_words, max_positions, plan_windows, special_wrapping,
-        stitch_rows, window_budget, word_pieces,
+        OUTSIDE,
+        Window,
+        fed_words,
+        group_entities,
+        join_words,
+        max_positions,
+        plan_windows,
+        special_wrapping,
+        stitch_rows,
+        window_budget,
+        word_pieces,
     )
 
 AGGREGATION_STRATEGIES = ("none", "simple")
@@ -106,7 +125,10 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         if max_length is not None:
             positions = max_positions(self.model.config)
             if not _is_int(max_length) or not 2 < max_length <= positions:
-                raise ValueError(f"max_length must be an integer between 3 and the model's {positions} positions, got {max_length!r}")
+                raise ValueError(
+                    f"max_length must be an integer between 3 and the model's {positions} positions, "
+                    f"got {max_length!r}"
+                )
             preprocess["max_length"] = max_length
         if is_split_into_words is not None:
             if not isinstance(is_split_into_words, bool):
@@ -119,7 +141,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         if aggregation_strategy is not None:
             strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy)).lower()
             if strategy not in AGGREGATION_STRATEGIES:
-                raise ValueError(f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}, got {aggregation_strategy!r}")
+                raise ValueError(
+                    f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}, got {aggregation_strategy!r}"
+                )
             postprocess["aggregation_strategy"] = strategy
         if ignore_labels is not None:
             # A string is a sequence of letters: "ORG" would ignore "O", "R" and "G".
@@ -147,14 +171,18 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         """The text, the words fed to the tokenizer, and each word's character span in the text."""
         if is_split_into_words:
             if not isinstance(inputs, (list, tuple)) or not all(isinstance(w, str) for w in inputs):
-                raise ValueError(f"with is_split_into_words=True, expected a list of words, got {type(inputs).__name__}")
+                raise ValueError(
+                    f"with is_split_into_words=True, expected a list of words, got {type(inputs).__name__}"
+                )
             text, spans = join_words(inputs, delimiter)
             check_encodable(text)
             # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
             fed = fed_words(inputs, self.tokenizer.tokenize, self.tokenizer.unk_token)
             return text, fed, spans
         if not isinstance(inputs, str):
-            raise ValueError(f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}")
+            raise ValueError(
+                f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}"
+            )
         check_encodable(inputs)
         return inputs, inputs, None
 
@@ -199,7 +227,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         meta = {k: model_inputs.pop(k) for k in ("window", "text", "spans", "is_last")}
         model_inputs = _right_aligned(model_inputs)
-        logits = self.model.emissions(input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"])
+        logits = self.model.emissions(
+            input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]
+        )
         # Decoding each window here runs the CRF once per batch; postprocess re-decodes only texts split in windows.
         emissions, tags, scores, _ = self.model.decode_packed(logits, model_inputs["word_start_mask"])
         return {"emissions": emissions, "tags": tags, "scores": scores, **meta}
@@ -231,7 +261,8 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
     def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:
         """One Viterbi pass over a text split in windows, each word scored by its most central window."""
         picks = stitch_rows([o["window"] for o in all_outputs], num_words)
-        emissions = torch.stack([all_outputs[k]["emissions"][0, row] for k, row in picks]).unsqueeze(0)  # (1, words, labels)
+        rows = [all_outputs[k]["emissions"][0, row] for k, row in picks]
+        emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
         mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         crf = self.model.crf
         with torch.no_grad():

@@ -28,6 +28,7 @@ from bert_crf_utils import (
 )
 from conftest import FULLWIDTH_SPACE, REPO_ROOT
 
+
 HEAD, TAIL = [101], [102]
 
 

@@ -16,8 +16,8 @@ from configuration_bert_crf import (
     detect_tag_scheme,
     split_tag,
 )
-
 from conftest import ID2LABEL, LABEL2ID, LABELS, TINY_BERT_KWARGS
+
 
 BIO_LABELS = LABELS  # O, B-PER, I-PER, B-LOC, I-LOC
 BIOES_LABELS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import ner_data
+from conftest import DEMO_DIR, FULLWIDTH_SPACE, SHARED_DATA
 from ner_data import (
     DataFormatError,
     WindowConfig,
@@ -37,7 +38,6 @@ from ner_data import (
     word_windows,
 )
 
-from conftest import DEMO_DIR, FULLWIDTH_SPACE, SHARED_DATA
 
 SCHEMES = ("BIO", "IOB1", "BIOES", "BMES")
 SCHEME_PREFIXES = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES", "BMES": "BMES", "none": "BI"}
@@ -189,13 +189,16 @@ def test_json_lines_not_an_object(tmp_path):
 
 
 def test_json_lines_length_mismatch(tmp_path):
-    path = write(tmp_path, "bad.jsonl", '{"tokens": ["a"], "tags": ["O"]}\n\n{"tokens": ["a", "b", "c"], "tags": ["O", "O"]}\n')
+    text = '{"tokens": ["a"], "tags": ["O"]}\n\n{"tokens": ["a", "b", "c"], "tags": ["O", "O"]}\n'
+    path = write(tmp_path, "bad.jsonl", text)
     with pytest.raises(DataFormatError) as info:
         read_json_lines(path)
     assert_located(info.value, path, 3, ["one tag per token", "3 tokens and 2 tags"])
 
 
-@pytest.mark.parametrize("record", ['{"tags": ["O"]}', '{"tokens": "ab", "tags": ["O"]}', '{"tokens": ["a", ""], "tags": ["O", "O"]}'])
+@pytest.mark.parametrize(
+    "record", ['{"tags": ["O"]}', '{"tokens": "ab", "tags": ["O"]}', '{"tokens": ["a", ""], "tags": ["O", "O"]}']
+)
 def test_json_lines_bad_tokens(tmp_path, record):
     path = write(tmp_path, "bad.jsonl", record + "\n")
     with pytest.raises(DataFormatError) as info:
@@ -237,7 +240,8 @@ def test_span_json_end_inclusive_to_bio(tmp_path):
 
 
 def test_span_json_to_bioes_and_bmes(tmp_path):
-    line = span_line("张三在北京大学", {"name": {"张三": [[0, 1]]}, "org": {"北京大学": [[3, 6]]}, "x": {"在": [[2, 2]]}})
+    label = {"name": {"张三": [[0, 1]]}, "org": {"北京大学": [[3, 6]]}, "x": {"在": [[2, 2]]}}
+    line = span_line("张三在北京大学", label)
     path = write(tmp_path, "a.json", line + "\n")
     assert read_span_json(path, "BIOES")[0]["tags"] == ["B-name", "E-name", "S-x", "B-org", "I-org", "I-org", "E-org"]
     assert read_span_json(path, "BMES")[0]["tags"] == ["B-name", "E-name", "S-x", "B-org", "M-org", "M-org", "E-org"]
@@ -429,7 +433,8 @@ def test_convert_tags_every_pair(source, target):
     for _ in range(50):
         length = rng.randint(1, 12)
         spans = random_spans(rng, length)
-        assert convert_tags(spans_to_tags(spans, length, source), source, target) == spans_to_tags(spans, length, target)
+        expected = spans_to_tags(spans, length, target)
+        assert convert_tags(spans_to_tags(spans, length, source), source, target) == expected
 
 
 def test_convert_tags_none_is_identity():
@@ -706,13 +711,14 @@ def test_encode_examples_long_sentence(tiny_tokenizer, demo_chars, overlap):
 def test_encode_examples_multi_piece_words_first_sub_token(tiny_tokenizer):
     example = {"id": "x:1", "tokens": ["newyork", "武", "newyork"], "tags": ["B-LOC", "O", "B-LOC"]}
     label2id = {"O": 0, "B-LOC": 1, "I-LOC": 2}
-    (row,), units = encode_examples([example], tiny_tokenizer, label2id, WindowConfig(max_seq_length=16), overlap=False)
+    config = WindowConfig(max_seq_length=16)
+    (row,), units = encode_examples([example], tiny_tokenizer, label2id, config, overlap=False)
     ids = tiny_tokenizer.convert_tokens_to_ids(["[CLS]", "new", "##york", "武", "new", "##york", "[SEP]"])
     assert row["input_ids"] == ids
     assert row["word_start_mask"] == [0, 1, 0, 1, 1, 0, 0]
     assert row["labels"] == [-100, 1, -100, 0, 1, -100, -100]
     assert units == [[1, 1, 1]]
-    assert "labels" not in encode_examples([example], tiny_tokenizer, None, WindowConfig(max_seq_length=16), False)[0][0]
+    assert "labels" not in encode_examples([example], tiny_tokenizer, None, config, False)[0][0]
 
 
 @pytest.mark.parametrize("scheme", ["BIO", "BIOES", "BMES"])
@@ -749,7 +755,8 @@ def test_encode_examples_truncates_a_word_longer_than_the_window(tiny_tokenizer,
     label2id = {"O": 0, "B-X": 1, "I-X": 2}
     assert len(tiny_tokenizer.tokenize("unknown")) == 3
     with caplog.at_level(logging.WARNING, logger="ner_data"):
-        rows, units = encode_examples([example], tiny_tokenizer, label2id, WindowConfig(max_seq_length=4), overlap=False)
+        config = WindowConfig(max_seq_length=4)
+        rows, units = encode_examples([example], tiny_tokenizer, label2id, config, overlap=False)
     assert [r["input_ids"][1:-1] for r in rows] == [
         tiny_tokenizer.convert_tokens_to_ids(p) for p in (["武"], ["un", "##know"], ["汉"])
     ]
@@ -957,7 +964,8 @@ def test_every_reader_names_the_line_of_bytes_that_are_not_utf8(tmp_path, kind):
     """A GBK file (common for Chinese data) stops with its file and line and how to convert it."""
     good = {"column": "李 B-PER\n四 I-PER\n\n", "jsonl": '{"tokens": ["a"], "tags": ["O"]}\n',
             "spans": '{"text": "ab", "label": {}}\n'}[kind]
-    bad = {"column": "".join(f"{c} O\n" for c in GBK_SENTENCE), "jsonl": json.dumps({"tokens": list(GBK_SENTENCE)}, ensure_ascii=False) + "\n",
+    bad = {"column": "".join(f"{c} O\n" for c in GBK_SENTENCE),
+           "jsonl": json.dumps({"tokens": list(GBK_SENTENCE)}, ensure_ascii=False) + "\n",
            "spans": json.dumps({"text": GBK_SENTENCE}, ensure_ascii=False) + "\n"}[kind]
     path = tmp_path / f"data.{kind}"
     path.write_bytes(good.encode("utf-8") + bad.encode("gbk"))
@@ -989,7 +997,8 @@ def test_labels_outside_every_scheme_are_named_with_their_line(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("张 B-PER\n三 I-PER\n\n北 B-LOC\n京 X-LOC\n在 O\n\n", encoding="utf-8")
     examples = read_file(path)
-    with pytest.raises(ValueError, match=r"'X-LOC' x1 \(first at .*train.txt:5\).*other labels are BIO.*--data_tag_scheme none"):
+    message = r"'X-LOC' x1 \(first at .*train.txt:5\).*other labels are BIO.*--data_tag_scheme none"
+    with pytest.raises(ValueError, match=message):
         ner_data.detect_examples_scheme(examples)
     # bare type names fit no scheme either; a file of O tags only is scheme-less and fine
     with pytest.raises(ValueError, match="'PER' x1"):

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import DEMO_DIR, REPO_ROOT, load_crf_pipeline
 
+
 pytest.importorskip("onnxruntime")
 
 import export_onnx  # noqa: E402
@@ -144,9 +145,10 @@ def test_numpy_crf_matches_the_torch_crf():
     crf = CRF(5, batch_first=True)
     emissions = torch.randn(1, 9, 5)
     mask = torch.ones(1, 9, dtype=torch.bool)
-    args = [crf.start_transitions.detach().numpy(), crf.end_transitions.detach().numpy(), crf.transitions.detach().numpy()]
+    args = [t.detach().numpy() for t in (crf.start_transitions, crf.end_transitions, crf.transitions)]
     assert viterbi(emissions[0].numpy(), *args) == crf.viterbi_packed(emissions, mask)[0].tolist()
-    np.testing.assert_allclose(marginals(emissions[0].numpy(), *args), crf.marginals_packed(emissions, mask)[0].detach().numpy(), atol=1e-6)
+    expected = crf.marginals_packed(emissions, mask)[0].detach().numpy()
+    np.testing.assert_allclose(marginals(emissions[0].numpy(), *args), expected, atol=1e-6)
 
 
 def test_export_folder_serves_without_the_repo(exported, omp_env):

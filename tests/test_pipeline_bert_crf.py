@@ -15,6 +15,7 @@ import torch
 
 from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters
 
+
 TRICKY_TEXTS = [
     "受台风影响，武汉至上海的航班今天全部取消。",  # Chinese without spaces
     "2024年ＡＩ大会在北京举行, Apple CEO Tim Cook",  # Chinese, English, digits, full-width letters
@@ -68,7 +69,8 @@ def group_words(words):
         else:
             current["words"].append(w)
     return [
-        (g["type"], g["words"][0]["start"], g["words"][-1]["end"], sum(w["score"] for w in g["words"]) / len(g["words"]))
+        (g["type"], g["words"][0]["start"], g["words"][-1]["end"],
+         sum(w["score"] for w in g["words"]) / len(g["words"]))
         for g in groups
     ]
 
@@ -256,7 +258,9 @@ def test_pre_split_batch(crf_pipeline):
 
 def test_pre_split_characters_equal_raw_text(crf_pipeline):
     text = TRICKY_TEXTS[0]
-    assert_same_results(crf_pipeline(list(text), is_split_into_words=True, ignore_labels=[]), crf_pipeline(text, ignore_labels=[]))
+    assert_same_results(
+        crf_pipeline(list(text), is_split_into_words=True, ignore_labels=[]), crf_pipeline(text, ignore_labels=[])
+    )
 
 
 def test_pre_split_delimiter(crf_pipeline):
@@ -288,7 +292,8 @@ def test_batch_equals_one_by_one(crf_pipeline):
     for options in ({"ignore_labels": []}, {"aggregation_strategy": "simple"}):
         alone = [crf_pipeline(text, batch_size=1, **options) for text in texts]
         for batch_size in (None, 4):  # None: the default
-            batched = crf_pipeline(texts, **options) if batch_size is None else crf_pipeline(texts, batch_size=batch_size, **options)
+            sizes = {} if batch_size is None else {"batch_size": batch_size}
+            batched = crf_pipeline(texts, **sizes, **options)
             assert len(batched) == len(texts)
             for got, expected in zip(batched, alone):
                 assert_same_results(got, expected)
@@ -399,10 +404,14 @@ def manual_stitching(model, tokenizer, text, windows):
     return tags.tolist(), probs.gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
 
 
-WINDOW_OPTIONS = [{}, {"stride": 0}, {"stride": 5}, {"stride": 31}, {"max_length": 16}, {"max_length": 16, "stride": 0}]
+WINDOW_OPTIONS = [
+    {}, {"stride": 0}, {"stride": 5}, {"stride": 31}, {"max_length": 16}, {"max_length": 16, "stride": 0},
+]
 
 
-@pytest.mark.parametrize("options", WINDOW_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "options", WINDOW_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
 def test_long_text_equals_manual_stitching(crf_pipeline, record_windows, options):
     text = LONG_TEXT
     results = crf_pipeline(text, ignore_labels=[], **options)
@@ -438,8 +447,8 @@ def test_long_text_scores_are_exact_marginals(crf_pipeline, record_windows, seed
     model, tokenizer = crf_pipeline.model, crf_pipeline.tokenizer
     ids = tokenizer(list(text), is_split_into_words=True, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logits = [model(input_ids=torch.tensor([[tokenizer.cls_token_id, *ids[s:e], tokenizer.sep_token_id]])).logits[0, 1:-1]
-                  for s, e in windows]
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        logits = [model(input_ids=torch.tensor([[cls, *ids[s:e], sep]])).logits[0, 1:-1] for s, e in windows]
         rows = []
         for word in range(len(text)):
             margins = [min(word - s, e - 1 - word) if s <= word < e else -1 for s, e in windows]
