@@ -169,6 +169,9 @@ def show_examples(
 CARD_METRICS = ("precision", "recall", "f1", "accuracy")
 
 
+GENERIC_FOLDER_NAMES = frozenset({"model", "models", "final", "best", "output", "outputs", "pretrained", "weights"})
+
+
 def base_model_name(source: str) -> tuple[str, bool]:
     """What a model card calls the starting checkpoint, and whether that is a Hub id: the Hub id, also when given
     as a folder of the Hub cache (`.../models--org--name/snapshots/<hash>`), else the folder's name; never a
@@ -176,10 +179,13 @@ def base_model_name(source: str) -> tuple[str, bool]:
     path = Path(source)
     if not path.exists():
         return source, True
-    for part in reversed(path.resolve().parts):
+    parts = path.resolve().parts
+    for part in reversed(parts):
         if part.startswith("models--"):
             return part.removeprefix("models--").replace("--", "/"), True
-    return path.resolve().name, False
+    # A folder called "model" or "checkpoint-500" says little: name the nearest folder above it that says more.
+    named = [p for p in parts[1:] if p.lower() not in GENERIC_FOLDER_NAMES and not CHECKPOINT.match(p)]
+    return (named[-1] if named else parts[-1]), False
 
 
 def _yaml(value: Any) -> str:

@@ -686,6 +686,10 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
     cached.mkdir(parents=True)
     assert outputs.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
     assert outputs.base_model_name(str(data)) == ("my data: v2 #1", False)
+    packaged = tmp_path / "minilm_package" / "model"  # how a pip package ships its weights
+    (packaged / "checkpoint-500").mkdir(parents=True)
+    assert outputs.base_model_name(str(packaged)) == ("minilm_package", False)
+    assert outputs.base_model_name(str(packaged / "checkpoint-500")) == ("minilm_package", False)
 
 
 def test_negative_flags_have_their_own_help(capsys):
