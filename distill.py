@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
-import ner_data
-from bertcrf import arguments, launch, outputs, training
+from bertcrf import arguments, launch, ner_data, outputs, training
 from bertcrf.crf_models import load_crf_model
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification

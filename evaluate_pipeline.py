@@ -18,7 +18,7 @@ import evaluate
 import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
-import ner_data
+from bertcrf import ner_data
 from bertcrf.crf_models import load_crf_pipeline
 
 

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.modeling_outputs import MaskedLMOutput
 
-import ner_data
 from bert_crf_utils import join_words
-from bertcrf import arguments, launch, outputs, training
+from bertcrf import arguments, launch, ner_data, outputs, training
 
 
 logger = logging.getLogger("run_mlm")

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-import ner_data
+from bertcrf import ner_data
 from bertcrf.crf_models import load_crf_pipeline
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 

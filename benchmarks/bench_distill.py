@@ -147,8 +147,8 @@ def main() -> None:
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"bench_distill{suffix.replace('-', '_')}")
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
-    import ner_data
     from bench_inference import bert_base_checkpoint
+    from bertcrf import ner_data
 
     rows = []
     for name in args.datasets:

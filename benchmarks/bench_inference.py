@@ -194,7 +194,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
     import export_onnx
-    import ner_data
+    from bertcrf import ner_data
 
     dev = ner_data.read_column_file(DATA / "dev.char.bmes")
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
-import ner_data  # noqa: E402
+from bertcrf import ner_data  # noqa: E402
 from bertcrf.crf_models import load_tokenizer  # noqa: E402
 from configuration_bert_crf import BertCrfConfig  # noqa: E402
 from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402

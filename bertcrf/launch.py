@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments
 logger = logging.getLogger(__name__)
 
 # The library's and the scripts' loggers, whose counts (windows, [UNK] rates, replaced tokens) setup_logging shows.
-OWN_LOGGERS = ("bertcrf", "ner_data", "run_ner", "distill", "run_mlm")
+OWN_LOGGERS = ("bertcrf", "run_ner", "distill", "run_mlm")
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

@@ -19,9 +19,8 @@ import torch
 import transformers
 from transformers import Trainer, TrainingArguments
 
-import ner_data
 from bert_crf_utils import max_positions
-from bertcrf import crf_models
+from bertcrf import crf_models, ner_data
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments
 from bertcrf.outputs import show_examples, tidy_output_dir, write_predictions
 from configuration_crf import CrfConfigMixin

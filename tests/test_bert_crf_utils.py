@@ -44,7 +44,7 @@ def random_pieces(rng: random.Random, n: int, longest: int = 3) -> list[list[int
 def test_callers_re_export_the_owners_objects():
     import configuration_bert_crf
     import configuration_crf
-    import ner_data
+    from bertcrf import ner_data
 
     for name in ("TAG_SCHEMES", "SCHEME_PREFIXES", "detect_tag_scheme", "allowed_transitions", "split_tag",
                  "tags_to_spans"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import evaluate_pipeline
-import ner_data
+from bertcrf import ner_data
 from conftest import DEMO_DIR, load_crf_pipeline, untrusted_copy
 
 

@@ -143,7 +143,7 @@ def test_remote_code_pipeline_in_a_fresh_process(student_checkpoint, tmp_path):
 
 def test_onnx_export_matches_the_pipeline(student_checkpoint, tmp_path):
     import export_onnx
-    import ner_data
+    from bertcrf import ner_data
     from ner_onnx import OnnxNerTagger
 
     folder = export_onnx.export(str(student_checkpoint), str(tmp_path / "onnx"))

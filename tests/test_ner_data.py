@@ -10,9 +10,8 @@ import random
 import numpy as np
 import pytest
 
-import ner_data
-from conftest import DEMO_DIR, FULLWIDTH_SPACE, SHARED_DATA
-from ner_data import (
+from bertcrf import ner_data
+from bertcrf.ner_data import (
     DataFormatError,
     WindowConfig,
     check_labels,
@@ -37,6 +36,7 @@ from ner_data import (
     unknown_rate,
     word_windows,
 )
+from conftest import DEMO_DIR, FULLWIDTH_SPACE, SHARED_DATA
 
 
 SCHEMES = ("BIO", "IOB1", "BIOES", "BMES")
@@ -253,10 +253,10 @@ def test_span_json_to_bioes_and_bmes(tmp_path):
 def test_span_json_overlapping_spans_keep_longer_and_warn(tmp_path, caplog):
     line = span_line("北京大学在北京", {"loc": {"北京": [[0, 1], [5, 6]]}, "org": {"北京大学": [[0, 3]]}})
     path = write(tmp_path, "nested.json", span_line("你好") + "\n" + line + "\n")
-    with caplog.at_level(logging.WARNING, logger="ner_data"):
+    with caplog.at_level(logging.WARNING, logger="bertcrf.ner_data"):
         unlabelled, example = read_span_json(path)
     assert example["tags"] == ["B-org", "I-org", "I-org", "I-org", "O", "B-loc", "I-loc"]
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "ner_data"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "bertcrf.ner_data"]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
     assert f"{path}:2" in message and "loc" in message and "[0, 2)" in message
@@ -266,7 +266,7 @@ def test_span_json_overlapping_spans_keep_longer_and_warn(tmp_path, caplog):
 def test_span_json_overlap_of_equal_length_keeps_the_first(tmp_path, caplog):
     line = span_line("北京大学", {"a": {"北京大": [[0, 2]]}, "b": {"京大学": [[1, 3]]}})
     path = write(tmp_path, "eq.json", line + "\n")
-    with caplog.at_level(logging.WARNING, logger="ner_data"):
+    with caplog.at_level(logging.WARNING, logger="bertcrf.ner_data"):
         (example,) = read_span_json(path)
     assert example["tags"] == ["B-a", "I-a", "I-a", "O"]
     assert any("b span [1, 4)" in r.getMessage() for r in caplog.records)
@@ -512,7 +512,7 @@ def test_check_labels_unknown_to_outside(caplog):
         {"id": "t:1", "tokens": ["a", "b", "c"], "tags": ["B-FOO", "I-FOO", "B-PER"]},
         {"id": "t:5", "tokens": ["a"], "tags": None},
     ]
-    with caplog.at_level(logging.WARNING, logger="ner_data"):
+    with caplog.at_level(logging.WARNING, logger="bertcrf.ner_data"):
         out = check_labels(examples, {"O", "B-PER", "I-PER"}, True, "test")
     assert out[0]["tags"] == ["O", "O", "B-PER"]
     assert out[1]["tags"] is None
@@ -754,7 +754,7 @@ def test_encode_examples_truncates_a_word_longer_than_the_window(tiny_tokenizer,
     example = {"id": "x:1", "tokens": ["武", "unknown", "汉"], "tags": ["O", "B-X", "O"]}
     label2id = {"O": 0, "B-X": 1, "I-X": 2}
     assert len(tiny_tokenizer.tokenize("unknown")) == 3
-    with caplog.at_level(logging.WARNING, logger="ner_data"):
+    with caplog.at_level(logging.WARNING, logger="bertcrf.ner_data"):
         config = WindowConfig(max_seq_length=4)
         rows, units = encode_examples([example], tiny_tokenizer, label2id, config, overlap=False)
     assert [r["input_ids"][1:-1] for r in rows] == [
@@ -933,7 +933,7 @@ def test_real_column_data(relative, sentences, tokens, entities, scheme):
 def test_real_cluener_dev(caplog):
     path = shared("cluener/dev.json")
     assert sniff_format(path) == "spans"
-    with caplog.at_level(logging.WARNING, logger="ner_data"):
+    with caplog.at_level(logging.WARNING, logger="bertcrf.ner_data"):
         examples = read_file(path)
     assert len(examples) == 1343
     assert sum(len(e["tokens"]) for e in examples) == 50260

@@ -14,7 +14,7 @@ from conftest import DEMO_DIR, REPO_ROOT, load_crf_pipeline
 pytest.importorskip("onnxruntime")
 
 import export_onnx  # noqa: E402
-import ner_data  # noqa: E402
+from bertcrf import ner_data  # noqa: E402
 from ner_onnx import OnnxNerTagger, marginals, viterbi  # noqa: E402
 
 

@@ -10,9 +10,9 @@ import types
 import pytest
 import torch
 
-import ner_data
 import run_mlm
 import run_ner
+from bertcrf import ner_data
 from conftest import DEMO_DIR
 
 

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import ner_data
 import run_ner
 from bert_crf_utils import join_words
-from bertcrf import outputs, training
+from bertcrf import ner_data, outputs, training
 from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 from modeling_bert_crf import BertCrfForTokenClassification
 
@@ -454,7 +453,7 @@ def restore_logging():
 
     yield
     transformers.utils.logging.set_verbosity_warning()
-    for name in ("run_ner", "ner_data"):
+    for name in ("run_ner", "bertcrf"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
