@@ -218,9 +218,7 @@ def _is_allowed(scheme: str, prev: tuple[str, str] | None, cur: tuple[str, str] 
     return not cur_continues
 
 
-def allowed_transitions(
-    id2label: dict[int, str], scheme: str
-) -> tuple[list[bool], list[bool], list[list[bool]]]:
+def allowed_transitions(id2label: dict[int, str], scheme: str) -> tuple[list[bool], list[bool], list[list[bool]]]:
     """Legal (start, end, transition) tables for the labels `id2label` under `scheme`.
 
     Returns `start[j]` (tag j may open a sentence), `end[i]` (tag i may close one) and `trans[i][j]` (j may follow i).
@@ -425,8 +423,15 @@ def group_entities(
     entities = []
     for etype, first, last in tags_to_spans(labels, scheme):
         start, end = spans[first][0], spans[last - 1][1]
-        entities.append({"entity_group": etype, "score": sum(scores[first:last]) / (last - first),
-                         "word": text[start:end], "start": start, "end": end})
+        entities.append(
+            {
+                "entity_group": etype,
+                "score": sum(scores[first:last]) / (last - first),
+                "word": text[start:end],
+                "start": start,
+                "end": end,
+            }
+        )
     return entities
 
 

@@ -52,8 +52,13 @@ class BiLstmCrfConfig(CrfConfigMixin, PretrainedConfig):
         special_token_ids: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        for name, value in (("vocab_size", vocab_size), ("embedding_size", embedding_size), ("hidden_size", hidden_size),
-                            ("num_hidden_layers", num_hidden_layers), ("max_position_embeddings", max_position_embeddings)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embedding_size", embedding_size),
+            ("hidden_size", hidden_size),
+            ("num_hidden_layers", num_hidden_layers),
+            ("max_position_embeddings", max_position_embeddings),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= hidden_dropout_prob < 1.0:

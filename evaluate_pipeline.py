@@ -29,7 +29,9 @@ class PipelineTokenClassificationEvaluator(TokenClassificationEvaluator):
     """evaluate's evaluator, taking a ready pipeline as is: evaluate 0.4 checks for TensorFlow model classes that
     transformers 5 no longer has before it accepts a pipeline."""
 
-    def prepare_pipeline(self, model_or_pipeline: Any, tokenizer: Any = None, feature_extractor: Any = None, device: Any = None) -> Any:
+    def prepare_pipeline(
+        self, model_or_pipeline: Any, tokenizer: Any = None, feature_extractor: Any = None, device: Any = None
+    ) -> Any:
         if isinstance(model_or_pipeline, transformers.Pipeline):
             if model_or_pipeline.task != self.task:
                 raise ValueError(f"expected a {self.task} pipeline, got {model_or_pipeline.task}")
@@ -39,7 +41,10 @@ class PipelineTokenClassificationEvaluator(TokenClassificationEvaluator):
 
 def to_dataset(examples: list[dict[str, Any]], labels: list[str]) -> datasets.Dataset:
     features = datasets.Features(
-        {"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": datasets.Sequence(datasets.ClassLabel(names=labels))}
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=labels)),
+        }
     )
     index = {label: i for i, label in enumerate(labels)}
     return datasets.Dataset.from_dict(
@@ -60,10 +65,17 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
     examples = [dict(e, tokens=e["words"]) for e in examples]
     evaluator = PipelineTokenClassificationEvaluator("token-classification")
     if scheme in ner_data.SEQEVAL_SCHEMES:
-        evaluator.METRIC_KWARGS = {"mode": "strict", "scheme": "BMES" if scheme == "BMES" else ner_data.SEQEVAL_SCHEMES[scheme]}
+        evaluator.METRIC_KWARGS = {
+            "mode": "strict",
+            "scheme": "BMES" if scheme == "BMES" else ner_data.SEQEVAL_SCHEMES[scheme],
+        }
     return evaluator.compute(
-        model_or_pipeline=pipe, data=to_dataset(examples, labels), metric=evaluate.load(METRIC_PATH),
-        input_column="tokens", label_column="ner_tags", join_by=" ",
+        model_or_pipeline=pipe,
+        data=to_dataset(examples, labels),
+        metric=evaluate.load(METRIC_PATH),
+        input_column="tokens",
+        label_column="ner_tags",
+        join_by=" ",
     )
 
 
@@ -88,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads")
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--unknown_labels_to_o", action="store_true", help="score labels the model lacks as O")
-    parser.add_argument("--trust_remote_code", action="store_true",
-                        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)")
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)",
+    )
     args = parser.parse_args(argv)
     pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
     examples = load_examples(args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o)

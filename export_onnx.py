@@ -87,8 +87,17 @@ def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
         "special_tail": tail,
         "pad_id": tokenizer.pad_token_id,
         "unk_token": tokenizer.unk_token,
-        **{name: getattr(crf, name).detach().cpu().tolist() for name in (
-            "start_transitions", "end_transitions", "transitions", "start_penalty", "end_penalty", "transition_penalty")},
+        **{
+            name: getattr(crf, name).detach().cpu().tolist()
+            for name in (
+                "start_transitions",
+                "end_transitions",
+                "transitions",
+                "start_penalty",
+                "end_penalty",
+                "transition_penalty",
+            )
+        },
     }
 
 
@@ -114,8 +123,10 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
     weights = {init.name: init for init in graph.initializer}
     targets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights][:-1]
     constants = {
-        "q_axes": np.array([-1], dtype=np.int64), "q_max": np.array(ACTIVATION_MAX, dtype=np.float32),
-        "q_eps": np.array(1e-12, dtype=np.float32), "q_shift": np.array(ACTIVATION_ZERO_POINT, dtype=np.float32),
+        "q_axes": np.array([-1], dtype=np.int64),
+        "q_max": np.array(ACTIVATION_MAX, dtype=np.float32),
+        "q_eps": np.array(1e-12, dtype=np.float32),
+        "q_shift": np.array(ACTIVATION_ZERO_POINT, dtype=np.float32),
         "q_zero_point": np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8),
     }
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
@@ -179,15 +190,24 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
             # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
             torch.onnx.export(
-                _Emissions(model), (example, mask), str(out / "model.onnx"), dynamo=True, external_data=False,
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}, **names,
+                _Emissions(model),
+                (example, mask),
+                str(out / "model.onnx"),
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                **names,
             )
         else:
             # torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it dynamic.
             axes = {0: "batch", 1: "seq"}
             torch.onnx.export(
-                _Emissions(model), (example, mask), str(out / "model.onnx"), dynamo=False,
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes}, **names,
+                _Emissions(model),
+                (example, mask),
+                str(out / "model.onnx"),
+                dynamo=False,
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+                **names,
             )
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
@@ -197,7 +217,9 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
     for name in RUNTIME_FILES:
         shutil.copyfile(here / name, out / name)
     (out / "README.md").write_text(
-        EXPORT_README.format(source=Path(model_path).name or model_path, int8_file="model.int8.onnx (INT8), " if int8 else ""),
+        EXPORT_README.format(
+            source=Path(model_path).name or model_path, int8_file="model.int8.onnx (INT8), " if int8 else ""
+        ),
         encoding="utf-8",
     )
     logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")

@@ -31,7 +31,13 @@ LIMIT_VARIABLES = {
     "max_batch_size": "BERT_CRF_MAX_BATCH_SIZE",
 }
 PARAMETERS = (
-    "aggregation_strategy", "is_split_into_words", "stride", "max_length", "ignore_labels", "batch_size", "delimiter",
+    "aggregation_strategy",
+    "is_split_into_words",
+    "stride",
+    "max_length",
+    "ignore_labels",
+    "batch_size",
+    "delimiter",
 )
 AGGREGATION_STRATEGIES = ("none", "simple")
 # Windows of fewer tokens cost a forward pass for a handful of characters (max_length 3: one per character).
@@ -62,7 +68,10 @@ def _limit(name: str, value: int | None) -> int:
 
 class EndpointHandler:
     def __init__(
-        self, path: str = "", max_text_chars: int | None = None, max_items: int | None = None,
+        self,
+        path: str = "",
+        max_text_chars: int | None = None,
+        max_items: int | None = None,
         max_batch_size: int | None = None,
     ) -> None:
         self.max_text_chars = _limit("max_text_chars", max_text_chars)

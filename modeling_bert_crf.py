@@ -91,8 +91,16 @@ class BertCrfForTokenClassification(EncoderCrfMixin, BertPreTrainedModel):
             1 at the positions to tag (first sub-token of each word), used when no labels are given.
         """
         return self.crf_forward(
-            input_ids, attention_mask, labels, word_start_mask, output_attentions, output_hidden_states, return_dict,
-            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            input_ids,
+            attention_mask,
+            labels,
+            word_start_mask,
+            output_attentions,
+            output_hidden_states,
+            return_dict,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
         )
 
 

@@ -56,7 +56,7 @@ class BiLstmCrfPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.LSTM):
-            bound = module.hidden_size ** -0.5
+            bound = module.hidden_size**-0.5
             for name, param in module.named_parameters():
                 init.uniform_(param, -bound, bound)
         elif isinstance(module, CRF):
@@ -89,7 +89,9 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def emissions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
+    def emissions(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs
+    ) -> torch.Tensor:
         """Emission scores `(batch, seq, labels)` alone, without decoding. Other keyword arguments (the
         `token_type_ids` a BERT tokenizer returns) are ignored."""
         if attention_mask is None:
@@ -98,8 +100,10 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         if not _is_exporting():
             prefix = torch.arange(input_ids.size(1), device=input_ids.device) < lengths.unsqueeze(1)  # (batch, seq)
             if not torch.equal(prefix, attention_mask.bool()):
-                raise ValueError("BiLstmCrfForTokenClassification needs right-padded input: each attention_mask row "
-                                 "must be ones, then zeros")
+                raise ValueError(
+                    "BiLstmCrfForTokenClassification needs right-padded input: each attention_mask row "
+                    "must be ones, then zeros"
+                )
         hidden = self.dropout(self.embeddings(input_ids))  # (batch, seq, embedding)
         for forward_lstm, backward_lstm in zip(self.forward_lstms, self.backward_lstms):
             ahead, _ = forward_lstm(hidden)  # (batch, seq, hidden)

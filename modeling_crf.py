@@ -323,8 +323,12 @@ VITERBI_MIN_RECOMPUTE_BATCH = 8
 
 
 def _viterbi_back_pointers(
-    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end_transitions: torch.Tensor,
-    end_penalty: torch.Tensor, transitions: torch.Tensor,
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    end_transitions: torch.Tensor,
+    end_penalty: torch.Tensor,
+    transitions: torch.Tensor,
 ) -> torch.Tensor:
     """Viterbi `(batch, seq)` keeping a back-pointer per step and tag: fewest calls per step, for small inputs."""
     batch, seq_len, num_tags = emissions.shape
@@ -355,8 +359,12 @@ def _viterbi_back_pointers(
 
 
 def _viterbi_recomputed(
-    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end_transitions: torch.Tensor,
-    end_penalty: torch.Tensor, transitions: torch.Tensor,
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    end_transitions: torch.Tensor,
+    end_penalty: torch.Tensor,
+    transitions: torch.Tensor,
 ) -> torch.Tensor:
     """Viterbi `(batch, seq)` keeping only the best scores; backtracking recomputes the one back-pointer it needs.
 
@@ -582,8 +590,13 @@ class _LogPartition(torch.autograd.Function):
 
 
 def _log_space_gradients(
-    emissions: torch.Tensor, mask: torch.Tensor, full: List[bool], start: torch.Tensor, end: torch.Tensor,
-    transitions: torch.Tensor, grad_log_z: torch.Tensor,
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    full: List[bool],
+    start: torch.Tensor,
+    end: torch.Tensor,
+    transitions: torch.Tensor,
+    grad_log_z: torch.Tensor,
 ) -> tuple[torch.Tensor, None, torch.Tensor, torch.Tensor, torch.Tensor]:
     inputs = [t.detach().requires_grad_(True) for t in (emissions, start, end, transitions)]
     with torch.enable_grad():
@@ -694,7 +707,9 @@ class CrfTaggingMixin:
         order = torch.argsort((~chain).to(torch.uint8), dim=1, stable=True)  # chain positions first, in order
         index = order[:, :width]  # (batch, width)
         packed_mask = torch.arange(width, device=chain.device) < lengths.unsqueeze(1)  # (batch, width)
-        emissions = logits.float().gather(1, index.unsqueeze(2).expand(-1, -1, logits.size(2)))  # (batch, width, labels)
+        emissions = logits.float().gather(
+            1, index.unsqueeze(2).expand(-1, -1, logits.size(2))
+        )  # (batch, width, labels)
         return emissions, index, packed_mask
 
     def _viterbi_scatter(
@@ -824,10 +839,14 @@ class EncoderCrfMixin(CrfTaggingMixin):
             return_dict = getattr(self.config, "return_dict", True)
         return output if return_dict else output.to_tuple()
 
-    def emissions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> torch.Tensor:
+    def emissions(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs: Any
+    ) -> torch.Tensor:
         """Emission scores `(batch, seq, labels)` alone: the encoder and the classifier, without decoding. Other
         keyword arguments go to the encoder (e.g. `token_type_ids`, ERNIE's `task_type_ids`)."""
-        hidden = self.base_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs).last_hidden_state
+        hidden = self.base_model(
+            input_ids, attention_mask=attention_mask, return_dict=True, **kwargs
+        ).last_hidden_state
         return self.classifier(self.dropout(hidden))
 
 

@@ -30,7 +30,9 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
     config_class = ElectraCrfConfig
     base_model_prefix = "electra"
     _keys_to_ignore_on_load_unexpected = [
-        r"generator_predictions\.", r"generator_lm_head\.", r"discriminator_predictions\.",
+        r"generator_predictions\.",
+        r"generator_lm_head\.",
+        r"discriminator_predictions\.",
     ]
 
     def __init__(self, config: ElectraCrfConfig) -> None:
@@ -73,8 +75,16 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
             1 at the positions to tag (first sub-token of each word), used when no labels are given.
         """
         return self.crf_forward(
-            input_ids, attention_mask, labels, word_start_mask, output_attentions, output_hidden_states, return_dict,
-            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            input_ids,
+            attention_mask,
+            labels,
+            word_start_mask,
+            output_attentions,
+            output_hidden_states,
+            return_dict,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
         )
 
 

@@ -90,8 +90,11 @@ class OnnxNerTagger:
         self._input_names = {i.name for i in self.session.get_inputs()}
 
     def __call__(
-        self, inputs: str | Sequence[str] | Sequence[Sequence[str]], is_split_into_words: bool = False,
-        batch_size: int = 32, stride: int | None = None,
+        self,
+        inputs: str | Sequence[str] | Sequence[Sequence[str]],
+        is_split_into_words: bool = False,
+        batch_size: int = 32,
+        stride: int | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         if not isinstance(inputs, (str, list, tuple)):
             raise ValueError(
@@ -104,7 +107,11 @@ class OnnxNerTagger:
         return results[0] if single else results
 
     def tag_batch(
-        self, texts: Sequence[Any], is_split_into_words: bool = False, batch_size: int = 32, stride: int | None = None,
+        self,
+        texts: Sequence[Any],
+        is_split_into_words: bool = False,
+        batch_size: int = 32,
+        stride: int | None = None,
     ) -> list[list[dict[str, Any]]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

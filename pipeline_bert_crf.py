@@ -187,13 +187,21 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         return inputs, inputs, None
 
     def preprocess(
-        self, inputs: Any, stride: int | None = None, max_length: int | None = None,
-        is_split_into_words: bool = False, delimiter: str | None = None,
+        self,
+        inputs: Any,
+        stride: int | None = None,
+        max_length: int | None = None,
+        is_split_into_words: bool = False,
+        delimiter: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         text, fed, spans = self._words_and_spans(inputs, is_split_into_words, delimiter)
         encoding = self.tokenizer(
-            fed, is_split_into_words=is_split_into_words, add_special_tokens=False, return_offsets_mapping=True,
-            truncation=False, verbose=False,
+            fed,
+            is_split_into_words=is_split_into_words,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=False,
+            verbose=False,
         )
         # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
         pieces, spans = word_pieces(encoding["input_ids"], encoding.word_ids(), encoding["offset_mapping"], spans)
@@ -235,7 +243,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         return {"emissions": emissions, "tags": tags, "scores": scores, **meta}
 
     def postprocess(
-        self, all_outputs: list[dict[str, Any]], aggregation_strategy: str = "none",
+        self,
+        all_outputs: list[dict[str, Any]],
+        aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         text, spans = all_outputs[0]["text"], all_outputs[0]["spans"]
@@ -251,9 +261,16 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         ignore = set(ignore_labels) if ignore_labels is not None else {OUTSIDE}
         if aggregation_strategy == "none":
             return [
-                {"entity": label, "score": scores[i], "index": i, "word": text[spans[i][0] : spans[i][1]],
-                 "start": spans[i][0], "end": spans[i][1]}
-                for i, label in enumerate(labels) if label not in ignore
+                {
+                    "entity": label,
+                    "score": scores[i],
+                    "index": i,
+                    "word": text[spans[i][0] : spans[i][1]],
+                    "start": spans[i][0],
+                    "end": spans[i][1],
+                }
+                for i, label in enumerate(labels)
+                if label not in ignore
             ]
         entities = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
         return [e for e in entities if e["entity_group"] not in ignore]

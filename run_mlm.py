@@ -55,7 +55,9 @@ class MlmDataArguments:
         default_factory=list, metadata={"help": "NER data files whose sentences become text (training splits only)."}
     )
     validation_split_percentage: float = field(default=1.0, metadata={"help": "Lines held out to measure perplexity."})
-    max_seq_length: int = field(default=128, metadata={"help": "Block length in sub-tokens, [CLS] and [SEP] included."})
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Block length in sub-tokens, [CLS] and [SEP] included."}
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for prediction."})
     whole_word_masking: bool = field(default=False, metadata={"help": "Choose and mask whole words."})
     word_boundaries: str = field(default="tokenizer", metadata={"help": f"One of {WORD_BOUNDARIES} (see above)."})
@@ -64,7 +66,8 @@ class MlmDataArguments:
     max_train_lines: int | None = field(default=None, metadata={"help": "Use at most this many lines."})
     max_train_minutes: float | None = field(default=None, metadata={"help": "Stop training after this many minutes."})
     save_fractions: list[float] = field(
-        default_factory=list, metadata={"help": "Also save checkpoint-<step> folders at these fractions of the time budget."}
+        default_factory=list,
+        metadata={"help": "Also save checkpoint-<step> folders at these fractions of the time budget."},
     )
 
 
@@ -79,7 +82,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MlmModelArguments, Ml
     if data_args.max_seq_length < 3:
         raise ValueError(f"--max_seq_length must be at least 3, got {data_args.max_seq_length}")
     if not 0.0 <= data_args.validation_split_percentage < 100.0:
-        raise ValueError(f"--validation_split_percentage must be in [0, 100), got {data_args.validation_split_percentage!r}")
+        raise ValueError(
+            f"--validation_split_percentage must be in [0, 100), got {data_args.validation_split_percentage!r}"
+        )
     if any(not 0.0 < f < 1.0 for f in data_args.save_fractions):
         raise ValueError(f"--save_fractions must lie in (0, 1), got {data_args.save_fractions}")
     if data_args.save_fractions and not data_args.max_train_minutes:
@@ -190,16 +195,30 @@ def build_datasets(
             table = datasets.Dataset.from_dict({"text": texts})
             tokenized = table.map(
                 lambda b: tokenize_lines(b["text"], tokenizer, data_args.word_boundaries),
-                batched=True, remove_columns=["text"], desc=f"Tokenizing {split}",
+                batched=True,
+                remove_columns=["text"],
+                desc=f"Tokenizing {split}",
             )
             packed = tokenized.map(
-                pack_blocks, batched=True, batch_size=1000, desc=f"Packing {split}",
-                fn_kwargs=dict(block=data_args.max_seq_length, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id),
+                pack_blocks,
+                batched=True,
+                batch_size=1000,
+                desc=f"Packing {split}",
+                fn_kwargs=dict(
+                    block=data_args.max_seq_length, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id
+                ),
             )
         tokens = sum(len(r) - 2 for r in packed["input_ids"])
         unknown = sum(r.count(tokenizer.unk_token_id) for r in packed["input_ids"])
-        logger.info("%s: %d lines -> %d sub-tokens in %d blocks of at most %d ([UNK] %.2f%%)", split, len(texts),
-                    tokens, len(packed), data_args.max_seq_length, 100 * unknown / max(tokens, 1))
+        logger.info(
+            "%s: %d lines -> %d sub-tokens in %d blocks of at most %d ([UNK] %.2f%%)",
+            split,
+            len(texts),
+            tokens,
+            len(packed),
+            data_args.max_seq_length,
+            100 * unknown / max(tokens, 1),
+        )
         out[split] = packed
     return out["train"], out.get("validation")
 
@@ -214,8 +233,13 @@ class MaskingCollator:
     10% and staying itself 10% (one decision per word: all its pieces alike). Labels are the original ids at the
     chosen positions, -100 elsewhere."""
 
-    def __init__(self, tokenizer: Any, mlm_probability: float = 0.15, whole_word: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        mlm_probability: float = 0.15,
+        whole_word: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         special = set(tokenizer.all_special_ids)
@@ -273,7 +297,9 @@ class MaskingCollator:
 # Model and training
 
 
-def load_tokenizer_and_model(model_args: MlmModelArguments, lines: list[str], data_args: MlmDataArguments) -> tuple[Any, Any]:
+def load_tokenizer_and_model(
+    model_args: MlmModelArguments, lines: list[str], data_args: MlmDataArguments
+) -> tuple[Any, Any]:
     common = dict(cache_dir=model_args.cache_dir, token=model_args.token)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **common)
     if not tokenizer.is_fast:
@@ -284,8 +310,13 @@ def load_tokenizer_and_model(model_args: MlmModelArguments, lines: list[str], da
         pieces = [{"tokens": ner_data.pre_tokens(line, tokenizer)} for line in lines]
         before = ner_data.unknown_rate(pieces, tokenizer)
         added = ner_data.extend_vocabulary(tokenizer, pieces, data_args.extend_vocab_min_count)
-        logger.info("Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%", len(added),
-                    "".join(added[:20]), 100 * before, 100 * ner_data.unknown_rate(pieces, tokenizer))
+        logger.info(
+            "Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%",
+            len(added),
+            "".join(added[:20]),
+            100 * before,
+            100 * ner_data.unknown_rate(pieces, tokenizer),
+        )
     model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path, **common)
     if len(tokenizer) > model.config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
@@ -306,7 +337,9 @@ def predict_only_chosen_positions(model: Any) -> None:
         return  # an unfamiliar architecture keeps its own forward
 
     def forward(input_ids=None, attention_mask=None, labels=None, **kwargs):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]  # (batch, seq, hidden)
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[
+            0
+        ]  # (batch, seq, hidden)
         if labels is None:
             return MaskedLMOutput(logits=head(hidden))
         chosen = labels != -100  # (batch, seq)
@@ -346,9 +379,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     lines = gather_lines(data_args)
     tokenizer, model = load_tokenizer_and_model(model_args, lines, data_args)
     train_set, eval_set = build_datasets(lines, tokenizer, data_args, training_args)
-    callbacks = [TimeBudget(data_args.max_train_minutes, data_args.save_fractions)] if data_args.max_train_minutes else []
+    callbacks = (
+        [TimeBudget(data_args.max_train_minutes, data_args.save_fractions)] if data_args.max_train_minutes else []
+    )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
         data_collator=MaskingCollator(tokenizer, data_args.mlm_probability, data_args.whole_word_masking),
         callbacks=callbacks,
     )

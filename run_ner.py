@@ -70,12 +70,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
     save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     if trainer.is_world_process_zero() and training_args.do_train:
-        write_model_card(training_args.output_dir, model_args, data_args, training_args, labels, results, scheme,
-                         type(model).__name__)
+        write_model_card(
+            training_args.output_dir,
+            model_args,
+            data_args,
+            training_args,
+            labels,
+            results,
+            scheme,
+            type(model).__name__,
+        )
     if training_args.push_to_hub:
         # Trainer.push_to_hub rewrites README.md with its generic card just before uploading: keep ours instead.
         trainer.create_model_card = lambda **_: write_model_card(
-            training_args.output_dir, model_args, data_args, training_args, labels, results, scheme, type(model).__name__
+            training_args.output_dir,
+            model_args,
+            data_args,
+            training_args,
+            labels,
+            results,
+            scheme,
+            type(model).__name__,
         )
         trainer.push_to_hub(commit_message="bert-crf run_ner.py")
     end_processes(trainer)

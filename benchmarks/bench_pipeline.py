@@ -52,8 +52,13 @@ def load(model_path: str | None) -> tuple[BertCrfForTokenClassification, object]
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def bare(model: BertCrfForTokenClassification, tokenizer: object, sentences: list[str], batch_size: int,
-         time_tokenization: bool = False) -> float:
+def bare(
+    model: BertCrfForTokenClassification,
+    tokenizer: object,
+    sentences: list[str],
+    batch_size: int,
+    time_tokenization: bool = False,
+) -> float:
     """Seconds for the model's forward pass (which decodes) over padded batches; tokenization timed or not."""
     starts = range(0, len(sentences), batch_size)
 
@@ -85,7 +90,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tokenizer = load(args.model)
-    pipe = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    pipe = BertCrfTokenClassificationPipeline(
+        model=model, tokenizer=tokenizer, task="token-classification", device="cpu"
+    )
     demo = ner_data.read_column_file(ROOT / "data" / "demo" / "test.txt")
     texts = ["".join(e["tokens"]) for e in demo]
     sentences = (texts * (args.sentences // len(texts) + 1))[: args.sentences]
@@ -100,9 +107,19 @@ def main() -> None:
             times["bare_tok"].append(bare(model, tokenizer, subset, batch_size, time_tokenization=True))
             times["pipe"].append(piped(pipe, subset, batch_size))
         t_bare, t_bare_tok, t_pipe = (statistics.median(times[k]) for k in ("bare", "bare_tok", "pipe"))
-        rows.append(dict(batch_size=batch_size, sentences=n, bare_s=t_bare, bare_tokenizing_s=t_bare_tok, pipeline_s=t_pipe,
-                         bare_sent_per_s=n / t_bare, pipeline_sent_per_s=n / t_pipe,
-                         overhead=t_pipe / t_bare - 1, overhead_vs_tokenizing=t_pipe / t_bare_tok - 1))
+        rows.append(
+            dict(
+                batch_size=batch_size,
+                sentences=n,
+                bare_s=t_bare,
+                bare_tokenizing_s=t_bare_tok,
+                pipeline_s=t_pipe,
+                bare_sent_per_s=n / t_bare,
+                pipeline_sent_per_s=n / t_pipe,
+                overhead=t_pipe / t_bare - 1,
+                overhead_vs_tokenizing=t_pipe / t_bare_tok - 1,
+            )
+        )
     lines = [
         "| batch | sentences | bare forward+decode sent/s | same + tokenizing sent/s | pipeline sent/s | overhead vs bare | vs bare+tokenizing |",
         "|---|---|---|---|---|---|---|",
@@ -115,12 +132,16 @@ def main() -> None:
     at32 = next((r for r in rows if r["batch_size"] == 32), None)
     if at32:
         verdict = "met" if at32["overhead"] < 0.20 else "MISSED"
-        lines.append(f"\nTarget: pipeline overhead under 20% at batch 32 over bare forward+decode: {100 * at32['overhead']:+.1f}% ({verdict})")
+        lines.append(
+            f"\nTarget: pipeline overhead under 20% at batch 32 over bare forward+decode: {100 * at32['overhead']:+.1f}% ({verdict})"
+        )
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(model=args.model or "MiniLM-L6 (offline), fresh head", threads=torch.get_num_threads(), repeats=args.repeats)
+    meta = dict(
+        model=args.model or "MiniLM-L6 (offline), fresh head", threads=torch.get_num_threads(), repeats=args.repeats
+    )
     out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.json and {out}.md")

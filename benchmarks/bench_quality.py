@@ -26,10 +26,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
-    "resume": dict(train="resume/train.char.bmes", dev="resume/dev.char.bmes", test="resume/test.char.bmes",
-                   extra=["--extend_vocab", "True", "--language", "zh"]),
-    "conll": dict(train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb",
-                  extra=["--language", "en"]),
+    "resume": dict(
+        train="resume/train.char.bmes",
+        dev="resume/dev.char.bmes",
+        test="resume/test.char.bmes",
+        extra=["--extend_vocab", "True", "--language", "zh"],
+    ),
+    "conll": dict(
+        train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb", extra=["--language", "en"]
+    ),
 }
 
 
@@ -39,14 +44,50 @@ def run_one(name: str, head: str, args: argparse.Namespace, model_path: str, wor
     spec = DATASETS[name]
     out = workdir / f"{name}-{head}"
     argv = [
-        "--model_name_or_path", model_path, "--head", head,
-        "--train_file", str(DATA / spec["train"]), "--validation_file", str(DATA / spec["dev"]),
-        "--test_file", str(DATA / spec["test"]), "--output_dir", str(out),
-        "--do_train", "True", "--do_eval", "True", "--do_predict", "True",
-        "--num_train_epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
-        "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--max_seq_length", "128",
-        "--warmup_steps", "0.1", "--weight_decay", "0.01", "--eval_strategy", "no", "--save_strategy", "no",
-        "--logging_steps", "100", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True",
+        "--model_name_or_path",
+        model_path,
+        "--head",
+        head,
+        "--train_file",
+        str(DATA / spec["train"]),
+        "--validation_file",
+        str(DATA / spec["dev"]),
+        "--test_file",
+        str(DATA / spec["test"]),
+        "--output_dir",
+        str(out),
+        "--do_train",
+        "True",
+        "--do_eval",
+        "True",
+        "--do_predict",
+        "True",
+        "--num_train_epochs",
+        str(args.epochs),
+        "--learning_rate",
+        str(args.learning_rate),
+        "--per_device_train_batch_size",
+        "16",
+        "--per_device_eval_batch_size",
+        "64",
+        "--max_seq_length",
+        "128",
+        "--warmup_steps",
+        "0.1",
+        "--weight_decay",
+        "0.01",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "100",
+        "--report_to",
+        "none",
+        "--seed",
+        "42",
+        "--disable_tqdm",
+        "True",
         *spec["extra"],
     ]
     if args.max_train_samples:
@@ -55,10 +96,14 @@ def run_one(name: str, head: str, args: argparse.Namespace, model_path: str, wor
     results = run_ner.main(argv)
     wall = time.perf_counter() - start
     return {
-        "dataset": name, "head": head,
-        "dev_f1": results.get("eval_f1"), "test_f1": results.get("predict_f1"),
-        "train_seconds": results.get("train_runtime"), "train_sentences_per_s": results.get("train_samples_per_second"),
-        "test_sentences_per_s": results.get("predict_samples_per_second"), "wall_seconds": wall,
+        "dataset": name,
+        "head": head,
+        "dev_f1": results.get("eval_f1"),
+        "test_f1": results.get("predict_f1"),
+        "train_seconds": results.get("train_runtime"),
+        "train_sentences_per_s": results.get("train_samples_per_second"),
+        "test_sentences_per_s": results.get("predict_samples_per_second"),
+        "wall_seconds": wall,
     }
 
 

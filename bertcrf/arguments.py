@@ -26,8 +26,10 @@ SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
-        metadata={"help": "A BERT, ERNIE, RoBERTa, XLM-RoBERTa or ELECTRA checkpoint (Hub id or folder; bare or with "
-                  "its pretraining head), or a CRF tagger trained by run_ner.py."}
+        metadata={
+            "help": "A BERT, ERNIE, RoBERTa, XLM-RoBERTa or ELECTRA checkpoint (Hub id or folder; bare or with "
+            "its pretraining head), or a CRF tagger trained by run_ner.py."
+        }
     )
     config_name: str | None = field(default=None, metadata={"help": "Config to use if not the model's."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer to use if not the model's."})
@@ -48,9 +50,11 @@ class ModelArguments:
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier."})
     head: str = field(
         default="crf",
-        metadata={"help": "crf (the checkpoint family's CRF tagger: BertCrfForTokenClassification, "
-                  "ErnieCrfForTokenClassification, ...) or softmax (the family's stock *ForTokenClassification with "
-                  "argmax decoding, as a baseline)."},
+        metadata={
+            "help": "crf (the checkpoint family's CRF tagger: BertCrfForTokenClassification, "
+            "ErnieCrfForTokenClassification, ...) or softmax (the family's stock *ForTokenClassification with "
+            "argmax decoding, as a baseline)."
+        },
     )
 
 
@@ -68,8 +72,10 @@ class DataTrainingArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
     max_seq_length: int | None = field(
         default=None,
-        metadata={"help": "Longest window in sub-tokens (default: the tokenizer's, at most 512). Longer sentences "
-                  "are split into windows, never truncated."},
+        metadata={
+            "help": "Longest window in sub-tokens (default: the tokenizer's, at most 512). Longer sentences "
+            "are split into windows, never truncated."
+        },
     )
     doc_stride: int | None = field(
         default=None, metadata={"help": "Sub-tokens shared by windows at eval/predict (default max_seq_length/4)."}
@@ -91,7 +97,9 @@ class DataTrainingArguments:
     extend_vocab: bool = field(
         default=False, metadata={"help": "Add training characters that the tokenizer maps to [UNK] to its vocabulary."}
     )
-    extend_vocab_min_count: int = field(default=1, metadata={"help": "Least training count for a character to be added."})
+    extend_vocab_min_count: int = field(
+        default=1, metadata={"help": "Least training count for a character to be added."}
+    )
     show_examples: int = field(default=0, metadata={"help": "Print this many predicted test sentences."})
     language: str | None = field(default=None, metadata={"help": "Language code for the model card (e.g. zh)."})
     license: str | None = field(default="apache-2.0", metadata={"help": "License for the model card."})
@@ -103,13 +111,17 @@ class OutputArguments:
 
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Train into a non-empty --output_dir: start over, removing an earlier run's checkpoints, "
-                  "predictions and results (HF v4's flag, which transformers 5 dropped)."},
+        metadata={
+            "help": "Train into a non-empty --output_dir: start over, removing an earlier run's checkpoints, "
+            "predictions and results (HF v4's flag, which transformers 5 dropped)."
+        },
     )
     keep_checkpoints: bool = field(
         default=False,
-        metadata={"help": "Keep the checkpoint-N folders (with optimizer state) in --output_dir after training. By "
-                  "default they are removed once the final model is saved, so that the folder is a clean Hub repo."},
+        metadata={
+            "help": "Keep the checkpoint-N folders (with optimizer state) in --output_dir after training. By "
+            "default they are removed once the final model is saved, so that the folder is a clean Hub repo."
+        },
     )
 
 

@@ -40,12 +40,18 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family("bert", BertCrfConfig, BertCrfForTokenClassification, transformers.BertForTokenClassification),
         Family("ernie", ErnieCrfConfig, ErnieCrfForTokenClassification, transformers.ErnieForTokenClassification),
-        Family("roberta", RobertaCrfConfig, RobertaCrfForTokenClassification,
-               transformers.RobertaForTokenClassification),
-        Family("xlm-roberta", XLMRobertaCrfConfig, XLMRobertaCrfForTokenClassification,
-               transformers.XLMRobertaForTokenClassification),
-        Family("electra", ElectraCrfConfig, ElectraCrfForTokenClassification,
-               transformers.ElectraForTokenClassification),
+        Family(
+            "roberta", RobertaCrfConfig, RobertaCrfForTokenClassification, transformers.RobertaForTokenClassification
+        ),
+        Family(
+            "xlm-roberta",
+            XLMRobertaCrfConfig,
+            XLMRobertaCrfForTokenClassification,
+            transformers.XLMRobertaForTokenClassification,
+        ),
+        Family(
+            "electra", ElectraCrfConfig, ElectraCrfForTokenClassification, transformers.ElectraForTokenClassification
+        ),
     )
 }
 
@@ -55,11 +61,12 @@ MODEL_CLASSES: dict[str, type] = {
 }
 
 # AutoConfig / AutoModelForTokenClassification then know every type in this process.
-for _config, _model in [*((f.config_class, f.crf_class) for f in FAMILIES.values()),
-                        (BiLstmCrfConfig, BiLstmCrfForTokenClassification)]:
+for _config, _model in [
+    *((f.config_class, f.crf_class) for f in FAMILIES.values()),
+    (BiLstmCrfConfig, BiLstmCrfForTokenClassification),
+]:
     transformers.AutoConfig.register(_config.model_type, _config, exist_ok=True)
     transformers.AutoModelForTokenClassification.register(_config, _model, exist_ok=True)
-
 
 
 def family_of(model_type: str | None) -> Family:
@@ -87,8 +94,11 @@ def check_loading_info(info: dict[str, Iterable[str]], source: str) -> None:
     missing from `source` or left unused in it: the body would otherwise be silently random or incomplete (a
     checkpoint of another family, a renamed prefix, a truncated file). The classifier and the CRF may be new or go
     unused; the pooler and pretraining heads may go unused."""
-    encoder = [k for k in (*info.get("missing_keys", ()), *info.get("unexpected_keys", ()))
-               if not HEAD_WEIGHTS.search(k) and not UNUSED_PRETRAINING_WEIGHTS.search(k)]
+    encoder = [
+        k
+        for k in (*info.get("missing_keys", ()), *info.get("unexpected_keys", ()))
+        if not HEAD_WEIGHTS.search(k) and not UNUSED_PRETRAINING_WEIGHTS.search(k)
+    ]
     missing = sorted(k for k in encoder if k in set(info.get("missing_keys", ())))
     unused = sorted(k for k in encoder if k not in set(info.get("missing_keys", ())))
     problems = []
@@ -106,8 +116,10 @@ def load_crf_model(path: str, eager_attention: bool = False, **kwargs: Any) -> C
     config = transformers.AutoConfig.from_pretrained(path, **kwargs)
     model_class = MODEL_CLASSES.get(getattr(config, "model_type", None))
     if model_class is None:
-        raise ValueError(f"{path} is a {config.model_type!r} model, not one of {sorted(MODEL_CLASSES)}: train it with "
-                         "run_ner.py or distill.py first")
+        raise ValueError(
+            f"{path} is a {config.model_type!r} model, not one of {sorted(MODEL_CLASSES)}: train it with "
+            "run_ner.py or distill.py first"
+        )
     if eager_attention and issubclass(model_class, EncoderCrfMixin):
         kwargs["attn_implementation"] = "eager"
     return model_class.from_pretrained(path, config=config, **kwargs)
@@ -122,7 +134,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, **kwargs: Any) ->
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError):  # no config, or a model type only remote code knows: AutoTokenizer decides
         return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-    return transformers.AutoTokenizer.from_pretrained(path, config=config, trust_remote_code=trust_remote_code, **kwargs)
+    return transformers.AutoTokenizer.from_pretrained(
+        path, config=config, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
@@ -133,6 +147,8 @@ def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: b
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
     return BertCrfTokenClassificationPipeline(
-        model=load_crf_model(path).eval(), tokenizer=load_tokenizer(path, trust_remote_code), task="token-classification",
+        model=load_crf_model(path).eval(),
+        tokenizer=load_tokenizer(path, trust_remote_code),
+        task="token-classification",
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )

@@ -73,13 +73,15 @@ def text_lines(path: str | Path, handle: BinaryIO | None = None) -> Iterator[tup
         source = handle if handle is not None else stack.enter_context(open(path, "rb"))
         for number, raw in enumerate(source, 1):
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 bad = raw[error.start : error.start + 4]
                 raise DataFormatError(
-                    path, number, f"bytes that are not UTF-8 ({error.reason} at byte {error.start}: {bad!r})",
+                    path,
+                    number,
+                    f"bytes that are not UTF-8 ({error.reason} at byte {error.start}: {bad!r})",
                     "UTF-8 text (to convert a GBK file: iconv -f GBK -t UTF-8 FILE > FILE.utf8)",
                 ) from None
             yield number, line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
@@ -161,9 +163,7 @@ def read_json_lines(
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 raise DataFormatError(path, line_no, f"{tags_key}={tags!r}", f"a list of tag strings in {tags_key!r}")
             if len(tags) != len(tokens):
-                raise DataFormatError(
-                    path, line_no, f"{len(tokens)} tokens and {len(tags)} tags", "one tag per token"
-                )
+                raise DataFormatError(path, line_no, f"{len(tokens)} tokens and {len(tags)} tags", "one tag per token")
         examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
     if not examples:
         raise DataFormatError(path, None, "no records", "at least one JSON line")
@@ -232,7 +232,7 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
                     raise DataFormatError(
                         path,
                         line_no,
-                        f"{etype} {surface!r} at [{start}, {end}] (text there: {text[start:end + 1]!r})",
+                        f"{etype} {surface!r} at [{start}, {end}] (text there: {text[start : end + 1]!r})",
                         "text[start:end+1] to equal the entity string",
                     )
                 spans.append((etype, start, end + 1))
@@ -240,7 +240,7 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
 
 
 def sniff_format(path: str | Path) -> str:
-    """"column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
+    """ "column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
     for line_no, line in text_lines(path):
         if line.strip():
             break
@@ -354,9 +354,7 @@ def check_labels(
 # Sub-token alignment and windows
 
 
-def replace_untokenizable(
-    examples: list[dict[str, Any]], tokenizer: Any
-) -> tuple[list[dict[str, Any]], Counter[str]]:
+def replace_untokenizable(examples: list[dict[str, Any]], tokenizer: Any) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Give every word at least one sub-token: words the tokenizer turns into nothing (U+3000, zero-width and
     control characters) are tokenized as the unknown token instead. Returns new examples ("words" holds what the
     tokenizer sees; "tokens" stays as read) and the count of replaced words."""
@@ -550,7 +548,9 @@ def extend_vocabulary(tokenizer: Any, examples: list[dict[str, Any]], min_count:
     if added:
         model = backend.model
         backend.model = WordPiece(
-            vocab, unk_token=model.unk_token, continuing_subword_prefix=model.continuing_subword_prefix,
+            vocab,
+            unk_token=model.unk_token,
+            continuing_subword_prefix=model.continuing_subword_prefix,
             max_input_chars_per_word=model.max_input_chars_per_word,
         )
     return added

@@ -59,8 +59,12 @@ def prepare_output_dir(training_args: TrainingArguments) -> str | None:
     if training_args.overwrite_output_dir:
         stale = sorted({p for pattern in STALE_OUTPUTS for p in out.glob(pattern)})
         if stale and main_process:
-            logger.warning("--overwrite_output_dir: removing %d outputs of an earlier run in %s: %s", len(stale), out,
-                           ", ".join(p.name for p in stale))
+            logger.warning(
+                "--overwrite_output_dir: removing %d outputs of an earlier run in %s: %s",
+                len(stale),
+                out,
+                ", ".join(p.name for p in stale),
+            )
             for path in stale:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         wait_for_main_process(training_args)
@@ -73,8 +77,9 @@ def prepare_output_dir(training_args: TrainingArguments) -> str | None:
             break
         if main_process:
             target = path.with_name(f"incomplete-{path.name}")
-            logger.warning("%s was cut off while being written (no readable trainer_state.json): renamed to %s", path,
-                           target.name)
+            logger.warning(
+                "%s was cut off while being written (no readable trainer_state.json): renamed to %s", path, target.name
+            )
             shutil.rmtree(target, ignore_errors=True)
             path.rename(target)
     wait_for_main_process(training_args)
@@ -85,7 +90,9 @@ def prepare_output_dir(training_args: TrainingArguments) -> str | None:
             "checkpoints, or another --output_dir"
         )
     if resume is not None:
-        logger.info("Resuming from %s, the last complete checkpoint (pass --overwrite_output_dir to start over)", resume)
+        logger.info(
+            "Resuming from %s, the last complete checkpoint (pass --overwrite_output_dir to start over)", resume
+        )
         return str(resume)
     others = sorted(p.name for p in out.iterdir() if not p.name.startswith("incomplete-checkpoint-"))
     if others:
@@ -105,17 +112,25 @@ def tidy_output_dir(training_args: TrainingArguments) -> None:
     (out / "training_args.bin").unlink(missing_ok=True)
     if getattr(training_args, "keep_checkpoints", False):
         return
-    folders = sorted(p for pattern in ("checkpoint-*", "incomplete-checkpoint-*") for p in out.glob(pattern) if p.is_dir())
+    folders = sorted(
+        p for pattern in ("checkpoint-*", "incomplete-checkpoint-*") for p in out.glob(pattern) if p.is_dir()
+    )
     size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
     for folder in folders:
         shutil.rmtree(folder)
     if folders:
-        logger.info("Removed %d checkpoint folders (%.0f MB) from %s: it holds the final model only "
-                    "(--keep_checkpoints keeps them)", len(folders), size / 1e6, out)
+        logger.info(
+            "Removed %d checkpoint folders (%.0f MB) from %s: it holds the final model only "
+            "(--keep_checkpoints keeps them)",
+            len(folders),
+            size / 1e6,
+            out,
+        )
 
 
-def save_outputs(trainer: Trainer, tokenizer: Any, training_args: TrainingArguments, results: dict[str, float],
-                 with_handler: bool) -> None:
+def save_outputs(
+    trainer: Trainer, tokenizer: Any, training_args: TrainingArguments, results: dict[str, float], with_handler: bool
+) -> None:
     """On the main process: all_results.json and, after training, the tokenizer beside the weights (and, for a
     tagger, handler.py: Hub Inference Endpoints look for it at the repository root)."""
     if not trainer.is_world_process_zero():
@@ -137,14 +152,20 @@ def entities_of(
 
 
 def write_predictions(
-    output_dir: str, split: str, examples: list[dict[str, Any]], predictions: list[list[str]],
-    scores: list[list[float]], scheme: str,
+    output_dir: str,
+    split: str,
+    examples: list[dict[str, Any]],
+    predictions: list[list[str]],
+    scores: list[list[float]],
+    scheme: str,
 ) -> None:
     """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (`{"id",
     "text", "entities"}`, entities as the pipeline gives them)."""
     folder = Path(output_dir)
-    with open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column, \
-            open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines:
+    with (
+        open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column,
+        open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines,
+    ):
         for example, tags, word_scores in zip(examples, predictions, scores):
             if len(tags) != len(example["tokens"]):
                 raise RuntimeError(f"{example['id']}: {len(example['tokens'])} tokens but {len(tags)} predictions")
@@ -154,7 +175,9 @@ def write_predictions(
             column.write("\n")
             text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
             entities = [dict(e, score=round(e["score"], 4)) for e in entities]
-            lines.write(json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n")
+            lines.write(
+                json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n"
+            )
 
 
 def show_examples(
@@ -194,8 +217,13 @@ def _yaml(value: Any) -> str:
 
 
 def write_model_card(
-    output_dir: str, model_args: ModelArguments, data_args: DataTrainingArguments,
-    training_args: TrainingArguments, labels: list[str], scores: dict[str, float], scheme: str,
+    output_dir: str,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    labels: list[str],
+    scores: dict[str, float],
+    scheme: str,
     model_class: str = "BertCrfForTokenClassification",
 ) -> None:
     """A Hub model card (README.md): YAML front matter with dev and test scores in model-index, the scores,
@@ -203,7 +231,9 @@ def write_model_card(
     name = Path(output_dir).resolve().name
     # The snippet loads the Hub id the card is pushed under, else the folder name (the repo name by default).
     repo_id = training_args.hub_model_id or name
-    dataset = data_args.dataset_name or (Path(data_args.train_file).resolve().parent.name if data_args.train_file else "custom")
+    dataset = data_args.dataset_name or (
+        Path(data_args.train_file).resolve().parent.name if data_args.train_file else "custom"
+    )
     base, on_hub = base_model_name(model_args.model_name_or_path)
     base_link = f"[`{base}`](https://huggingface.co/{base})" if on_hub else f"`{base}` (a local folder)"
     types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
@@ -211,7 +241,8 @@ def write_model_card(
     for prefix, split in (("eval", "validation"), ("predict", "test")):
         metrics = "".join(
             f"          - type: {key}\n            value: {scores[f'{prefix}_{key}']:.4f}\n            name: {split} {key}\n"
-            for key in CARD_METRICS if f"{prefix}_{key}" in scores
+            for key in CARD_METRICS
+            if f"{prefix}_{key}" in scores
         )
         if metrics:
             results += (
@@ -220,36 +251,66 @@ def write_model_card(
                 f"          split: {split}\n        metrics:\n{metrics}"
             )
     front = (
-        "---\n" + (f"language: {_yaml(data_args.language)}\n" if data_args.language else "")
+        "---\n"
+        + (f"language: {_yaml(data_args.language)}\n" if data_args.language else "")
         + f"license: {_yaml(data_args.license)}\nlibrary_name: transformers\npipeline_tag: token-classification\n"
         + "tags:\n  - token-classification\n  - ner\n  - crf\n  - bert-crf\n"
         + f"base_model: {_yaml(base)}\ndatasets:\n  - {_yaml(dataset)}\nmetrics:\n"
         + "".join(f"  - {key}\n" for key in CARD_METRICS)
-        + f"model-index:\n  - name: {_yaml(repo_id)}\n    results:\n" + (results or "      []\n") + "---\n"
+        + f"model-index:\n  - name: {_yaml(repo_id)}\n    results:\n"
+        + (results or "      []\n")
+        + "---\n"
     )
     rows = [
-        f"| {split} | " + " | ".join(f"{100 * scores[f'{prefix}_{key}']:.2f}" if f"{prefix}_{key}" in scores else "" for key in CARD_METRICS) + " |"
-        for prefix, split in (("eval", "validation"), ("predict", "test")) if f"{prefix}_f1" in scores
+        f"| {split} | "
+        + " | ".join(
+            f"{100 * scores[f'{prefix}_{key}']:.2f}" if f"{prefix}_{key}" in scores else "" for key in CARD_METRICS
+        )
+        + " |"
+        for prefix, split in (("eval", "validation"), ("predict", "test"))
+        if f"{prefix}_f1" in scores
     ]
-    table = "| split | " + " | ".join(CARD_METRICS) + " |\n|---|---|---|---|---|\n" + "\n".join(rows) if rows else "(not evaluated)"
-    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size) * training_args.gradient_accumulation_steps
-    hyper = "\n".join(f"- {k}: {v}" for k, v in (
-        ("learning_rate (encoder / classifier / CRF)", f"{training_args.learning_rate:g} / {model_args.head_learning_rate:g} / {model_args.crf_learning_rate:g}"),
-        ("total train batch size", batch), ("num_epochs", f"{training_args.num_train_epochs:g}"),
-        ("max_steps", training_args.max_steps if training_args.max_steps > 0 else None),
-        ("lr_scheduler_type", getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
-        ("warmup", training_args.warmup_steps or None), ("weight_decay", training_args.weight_decay),
-        ("frozen encoder layers", model_args.freeze_layers or None), ("seed", training_args.seed),
-        ("max_seq_length (window)", data_args.max_seq_length), ("vocabulary extended", data_args.extend_vocab or None),
-    ) if v is not None)
-    versions = "\n".join(f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}" for m in (transformers, torch, datasets))
+    table = (
+        "| split | " + " | ".join(CARD_METRICS) + " |\n|---|---|---|---|---|\n" + "\n".join(rows)
+        if rows
+        else "(not evaluated)"
+    )
+    batch = (
+        training_args.per_device_train_batch_size
+        * max(1, training_args.world_size)
+        * training_args.gradient_accumulation_steps
+    )
+    hyper = "\n".join(
+        f"- {k}: {v}"
+        for k, v in (
+            (
+                "learning_rate (encoder / classifier / CRF)",
+                f"{training_args.learning_rate:g} / {model_args.head_learning_rate:g} / {model_args.crf_learning_rate:g}",
+            ),
+            ("total train batch size", batch),
+            ("num_epochs", f"{training_args.num_train_epochs:g}"),
+            ("max_steps", training_args.max_steps if training_args.max_steps > 0 else None),
+            ("lr_scheduler_type", getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+            ("warmup", training_args.warmup_steps or None),
+            ("weight_decay", training_args.weight_decay),
+            ("frozen encoder layers", model_args.freeze_layers or None),
+            ("seed", training_args.seed),
+            ("max_seq_length (window)", data_args.max_seq_length),
+            ("vocabulary extended", data_args.extend_vocab or None),
+        )
+        if v is not None
+    )
+    versions = "\n".join(
+        f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}"
+        for m in (transformers, torch, datasets)
+    )
     body = f"""
 # {repo_id}
 
-A named-entity recognizer (`{model_class}`: {'an encoder and a linear-chain CRF' if 'Crf' in model_class else 'an encoder and a softmax classifier'}), fine-tuned from {base_link} on {dataset} with the
+A named-entity recognizer (`{model_class}`: {"an encoder and a linear-chain CRF" if "Crf" in model_class else "an encoder and a softmax classifier"}), fine-tuned from {base_link} on {dataset} with the
 `run_ner.py` of bert-crf.
-Tags: {scheme} over {', '.join(types) or 'no entity types'}; decoding is
-{'constrained to legal ' + scheme + ' transitions' if model_args.constrain_decoding else 'unconstrained'} (Viterbi over a linear-chain CRF).
+Tags: {scheme} over {", ".join(types) or "no entity types"}; decoding is
+{"constrained to legal " + scheme + " transitions" if model_args.constrain_decoding else "unconstrained"} (Viterbi over a linear-chain CRF).
 
 ## Evaluation
 
@@ -268,7 +329,7 @@ print(ner("张伟在北京的华为公司工作。", aggregation_strategy="simpl
 # [{{'entity_group': ..., 'score': ..., 'word': ..., 'start': ..., 'end': ...}}, ...]
 ```
 
-`"{repo_id}"` is {'the Hub id this card was pushed under' if training_args.hub_model_id else 'the output folder: a local path, or the Hub repository of that name once uploaded'}.
+`"{repo_id}"` is {"the Hub id this card was pushed under" if training_args.hub_model_id else "the output folder: a local path, or the Hub repository of that name once uploaded"}.
 Scores are CRF marginal probabilities; `word == text[start:end]`; texts longer than the model's window are tagged
 through overlapping windows. The model itself (`AutoModelForTokenClassification`, `trust_remote_code=True`) returns
 `predictions`: the Viterbi tag at each word's first sub-token, -100 elsewhere. `handler.py` serves the model on

@@ -61,14 +61,26 @@ def load_raw_splits(
         elif split in hub:
             raw[split] = hub[split]
         else:
-            raise ValueError(f"--do_{'eval' if split == 'validation' else split} needs --{arg} or a dataset with a {split} split")
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_predict_samples}
+            raise ValueError(
+                f"--do_{'eval' if split == 'validation' else split} needs --{arg} or a dataset with a {split} split"
+            )
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
     for split, examples in raw.items():
         if limits[split] is not None:
             raw[split] = examples[: limits[split]]
         check_tagged(raw[split], split)
         tagged = sum(e["tags"] is not None for e in raw[split])
-        logger.info("%s: %d sentences, %d tokens, %d tagged", split, len(raw[split]), sum(len(e["tokens"]) for e in raw[split]), tagged)
+        logger.info(
+            "%s: %d sentences, %d tokens, %d tagged",
+            split,
+            len(raw[split]),
+            sum(len(e["tokens"]) for e in raw[split]),
+            tagged,
+        )
     return raw
 
 
@@ -80,7 +92,9 @@ def check_tagged(examples: list[dict[str, Any]], split: str) -> None:
         return
     listing = ", ".join(untagged[:3]) + (f" and {len(untagged) - 3} more" if len(untagged) > 3 else "")
     need = "every sentence tagged" if split != "test" else "every sentence tagged (scored) or none (predicted only)"
-    raise ValueError(f"{split} data: {len(untagged)} of {len(examples)} sentences have no tags ({listing}); expected {need}")
+    raise ValueError(
+        f"{split} data: {len(untagged)} of {len(examples)} sentences have no tags ({listing}); expected {need}"
+    )
 
 
 def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, list[dict[str, Any]]]:
@@ -100,22 +114,30 @@ def load_hub_dataset(model_args: ModelArguments, data_args: DataTrainingArgument
             tags = record.get(tags_key)
             if tags is not None and names is not None:
                 tags = [names[t] for t in tags]
-            examples.append({"id": f"{data_args.dataset_name}/{split}:{i}", "tokens": record[tokens_key], "tags": tags})
+            examples.append(
+                {"id": f"{data_args.dataset_name}/{split}:{i}", "tokens": record[tokens_key], "tags": tags}
+            )
         out[split] = examples
     return out
 
 
 def resolve_schemes(
-    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments,
+    raw: dict[str, list[dict[str, Any]]],
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
     checkpoint: CrfConfigMixin | None,
 ) -> str:
     """Detect the data's tag scheme, choose the model's (a bert-crf `checkpoint`'s own, if any), convert every
     split's tags to it and return it."""
-    data_scheme = data_args.data_tag_scheme or ner_data.detect_examples_scheme(e for examples in raw.values() for e in examples)
+    data_scheme = data_args.data_tag_scheme or ner_data.detect_examples_scheme(
+        e for examples in raw.values() for e in examples
+    )
     model_scheme = model_args.tag_scheme or ("BIO" if data_scheme == "IOB1" else data_scheme)
     if checkpoint is not None:  # a trained bert-crf model: its labels fix the scheme
         if model_args.tag_scheme not in (None, checkpoint.resolved_tag_scheme):
-            raise ValueError(f"--tag_scheme {model_args.tag_scheme} contradicts the checkpoint's {checkpoint.resolved_tag_scheme}")
+            raise ValueError(
+                f"--tag_scheme {model_args.tag_scheme} contradicts the checkpoint's {checkpoint.resolved_tag_scheme}"
+            )
         model_scheme = checkpoint.resolved_tag_scheme
     logger.info("Tag scheme: data %s, model %s", data_scheme, model_scheme)
     if data_scheme != model_scheme:
@@ -127,7 +149,10 @@ def resolve_schemes(
 
 
 def resolve_labels(
-    raw: dict[str, list[dict[str, Any]]], model_args: ModelArguments, data_args: DataTrainingArguments, scheme: str,
+    raw: dict[str, list[dict[str, Any]]],
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    scheme: str,
     config: CrfConfigMixin | None,
 ) -> list[str]:
     """The model's labels: a bert-crf checkpoint's (`config`) own, else every label of the scheme for the types in
@@ -137,7 +162,9 @@ def resolve_labels(
     elif "train" in raw:
         labels = ner_data.label_list([e["tags"] for e in raw["train"]], scheme)
     else:
-        raise ValueError(f"{model_args.model_name_or_path} has no NER labels; pass --train_file or a bert-crf checkpoint")
+        raise ValueError(
+            f"{model_args.model_name_or_path} has no NER labels; pass --train_file or a bert-crf checkpoint"
+        )
     known = set(labels)
     if "train" in raw:
         ner_data.check_labels(raw["train"], known, False, "train")
@@ -156,7 +183,10 @@ def checkpoint_config(model_args: ModelArguments) -> CrfConfigMixin | None:
         return None
     try:
         config = transformers.AutoConfig.from_pretrained(
-            source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+            source,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            token=model_args.token,
         )
     except (OSError, ValueError):  # not reachable, or a model type this transformers does not know: not ours
         return None
@@ -168,11 +198,16 @@ def load_tokenizer(model_args: ModelArguments, checkpoint: str | None = None) ->
     in the checkpoint follow its ids (rebuilding the extension from reordered data would give other ids)."""
     if checkpoint is not None and (Path(checkpoint) / "tokenizer_config.json").is_file():
         tokenizer = crf_models.load_tokenizer(checkpoint)
-        logger.info("Tokenizer of %s (%d tokens): a resumed run keeps the checkpoint's vocabulary", checkpoint, len(tokenizer))
+        logger.info(
+            "Tokenizer of %s (%d tokens): a resumed run keeps the checkpoint's vocabulary", checkpoint, len(tokenizer)
+        )
         return tokenizer
     tokenizer = crf_models.load_tokenizer(
-        model_args.tokenizer_name or model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code,
-        cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        trust_remote_code=model_args.trust_remote_code,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
     )
     if not tokenizer.is_fast:
         raise ValueError("run_ner.py needs a fast tokenizer (word alignment uses word_ids())")
@@ -180,7 +215,10 @@ def load_tokenizer(model_args: ModelArguments, checkpoint: str | None = None) ->
 
 
 def prepare_words(
-    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, data_args: DataTrainingArguments, resuming: bool = False,
+    raw: dict[str, list[dict[str, Any]]],
+    tokenizer: Any,
+    data_args: DataTrainingArguments,
+    resuming: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Extend the vocabulary (if asked, and not `resuming`: a checkpoint's tokenizer is already extended) and give
     every word at least one sub-token. Logs [UNK] rates and counts."""
@@ -190,13 +228,23 @@ def prepare_words(
         if data_args.extend_vocab and not resuming:
             added = ner_data.extend_vocabulary(tokenizer, raw["train"], data_args.extend_vocab_min_count)
             after = ner_data.unknown_rate(raw["train"], tokenizer)
-            logger.info("Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%",
-                        len(added), "".join(added[:20]), 100 * before, 100 * after)
+            logger.info(
+                "Added %d tokens to the vocabulary (e.g. %s); [UNK] rate %.2f%% -> %.2f%%",
+                len(added),
+                "".join(added[:20]),
+                100 * before,
+                100 * after,
+            )
     for split, examples in raw.items():
         raw[split], replaced = ner_data.replace_untokenizable(examples, tokenizer)
         if replaced:
-            logger.info("%s: %d words have no sub-token (%s); they are fed as %s and still get a prediction",
-                        split, sum(replaced.values()), dict(replaced.most_common(5)), tokenizer.unk_token)
+            logger.info(
+                "%s: %d words have no sub-token (%s); they are fed as %s and still get a prediction",
+                split,
+                sum(replaced.values()),
+                dict(replaced.most_common(5)),
+                tokenizer.unk_token,
+            )
     return raw
 
 
@@ -210,7 +258,9 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
     id2label = dict(enumerate(labels))
     label_maps = dict(num_labels=len(labels), id2label=id2label, label2id={l: i for i, l in id2label.items()})
     config_path = model_args.config_name or model_args.model_name_or_path
-    base = transformers.AutoConfig.from_pretrained(config_path, trust_remote_code=model_args.trust_remote_code, **common)
+    base = transformers.AutoConfig.from_pretrained(
+        config_path, trust_remote_code=model_args.trust_remote_code, **common
+    )
     family = crf_models.family_of(getattr(base, "model_type", None))
     # Built from the body's config dict: a family config's from_pretrained on another type warns of a mismatch. The
     # CRF settings (and the CRF pipeline) of a trained tagger are set afresh, or dropped for the softmax head.
@@ -223,14 +273,20 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
     else:
         model_class = family.crf_class
         config = family.config_class(
-            **values, tag_scheme=scheme, constrain_decoding=model_args.constrain_decoding,
-            loss_reduction=model_args.loss_reduction, special_token_ids=sorted(set(tokenizer.all_special_ids)),
+            **values,
+            tag_scheme=scheme,
+            constrain_decoding=model_args.constrain_decoding,
+            loss_reduction=model_args.loss_reduction,
+            special_token_ids=sorted(set(tokenizer.all_special_ids)),
         )
     if model_args.classifier_dropout is not None:
         config.classifier_dropout = model_args.classifier_dropout
     model, info = model_class.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        output_loading_info=True, **common,
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        output_loading_info=True,
+        **common,
     )
     crf_models.check_loading_info(info, model_args.model_name_or_path)
     logger.info("%s from the %s checkpoint %s", model_class.__name__, base.model_type, model_args.model_name_or_path)
@@ -267,26 +323,42 @@ def window_length(data_args: DataTrainingArguments, tokenizer: Any, config: tran
 
 
 def encode_splits(
-    raw: dict[str, list[dict[str, Any]]], tokenizer: Any, label2id: dict[str, int], scheme: str, max_len: int,
-    data_args: DataTrainingArguments, training_args: TrainingArguments,
+    raw: dict[str, list[dict[str, Any]]],
+    tokenizer: Any,
+    label2id: dict[str, int],
+    scheme: str,
+    max_len: int,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
 ) -> dict[str, EncodedSplit]:
     """Tokenize each split into windows: tiling windows for training, overlapping ones to evaluate and predict."""
     window = ner_data.WindowConfig(
-        max_seq_length=max_len, stride=data_args.doc_stride if data_args.doc_stride is not None else max_len // 4,
-        label_all_tokens=data_args.label_all_tokens, scheme=scheme,
+        max_seq_length=max_len,
+        stride=data_args.doc_stride if data_args.doc_stride is not None else max_len // 4,
+        label_all_tokens=data_args.label_all_tokens,
+        scheme=scheme,
     )
     out = {}
     for split, examples in raw.items():
         labelled = all(e["tags"] is not None for e in examples)
         encode = functools.partial(
-            _encode_batch, tokenizer=tokenizer, label2id=label2id if labelled else None, window=window,
+            _encode_batch,
+            tokenizer=tokenizer,
+            label2id=label2id if labelled else None,
+            window=window,
             overlap=split != "train",
         )
         with training_args.main_process_first(desc=f"{split} tokenization"):
-            table = datasets.Dataset.from_list([{"tokens": e["tokens"], "words": e["words"], "tags": e["tags"]} for e in examples])
+            table = datasets.Dataset.from_list(
+                [{"tokens": e["tokens"], "words": e["words"], "tags": e["tags"]} for e in examples]
+            )
             dataset = table.map(
-                encode, batched=True, with_indices=True, remove_columns=table.column_names,
-                num_proc=data_args.preprocessing_num_workers, desc=f"Tokenizing {split}",
+                encode,
+                batched=True,
+                with_indices=True,
+                remove_columns=table.column_names,
+                num_proc=data_args.preprocessing_num_workers,
+                desc=f"Tokenizing {split}",
             )
         example_index = dataset["example_index"]
         units: list[list[int]] = [[] for _ in examples]
@@ -297,20 +369,40 @@ def encode_splits(
             for m, i, o in zip(dataset["word_start_mask"], example_index, dataset["unit_offset"])
         ]
         split_count = sum(n > 1 for n in Counter(example_index).values())
-        logger.info("%s: %d sentences -> %d windows of at most %d sub-tokens (%d long sentences split)", split,
-                    len(examples), len(rows), max_len, split_count)
-        out[split] = EncodedSplit(examples, dataset.remove_columns(["example_index", "unit_offset", "units"]), rows, units)
+        logger.info(
+            "%s: %d sentences -> %d windows of at most %d sub-tokens (%d long sentences split)",
+            split,
+            len(examples),
+            len(rows),
+            max_len,
+            split_count,
+        )
+        out[split] = EncodedSplit(
+            examples, dataset.remove_columns(["example_index", "unit_offset", "units"]), rows, units
+        )
     return out
 
 
 def _encode_batch(
-    batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, label2id: dict[str, int] | None,
-    window: ner_data.WindowConfig, overlap: bool,
+    batch: dict[str, list[Any]],
+    indices: list[int],
+    tokenizer: Any,
+    label2id: dict[str, int] | None,
+    window: ner_data.WindowConfig,
+    overlap: bool,
 ) -> dict[str, list[Any]]:
     """`datasets.map` worker: a batch of sentences in, their window rows out (with global example indices)."""
     examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
     rows, units = ner_data.encode_examples(examples, tokenizer, label2id, window, overlap)
-    columns = ["input_ids", "attention_mask", "token_type_ids", "word_start_mask", "length", "example_index", "unit_offset"]
+    columns = [
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "word_start_mask",
+        "length",
+        "example_index",
+        "unit_offset",
+    ]
     if label2id is not None:
         columns.append("labels")
     out: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in columns}
@@ -336,14 +428,22 @@ class PaddingCollator:
             if key == "length":
                 continue
             pad = self.PAD_VALUES.get(key, self.pad_token_id)
-            batch[key] = torch.tensor([list(f[key]) + [pad] * (width - len(f[key])) for f in features], dtype=torch.long)
+            batch[key] = torch.tensor(
+                [list(f[key]) + [pad] * (width - len(f[key])) for f in features], dtype=torch.long
+            )
         return batch
 
 
-def build_optimizer(model: torch.nn.Module, training_args: TrainingArguments, model_args: ModelArguments) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, training_args: TrainingArguments, model_args: ModelArguments
+) -> torch.optim.Optimizer:
     """AdamW with separate groups for the BERT body, the classifier and the CRF, each with its own learning rate;
     no weight decay on biases, LayerNorm weights or CRF transitions."""
-    rates = {"body": training_args.learning_rate, "head": model_args.head_learning_rate, "crf": model_args.crf_learning_rate}
+    rates = {
+        "body": training_args.learning_rate,
+        "head": model_args.head_learning_rate,
+        "crf": model_args.crf_learning_rate,
+    }
     groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -352,11 +452,18 @@ def build_optimizer(model: torch.nn.Module, training_args: TrainingArguments, mo
         decay = part != "crf" and param.ndim > 1 and "LayerNorm" not in name and "layer_norm" not in name
         groups.setdefault((part, decay), []).append(param)
     param_groups = [
-        {"params": params, "lr": rates[part], "weight_decay": training_args.weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"}
+        {
+            "params": params,
+            "lr": rates[part],
+            "weight_decay": training_args.weight_decay if decay else 0.0,
+            "name": f"{part}{'' if decay else '_no_decay'}",
+        }
         for (part, decay), params in sorted(groups.items())
     ]
     return torch.optim.AdamW(
-        param_groups, lr=training_args.learning_rate, betas=(training_args.adam_beta1, training_args.adam_beta2),
+        param_groups,
+        lr=training_args.learning_rate,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
         eps=training_args.adam_epsilon,
     )
 
@@ -391,13 +498,19 @@ class NerMetrics:
         paths, scores = decode_emissions(self.trainer.model, emissions)
         tags, self.last_scores = [], []
         for i, (path, unit_scores) in enumerate(zip(paths, scores)):
-            tags.append(ner_data.unit_tags_to_words([self.id2label[t] for t in path], self.split.units[i], self.scheme))
+            tags.append(
+                ner_data.unit_tags_to_words([self.id2label[t] for t in path], self.split.units[i], self.scheme)
+            )
             firsts = np.cumsum([0, *self.split.units[i][:-1]], dtype=np.int64)  # each word's first unit
             self.last_scores.append([unit_scores[k] for k in firsts] if len(unit_scores) else [])
         return tags
 
     def __call__(self, eval_prediction: transformers.EvalPrediction) -> dict[str, float]:
-        logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
+        logits = (
+            eval_prediction.predictions[0]
+            if isinstance(eval_prediction.predictions, tuple)
+            else eval_prediction.predictions
+        )
         self.last_predictions = self.decode(logits)
         gold = [e["tags"] for e in self.split.examples]
         return score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
@@ -439,7 +552,9 @@ def decode_emissions(
     return paths, scores
 
 
-def score_entities(gold: list[list[str]], predicted: list[list[str]], scheme: str, entity_level: bool) -> dict[str, float]:
+def score_entities(
+    gold: list[list[str]], predicted: list[list[str]], scheme: str, entity_level: bool
+) -> dict[str, float]:
     """seqeval precision/recall/F1 (strict, in the scheme's seqeval form) and token accuracy."""
     from seqeval import metrics
     from seqeval import scheme as seqeval_schemes
@@ -464,20 +579,32 @@ def score_entities(gold: list[list[str]], predicted: list[list[str]], scheme: st
         for etype, values in report.items():
             if etype.endswith(" avg"):
                 continue
-            for key, name in (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"), ("support", "number")):
+            for key, name in (
+                ("precision", "precision"),
+                ("recall", "recall"),
+                ("f1-score", "f1"),
+                ("support", "number"),
+            ):
                 result[f"{etype}_{name}"] = float(values[key])
     return result
 
 
 def build_trainer(
-    model: torch.nn.Module, tokenizer: Any, encoded: dict[str, EncodedSplit], scheme: str,
-    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments,
-    trainer_class: type[Trainer] = Trainer, **trainer_kwargs: Any,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    encoded: dict[str, EncodedSplit],
+    scheme: str,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    trainer_class: type[Trainer] = Trainer,
+    **trainer_kwargs: Any,
 ) -> tuple[Trainer, dict[str, NerMetrics]]:
     """The stock Trainer (or a subclass) with our optimizer (its default linear warmup/decay schedule) and metrics."""
     metrics = {
         split: NerMetrics(enc, model.config.id2label, scheme, data_args.return_entity_level_metrics)
-        for split, enc in encoded.items() if split != "train"
+        for split, enc in encoded.items()
+        if split != "train"
     }
     max_len = window_length(data_args, tokenizer, model.config)
     collator = PaddingCollator(tokenizer.pad_token_id, max_len if data_args.pad_to_max_length else None)
@@ -489,7 +616,9 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=metrics.get("validation"),
-        optimizers=(build_optimizer(model, training_args, model_args), None) if training_args.do_train else (None, None),
+        optimizers=(build_optimizer(model, training_args, model_args), None)
+        if training_args.do_train
+        else (None, None),
         **trainer_kwargs,
     )
     for metric in metrics.values():
@@ -509,7 +638,9 @@ def train(trainer: Trainer, checkpoint: str | None, num_examples: int) -> dict[s
     return metrics
 
 
-def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerMetrics) -> tuple[dict[str, float], list[list[str]]]:
+def run_split(
+    trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerMetrics
+) -> tuple[dict[str, float], list[list[str]]]:
     """Evaluate or predict one split: word-level tags for every example (their probabilities are left in
     `metrics.last_scores`), and scores where it has gold tags."""
     prefix = "eval" if split == "validation" else "predict"
@@ -527,8 +658,12 @@ def run_split(trainer: Trainer, split: str, encoded: EncodedSplit, metrics: NerM
 
 
 def evaluate_splits(
-    trainer: Trainer, encoded: dict[str, EncodedSplit], metrics: dict[str, NerMetrics], scheme: str,
-    data_args: DataTrainingArguments, training_args: TrainingArguments,
+    trainer: Trainer,
+    encoded: dict[str, EncodedSplit],
+    metrics: dict[str, NerMetrics],
+    scheme: str,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
 ) -> dict[str, float]:
     """Evaluate (--do_eval) and predict (--do_predict): scores, and predictions files written by the main process."""
     results: dict[str, float] = {}
@@ -538,11 +673,17 @@ def evaluate_splits(
             results.update(scores)
             if trainer.is_world_process_zero():
                 word_scores = metrics[split].last_scores
-                write_predictions(training_args.output_dir, split, encoded[split].examples, predictions, word_scores, scheme)
+                write_predictions(
+                    training_args.output_dir, split, encoded[split].examples, predictions, word_scores, scheme
+                )
                 if split == "test" and data_args.show_examples:
                     show_examples(encoded[split].examples, predictions, word_scores, scheme, data_args.show_examples)
     if trainer.is_world_process_zero():
-        summary = ", ".join(f"{name} {100 * results[key]:.2f}" for name, key in (("dev", "eval_f1"), ("test", "predict_f1")) if key in results)
+        summary = ", ".join(
+            f"{name} {100 * results[key]:.2f}"
+            for name, key in (("dev", "eval_f1"), ("test", "predict_f1"))
+            if key in results
+        )
         if summary:
             print(f"Entity F1 (seqeval strict, {scheme}): {summary}")
     return results

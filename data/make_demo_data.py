@@ -27,14 +27,14 @@ from collections import Counter
 
 SEED = 20240611
 SIZES = {"train": 600, "dev": 120, "test": 120}
-HOLDOUT_FRACTION = 0.25      # of every word list, for dev/test only
-HELDOUT_PICK_PROB = 0.5      # in dev/test, chance an entity slot takes a held-out string
-MIN_LEN, MAX_LEN = 10, 60    # sentence length in characters (tokens)
+HOLDOUT_FRACTION = 0.25  # of every word list, for dev/test only
+HELDOUT_PICK_PROB = 0.5  # in dev/test, chance an entity slot takes a held-out string
+MIN_LEN, MAX_LEN = 10, 60  # sentence length in characters (tokens)
 
 # Messiness, applied per sentence after rendering (each independently).
-P_FULLWIDTH = 0.10           # ASCII letters/digits/% -> full-width (only sentences that have some); e.g. ２０２４年, ＡＩ
-P_HALFWIDTH_PUNCT = 0.04     # full-width ，：！？；（） -> half-width , : ! ? ; ( )
-P_IDEOGRAPHIC_SPACE = 0.04   # insert one U+3000 token at a word boundary outside any entity
+P_FULLWIDTH = 0.10  # ASCII letters/digits/% -> full-width (only sentences that have some); e.g. ２０２４年, ＡＩ
+P_HALFWIDTH_PUNCT = 0.04  # full-width ，：！？；（） -> half-width , : ! ? ; ( )
+P_IDEOGRAPHIC_SPACE = 0.04  # insert one U+3000 token at a word boundary outside any entity
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 IDEOGRAPHIC_SPACE = "\u3000"
@@ -46,41 +46,228 @@ IDEOGRAPHIC_SPACE = "\u3000"
 # --------------------------------------------------------------------------------------------------------------
 
 SURNAMES = [
-    "王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "胡", "朱", "高", "林", "何", "郭",
-    "马", "罗", "梁", "宋", "郑", "谢", "韩", "唐", "冯", "董", "程", "曹", "袁", "邓", "许", "沈", "彭", "吕",
-    "欧阳", "司马", "上官", "诸葛",
+    "王",
+    "李",
+    "张",
+    "刘",
+    "陈",
+    "杨",
+    "赵",
+    "黄",
+    "周",
+    "吴",
+    "徐",
+    "孙",
+    "胡",
+    "朱",
+    "高",
+    "林",
+    "何",
+    "郭",
+    "马",
+    "罗",
+    "梁",
+    "宋",
+    "郑",
+    "谢",
+    "韩",
+    "唐",
+    "冯",
+    "董",
+    "程",
+    "曹",
+    "袁",
+    "邓",
+    "许",
+    "沈",
+    "彭",
+    "吕",
+    "欧阳",
+    "司马",
+    "上官",
+    "诸葛",
 ]
 GIVEN_NAMES = [
-    "伟", "芳", "敏", "静", "磊", "军", "洋", "勇", "杰", "涛", "超", "华", "琳", "鹏", "婷", "斌",
-    "建国", "晓东", "子涵", "雨桐", "浩然", "思远", "欣怡", "俊杰", "嘉怡", "志强", "婉清", "一鸣", "梓萱",
-    "文博", "海峰", "晨曦", "若兰", "天佑", "佳琪", "立新", "淑珍", "家豪", "雪梅", "国栋", "慧敏", "宇航",
-    "诗雨", "振宇", "春生", "明远", "秋月", "德胜", "小满", "安然",
+    "伟",
+    "芳",
+    "敏",
+    "静",
+    "磊",
+    "军",
+    "洋",
+    "勇",
+    "杰",
+    "涛",
+    "超",
+    "华",
+    "琳",
+    "鹏",
+    "婷",
+    "斌",
+    "建国",
+    "晓东",
+    "子涵",
+    "雨桐",
+    "浩然",
+    "思远",
+    "欣怡",
+    "俊杰",
+    "嘉怡",
+    "志强",
+    "婉清",
+    "一鸣",
+    "梓萱",
+    "文博",
+    "海峰",
+    "晨曦",
+    "若兰",
+    "天佑",
+    "佳琪",
+    "立新",
+    "淑珍",
+    "家豪",
+    "雪梅",
+    "国栋",
+    "慧敏",
+    "宇航",
+    "诗雨",
+    "振宇",
+    "春生",
+    "明远",
+    "秋月",
+    "德胜",
+    "小满",
+    "安然",
 ]
 N_CHINESE_NAMES = 80
 FOREIGN_NAMES = ["玛丽亚·洛佩兹", "汤姆·哈里斯", "卡尔·施密特", "娜塔莎·伊万诺娃", "山田一郎", "阿米尔·汗巴"]
 
 LOC_LISTS = {
-    "PROV": ["广东", "浙江", "四川", "湖南", "山东", "河南", "云南", "江苏", "福建", "陕西", "黑龙江", "新疆",
-             "内蒙古", "贵州", "甘肃", "海南"],
-    "CITY": ["北京", "上海", "广州", "深圳", "杭州", "成都", "武汉", "西安", "南京", "重庆", "厦门", "长沙",
-             "青岛", "昆明", "哈尔滨", "苏州", "大连", "拉萨", "桂林", "兰州"],
-    "COUNTRY": ["日本", "法国", "德国", "巴西", "埃及", "澳大利亚", "加拿大", "意大利", "新加坡", "泰国",
-                "俄罗斯", "肯尼亚", "阿根廷"],
+    "PROV": [
+        "广东",
+        "浙江",
+        "四川",
+        "湖南",
+        "山东",
+        "河南",
+        "云南",
+        "江苏",
+        "福建",
+        "陕西",
+        "黑龙江",
+        "新疆",
+        "内蒙古",
+        "贵州",
+        "甘肃",
+        "海南",
+    ],
+    "CITY": [
+        "北京",
+        "上海",
+        "广州",
+        "深圳",
+        "杭州",
+        "成都",
+        "武汉",
+        "西安",
+        "南京",
+        "重庆",
+        "厦门",
+        "长沙",
+        "青岛",
+        "昆明",
+        "哈尔滨",
+        "苏州",
+        "大连",
+        "拉萨",
+        "桂林",
+        "兰州",
+    ],
+    "COUNTRY": [
+        "日本",
+        "法国",
+        "德国",
+        "巴西",
+        "埃及",
+        "澳大利亚",
+        "加拿大",
+        "意大利",
+        "新加坡",
+        "泰国",
+        "俄罗斯",
+        "肯尼亚",
+        "阿根廷",
+    ],
     "MOUNTAIN": ["泰山", "黄山", "峨眉山", "华山", "天山", "秦岭", "武夷山", "长白山"],
     "WATER": ["长江", "黄河", "珠江", "澜沧江", "漓江", "洞庭湖", "鄱阳湖", "西湖", "青海湖"],
 }
 ORG_LISTS = {
-    "COMPANY": ["星河科技有限公司", "华远集团", "北辰电子", "青松食品股份有限公司", "蓝海航运", "远帆物流",
-                "金穗农业发展公司", "云图软件", "恒信银行", "启明汽车", "嘉禾乳业", "天衡证券", "瑞丰医药",
-                "海川能源集团", "鼎盛建设", "华声传媒"],
-    "UNIV": ["北京大学", "清华大学", "复旦大学", "浙江大学", "武汉大学", "南开大学", "中山大学", "四川大学",
-             "厦门大学", "同济大学", "兰州大学", "哈尔滨工业大学"],
-    "GOV": ["教育部", "外交部", "财政部", "交通运输部", "生态环境部", "国家统计局", "商务部", "文化和旅游部",
-            "中国气象局", "应急管理部", "水利部", "国家卫生健康委员会"],
-    "HOSP": ["仁和医院", "安康妇幼保健院", "东方肿瘤医院", "博爱康复医院", "济民中医院", "明德口腔医院",
-             "惠民社区卫生服务中心", "长青骨科医院"],
-    "TEAM": ["江城雄狮足球俱乐部", "海港飞鱼篮球队", "北国冰狼冰球队", "南岭猛虎足球队", "星城火箭篮球俱乐部",
-             "东湖龙舟队", "蓉城熊猫足球俱乐部", "沿海之星排球队"],
+    "COMPANY": [
+        "星河科技有限公司",
+        "华远集团",
+        "北辰电子",
+        "青松食品股份有限公司",
+        "蓝海航运",
+        "远帆物流",
+        "金穗农业发展公司",
+        "云图软件",
+        "恒信银行",
+        "启明汽车",
+        "嘉禾乳业",
+        "天衡证券",
+        "瑞丰医药",
+        "海川能源集团",
+        "鼎盛建设",
+        "华声传媒",
+    ],
+    "UNIV": [
+        "北京大学",
+        "清华大学",
+        "复旦大学",
+        "浙江大学",
+        "武汉大学",
+        "南开大学",
+        "中山大学",
+        "四川大学",
+        "厦门大学",
+        "同济大学",
+        "兰州大学",
+        "哈尔滨工业大学",
+    ],
+    "GOV": [
+        "教育部",
+        "外交部",
+        "财政部",
+        "交通运输部",
+        "生态环境部",
+        "国家统计局",
+        "商务部",
+        "文化和旅游部",
+        "中国气象局",
+        "应急管理部",
+        "水利部",
+        "国家卫生健康委员会",
+    ],
+    "HOSP": [
+        "仁和医院",
+        "安康妇幼保健院",
+        "东方肿瘤医院",
+        "博爱康复医院",
+        "济民中医院",
+        "明德口腔医院",
+        "惠民社区卫生服务中心",
+        "长青骨科医院",
+    ],
+    "TEAM": [
+        "江城雄狮足球俱乐部",
+        "海港飞鱼篮球队",
+        "北国冰狼冰球队",
+        "南岭猛虎足球队",
+        "星城火箭篮球俱乐部",
+        "东湖龙舟队",
+        "蓉城熊猫足球俱乐部",
+        "沿海之星排球队",
+    ],
     "INST": ["联合国", "世界卫生组织", "中国科学院", "中国红十字会", "国际奥委会", "新华社"],
 }
 
@@ -212,6 +399,7 @@ SLOT_RE = re.compile(r"\{([A-Z]+)(\d?)\}")
 # Generation
 # --------------------------------------------------------------------------------------------------------------
 
+
 def build_word_lists(rng):
     """Return {key: list of strings}, PER included, every list in a deterministic order."""
     names = []
@@ -243,7 +431,7 @@ def pick_entity(rng, slot, train_pool, held_pool, use_heldout, exclude):
     etype, keys = ENTITY_SLOTS[slot]
     pool = held_pool if use_heldout and rng.random() < HELDOUT_PICK_PROB else train_pool
     candidates = [w for k in keys for w in pool[k] if w not in exclude]
-    if not candidates:   # fall back to the train pool if the held-out one is exhausted for this sentence
+    if not candidates:  # fall back to the train pool if the held-out one is exhausted for this sentence
         candidates = [w for k in keys for w in train_pool[k] if w not in exclude]
     return etype, rng.choice(candidates)
 
@@ -255,7 +443,7 @@ def render(template, rng, train_pool, held_pool, use_heldout):
     used = set()
     pos = 0
     for m in SLOT_RE.finditer(template):
-        tokens.extend((c, "O") for c in template[pos:m.start()])
+        tokens.extend((c, "O") for c in template[pos : m.start()])
         bounds.add(len(tokens))
         slot = m.group(1)
         if slot in ENTITY_SLOTS:
@@ -298,8 +486,11 @@ def add_mess(tokens, bounds, rng):
     if rng.random() < P_IDEOGRAPHIC_SPACE:
         # Word boundaries: where a slot starts or ends, or right after punctuation (never first or last, and
         # never inside an entity).
-        spots = [i for i in range(1, len(tokens))
-                 if (i in bounds or tokens[i - 1][0] in PUNCT) and not tokens[i][1].startswith("I-")]
+        spots = [
+            i
+            for i in range(1, len(tokens))
+            if (i in bounds or tokens[i - 1][0] in PUNCT) and not tokens[i][1].startswith("I-")
+        ]
         if spots:
             i = rng.choice(spots)
             tokens = tokens[:i] + [(IDEOGRAPHIC_SPACE, "O")] + tokens[i:]
@@ -341,6 +532,7 @@ def write_split(path, sentences):
 # Reading back and checking
 # --------------------------------------------------------------------------------------------------------------
 
+
 def read_split(path):
     """Read a file written by write_split. Splits each line on its last ASCII space (U+3000 tokens survive)."""
     sentences, cur = [], []
@@ -375,8 +567,10 @@ def entities(tokens):
     for c, t in tokens:
         if t.startswith("I-"):
             if cur_type != t[2:]:
-                raise ValueError("ill-formed BIO: %s after %s in %r"
-                                 % (t, "O" if cur_type is None else cur_type, "".join(x for x, _ in tokens)))
+                raise ValueError(
+                    "ill-formed BIO: %s after %s in %r"
+                    % (t, "O" if cur_type is None else cur_type, "".join(x for x, _ in tokens))
+                )
             cur_text += c
             continue
         if cur_type is not None:
@@ -397,8 +591,10 @@ def summarize(out_dir):
             if a < b and texts[a] & texts[b]:
                 raise ValueError("splits %s and %s share %d sentences" % (a, b, len(texts[a] & texts[b])))
     train_strings = {span for s in splits["train"] for span in entities(s)}
-    print("%-6s %6s %7s %6s %5s %5s %5s %6s %8s %8s" % ("split", "sents", "tokens", "ents", "PER", "LOC", "ORG",
-                                                     "no-ent", "unseen", "lens"))
+    print(
+        "%-6s %6s %7s %6s %5s %5s %5s %6s %8s %8s"
+        % ("split", "sents", "tokens", "ents", "PER", "LOC", "ORG", "no-ent", "unseen", "lens")
+    )
     rows = {}
     for name, sents in splits.items():
         counts = Counter()
@@ -412,9 +608,21 @@ def summarize(out_dir):
                 unseen += span not in train_strings
         lens = [len(s) for s in sents]
         rows[name] = counts
-        print("%-6s %6d %7d %6d %5d %5d %5d %6d %8s %8s" % (
-            name, len(sents), sum(lens), sum(counts.values()), counts["PER"], counts["LOC"], counts["ORG"],
-            no_ent, "-" if name == "train" else str(unseen), "%d-%d" % (min(lens), max(lens))))
+        print(
+            "%-6s %6d %7d %6d %5d %5d %5d %6d %8s %8s"
+            % (
+                name,
+                len(sents),
+                sum(lens),
+                sum(counts.values()),
+                counts["PER"],
+                counts["LOC"],
+                counts["ORG"],
+                no_ent,
+                "-" if name == "train" else str(unseen),
+                "%d-%d" % (min(lens), max(lens)),
+            )
+        )
     print("(unseen = entity mentions whose (type, string) never occurs in train)")
     return splits
 
@@ -438,15 +646,18 @@ def main(argv=None):
 
     os.makedirs(args.out, exist_ok=True)
     seen_texts = set()
-    print("word lists: %s" % ", ".join("%s %d (%d held out)" % (k, len(v), len(held_pool[k]))
-                                        for k, v in lists.items()))
+    print(
+        "word lists: %s" % ", ".join("%s %d (%d held out)" % (k, len(v), len(held_pool[k])) for k, v in lists.items())
+    )
     print("templates: %d" % len(TEMPLATES))
     for name, n in SIZES.items():
         split_rng = random.Random("%d-%s" % (SEED, name))
         sentences, stats = generate_split(name, n, split_rng, train_pool, held_pool, seen_texts)
         write_split(os.path.join(args.out, name + ".txt"), sentences)
-        print("%s: noisy sentences: full-width alnum %d, half-width punct %d, U+3000 token %d" % (
-            name, stats["fullwidth_alnum"], stats["halfwidth_punct"], stats["ideographic_space"]))
+        print(
+            "%s: noisy sentences: full-width alnum %d, half-width punct %d, U+3000 token %d"
+            % (name, stats["fullwidth_alnum"], stats["halfwidth_punct"], stats["ideographic_space"])
+        )
     summarize(args.out)
     print("wrote %s" % ", ".join(os.path.join(os.path.relpath(args.out), n + ".txt") for n in SIZES))
     return 0

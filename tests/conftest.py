@@ -110,7 +110,9 @@ FULLWIDTH_SPACE = "\u3000"
 # Latin words and word pieces, so that some words split into several sub-tokens ("newyork" -> new ##york).
 EXTRA_WORDPIECES = ["new", "##york", "york", "##s", "##er", "the", "play", "##ing", "un", "##know", "##n"]
 # The tiny shape again, with the vocabulary taken from the tokenizer and room for longer windows.
-TINY_CHECKPOINT_BERT = {k: v for k, v in TINY_BERT_KWARGS.items() if k != "vocab_size"} | {"max_position_embeddings": 128}
+TINY_CHECKPOINT_BERT = {k: v for k, v in TINY_BERT_KWARGS.items() if k != "vocab_size"} | {
+    "max_position_embeddings": 128
+}
 
 
 def demo_characters(path=DEMO_DIR / "train.txt"):
@@ -166,8 +168,14 @@ def tiny_tokenizer(tiny_checkpoint):
 def omp_env():
     """Environment for subprocesses: one OpenMP thread each, Hugging Face offline."""
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -197,7 +205,16 @@ def write_crf_checkpoint(folder, seed: int = 0):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {}
-    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *demo_characters(), *EXTRA_WORDPIECES, *CRF_EXTRA_TOKENS]:
+    for token in [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *demo_characters(),
+        *EXTRA_WORDPIECES,
+        *CRF_EXTRA_TOKENS,
+    ]:
         vocab.setdefault(token, None)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(
@@ -206,9 +223,16 @@ def write_crf_checkpoint(folder, seed: int = 0):
     )
     tokenizer = AutoTokenizer.from_pretrained(folder)  # before config.json exists: no remote-code question
     config = BertCrfConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, type_vocab_size=2,
-        vocab_size=len(vocab), max_position_embeddings=CRF_MAX_POSITIONS, pad_token_id=0,
-        id2label=dict(enumerate(CRF_LABELS)), label2id={label: i for i, label in enumerate(CRF_LABELS)},
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        type_vocab_size=2,
+        vocab_size=len(vocab),
+        max_position_embeddings=CRF_MAX_POSITIONS,
+        pad_token_id=0,
+        id2label=dict(enumerate(CRF_LABELS)),
+        label2id={label: i for i, label in enumerate(CRF_LABELS)},
     )
     torch.manual_seed(seed)
     return save_with_strong_classifier(BertCrfForTokenClassification(config), tokenizer, folder, 0.5)
@@ -259,9 +283,15 @@ def write_student_checkpoint(folder, teacher_folder, seed: int = 0):
     teacher = BertCrfConfig.from_pretrained(teacher_folder)
     tokenizer = crf_models.load_tokenizer(str(teacher_folder))
     config = BiLstmCrfConfig(
-        vocab_size=teacher.vocab_size, embedding_size=16, hidden_size=12, num_hidden_layers=2,
-        max_position_embeddings=teacher.max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
-        id2label=dict(teacher.id2label), label2id=dict(teacher.label2id), special_token_ids=sorted(tokenizer.all_special_ids),
+        vocab_size=teacher.vocab_size,
+        embedding_size=16,
+        hidden_size=12,
+        num_hidden_layers=2,
+        max_position_embeddings=teacher.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(teacher.id2label),
+        label2id=dict(teacher.label2id),
+        special_token_ids=sorted(tokenizer.all_special_ids),
     )
     torch.manual_seed(seed)
     return save_with_strong_classifier(BiLstmCrfForTokenClassification(config), tokenizer, folder, 1.0)
@@ -285,7 +315,8 @@ def untrusted_copy(folder, target):
     marker = Path(target) / "RAN"
     (copy / "evil_tokenizer.py").write_text(
         f"from pathlib import Path\nPath({str(marker)!r}).write_text('remote code ran')\n"
-        "from transformers import BertTokenizer as EvilTokenizer\n", encoding="utf-8",
+        "from transformers import BertTokenizer as EvilTokenizer\n",
+        encoding="utf-8",
     )
     config_path = copy / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -300,13 +331,34 @@ def untrusted_copy(folder, target):
 
 # (family model_type, bare class, class with the pretraining head, config class, config overrides), by family name.
 FAMILY_SOURCES = {
-    "ernie": ("ernie", "ErnieModel", "ErnieForMaskedLM", "ErnieConfig",
-              dict(use_task_id=True, task_type_vocab_size=3, pad_token_id=0)),
-    "roberta": ("roberta", "RobertaModel", "RobertaForMaskedLM", "RobertaConfig",
-                dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
-    "xlm-roberta": ("xlm-roberta", "XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaConfig",
-                    dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
-    "electra": ("electra", "ElectraModel", "ElectraForPreTraining", "ElectraConfig", dict(embedding_size=16, pad_token_id=0)),
+    "ernie": (
+        "ernie",
+        "ErnieModel",
+        "ErnieForMaskedLM",
+        "ErnieConfig",
+        dict(use_task_id=True, task_type_vocab_size=3, pad_token_id=0),
+    ),
+    "roberta": (
+        "roberta",
+        "RobertaModel",
+        "RobertaForMaskedLM",
+        "RobertaConfig",
+        dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    ),
+    "xlm-roberta": (
+        "xlm-roberta",
+        "XLMRobertaModel",
+        "XLMRobertaForMaskedLM",
+        "XLMRobertaConfig",
+        dict(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+    ),
+    "electra": (
+        "electra",
+        "ElectraModel",
+        "ElectraForPreTraining",
+        "ElectraConfig",
+        dict(embedding_size=16, pad_token_id=0),
+    ),
 }
 FAMILY_VARIANTS = ("bare", "head")
 # RoBERTa-style vocabularies: these specials first (<s> 0, <pad> 1, </s> 2, <unk> 3), the demo characters and some
@@ -319,7 +371,16 @@ def write_bert_vocab_tokenizer(folder) -> int:
     import json
 
     vocab = {}
-    for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *demo_characters(), *EXTRA_WORDPIECES, *CRF_EXTRA_TOKENS]:
+    for token in [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *demo_characters(),
+        *EXTRA_WORDPIECES,
+        *CRF_EXTRA_TOKENS,
+    ]:
         vocab.setdefault(token, None)
     (Path(folder) / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (Path(folder) / "tokenizer_config.json").write_text(
@@ -344,11 +405,21 @@ def write_roberta_style_tokenizer(folder) -> int:
     backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)],
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=64, padding_side="right",
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=64,
+        padding_side="right",
     )
     tokenizer.save_pretrained(folder)
     return len(vocab)

@@ -46,12 +46,28 @@ def test_callers_re_export_the_owners_objects():
     import configuration_crf
     from bertcrf import ner_data
 
-    for name in ("TAG_SCHEMES", "SCHEME_PREFIXES", "detect_tag_scheme", "allowed_transitions", "split_tag",
-                 "tags_to_spans"):
+    for name in (
+        "TAG_SCHEMES",
+        "SCHEME_PREFIXES",
+        "detect_tag_scheme",
+        "allowed_transitions",
+        "split_tag",
+        "tags_to_spans",
+    ):
         assert getattr(configuration_crf, name) is getattr(bert_crf_utils, name), name
         assert getattr(configuration_bert_crf, name) is getattr(bert_crf_utils, name), name
-    for name in ("spans_to_tags", "tags_to_spans", "convert_tags", "expand_word_tag", "collapse_word_tags",
-                 "detect_data_scheme", "split_tag", "word_windows", "SCHEME_PREFIXES", "TAG_SCHEMES"):
+    for name in (
+        "spans_to_tags",
+        "tags_to_spans",
+        "convert_tags",
+        "expand_word_tag",
+        "collapse_word_tags",
+        "detect_data_scheme",
+        "split_tag",
+        "word_windows",
+        "SCHEME_PREFIXES",
+        "TAG_SCHEMES",
+    ):
         assert getattr(ner_data, name) is getattr(bert_crf_utils, name), name
 
 

@@ -15,16 +15,36 @@ def test_defaults_and_label_maps():
     assert config.label2id == {label: i for i, label in ID2LABEL.items()}
     assert config.resolved_tag_scheme == "BIO"
     assert config.constrain_decoding and config.loss_reduction == "mean"
-    assert config.custom_pipelines["token-classification"]["impl"] == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    assert (
+        config.custom_pipelines["token-classification"]["impl"]
+        == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    )
 
 
 def test_round_trip_through_json(tmp_path):
-    config = BiLstmCrfConfig(vocab_size=77, embedding_size=24, hidden_size=12, num_hidden_layers=2, pad_token_id=3,
-                             id2label=dict(ID2LABEL), tag_scheme="IOB1", special_token_ids=[1, 2])
+    config = BiLstmCrfConfig(
+        vocab_size=77,
+        embedding_size=24,
+        hidden_size=12,
+        num_hidden_layers=2,
+        pad_token_id=3,
+        id2label=dict(ID2LABEL),
+        tag_scheme="IOB1",
+        special_token_ids=[1, 2],
+    )
     config.save_pretrained(tmp_path)
     loaded = BiLstmCrfConfig.from_pretrained(tmp_path)
-    for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "pad_token_id", "tag_scheme",
-                 "special_token_ids", "hidden_dropout_prob", "max_position_embeddings"):
+    for name in (
+        "vocab_size",
+        "embedding_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "pad_token_id",
+        "tag_scheme",
+        "special_token_ids",
+        "hidden_dropout_prob",
+        "max_position_embeddings",
+    ):
         assert getattr(loaded, name) == getattr(config, name), name
     assert loaded.id2label == config.id2label
 

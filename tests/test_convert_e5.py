@@ -249,7 +249,12 @@ def test_loads_as_bert_model_without_missing_weights(e5_folder):
     assert all(key.startswith("pooler.") for key in info["missing_keys"]), info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     config = model.config
-    assert (config.model_type, config.vocab_size, config.hidden_size, config.num_hidden_layers) == ("bert", 250037, 384, 12)
+    assert (config.model_type, config.vocab_size, config.hidden_size, config.num_hidden_layers) == (
+        "bert",
+        250037,
+        384,
+        12,
+    )
     assert (config.max_position_embeddings, config.type_vocab_size, config.pad_token_id) == (512, 2, 1)
     assert config.layer_norm_eps == 1e-12
     assert model.embeddings.word_embeddings.weight.dtype == torch.float32

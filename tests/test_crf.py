@@ -313,9 +313,7 @@ ALLOWED_TRANS = [
 
 def is_allowed_path(path):
     return (
-        ALLOWED_START[path[0]]
-        and ALLOWED_END[path[-1]]
-        and all(ALLOWED_TRANS[a][b] for a, b in zip(path, path[1:]))
+        ALLOWED_START[path[0]] and ALLOWED_END[path[-1]] and all(ALLOWED_TRANS[a][b] for a, b in zip(path, path[1:]))
     )
 
 
@@ -727,9 +725,7 @@ def test_torchscript_matches_eager(batch_first):
         scripted = torch.jit.script(crf)
     gen = torch.Generator().manual_seed(12)
     for holes in (False, True):
-        emissions, tags, mask = to_layout(
-            batch_first, *random_batch(5, 7, len(LABELS), gen, holes=holes)
-        )
+        emissions, tags, mask = to_layout(batch_first, *random_batch(5, 7, len(LABELS), gen, holes=holes))
         # Scripted code takes the log-space recursion, eager the rescaled matrix products: equal to rounding.
         for reduction in REDUCTIONS:
             torch.testing.assert_close(
@@ -741,8 +737,10 @@ def test_torchscript_matches_eager(batch_first):
         assert torch.equal(scripted.decode_padded(emissions, mask, -100), crf.decode_padded(emissions, mask, -100))
         assert torch.equal(scripted.decode_padded(emissions, mask), crf.decode_padded(emissions, mask))
         torch.testing.assert_close(
-            scripted.marginal_probabilities(emissions, mask), crf.marginal_probabilities(emissions, mask),
-            rtol=0, atol=0,
+            scripted.marginal_probabilities(emissions, mask),
+            crf.marginal_probabilities(emissions, mask),
+            rtol=0,
+            atol=0,
         )
     with pytest.raises(Exception, match="mask of the first timestep must all be on"):
         bad = torch.ones(mask.shape, dtype=torch.bool)
@@ -754,9 +752,7 @@ def test_torchscript_matches_eager(batch_first):
 # Constrained decoding never emits an illegal transition
 
 
-@pytest.mark.parametrize(
-    "labels, scheme", [(LABELS, "BIO"), (BIOES_LABELS, "BIOES"), (LABELS, "IOB1")]
-)
+@pytest.mark.parametrize("labels, scheme", [(LABELS, "BIO"), (BIOES_LABELS, "BIOES"), (LABELS, "IOB1")])
 def test_constrained_decoding_is_always_legal(labels, scheme):
     num_tags = len(labels)
     start_ok, end_ok, trans_ok = allowed_transitions(dict(enumerate(labels)), scheme)

@@ -15,8 +15,20 @@ from modeling_bert_crf import CRF, BertCrfForTokenClassification
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 
 
-FAST = ["--report_to", "none", "--disable_tqdm", "True", "--save_strategy", "no", "--seed", "7",
-        "--per_device_train_batch_size", "8", "--max_seq_length", "64"]
+FAST = [
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "True",
+    "--save_strategy",
+    "no",
+    "--seed",
+    "7",
+    "--per_device_train_batch_size",
+    "8",
+    "--max_seq_length",
+    "64",
+]
 
 
 def argv_of(**options):
@@ -66,7 +78,9 @@ def test_kl_term_is_the_tempered_kl_summed_per_sentence():
         q = torch.softmax(student_logits[b, t] / 2, -1)
         total += float((p * (p / q).log()).sum())
     assert got.item() == pytest.approx(4 * total / 2, rel=1e-5)
-    assert distill.distillation_term(student, teacher, teacher_logits, teacher_logits, chain, "kl", 2.0).item() == pytest.approx(0, abs=1e-6)
+    assert distill.distillation_term(
+        student, teacher, teacher_logits, teacher_logits, chain, "kl", 2.0
+    ).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_only_chain_positions_count():
@@ -117,13 +131,17 @@ def test_marginals_term_trains_the_student_crf_and_emissions():
     ],
 )
 def test_bad_arguments_raise(crf_checkpoint, tmp_path, option, value, message):
-    argv = argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path, do_train=True)
+    argv = argv_of(
+        teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path, do_train=True
+    )
     with pytest.raises(ValueError, match=message):
         distill.parse_args(argv + [f"--{option}", value])
 
 
 def test_student_embeddings_start_from_the_teacher(crf_checkpoint, tmp_path):
-    args, _, _ = distill.parse_args(argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path))
+    args, _, _ = distill.parse_args(
+        argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path)
+    )
     teacher = distill.load_teacher(str(crf_checkpoint))
     from transformers import AutoTokenizer
 
@@ -144,8 +162,17 @@ def test_student_embeddings_start_from_the_teacher(crf_checkpoint, tmp_path):
 def trainer_for(crf_checkpoint, tmp_path, target, alpha, **options):
     """A DistillationTrainer over 16 demo sentences (and what `options` add), as distill.main builds it."""
     from bertcrf import training
-    argv = argv_of(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", output_dir=tmp_path,
-                   do_train=True, max_train_samples=16, distill_target=target, alpha=alpha, **options)
+
+    argv = argv_of(
+        teacher_name_or_path=crf_checkpoint,
+        train_file=DEMO_DIR / "train.txt",
+        output_dir=tmp_path,
+        do_train=True,
+        max_train_samples=16,
+        distill_target=target,
+        alpha=alpha,
+        **options,
+    )
     distill_args, data_args, training_args = distill.parse_args(argv)
     teacher_args = distill.teacher_arguments(distill_args)
     teacher = distill.load_teacher(str(crf_checkpoint))
@@ -156,10 +183,22 @@ def trainer_for(crf_checkpoint, tmp_path, target, alpha, **options):
     student = distill.build_student(distill_args, teacher, tokenizer)
     encoded = training.encode_splits(raw, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
     extra = distill.teacher_tagged_examples(distill_args, raw["train"], tokenizer, 7)
-    distill.add_teacher_tagged(encoded, extra, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args)
+    distill.add_teacher_tagged(
+        encoded, extra, tokenizer, teacher.config.label2id, scheme, 64, data_args, training_args
+    )
     trainer, _ = training.build_trainer(
-        student, tokenizer, encoded, scheme, teacher_args, data_args, training_args,
-        trainer_class=distill.DistillationTrainer, teacher=teacher, target=target, alpha=alpha, temperature=2.0,
+        student,
+        tokenizer,
+        encoded,
+        scheme,
+        teacher_args,
+        data_args,
+        training_args,
+        trainer_class=distill.DistillationTrainer,
+        teacher=teacher,
+        target=target,
+        alpha=alpha,
+        temperature=2.0,
     )
     batch = next(iter(trainer.get_train_dataloader()))
     return trainer, student, teacher, batch
@@ -176,7 +215,9 @@ def test_training_loss_mixes_gold_nll_and_the_teacher_term(crf_checkpoint, tmp_p
     student.train()
     outputs = student(**batch)
     with torch.no_grad():
-        teacher_logits = teacher.emissions(batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"])
+        teacher_logits = teacher.emissions(
+            batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+        )
     chain = (batch["labels"] != -100) & batch["attention_mask"].bool()
     soft = distill.distillation_term(student, teacher, outputs.logits, teacher_logits, chain, target, 2.0)
     assert mixed.item() == pytest.approx(0.3 * outputs.loss.item() + 0.7 * soft.item(), rel=1e-5)
@@ -205,13 +246,18 @@ def test_teacher_stays_frozen_while_the_student_trains(crf_checkpoint, tmp_path)
 
 
 def test_augmented_copies_swap_words_for_words_of_the_same_gold_tag():
-    examples = [{"tokens": list("张三在北京"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]},
-                {"tokens": list("李四去上海"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]}]
+    examples = [
+        {"tokens": list("张三在北京"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]},
+        {"tokens": list("李四去上海"), "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]},
+    ]
     pools = {}
     for e in examples:
         for token, tag in zip(e["tokens"], e["tags"]):
             pools.setdefault(tag, set()).add(token)
-    assert distill.augmented_examples(examples, 2, 0.0, 0) == [{"tokens": e["tokens"], "tags": None} for e in examples] * 2
+    assert (
+        distill.augmented_examples(examples, 2, 0.0, 0)
+        == [{"tokens": e["tokens"], "tags": None} for e in examples] * 2
+    )
     copies = distill.augmented_examples(examples, 50, 1.0, 0)
     assert len(copies) == 100 and all(c["tags"] is None for c in copies)
     for copy, source in zip(copies, examples * 50):
@@ -232,14 +278,17 @@ def test_text_examples_split_lines_like_the_tokenizer(tiny_tokenizer, tmp_path):
 def test_teacher_tagged_rows_learn_the_teachers_viterbi_tags(crf_checkpoint, tmp_path):
     text = tmp_path / "raw.txt"
     text.write_text("张三在北京工作\n李四去了上海\n", encoding="utf-8")
-    trainer, student, teacher, _ = trainer_for(crf_checkpoint, tmp_path, "none", 1.0, augment_copies=1,
-                                               teacher_text_files=text)
+    trainer, student, teacher, _ = trainer_for(
+        crf_checkpoint, tmp_path, "none", 1.0, augment_copies=1, teacher_text_files=text
+    )
     dataset = trainer.train_dataset
     assert len(dataset) == 16 + 16 + 2
     tagged = [row for row in dataset if distill.TEACHER_TAGGED in row["labels"]]
     assert len(tagged) == 18
     for row in tagged:  # the chain of a teacher-tagged row is its first sub-tokens, as for gold rows
-        assert [label == distill.TEACHER_TAGGED for label in row["labels"]] == [bool(m) for m in row["word_start_mask"]]
+        assert [label == distill.TEACHER_TAGGED for label in row["labels"]] == [
+            bool(m) for m in row["word_start_mask"]
+        ]
     batch = trainer.data_collator([dataset[0], dataset[20], dataset[33]])  # gold, augmented, text
     student.eval()
     got = trainer.compute_loss(student, batch)
@@ -260,8 +309,14 @@ def agreement(a: list[list[str]], b: list[list[str]]) -> float:
 def teacher_predictions(crf_checkpoint, tmp_path):
     import run_ner
 
-    run_ner.main(argv_of(model_name_or_path=crf_checkpoint, validation_file=DEMO_DIR / "dev.txt", do_eval=True,
-                         output_dir=tmp_path / "teacher"))
+    run_ner.main(
+        argv_of(
+            model_name_or_path=crf_checkpoint,
+            validation_file=DEMO_DIR / "dev.txt",
+            do_eval=True,
+            output_dir=tmp_path / "teacher",
+        )
+    )
     return read_predictions(tmp_path / "teacher")
 
 
@@ -281,14 +336,29 @@ def test_distilled_student_learns_the_teacher(crf_checkpoint, tmp_path):
     (random) teacher, far more than a student of the gold tags; a whole run saves a loadable student with a
     prediction for every dev token."""
     teacher = teacher_predictions(crf_checkpoint, tmp_path)
-    common = dict(teacher_name_or_path=crf_checkpoint, train_file=DEMO_DIR / "train.txt", validation_file=DEMO_DIR / "dev.txt",
-                  do_train=True, do_eval=True, max_train_samples=200, learning_rate=2e-2, head_learning_rate=2e-2,
-                  lstm_hidden_size=32, num_train_epochs=6)
+    common = dict(
+        teacher_name_or_path=crf_checkpoint,
+        train_file=DEMO_DIR / "train.txt",
+        validation_file=DEMO_DIR / "dev.txt",
+        do_train=True,
+        do_eval=True,
+        max_train_samples=200,
+        learning_rate=2e-2,
+        head_learning_rate=2e-2,
+        lstm_hidden_size=32,
+        num_train_epochs=6,
+    )
     results = {}
-    runs = (("gold", "none", 1.0, {}), ("kl", "kl", 0.0, {}), ("marginals", "marginals", 0.0, {}),
-            ("teacher-tagged copies", "none", 1.0, {"augment_copies": 3}))
+    runs = (
+        ("gold", "none", 1.0, {}),
+        ("kl", "kl", 0.0, {}),
+        ("marginals", "marginals", 0.0, {}),
+        ("teacher-tagged copies", "none", 1.0, {"augment_copies": 3}),
+    )
     for name, target, alpha, extra in runs:
-        results[name] = distill.main(argv_of(output_dir=tmp_path / name, distill_target=target, alpha=alpha, **common, **extra))
+        results[name] = distill.main(
+            argv_of(output_dir=tmp_path / name, distill_target=target, alpha=alpha, **common, **extra)
+        )
     agree = {name: agreement(read_predictions(tmp_path / name), teacher) for name in results}
     assert agree["kl"] > agree["gold"] + 0.1 and agree["marginals"] > agree["gold"] + 0.1, agree
     assert agree["teacher-tagged copies"] > agree["gold"] + 0.2, agree  # 3 of 4 rows tagged by the teacher

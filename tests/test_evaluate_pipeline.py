@@ -53,9 +53,7 @@ def test_evaluate_pipeline_on_demo_dev(crf_pipeline, dev_examples):
     types = {t.split("-", 1)[1] for tags in gold for t in tags if t != "O"}
     for etype in types:
         assert set(result[etype]) == {"precision", "recall", "f1", "number"}
-        assert int(result[etype]["number"]) == sum(
-            1 for tags in gold for t in tags if t == f"B-{etype}"
-        )
+        assert int(result[etype]["number"]) == sum(1 for tags in gold for t in tags if t == f"B-{etype}")
     predicted = [word_predictions(crf_pipeline, e["tokens"]) for e in dev_examples]
     assert float(result["overall_f1"]) == pytest.approx(metrics.f1_score(gold, predicted, mode="strict", scheme=IOB2))
     assert float(result["overall_accuracy"]) == pytest.approx(metrics.accuracy_score(gold, predicted))
@@ -155,8 +153,12 @@ def test_metric_strict_iob2_matches_seqeval_strict(metric):
     strict = metric.compute(predictions=Y_PRED, references=Y_TRUE, mode="strict", scheme="IOB2")
     expected = metrics.f1_score(Y_TRUE, Y_PRED, mode="strict", scheme=IOB2)
     assert float(strict["overall_f1"]) == pytest.approx(expected)
-    assert float(strict["overall_precision"]) == pytest.approx(metrics.precision_score(Y_TRUE, Y_PRED, mode="strict", scheme=IOB2))
-    assert float(strict["overall_recall"]) == pytest.approx(metrics.recall_score(Y_TRUE, Y_PRED, mode="strict", scheme=IOB2))
+    assert float(strict["overall_precision"]) == pytest.approx(
+        metrics.precision_score(Y_TRUE, Y_PRED, mode="strict", scheme=IOB2)
+    )
+    assert float(strict["overall_recall"]) == pytest.approx(
+        metrics.recall_score(Y_TRUE, Y_PRED, mode="strict", scheme=IOB2)
+    )
     # The hand example tells the two modes apart, so the options do reach seqeval.
     assert expected != pytest.approx(metrics.f1_score(Y_TRUE, Y_PRED))
 

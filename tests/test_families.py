@@ -25,7 +25,12 @@ from modeling_crf import EncoderCrfMixin
 
 
 FAMILIES = list(FAMILY_SOURCES)
-CRF_TYPES = {"ernie": "ernie_crf", "roberta": "roberta_crf", "xlm-roberta": "xlm_roberta_crf", "electra": "electra_crf"}
+CRF_TYPES = {
+    "ernie": "ernie_crf",
+    "roberta": "roberta_crf",
+    "xlm-roberta": "xlm_roberta_crf",
+    "electra": "electra_crf",
+}
 # A demo sentence whose characters are all in the tiny vocabularies.
 SENTENCE = "受台风影响"
 
@@ -87,8 +92,11 @@ def test_family_config(family, tmp_path):
 
 def test_family_of_names_the_supported_types():
     assert crf_models.family_of("bert_crf").crf_class is BertCrfForTokenClassification
-    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported; supported model types: bert, electra, "
-                                         "ernie, roberta, xlm-roberta, bert_crf"):
+    with pytest.raises(
+        ValueError,
+        match="model_type 'gpt2' is not supported; supported model types: bert, electra, "
+        "ernie, roberta, xlm-roberta, bert_crf",
+    ):
         crf_models.family_of("gpt2")
 
 
@@ -172,8 +180,11 @@ def test_masked_lm_checkpoint_of_another_family_is_an_error(family_checkpoint, t
     shutil.copytree(family_checkpoint("ernie", "head"), folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"model_type": "bert"}))
-    with pytest.raises(ValueError, match=r"missing from the checkpoint .*bert\.embeddings\.word_embeddings\.weight.*"
-                                         r"does not use: .*ernie\.embeddings\.task_type_embeddings\.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing from the checkpoint .*bert\.embeddings\.word_embeddings\.weight.*"
+        r"does not use: .*ernie\.embeddings\.task_type_embeddings\.weight",
+    ):
         load(folder)
 
 
@@ -221,11 +232,35 @@ def trained(tmp_path_factory, family_checkpoint):
     for family in FAMILIES:
         out = tmp_path_factory.mktemp(f"trained_{family}") / "run"
         argv = [
-            "--model_name_or_path", str(family_checkpoint(family, "head")), "--train_file", str(DEMO_DIR / "train.txt"),
-            "--output_dir", str(out), "--do_train", "--max_train_samples", "16", "--max_steps", "2",
-            "--per_device_train_batch_size", "8", "--max_seq_length", "32", "--learning_rate", "0",
-            "--head_learning_rate", "0", "--crf_learning_rate", "0", "--save_strategy", "no", "--seed", "3",
-            "--report_to", "none", "--disable_tqdm", "True",
+            "--model_name_or_path",
+            str(family_checkpoint(family, "head")),
+            "--train_file",
+            str(DEMO_DIR / "train.txt"),
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--max_train_samples",
+            "16",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_seq_length",
+            "32",
+            "--learning_rate",
+            "0",
+            "--head_learning_rate",
+            "0",
+            "--crf_learning_rate",
+            "0",
+            "--save_strategy",
+            "no",
+            "--seed",
+            "3",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
         ]
         run_ner.main(argv)
         folders[family] = out
@@ -281,8 +316,14 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
             "AutoConfig": f"{config_module}.{crf_models.family_of(family).config_class.__name__}",
             "AutoModelForTokenClassification": f"{module}.{crf_class.__name__}",
         }
-        for name in (f"{module}.py", f"{config_module}.py", "modeling_crf.py", "configuration_crf.py",
-                     "pipeline_bert_crf.py", "bert_crf_utils.py"):
+        for name in (
+            f"{module}.py",
+            f"{config_module}.py",
+            "modeling_crf.py",
+            "configuration_crf.py",
+            "pipeline_bert_crf.py",
+            "bert_crf_utils.py",
+        ):
             assert (folder / name).is_file(), name
         assert not (folder / "modeling_bert_crf.py").exists()  # no BERT code in another family's folder
         tokenizer = crf_models.load_tokenizer(str(folder))
@@ -293,18 +334,33 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
         with torch.no_grad():
             out = in_process(**{k: batch[k] for k in ("input_ids", "attention_mask")})
         expected[family] = {"hidden": body_states(source, batch), "logits": out.logits, "predictions": out.predictions}
-        jobs[family] = {"folder": str(folder), "input_ids": batch["input_ids"].tolist(),
-                        "attention_mask": batch["attention_mask"].tolist(), "output": str(tmp_path / f"{family}.pt")}
+        jobs[family] = {
+            "folder": str(folder),
+            "input_ids": batch["input_ids"].tolist(),
+            "attention_mask": batch["attention_mask"].tolist(),
+            "output": str(tmp_path / f"{family}.pt"),
+        }
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     (workdir / "load_remote.py").write_text(REMOTE_SCRIPT)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRUST_REMOTE_CODE="false",
-               HF_MODULES_CACHE=str(tmp_path / "modules_cache"), OMP_NUM_THREADS="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TRUST_REMOTE_CODE="false",
+        HF_MODULES_CACHE=str(tmp_path / "modules_cache"),
+        OMP_NUM_THREADS="1",
+    )
     proc = subprocess.run(
         [sys.executable, str(workdir / "load_remote.py"), str(tmp_path / "jobs.json"), str(tmp_path / "report.json")],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads((tmp_path / "report.json").read_text())
@@ -380,8 +436,14 @@ def test_bert_modules_re_export_the_shared_head():
 
     for name in ("CRF", "CrfTaggingMixin", "BertCrfTokenClassifierOutput", "FORBIDDEN_SCORE", "_viterbi_recomputed"):
         assert getattr(modeling_bert_crf, name) is getattr(modeling_crf, name), name
-    for name in ("CrfConfigMixin", "TAG_SCHEMES", "SCHEME_PREFIXES", "CUSTOM_PIPELINE", "allowed_transitions",
-                 "detect_tag_scheme"):
+    for name in (
+        "CrfConfigMixin",
+        "TAG_SCHEMES",
+        "SCHEME_PREFIXES",
+        "CUSTOM_PIPELINE",
+        "allowed_transitions",
+        "detect_tag_scheme",
+    ):
         assert getattr(configuration_bert_crf, name) is getattr(configuration_crf, name), name
     assert configuration_bert_crf.BertCrfConfig.model_type == "bert_crf"
     assert issubclass(configuration_bert_crf.BertCrfConfig, configuration_crf.CrfConfigMixin)
@@ -401,13 +463,38 @@ def test_distill_from_a_teacher_of_every_family(family, trained, tmp_path):
     assert type(teacher) is crf_models.FAMILIES[family].crf_class  # its own body, not BERT's over other keys
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     out = tmp_path / "student"
-    results = distill.main([
-        "--teacher_name_or_path", str(trained[family]), "--train_file", str(DEMO_DIR / "train.txt"),
-        "--validation_file", str(DEMO_DIR / "dev.txt"), "--output_dir", str(out), "--do_train", "--do_eval",
-        "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2", "--max_seq_length", "32",
-        "--per_device_train_batch_size", "8", "--distill_target", "kl", "--alpha", "0.5",
-        "--report_to", "none", "--disable_tqdm", "True",
-    ])
+    results = distill.main(
+        [
+            "--teacher_name_or_path",
+            str(trained[family]),
+            "--train_file",
+            str(DEMO_DIR / "train.txt"),
+            "--validation_file",
+            str(DEMO_DIR / "dev.txt"),
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--max_steps",
+            "2",
+            "--max_seq_length",
+            "32",
+            "--per_device_train_batch_size",
+            "8",
+            "--distill_target",
+            "kl",
+            "--alpha",
+            "0.5",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     assert results["eval_samples"] == 8
     student = crf_models.load_crf_model(str(out))
     assert isinstance(student, BiLstmCrfForTokenClassification)
@@ -422,16 +509,40 @@ def test_run_mlm_adapts_every_family(family, family_checkpoint, tmp_path):
     import run_mlm
 
     out = tmp_path / "mlm"
-    results = run_mlm.main([
-        "--model_name_or_path", str(family_checkpoint(family, "head")), "--ner_files", str(DEMO_DIR / "train.txt"),
-        "--max_seq_length", "32", "--max_train_lines", "40", "--output_dir", str(out), "--do_train", "True",
-        "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
-        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
-    ])
+    results = run_mlm.main(
+        [
+            "--model_name_or_path",
+            str(family_checkpoint(family, "head")),
+            "--ner_files",
+            str(DEMO_DIR / "train.txt"),
+            "--max_seq_length",
+            "32",
+            "--max_train_lines",
+            "40",
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "True",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "1e-3",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     assert results["train_loss"] > 0
     # the adapted encoder is a body run_ner.py takes: its masked-LM head is allowed to go unused, nothing else
     model = training.load_model(
-        arguments.ModelArguments(model_name_or_path=str(out)), LABELS, "BIO",
+        arguments.ModelArguments(model_name_or_path=str(out)),
+        LABELS,
+        "BIO",
         crf_models.load_tokenizer(str(out)),
     )
     assert type(model) is crf_models.FAMILIES[family].crf_class

@@ -7,7 +7,11 @@ import pytest
 import handler
 
 
-TEXTS = ["受台风影响，武汉至上海的航班今天全部取消。", "2024年ＡＩ大会在北京举行, Apple CEO Tim Cook", "北京\u3000上海"]
+TEXTS = [
+    "受台风影响，武汉至上海的航班今天全部取消。",
+    "2024年ＡＩ大会在北京举行, Apple CEO Tim Cook",
+    "北京\u3000上海",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,17 @@ def test_pre_split_words(endpoint, crf_pipeline):
 
 @pytest.mark.parametrize(
     "payload",
-    ["武汉", ["武汉"], None, {}, {"input": "武汉"}, {"inputs": 5}, {"inputs": None}, {"inputs": {"text": "武汉"}}, {"inputs": ["武汉", 5]}],
+    [
+        "武汉",
+        ["武汉"],
+        None,
+        {},
+        {"input": "武汉"},
+        {"inputs": 5},
+        {"inputs": None},
+        {"inputs": {"text": "武汉"}},
+        {"inputs": ["武汉", 5]},
+    ],
     ids=["string", "list", "none", "empty", "wrong-key", "int", "null-inputs", "dict-inputs", "non-string-item"],
 )
 def test_bad_payload(endpoint, payload):
@@ -89,24 +103,50 @@ def test_bad_parameter_value(endpoint):
 
 
 def test_unknown_parameter(endpoint):
-    with pytest.raises(ValueError, match=r"^unknown parameters \['bogus', 'top_k'\]; expected some of \['aggregation_strategy'"):
+    with pytest.raises(
+        ValueError, match=r"^unknown parameters \['bogus', 'top_k'\]; expected some of \['aggregation_strategy'"
+    ):
         endpoint({"inputs": "武汉", "parameters": {"top_k": 3, "bogus": 1, "stride": 2}})
 
 
 BAD_PARAMETERS = [
-    ("aggregation_strategy", None), ("aggregation_strategy", 5), ("aggregation_strategy", "first"),
-    ("is_split_into_words", "yes"), ("is_split_into_words", 1), ("is_split_into_words", None),
-    ("stride", -1), ("stride", "2"), ("stride", 2.5), ("stride", True), ("stride", None),
-    ("max_length", 3), ("max_length", 15), ("max_length", 65), ("max_length", 10**6), ("max_length", "64"), ("max_length", 32.0),
-    ("ignore_labels", "ORG"), ("ignore_labels", [1]), ("ignore_labels", {"O": 1}), ("ignore_labels", None),
-    ("batch_size", 0), ("batch_size", "8"), ("batch_size", True), ("batch_size", 2.0), ("batch_size", None),
-    ("delimiter", 5), ("delimiter", ["-"]), ("delimiter", None),
+    ("aggregation_strategy", None),
+    ("aggregation_strategy", 5),
+    ("aggregation_strategy", "first"),
+    ("is_split_into_words", "yes"),
+    ("is_split_into_words", 1),
+    ("is_split_into_words", None),
+    ("stride", -1),
+    ("stride", "2"),
+    ("stride", 2.5),
+    ("stride", True),
+    ("stride", None),
+    ("max_length", 3),
+    ("max_length", 15),
+    ("max_length", 65),
+    ("max_length", 10**6),
+    ("max_length", "64"),
+    ("max_length", 32.0),
+    ("ignore_labels", "ORG"),
+    ("ignore_labels", [1]),
+    ("ignore_labels", {"O": 1}),
+    ("ignore_labels", None),
+    ("batch_size", 0),
+    ("batch_size", "8"),
+    ("batch_size", True),
+    ("batch_size", 2.0),
+    ("batch_size", None),
+    ("delimiter", 5),
+    ("delimiter", ["-"]),
+    ("delimiter", None),
 ]
 
 
 @pytest.mark.parametrize("name, value", BAD_PARAMETERS, ids=[f"{n}={v!r}" for n, v in BAD_PARAMETERS])
 def test_bad_parameter_type_or_range(endpoint, name, value):
-    with pytest.raises(ValueError, match=f'^"{name}" must be .*, got {value!r:.20}'.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(
+        ValueError, match=f'^"{name}" must be .*, got {value!r:.20}'.replace("[", r"\[").replace("(", r"\(")
+    ):
         endpoint({"inputs": "武汉", "parameters": {name: value}})
 
 
@@ -131,14 +171,19 @@ def test_list_of_texts_runs_in_batches(endpoint, monkeypatch):
 
 
 def test_list_of_word_lists_without_is_split_into_words(endpoint):
-    with pytest.raises(ValueError, match=r'^"inputs\[0\]" must be a string, got list \(lists of words need "is_split_into_words": true\)$'):
+    with pytest.raises(
+        ValueError,
+        match=r'^"inputs\[0\]" must be a string, got list \(lists of words need "is_split_into_words": true\)$',
+    ):
         endpoint({"inputs": [["北", "京"]]})
 
 
 def test_empty_inputs(endpoint):
     assert endpoint({"inputs": []}) == []
     assert endpoint({"inputs": [], "parameters": {"is_split_into_words": True}}) == []
-    got = endpoint({"inputs": [[], ["北", "京"], []], "parameters": {"is_split_into_words": True, "ignore_labels": []}})
+    got = endpoint(
+        {"inputs": [[], ["北", "京"], []], "parameters": {"is_split_into_words": True, "ignore_labels": []}}
+    )
     assert got[0] == got[2] == [] and [r["word"] for r in got[1]] == ["北", "京"]
 
 
@@ -150,9 +195,12 @@ def test_pre_split_needs_lists_of_words(endpoint, inputs):
 
 @pytest.mark.parametrize(
     "inputs, parameters, where",
-    [("北京\ud800", {}, r"^inputs: .* position 2 "), (["北京", "上\udc00"], {}, r"^inputs\[1\]: .* position 1 "),
-     (["北", "\udfff"], {"is_split_into_words": True}, r"^inputs\[1\]: .* position 0 "),
-     ([["北"], ["京", "a\ud800"]], {"is_split_into_words": True}, r"^inputs\[1\]\[1\]: .* position 1 ")],
+    [
+        ("北京\ud800", {}, r"^inputs: .* position 2 "),
+        (["北京", "上\udc00"], {}, r"^inputs\[1\]: .* position 1 "),
+        (["北", "\udfff"], {"is_split_into_words": True}, r"^inputs\[1\]: .* position 0 "),
+        ([["北"], ["京", "a\ud800"]], {"is_split_into_words": True}, r"^inputs\[1\]\[1\]: .* position 1 "),
+    ],
 )
 def test_lone_surrogate(endpoint, inputs, parameters, where):
     with pytest.raises(ValueError, match=where + "cannot be encoded as UTF-8"):
@@ -170,8 +218,11 @@ def limited(crf_checkpoint):
 
 def test_text_length_limit(limited):
     assert limited({"inputs": "北" * 50}) == limited({"inputs": "北" * 50})
-    with pytest.raises(ValueError, match=r"^inputs has 51 characters, more than the limit of 50 \(max_text_chars: "
-                       r"raise it with the environment variable BERT_CRF_MAX_TEXT_CHARS or EndpointHandler\(max_text_chars=...\)\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^inputs has 51 characters, more than the limit of 50 \(max_text_chars: "
+        r"raise it with the environment variable BERT_CRF_MAX_TEXT_CHARS or EndpointHandler\(max_text_chars=...\)\)$",
+    ):
         limited({"inputs": "北" * 51})
     with pytest.raises(ValueError, match=r"^inputs\[1\] has 51 characters"):
         limited({"inputs": ["北", "北" * 51]})
@@ -181,15 +232,21 @@ def test_pre_split_length_limit(limited):
     split = {"is_split_into_words": True}
     limited({"inputs": ["北"] * 50, "parameters": split})  # joined without spaces: 50 characters
     limited({"inputs": ["abc"] * 13, "parameters": {**split, "delimiter": ""}})  # 39 characters
-    for words, parameters, size in [(["北"] * 51, split, 51), (["abc"] * 13, split, 51),  # 13 words and 12 spaces
-                                    (["北"] * 26, {**split, "delimiter": " "}, 51), ([""] * 60, split, 60)]:
+    for words, parameters, size in [
+        (["北"] * 51, split, 51),
+        (["abc"] * 13, split, 51),  # 13 words and 12 spaces
+        (["北"] * 26, {**split, "delimiter": " "}, 51),
+        ([""] * 60, split, 60),
+    ]:
         with pytest.raises(ValueError, match=f"^inputs has {size} characters, more than the limit of 50"):
             limited({"inputs": words, "parameters": parameters})
 
 
 def test_items_limit(limited):
     assert len(limited({"inputs": ["北"] * 3})) == 3
-    with pytest.raises(ValueError, match=r"^the request holds 4 texts, more than the limit of 3 \(max_items: .*BERT_CRF_MAX_ITEMS"):
+    with pytest.raises(
+        ValueError, match=r"^the request holds 4 texts, more than the limit of 3 \(max_items: .*BERT_CRF_MAX_ITEMS"
+    ):
         limited({"inputs": ["北"] * 4})
     with pytest.raises(ValueError, match="the request holds 4 texts"):
         limited({"inputs": [["北"]] * 4, "parameters": {"is_split_into_words": True}})
@@ -197,7 +254,9 @@ def test_items_limit(limited):
 
 def test_batch_size_limit(limited, endpoint):
     assert limited({"inputs": "北京", "parameters": {"batch_size": 4}}) == limited({"inputs": "北京"})
-    with pytest.raises(ValueError, match=r'^"batch_size" is 5, more than the limit of 4 \(max_batch_size: .*BERT_CRF_MAX_BATCH_SIZE'):
+    with pytest.raises(
+        ValueError, match=r'^"batch_size" is 5, more than the limit of 4 \(max_batch_size: .*BERT_CRF_MAX_BATCH_SIZE'
+    ):
         limited({"inputs": "北京", "parameters": {"batch_size": 5}})
     with pytest.raises(ValueError, match=r'^"batch_size" is 100000000, more than the limit of 64 '):
         endpoint({"inputs": "北京", "parameters": {"batch_size": 10**8}})

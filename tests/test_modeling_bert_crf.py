@@ -82,9 +82,7 @@ def reference_predictions(ref, logits, chain):
 
 
 def is_legal_bio(path):
-    return (
-        BIO_START[path[0]] and BIO_END[path[-1]] and all(BIO_TRANS[a][b] for a, b in zip(path, path[1:]))
-    )
+    return BIO_START[path[0]] and BIO_END[path[-1]] and all(BIO_TRANS[a][b] for a, b in zip(path, path[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -583,8 +581,14 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
 
-    for name in ("modeling_bert_crf.py", "configuration_bert_crf.py", "modeling_crf.py", "configuration_crf.py",
-                 "pipeline_bert_crf.py", "bert_crf_utils.py"):
+    for name in (
+        "modeling_bert_crf.py",
+        "configuration_bert_crf.py",
+        "modeling_crf.py",
+        "configuration_crf.py",
+        "pipeline_bert_crf.py",
+        "bert_crf_utils.py",
+    ):
         assert (folder / name).is_file(), name  # the model's file and every sibling it imports
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["auto_map"] == {

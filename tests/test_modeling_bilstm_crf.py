@@ -18,8 +18,15 @@ from modeling_bilstm_crf import BiLstmCrfForTokenClassification, reverse_padded
 
 
 def tiny_student(seed: int = 0, layers: int = 1, **overrides) -> BiLstmCrfForTokenClassification:
-    config = BiLstmCrfConfig(vocab_size=40, embedding_size=6, hidden_size=5, num_hidden_layers=layers,
-                             id2label=dict(ID2LABEL), special_token_ids=[1, 2], **overrides)
+    config = BiLstmCrfConfig(
+        vocab_size=40,
+        embedding_size=6,
+        hidden_size=5,
+        num_hidden_layers=layers,
+        id2label=dict(ID2LABEL),
+        special_token_ids=[1, 2],
+        **overrides,
+    )
     torch.manual_seed(seed)
     return BiLstmCrfForTokenClassification(config).eval()
 
@@ -58,8 +65,12 @@ def test_matches_torch_bidirectional_lstm_on_packed_sequences(layers):
     input_ids, attention_mask = right_padded_batch()
     lengths = attention_mask.sum(1)
     with torch.no_grad():
-        packed = nn.utils.rnn.pack_padded_sequence(model.embeddings(input_ids), lengths, batch_first=True, enforce_sorted=False)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=input_ids.size(1))
+        packed = nn.utils.rnn.pack_padded_sequence(
+            model.embeddings(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        hidden, _ = nn.utils.rnn.pad_packed_sequence(
+            reference(packed)[0], batch_first=True, total_length=input_ids.size(1)
+        )
         expected = model.classifier(hidden)
         got = model.emissions(input_ids, attention_mask)
     on = attention_mask.bool()
@@ -92,14 +103,25 @@ def test_loss_and_predictions_are_the_crf_on_the_chain():
     labels[1, 1:3] = torch.tensor([0, 1])
     out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     logits = out.logits.detach()
-    expected = -(model.crf(logits[0:1, 1:6], labels[0:1, 1:6], reduction="sum")
-                 + model.crf(logits[1:2, 1:3], labels[1:2, 1:3], reduction="sum")) / 2  # the empty row adds nothing
+    expected = (
+        -(
+            model.crf(logits[0:1, 1:6], labels[0:1, 1:6], reduction="sum")
+            + model.crf(logits[1:2, 1:3], labels[1:2, 1:3], reduction="sum")
+        )
+        / 2
+    )  # the empty row adds nothing
     torch.testing.assert_close(out.loss, expected)
     assert out.predictions[0, 1:6].tolist() == model.crf.decode(logits[0:1, 1:6])[0]
     assert (out.predictions[2] == -100).all()
     model.train()
     model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
-    for name in ("embeddings.weight", "forward_lstms.0.weight_ih_l0", "backward_lstms.0.weight_ih_l0", "classifier.weight", "crf.transitions"):
+    for name in (
+        "embeddings.weight",
+        "forward_lstms.0.weight_ih_l0",
+        "backward_lstms.0.weight_ih_l0",
+        "classifier.weight",
+        "crf.transitions",
+    ):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
 
 
@@ -109,12 +131,20 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = BiLstmCrfForTokenClassification.from_pretrained(tmp_path).eval()
     input_ids, attention_mask = right_padded_batch()
     with torch.no_grad():
-        assert torch.equal(loaded(input_ids=input_ids, attention_mask=attention_mask).logits,
-                           model(input_ids=input_ids, attention_mask=attention_mask).logits)
+        assert torch.equal(
+            loaded(input_ids=input_ids, attention_mask=attention_mask).logits,
+            model(input_ids=input_ids, attention_mask=attention_mask).logits,
+        )
     assert torch.equal(loaded.crf.transition_penalty, model.crf.transition_penalty)
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"modeling_bilstm_crf.py", "configuration_bilstm_crf.py", "modeling_crf.py", "configuration_crf.py",
-            "pipeline_bert_crf.py", "bert_crf_utils.py"} <= names
+    assert {
+        "modeling_bilstm_crf.py",
+        "configuration_bilstm_crf.py",
+        "modeling_crf.py",
+        "configuration_crf.py",
+        "pipeline_bert_crf.py",
+        "bert_crf_utils.py",
+    } <= names
     assert "modeling_bert_crf.py" not in names  # the student needs the CRF head, not the BERT model
 
 
@@ -131,14 +161,22 @@ def test_remote_code_pipeline_in_a_fresh_process(student_checkpoint, tmp_path):
     text = "我在北京的清华大学读书"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(student_checkpoint), text], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(student_checkpoint), text],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["class"] == "BiLstmCrfForTokenClassification"
     assert result["module"].startswith("transformers_modules.")
     pipe = load_crf_pipeline(student_checkpoint)
-    assert result["entities"] == [[e["entity_group"], e["start"], e["end"]] for e in pipe(text, aggregation_strategy="simple")]
+    assert result["entities"] == [
+        [e["entity_group"], e["start"], e["end"]] for e in pipe(text, aggregation_strategy="simple")
+    ]
 
 
 def test_onnx_export_matches_the_pipeline(student_checkpoint, tmp_path):
@@ -154,4 +192,6 @@ def test_onnx_export_matches_the_pipeline(student_checkpoint, tmp_path):
     got = OnnxNerTagger(folder)(texts, batch_size=8)
     assert any(want)
     for g, w in zip(got, want):
-        assert [(e["entity_group"], e["start"], e["end"]) for e in g] == [(e["entity_group"], e["start"], e["end"]) for e in w]
+        assert [(e["entity_group"], e["start"], e["end"]) for e in g] == [
+            (e["entity_group"], e["start"], e["end"]) for e in w
+        ]

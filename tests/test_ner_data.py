@@ -464,7 +464,15 @@ def test_label_list():
     assert label_list(tags, "IOB1") == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
     assert label_list([["S-PER", "O"]], "BIOES") == ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
     assert label_list([["M-ORG"], ["S-PER"]], "BMES") == [
-        "O", "B-ORG", "M-ORG", "E-ORG", "S-ORG", "B-PER", "M-PER", "E-PER", "S-PER"
+        "O",
+        "B-ORG",
+        "M-ORG",
+        "E-ORG",
+        "S-ORG",
+        "B-PER",
+        "M-PER",
+        "E-PER",
+        "S-PER",
     ]
     assert label_list([["X", "Y", "O"]], "none") == ["O", "X", "Y"]
     assert label_list([["O"]], "none") == ["O"]
@@ -962,11 +970,16 @@ GBK_SENTENCE = "张三在北京"
 @pytest.mark.parametrize("kind", ["column", "jsonl", "spans"])
 def test_every_reader_names_the_line_of_bytes_that_are_not_utf8(tmp_path, kind):
     """A GBK file (common for Chinese data) stops with its file and line and how to convert it."""
-    good = {"column": "李 B-PER\n四 I-PER\n\n", "jsonl": '{"tokens": ["a"], "tags": ["O"]}\n',
-            "spans": '{"text": "ab", "label": {}}\n'}[kind]
-    bad = {"column": "".join(f"{c} O\n" for c in GBK_SENTENCE),
-           "jsonl": json.dumps({"tokens": list(GBK_SENTENCE)}, ensure_ascii=False) + "\n",
-           "spans": json.dumps({"text": GBK_SENTENCE}, ensure_ascii=False) + "\n"}[kind]
+    good = {
+        "column": "李 B-PER\n四 I-PER\n\n",
+        "jsonl": '{"tokens": ["a"], "tags": ["O"]}\n',
+        "spans": '{"text": "ab", "label": {}}\n',
+    }[kind]
+    bad = {
+        "column": "".join(f"{c} O\n" for c in GBK_SENTENCE),
+        "jsonl": json.dumps({"tokens": list(GBK_SENTENCE)}, ensure_ascii=False) + "\n",
+        "spans": json.dumps({"text": GBK_SENTENCE}, ensure_ascii=False) + "\n",
+    }[kind]
     path = tmp_path / f"data.{kind}"
     path.write_bytes(good.encode("utf-8") + bad.encode("gbk"))
     line = good.count("\n") + 1

@@ -165,8 +165,9 @@ def test_export_folder_serves_without_the_repo(exported, omp_env):
         "print(json.dumps([ner_onnx.__file__, bert_crf_utils.__file__, OnnxNerTagger('.')('武汉至上海的航班')]))\n"
     )
     env = {k: v for k, v in omp_env.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-I", "-c", code], cwd=exported, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=exported, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     runtime, utils, entities = json.loads(result.stdout.splitlines()[-1])
     assert {os.path.dirname(runtime), os.path.dirname(utils)} == {str(exported)}
@@ -210,7 +211,9 @@ def _matmul_graph(path, weights):
 
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", weights[0].shape[0]])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", weights[0].shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", weights[1].shape[1]])],
         [numpy_helper.from_array(w, name) for w, name in zip(weights, ("w1", "w2"))],
     )

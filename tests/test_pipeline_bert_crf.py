@@ -69,8 +69,12 @@ def group_words(words):
         else:
             current["words"].append(w)
     return [
-        (g["type"], g["words"][0]["start"], g["words"][-1]["end"],
-         sum(w["score"] for w in g["words"]) / len(g["words"]))
+        (
+            g["type"],
+            g["words"][0]["start"],
+            g["words"][-1]["end"],
+            sum(w["score"] for w in g["words"]) / len(g["words"]),
+        )
         for g in groups
     ]
 
@@ -161,12 +165,21 @@ def test_remote_code_in_a_fresh_process(crf_checkpoint, crf_pipeline, tmp_path):
     (workdir / "run.py").write_text(SUBPROCESS_SCRIPT, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(
-        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false", HF_MODULES_CACHE=str(tmp_path / "modules"),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
     )
     proc = subprocess.run(
         [sys.executable, "run.py", str(crf_checkpoint), "inputs.json", "out.json"],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads((workdir / "out.json").read_text(encoding="utf-8"))
@@ -405,7 +418,12 @@ def manual_stitching(model, tokenizer, text, windows):
 
 
 WINDOW_OPTIONS = [
-    {}, {"stride": 0}, {"stride": 5}, {"stride": 31}, {"max_length": 16}, {"max_length": 16, "stride": 0},
+    {},
+    {"stride": 0},
+    {"stride": 5},
+    {"stride": 31},
+    {"max_length": 16},
+    {"max_length": 16, "stride": 0},
 ]
 
 
@@ -580,9 +598,21 @@ def test_stride_at_most_half_a_window(crf_pipeline, record_windows, options, bou
 
 @pytest.mark.parametrize(
     "option, value",
-    [("stride", "5"), ("stride", 2.0), ("stride", True), ("max_length", 16.0), ("max_length", "32"),
-     ("is_split_into_words", "yes"), ("is_split_into_words", 1), ("delimiter", 5), ("batch_size", 0),
-     ("batch_size", -2), ("batch_size", "8"), ("batch_size", 2.0), ("batch_size", True)],
+    [
+        ("stride", "5"),
+        ("stride", 2.0),
+        ("stride", True),
+        ("max_length", 16.0),
+        ("max_length", "32"),
+        ("is_split_into_words", "yes"),
+        ("is_split_into_words", 1),
+        ("delimiter", 5),
+        ("batch_size", 0),
+        ("batch_size", -2),
+        ("batch_size", "8"),
+        ("batch_size", 2.0),
+        ("batch_size", True),
+    ],
 )
 def test_option_types(crf_pipeline, option, value):
     with pytest.raises(ValueError, match=f"^{option} must be .*, got {value!r}$"):
@@ -593,7 +623,8 @@ def test_batch_size_at_construction(crf_pipeline):
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
     build = lambda **kwargs: BertCrfTokenClassificationPipeline(  # noqa: E731
-        model=crf_pipeline.model, tokenizer=crf_pipeline.tokenizer, device="cpu", **kwargs)
+        model=crf_pipeline.model, tokenizer=crf_pipeline.tokenizer, device="cpu", **kwargs
+    )
     assert crf_pipeline._batch_size == 8
     assert build(batch_size=2)._batch_size == 2
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):

@@ -154,11 +154,23 @@ def unseen_text(tmp_path_factory):
 
 
 def test_adapted_encoder_feeds_run_ner(tiny_checkpoint, unseen_text, tmp_path):
-    results = run_mlm.main(argv_of(
-        model_name_or_path=tiny_checkpoint, train_files=unseen_text, ner_files=DEMO_DIR / "train.txt",
-        extend_vocab=True, whole_word_masking=True, max_seq_length=32, max_train_lines=120, output_dir=tmp_path / "mlm",
-        do_train=True, do_eval=True, max_steps=6, learning_rate=1e-3, save_strategy="no",
-    ))
+    results = run_mlm.main(
+        argv_of(
+            model_name_or_path=tiny_checkpoint,
+            train_files=unseen_text,
+            ner_files=DEMO_DIR / "train.txt",
+            extend_vocab=True,
+            whole_word_masking=True,
+            max_seq_length=32,
+            max_train_lines=120,
+            output_dir=tmp_path / "mlm",
+            do_train=True,
+            do_eval=True,
+            max_steps=6,
+            learning_rate=1e-3,
+            save_strategy="no",
+        )
+    )
     assert results["perplexity"] == pytest.approx(torch.tensor(results["eval_loss"]).exp().item(), rel=1e-6)
     from transformers import AutoTokenizer
 
@@ -166,12 +178,31 @@ def test_adapted_encoder_feeds_run_ner(tiny_checkpoint, unseen_text, tmp_path):
     assert all(adapted.tokenize(c) == [c] for c in "鑫淼焱垚")
     config = json.loads((tmp_path / "mlm" / "config.json").read_text())
     assert config["vocab_size"] == len(adapted)
-    scores = run_ner.main([
-        "--model_name_or_path", str(tmp_path / "mlm"), "--train_file", str(DEMO_DIR / "train.txt"),
-        "--validation_file", str(DEMO_DIR / "dev.txt"), "--do_train", "True", "--do_eval", "True",
-        "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2", "--output_dir", str(tmp_path / "ner"),
-        "--save_strategy", "no", *FAST,
-    ])
+    scores = run_ner.main(
+        [
+            "--model_name_or_path",
+            str(tmp_path / "mlm"),
+            "--train_file",
+            str(DEMO_DIR / "train.txt"),
+            "--validation_file",
+            str(DEMO_DIR / "dev.txt"),
+            "--do_train",
+            "True",
+            "--do_eval",
+            "True",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "ner"),
+            "--save_strategy",
+            "no",
+            *FAST,
+        ]
+    )
     assert scores["eval_samples"] == 8
 
 
@@ -179,11 +210,21 @@ def test_time_budget_stops_and_saves_checkpoints(tiny_checkpoint, tmp_path, monk
     # A clock that moves 1 s per reading (one at the start, one per step), so a loaded machine cannot move the steps.
     ticks = itertools.count()
     monkeypatch.setattr(run_mlm, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
-    run_mlm.main(argv_of(
-        model_name_or_path=tiny_checkpoint, ner_files=DEMO_DIR / "train.txt", max_seq_length=32, output_dir=tmp_path,
-        do_train=True, max_steps=100000, max_train_minutes=0.1, save_fractions=[0.5], save_strategy="no",
-        validation_split_percentage=0, per_device_train_batch_size=2,
-    ))
+    run_mlm.main(
+        argv_of(
+            model_name_or_path=tiny_checkpoint,
+            ner_files=DEMO_DIR / "train.txt",
+            max_seq_length=32,
+            output_dir=tmp_path,
+            do_train=True,
+            max_steps=100000,
+            max_train_minutes=0.1,
+            save_fractions=[0.5],
+            save_strategy="no",
+            validation_split_percentage=0,
+            per_device_train_batch_size=2,
+        )
+    )
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 6  # a 6 s budget
     checkpoints = sorted(p.name for p in tmp_path.glob("checkpoint-*"))

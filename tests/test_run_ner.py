@@ -87,7 +87,10 @@ def check_prediction_outputs(folder, split, source_sentences):
     for sentence, rows in zip(source_sentences, predicted):
         assert len(rows) == len(sentence)
         assert [(r[0], r[1]) for r in rows] == [(t, g) for t, g in sentence]
-    records = [json.loads(line) for line in (Path(folder) / f"predictions_{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = [
+        json.loads(line)
+        for line in (Path(folder) / f"predictions_{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(records) == len(source_sentences)
     entities = 0
     for record, sentence, rows in zip(records, source_sentences, predicted):
@@ -121,7 +124,8 @@ def demo(tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("demo_data")
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     unknown = [
-        s for s in read_sentences(DEMO_DIR / "test.txt")[MAX_PREDICT:]
+        s
+        for s in read_sentences(DEMO_DIR / "test.txt")[MAX_PREDICT:]
         if any(tokenizer.tokenize(t) == [tokenizer.unk_token] for t, _ in s)
     ][:8]
     assert len(unknown) == 8
@@ -136,11 +140,26 @@ def demo(tmp_path_factory, tiny_checkpoint):
 
 
 TRAIN_OPTIONS = dict(
-    do_train=True, do_eval=True, do_predict=True, max_train_samples=MAX_TRAIN, max_eval_samples=MAX_EVAL,
-    max_predict_samples=MAX_PREDICT, num_train_epochs=6, max_seq_length=32, extend_vocab=True,
-    per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=3e-3, head_learning_rate=1e-2,
-    crf_learning_rate=5e-2, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
-    load_best_model_at_end=True, logging_steps=50, seed=42,
+    do_train=True,
+    do_eval=True,
+    do_predict=True,
+    max_train_samples=MAX_TRAIN,
+    max_eval_samples=MAX_EVAL,
+    max_predict_samples=MAX_PREDICT,
+    num_train_epochs=6,
+    max_seq_length=32,
+    extend_vocab=True,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=8,
+    learning_rate=3e-3,
+    head_learning_rate=1e-2,
+    crf_learning_rate=5e-2,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=1,
+    load_best_model_at_end=True,
+    logging_steps=50,
+    seed=42,
 )
 
 
@@ -148,15 +167,26 @@ TRAIN_OPTIONS = dict(
 def trained(tmp_path_factory, tiny_checkpoint, demo):
     out = tmp_path_factory.mktemp("trained") / "run"
     results = main(
-        model_name_or_path=tiny_checkpoint, train_file=demo["train"], validation_file=demo["dev"],
-        test_file=demo["test"], output_dir=out, **TRAIN_OPTIONS,
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        validation_file=demo["dev"],
+        test_file=demo["test"],
+        output_dir=out,
+        **TRAIN_OPTIONS,
     )
     return {"out": out, "results": results, "base": tiny_checkpoint}
 
 
 def eval_only(model, validation_file, output_dir, **options):
-    values = dict(model_name_or_path=model, validation_file=validation_file, do_eval=True, output_dir=output_dir,
-                  max_seq_length=32, max_eval_samples=MAX_EVAL, per_device_eval_batch_size=8)
+    values = dict(
+        model_name_or_path=model,
+        validation_file=validation_file,
+        do_eval=True,
+        output_dir=output_dir,
+        max_seq_length=32,
+        max_eval_samples=MAX_EVAL,
+        per_device_eval_batch_size=8,
+    )
     values.update(options)
     return main(**values)
 
@@ -168,8 +198,17 @@ def eval_only(model, validation_file, output_dir, **options):
 @pytest.mark.slow
 def test_end_to_end_outputs(trained, demo):
     out, results = trained["out"], trained["results"]
-    for name in ("model.safetensors", "config.json", "modeling_bert_crf.py", "configuration_bert_crf.py",
-                 "tokenizer_config.json", "tokenizer.json", "README.md", "all_results.json", "trainer_state.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "modeling_bert_crf.py",
+        "configuration_bert_crf.py",
+        "tokenizer_config.json",
+        "tokenizer.json",
+        "README.md",
+        "all_results.json",
+        "trainer_state.json",
+    ):
         assert (out / name).is_file(), name
     assert (out / "modeling_bert_crf.py").read_text() == (REPO_ROOT / "modeling_bert_crf.py").read_text()
     config = load_json(out / "config.json")
@@ -242,12 +281,28 @@ def test_reload_and_evaluate_gives_the_recorded_f1(trained, demo, tiny_checkpoin
     # load_best_model_at_end really put the best checkpoint in output_dir.
     assert recorded["eval_f1"] == pytest.approx(max(evals)), "the best checkpoint was loaded at the end"
 
-    results = run_ner.main(["--model_name_or_path", str(out), "--validation_file", str(demo["dev"]), "--do_eval", "True",
-                            "--output_dir", str(tmp_path / "eval"), "--max_seq_length", "32",
-                            "--max_eval_samples", str(MAX_EVAL), *QUIET])
+    results = run_ner.main(
+        [
+            "--model_name_or_path",
+            str(out),
+            "--validation_file",
+            str(demo["dev"]),
+            "--do_eval",
+            "True",
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--max_seq_length",
+            "32",
+            "--max_eval_samples",
+            str(MAX_EVAL),
+            *QUIET,
+        ]
+    )
     assert scores(results) == scores(recorded)
     assert results["eval_loss"] == pytest.approx(recorded["eval_loss"], rel=1e-5)
-    assert (tmp_path / "eval" / "predictions_validation.txt").read_text() == (out / "predictions_validation.txt").read_text()
+    assert (tmp_path / "eval" / "predictions_validation.txt").read_text() == (
+        out / "predictions_validation.txt"
+    ).read_text()
 
 
 def direct_tags(model, tokenizer, tokens):
@@ -314,7 +369,9 @@ def test_stitched_decoding_equals_model_predictions_in_trainer(trained, demo, tm
         own = [id2label[int(t)] for t in model_predictions[position, chain]]
         assert own == stitched_tags[row["example_index"]], row_index
     gold = [e["tags"] for e in split.examples]
-    assert output.metrics["eval_f1"] == pytest.approx(training.score_entities(gold, stitched_tags, scheme, False)["f1"])
+    assert output.metrics["eval_f1"] == pytest.approx(
+        training.score_entities(gold, stitched_tags, scheme, False)["f1"]
+    )
     assert output.metrics["eval_f1"] == pytest.approx(results["eval_f1"])
 
 
@@ -322,8 +379,13 @@ def test_stitched_decoding_equals_model_predictions_in_trainer(trained, demo, tm
 def test_group_by_length_and_sequential_evaluation_agree(trained, demo, tmp_path):
     results = {}
     for strategy in ("group_by_length", "sequential"):
-        results[strategy] = eval_only(trained["out"], demo["dev"], tmp_path / strategy, train_sampling_strategy=strategy,
-                                      per_device_eval_batch_size=4)
+        results[strategy] = eval_only(
+            trained["out"],
+            demo["dev"],
+            tmp_path / strategy,
+            train_sampling_strategy=strategy,
+            per_device_eval_batch_size=4,
+        )
     assert scores(results["group_by_length"]) == scores(results["sequential"])
     assert results["group_by_length"]["eval_loss"] == pytest.approx(results["sequential"]["eval_loss"], rel=1e-5)
     for name in ("predictions_validation.txt", "predictions_validation.jsonl"):
@@ -364,8 +426,10 @@ def test_predicting_unlabelled_data_keeps_the_checkpoint_scheme(trained, demo, t
     """Predict-only from a BIO checkpoint on untagged JSON lines: decoding stays constrained to BIO."""
     sentences = read_sentences(demo["test"])[:MAX_PREDICT]
     path = tmp_path / "test.jsonl"
-    path.write_text("".join(json.dumps({"tokens": [t for t, _ in s]}, ensure_ascii=False) + "\n" for s in sentences),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"tokens": [t for t, _ in s]}, ensure_ascii=False) + "\n" for s in sentences),
+        encoding="utf-8",
+    )
     captured = {}
     build_trainer = training.build_trainer
 
@@ -374,8 +438,14 @@ def test_predicting_unlabelled_data_keeps_the_checkpoint_scheme(trained, demo, t
         return build_trainer(model, *args, **kwargs)
 
     monkeypatch.setattr(run_ner, "build_trainer", capture)
-    main(model_name_or_path=trained["out"], test_file=path, do_predict=True, output_dir=tmp_path / "out",
-         max_seq_length=32, per_device_eval_batch_size=8)
+    main(
+        model_name_or_path=trained["out"],
+        test_file=path,
+        do_predict=True,
+        output_dir=tmp_path / "out",
+        max_seq_length=32,
+        per_device_eval_batch_size=8,
+    )
     rows = read_prediction_file(tmp_path / "out" / "predictions_test.txt")
     assert [[r[0] for r in block] for block in rows] == [[t for t, _ in s] for s in sentences]
     assert captured["model"].config.tag_scheme == "BIO"
@@ -411,8 +481,10 @@ def multi_piece_data(folder):
     train = read_sentences(DEMO_DIR / "train.txt")[:40] + [sentence(rng.randint(5, 30)) for _ in range(24)]
     dev = [sentence(rng.randint(5, 40)) for _ in range(12)]
     test = [sentence(rng.randint(5, 40)) for _ in range(12)]
-    return {name: (write_sentences(folder / f"{name}.txt", data), data) for name, data in
-            (("train", train), ("dev", dev), ("test", test))}
+    return {
+        name: (write_sentences(folder / f"{name}.txt", data), data)
+        for name, data in (("train", train), ("dev", dev), ("test", test))
+    }
 
 
 @pytest.mark.slow
@@ -420,9 +492,19 @@ def test_label_all_tokens_end_to_end(tiny_checkpoint, tmp_path):
     data = multi_piece_data(tmp_path)
     out = tmp_path / "out"
     results = main(
-        model_name_or_path=tiny_checkpoint, train_file=data["train"][0], validation_file=data["dev"][0],
-        test_file=data["test"][0], output_dir=out, do_train=True, do_eval=True, do_predict=True, num_train_epochs=2,
-        max_seq_length=32, label_all_tokens=True, per_device_train_batch_size=8, learning_rate=3e-3,
+        model_name_or_path=tiny_checkpoint,
+        train_file=data["train"][0],
+        validation_file=data["dev"][0],
+        test_file=data["test"][0],
+        output_dir=out,
+        do_train=True,
+        do_eval=True,
+        do_predict=True,
+        num_train_epochs=2,
+        max_seq_length=32,
+        label_all_tokens=True,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
         save_strategy="no",
     )
     assert "eval_f1" in results and "predict_f1" in results
@@ -435,10 +517,24 @@ def test_label_all_tokens_end_to_end(tiny_checkpoint, tmp_path):
 def test_softmax_head_end_to_end(tiny_checkpoint, demo, tmp_path):
     out = tmp_path / "out"
     results = main(
-        model_name_or_path=tiny_checkpoint, train_file=demo["train"], validation_file=demo["dev"], test_file=demo["test"],
-        output_dir=out, do_train=True, do_eval=True, do_predict=True, head="softmax", num_train_epochs=1,
-        max_train_samples=MAX_TRAIN, max_eval_samples=MAX_EVAL, max_predict_samples=MAX_PREDICT, max_seq_length=32,
-        extend_vocab=True, per_device_train_batch_size=8, learning_rate=3e-3, save_strategy="no",
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        validation_file=demo["dev"],
+        test_file=demo["test"],
+        output_dir=out,
+        do_train=True,
+        do_eval=True,
+        do_predict=True,
+        head="softmax",
+        num_train_epochs=1,
+        max_train_samples=MAX_TRAIN,
+        max_eval_samples=MAX_EVAL,
+        max_predict_samples=MAX_PREDICT,
+        max_seq_length=32,
+        extend_vocab=True,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        save_strategy="no",
     )
     assert {"eval_f1", "predict_f1", "eval_accuracy"} <= set(results)
     config = load_json(out / "config.json")
@@ -471,9 +567,20 @@ def test_resume_from_last_complete_checkpoint(tiny_checkpoint, demo, tmp_path, c
     out = tmp_path / "out"
     # The last 32 training sentences: they hold the characters the tiny vocabulary lacks.
     sentences = read_sentences(demo["train"])[-32:]
-    common = dict(model_name_or_path=tiny_checkpoint, train_file=write_sentences(tmp_path / "train.txt", sentences),
-                  output_dir=out, do_train=True, max_seq_length=64, per_device_train_batch_size=8,
-                  save_strategy="steps", save_steps=2, logging_steps=1, learning_rate=3e-3, seed=7, extend_vocab=True)
+    common = dict(
+        model_name_or_path=tiny_checkpoint,
+        train_file=write_sentences(tmp_path / "train.txt", sentences),
+        output_dir=out,
+        do_train=True,
+        max_seq_length=64,
+        per_device_train_batch_size=8,
+        save_strategy="steps",
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=3e-3,
+        seed=7,
+        extend_vocab=True,
+    )
     main(num_train_epochs=1, keep_checkpoints=True, **common)
     first = load_json(out / "trainer_state.json")
     steps = first["global_step"]
@@ -481,7 +588,9 @@ def test_resume_from_last_complete_checkpoint(tiny_checkpoint, demo, tmp_path, c
     assert (out / f"checkpoint-{steps}").is_dir()
     first_logs = {h["step"]: h for h in first["log_history"] if "loss" in h}
     assert sorted(first_logs) == [1, 2, 3, 4]
-    checkpoint_vocab = json.loads((out / f"checkpoint-{steps}" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    checkpoint_vocab = json.loads((out / f"checkpoint-{steps}" / "tokenizer.json").read_text(encoding="utf-8"))[
+        "model"
+    ]["vocab"]
     interrupt(out)
     # A checkpoint cut off while being written (kill -9): no trainer_state.json. It must not block the rerun.
     cut = out / f"checkpoint-{steps + 2}"
@@ -516,9 +625,21 @@ def test_resume_from_last_complete_checkpoint(tiny_checkpoint, demo, tmp_path, c
 @pytest.mark.slow
 def test_output_folder_rules(tiny_checkpoint, demo, tmp_path):
     out = tmp_path / "out"
-    common = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], test_file=demo["test"], output_dir=out,
-                  do_train=True, do_predict=True, max_train_samples=16, max_predict_samples=4, max_seq_length=64,
-                  per_device_train_batch_size=8, num_train_epochs=1, save_strategy="epoch", seed=7)
+    common = dict(
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        test_file=demo["test"],
+        output_dir=out,
+        do_train=True,
+        do_predict=True,
+        max_train_samples=16,
+        max_predict_samples=4,
+        max_seq_length=64,
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        save_strategy="epoch",
+        seed=7,
+    )
     main(**common)
     assert not list(out.glob("checkpoint-*")) and not (out / "training_args.bin").exists()
     finished = (out / "train_results.json").read_text(encoding="utf-8")
@@ -549,9 +670,17 @@ def test_output_folder_rules(tiny_checkpoint, demo, tmp_path):
 def test_build_optimizer_groups(tiny_checkpoint, demo, tmp_path):
     from transformers import AutoTokenizer
 
-    argv = argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path, do_train=True,
-                   freeze_layers=1, learning_rate=1e-4, head_learning_rate=2e-3, crf_learning_rate=3e-2,
-                   weight_decay=0.05)
+    argv = argv_of(
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        output_dir=tmp_path,
+        do_train=True,
+        freeze_layers=1,
+        learning_rate=1e-4,
+        head_learning_rate=2e-3,
+        crf_learning_rate=3e-2,
+        weight_decay=0.05,
+    )
     model_args, data_args, training_args = run_ner.parse_args(argv)
     labels = ner_data.label_list([["B-PER", "I-PER", "B-LOC", "O"]], "BIO")
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
@@ -593,10 +722,19 @@ def test_build_optimizer_groups(tiny_checkpoint, demo, tmp_path):
 
 def test_json_config_with_overrides(tiny_checkpoint, demo, tmp_path):
     config = {
-        "model_name_or_path": str(tiny_checkpoint), "train_file": str(demo["train"]), "output_dir": str(tmp_path / "o"),
-        "do_train": True, "do_eval": True, "validation_file": str(demo["dev"]), "num_train_epochs": 8,
-        "learning_rate": 1e-4, "head_learning_rate": 5e-3, "max_seq_length": 48, "report_to": ["none"],
-        "label_all_tokens": False, "tag_scheme": None,
+        "model_name_or_path": str(tiny_checkpoint),
+        "train_file": str(demo["train"]),
+        "output_dir": str(tmp_path / "o"),
+        "do_train": True,
+        "do_eval": True,
+        "validation_file": str(demo["dev"]),
+        "num_train_epochs": 8,
+        "learning_rate": 1e-4,
+        "head_learning_rate": 5e-3,
+        "max_seq_length": 48,
+        "report_to": ["none"],
+        "label_all_tokens": False,
+        "tag_scheme": None,
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
@@ -622,8 +760,11 @@ def test_json_config_with_overrides(tiny_checkpoint, demo, tmp_path):
 
 def test_yaml_config_and_shipped_demo_config(tiny_checkpoint, tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(f"model_name_or_path: {tiny_checkpoint}\ntrain_file: x.txt\noutput_dir: {tmp_path}\n"
-                    "do_train: true\nnum_train_epochs: 5\n", encoding="utf-8")
+    path.write_text(
+        f"model_name_or_path: {tiny_checkpoint}\ntrain_file: x.txt\noutput_dir: {tmp_path}\n"
+        "do_train: true\nnum_train_epochs: 5\n",
+        encoding="utf-8",
+    )
     _, data_args, training_args = run_ner.parse_args([str(path), "--num_train_epochs", "1"])
     assert training_args.num_train_epochs == 1 and data_args.train_file == "x.txt"
     model_args, data_args, training_args = run_ner.parse_args(
@@ -648,7 +789,9 @@ def test_bad_choices_raise(tiny_checkpoint, tmp_path, option, value):
 
 def test_data_problems_stop_with_their_location(tiny_checkpoint, demo, tmp_path):
     common = dict(model_name_or_path=tiny_checkpoint, output_dir=tmp_path / "out", do_train=True)
-    bad_tag = write_sentences(tmp_path / "bad_tag.txt", [[("张", "B-PER"), ("三", "I-PER")], [("北", "B-LOC"), ("京", "X-LOC")]])
+    bad_tag = write_sentences(
+        tmp_path / "bad_tag.txt", [[("张", "B-PER"), ("三", "I-PER")], [("北", "B-LOC"), ("京", "X-LOC")]]
+    )
     with pytest.raises(ValueError, match=r"'X-LOC' x1 \(first at .*bad_tag.txt:5\)"):
         main(train_file=bad_tag, **common)
     dev = tmp_path / "dev.jsonl"
@@ -668,12 +811,24 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
     data.mkdir()
     out = tmp_path / "card"
     out.mkdir()
-    model_args, data_args, training_args = run_ner.parse_args(argv_of(
-        model_name_or_path="hfl/chinese-macbert-base", train_file=data / "train.txt", output_dir=out, do_train=True,
-        hub_model_id="someone/macbert-crf",
-    ))
-    outputs.write_model_card(str(out), model_args, data_args, training_args, ["O", "B-PER", "I-PER"],
-                             {"eval_f1": 0.5, "eval_runtime": 1.0}, "BIO")
+    model_args, data_args, training_args = run_ner.parse_args(
+        argv_of(
+            model_name_or_path="hfl/chinese-macbert-base",
+            train_file=data / "train.txt",
+            output_dir=out,
+            do_train=True,
+            hub_model_id="someone/macbert-crf",
+        )
+    )
+    outputs.write_model_card(
+        str(out),
+        model_args,
+        data_args,
+        training_args,
+        ["O", "B-PER", "I-PER"],
+        {"eval_f1": 0.5, "eval_runtime": 1.0},
+        "BIO",
+    )
     readme = (out / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(readme.split("---\n")[1])
     assert front["datasets"] == ["my data: v2 #1"]
@@ -717,13 +872,29 @@ def free_port():
 
 def accelerate_launch(argv, env, timeout=240):
     # A port of our own: another launch on this machine (default port 29500) must not meet ours.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()),
-               str(REPO_ROOT / "run_ner.py"), *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(REPO_ROOT / "run_ner.py"),
+        *argv,
+    ]
     # CI=true makes transformers hand its log records to the root logger too: run_ner must print each line once.
     env = dict(env, CI="true")
-    with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -755,9 +926,17 @@ def kill_launch(proc) -> str:
 
 @pytest.mark.slow
 def test_two_processes_train_half_the_steps(tiny_checkpoint, demo, tmp_path, omp_env):
-    options = dict(model_name_or_path=tiny_checkpoint, train_file=demo["train"], do_train=True,
-                   max_train_samples=MAX_TRAIN, max_seq_length=64, per_device_train_batch_size=8, num_train_epochs=1,
-                   save_strategy="no", seed=3)
+    options = dict(
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        do_train=True,
+        max_train_samples=MAX_TRAIN,
+        max_seq_length=64,
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        save_strategy="no",
+        seed=3,
+    )
     main(output_dir=tmp_path / "one", **options)
     single = load_json(tmp_path / "one" / "trainer_state.json")["global_step"]
     assert single == math.ceil(MAX_TRAIN / 8)
@@ -769,8 +948,14 @@ def test_two_processes_train_half_the_steps(tiny_checkpoint, demo, tmp_path, omp
 
 @pytest.mark.slow
 def test_two_processes_evaluate_like_one(trained, demo, tmp_path, omp_env):
-    options = dict(model_name_or_path=trained["out"], validation_file=demo["dev"], do_eval=True, max_seq_length=32,
-                   max_eval_samples=MAX_EVAL + 1, per_device_eval_batch_size=4)
+    options = dict(
+        model_name_or_path=trained["out"],
+        validation_file=demo["dev"],
+        do_eval=True,
+        max_seq_length=32,
+        max_eval_samples=MAX_EVAL + 1,
+        per_device_eval_batch_size=4,
+    )
     one = main(output_dir=tmp_path / "one", **options)
     proc = accelerate_launch(
         argv_of(output_dir=tmp_path / "two", log_level="info", log_level_replica="info", **options), omp_env

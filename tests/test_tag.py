@@ -78,8 +78,19 @@ def test_batch_size_does_not_change_output(crf_checkpoint, tmp_path):
     outputs = []
     for batch_size in ("1", "3"):
         out = tmp_path / f"out{batch_size}.jsonl"
-        tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress",
-                  "--batch_size", batch_size])
+        tag.main(
+            [
+                "--model",
+                str(crf_checkpoint),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--no_progress",
+                "--batch_size",
+                batch_size,
+            ]
+        )
         outputs.append(out.read_text(encoding="utf-8"))
     assert outputs[0] == outputs[1]
 
@@ -103,8 +114,19 @@ def expected_columns(pipe, lines):
 def test_column_format(crf_checkpoint, crf_pipeline, tmp_path):
     source = write_input(tmp_path / "in.txt", LINES)
     out = tmp_path / "out.tsv"
-    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--format", "column",
-              "--no_progress"])
+    tag.main(
+        [
+            "--model",
+            str(crf_checkpoint),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--format",
+            "column",
+            "--no_progress",
+        ]
+    )
     written = out.read_text(encoding="utf-8")
     assert written == expected_columns(crf_pipeline, LINES)
     # One block per input line, each ended by a blank line; every word of the long line is listed.
@@ -176,7 +198,9 @@ def test_student_checkpoint(student_checkpoint, tmp_path):
     records = read_jsonl(out)
     assert any(r["entities"] for r in records)
     for r in records:
-        assert_entities_match(r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else [])
+        assert_entities_match(
+            r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else []
+        )
 
 
 def test_a_lone_carriage_return_stays_inside_its_line(crf_checkpoint, tmp_path, monkeypatch):
