@@ -236,3 +236,21 @@ def test_real_e5_folder_keeps_chinese_segmentation(tmp_path):
     assert result == {"lines": 2, "changed_lines": 0, "new_unk_chars": 0}
     assert new_backend.token_to_id("<mask>") == len(kept) - 1 and new_backend.token_to_id("<pad>") == 1
     assert 5_000 < len(kept) < 20_000  # mostly XLM-R's ~7.7k single CJK ideograph pieces
+
+
+def test_dropped_single_character_cannot_steal_the_best_path():
+    """ "abc" segments as ab+c (-24) while a+bc costs -31. Were "a" dropped (only ab, c and bc are used), an <unk>
+    node for "a" scoring min(kept) - 10 = -22 would make <unk>+bc (-23) win; select_pieces keeps "a"."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = [("<unk>", 0.0), ("▁", -1.0), ("ab", -12.0), ("c", -12.0), ("bc", -1.0), ("b", -5.0), ("a", -30.0)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    tok_json = json.loads(tok.to_str())
+    lines = ["abc", "bc"]
+    assert [e.tokens for e in tok.encode_batch(lines)] == [["ab", "c"], ["bc"]]
+    kept = trim_vocab.select_pieces(tok_json, trim_vocab.count_pieces(tok, lines, []))
+    assert kept == [0, 2, 3, 4, 5, 6]  # "a" and "b" (characters of kept pieces) kept; "▁" (unused) dropped
+    new_json, remap = trim_vocab.trim_tokenizer_json(tok_json, kept)
+    new = Tokenizer.from_str(json.dumps(new_json))
+    assert trim_vocab.compare(tok, new, remap, 0, lines) == {"lines": 2, "changed_lines": 0, "new_unk_chars": 0}
