@@ -5,6 +5,7 @@ here once. Travels with checkpoints as remote code and with ONNX exports.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 
@@ -443,3 +444,74 @@ def max_positions(config: Any) -> int:
     """The longest input (special tokens included) that a model's position embeddings hold."""
     offset = config.pad_token_id + 1 if getattr(config, "model_type", None) in OFFSET_POSITION_TYPES else 0
     return config.max_position_embeddings - offset
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One unit per character: SentencePiece tokenizers (XLM-R, multilingual-e5) and Chinese words
+
+# SentencePiece's word-start mark. Fed a pre-split word, such a tokenizer starts it with the mark, often as a piece
+# of its own ("▁", "高"): the word's first sub-token, which carries its label, would then carry no content.
+METASPACE = "\u2581"
+
+
+def is_cjk(char: str) -> bool:
+    """Whether `char` is a CJK ideograph (a word of its own in Chinese NER), as BERT's tokenizer decides."""
+    code = ord(char)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2A6DF
+        or 0x2A700 <= code <= 0x2CEAF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x2F800 <= code <= 0x2FA1F
+    )
+
+
+def split_text(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words of raw `text` for a tokenizer that does not split words itself: each CJK
+    ideograph and each punctuation or symbol character alone, runs of other characters between them and spaces."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for position, char in enumerate(text):
+        alone = is_cjk(char) or not (char.isalnum() or char.isspace() or unicodedata.category(char).startswith("M"))
+        if char.isspace() or alone:
+            if start is not None:
+                spans.append((start, position))
+                start = None
+            if alone:
+                spans.append((position, position + 1))
+        elif start is None:
+            start = position
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+def isolates_cjk(split_words: Callable[[str], Sequence[Any]]) -> bool:
+    """Whether a tokenizer's own word splitting (`split_words`: its normalizer then pre-tokenizer) makes each CJK
+    character a word, as BERT's does; SentencePiece tokenizers keep a Chinese sentence as one word."""
+    return len(split_words("中文")) == 2
+
+
+def drop_bare_prefix(pieces: list[list[int]], bare_id: int | None) -> list[list[int]]:
+    """Each word's sub-token ids without a leading lone word-start mark (`bare_id`, "▁") when other pieces follow,
+    so that the word's first unit is content: one unit per Chinese character where the vocabulary has it."""
+    if bare_id is None:
+        return pieces
+    return [p[1:] if len(p) > 1 and p[0] == bare_id else p for p in pieces]
+
+
+def backend_words(backend: Any) -> Callable[[str], Sequence[Any]]:
+    """The word splitting of a `tokenizers.Tokenizer`: its normalizer, then its pre-tokenizer."""
+
+    def split(text: str) -> Sequence[Any]:
+        text = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
+        return backend.pre_tokenizer.pre_tokenize_str(text) if backend.pre_tokenizer is not None else [text]
+
+    return split
+
+
+def bare_prefix_id(token_to_id: Callable[[str], int | None], unk_id: int | None) -> int | None:
+    """The id of the lone word-start mark "▁" in a vocabulary that has it (SentencePiece), else None (WordPiece)."""
+    found = token_to_id(METASPACE)
+    return None if found is None or found == unk_id else found

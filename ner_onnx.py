@@ -23,7 +23,20 @@ import onnxruntime
 from tokenizers import Tokenizer
 
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
-from bert_crf_utils import fed_words, group_entities, join_words, plan_windows, stitch_rows, window_budget, word_pieces
+from bert_crf_utils import (
+    backend_words,
+    bare_prefix_id,
+    drop_bare_prefix,
+    fed_words,
+    group_entities,
+    isolates_cjk,
+    join_words,
+    plan_windows,
+    split_text,
+    stitch_rows,
+    window_budget,
+    word_pieces,
+)
 
 
 def viterbi(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray) -> list[int]:
@@ -80,6 +93,9 @@ class OnnxNerTagger:
         self.end = np.asarray(meta["end_transitions"]) + np.asarray(meta["end_penalty"])
         self.transitions = np.asarray(meta["transitions"]) + np.asarray(meta["transition_penalty"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # As the PyTorch pipeline: raw text split here for SentencePiece tokenizers, no lone "▁" fed before a word.
+        self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
+        self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -136,6 +152,11 @@ class OnnxNerTagger:
             _check_encodable(text, index)
             fed = fed_words(words, self._token_ids, self.unk_token)
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
+        elif isinstance(text, str) and self._split_raw:
+            _check_encodable(text, index)
+            spans = split_text(text)
+            fed = fed_words([text[start:end] for start, end in spans], self._token_ids, self.unk_token)
+            encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
             _check_encodable(text, index)
             spans = None
@@ -148,6 +169,7 @@ class OnnxNerTagger:
             return {"text": text, "spans": [], "windows": []}
         # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
         pieces, spans = word_pieces(encoding.ids, encoding.word_ids, encoding.offsets, spans)
+        pieces = drop_bare_prefix(pieces, self._bare_id)
         budget = window_budget(self.max_length, self.head, self.tail)
         windows = plan_windows(pieces, self.head, self.tail, budget, stride)
         return {"text": text, "spans": spans, "windows": windows}

@@ -22,12 +22,17 @@ try:
     from .bert_crf_utils import (
         OUTSIDE,
         Window,
+        backend_words,
+        bare_prefix_id,
+        drop_bare_prefix,
         fed_words,
         group_entities,
+        isolates_cjk,
         join_words,
         max_positions,
         plan_windows,
         special_wrapping,
+        split_text,
         stitch_rows,
         window_budget,
         word_pieces,
@@ -36,12 +41,17 @@ except ImportError:  # imported as a top-level module
     from bert_crf_utils import (
         OUTSIDE,
         Window,
+        backend_words,
+        bare_prefix_id,
+        drop_bare_prefix,
         fed_words,
         group_entities,
+        isolates_cjk,
         join_words,
         max_positions,
         plan_windows,
         special_wrapping,
+        split_text,
         stitch_rows,
         window_budget,
         word_pieces,
@@ -101,6 +111,11 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         if not hasattr(self.model, "crf"):
             raise ValueError(f"{type(self).__name__} needs a model with a CRF, got {type(self.model).__name__}")
         self._head, self._tail = special_wrapping(self.tokenizer)
+        backend = self.tokenizer.backend_tokenizer
+        # A SentencePiece tokenizer keeps a Chinese sentence as one word: raw text is then split here, one word per
+        # CJK character, and a lone "▁" before a word's content is not fed (one unit per character).
+        self._split_raw = not isolates_cjk(backend_words(backend))
+        self._bare_id = bare_prefix_id(backend.token_to_id, self.tokenizer.unk_token_id)
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE
 
@@ -184,6 +199,10 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}"
             )
         check_encodable(inputs)
+        if self._split_raw:
+            spans = split_text(inputs)
+            words = [inputs[start:end] for start, end in spans]
+            return inputs, fed_words(words, self.tokenizer.tokenize, self.tokenizer.unk_token), spans
         return inputs, inputs, None
 
     def preprocess(
@@ -195,16 +214,22 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         delimiter: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         text, fed, spans = self._words_and_spans(inputs, is_split_into_words, delimiter)
-        encoding = self.tokenizer(
-            fed,
-            is_split_into_words=is_split_into_words,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            truncation=False,
-            verbose=False,
-        )
-        # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
-        pieces, spans = word_pieces(encoding["input_ids"], encoding.word_ids(), encoding["offset_mapping"], spans)
+        ids: list[int] = []
+        word_ids: list[int | None] = []
+        offsets: list[tuple[int, int]] = []
+        if fed or spans is None:
+            encoding = self.tokenizer(
+                fed,
+                is_split_into_words=spans is not None,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                truncation=False,
+                verbose=False,
+            )
+            ids, word_ids, offsets = encoding["input_ids"], encoding.word_ids(), encoding["offset_mapping"]
+        # Split words keep their spans; in raw text a word spans its sub-tokens' characters.
+        pieces, spans = word_pieces(ids, word_ids, offsets, spans)
+        pieces = drop_bare_prefix(pieces, self._bare_id)
         limit = max_length or min(self.tokenizer.model_max_length, max_positions(self.model.config))
         budget = window_budget(limit, self._head, self._tail)
         # Each window shares `stride` sub-tokens with the one before; sharing more than half its room would cost

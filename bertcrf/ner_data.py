@@ -26,11 +26,13 @@ from bert_crf_utils import (  # noqa: F401  (re-exported)
     SCHEME_PREFIXES,
     TAG_SCHEMES,
     Span,
+    bare_prefix_id,
     best_windows,
     collapse_word_tags,
     convert_tags,
     detect_data_scheme,
     detect_tag_scheme,
+    drop_bare_prefix,
     expand_word_tag,
     fed_words,
     plan_windows,
@@ -395,6 +397,8 @@ def encode_examples(
     if budget < 1:
         raise ValueError(f"max_seq_length {config.max_seq_length} leaves no room for tokens")
     words_batch = [ex.get("words", ex["tokens"]) for ex in examples]
+    # One unit per character: a SentencePiece tokenizer's lone "▁" before a word is not fed (as in the pipeline).
+    bare_id = bare_prefix_id(tokenizer.backend_tokenizer.token_to_id, tokenizer.unk_token_id)
     encoded = tokenizer(
         words_batch, is_split_into_words=True, add_special_tokens=False, truncation=False, verbose=False
     )
@@ -409,6 +413,7 @@ def encode_examples(
         if any(not p for p in pieces):
             missing = [example["tokens"][i] for i, p in enumerate(pieces) if not p]
             raise ValueError(f"{example['id']}: words with no sub-token {missing!r}; run replace_untokenizable first")
+        pieces = drop_bare_prefix(pieces, bare_id)
         for i, p in enumerate(pieces):
             if len(p) > budget:
                 truncated_words += 1

@@ -457,3 +457,79 @@ def family_checkpoint(tmp_path_factory):
         return folders[family, variant]
 
     return get
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A SentencePiece-style (Unigram, "▁" word starts, XLM-R ids) tokenizer, as multilingual-e5 and XLM-R have, over
+# the demo characters, and a tiny BERT-CRF that reads it.
+
+
+def write_sentencepiece_tokenizer(folder) -> int:
+    """A Unigram tokenizer with a Metaspace pre-tokenizer: a Chinese sentence is one word to it, and a character fed
+    alone comes out as "▁" then the character unless "▁<char>" is a piece (here: for the first 40 characters).
+    Returns the vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [c for c in demo_characters() if not c.isspace()]
+    pieces = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "\u2581",
+        *chars,
+        *(f"\u2581{c}" for c in chars[:40]),
+        "\u2581new",
+        "york",
+    ]
+    vocab = [(piece, 0.0 if i < 4 else -1.0 - 0.001 * i) for i, piece in enumerate(dict.fromkeys(pieces))]
+    vocab.append(("<mask>", 0.0))
+    backend = Tokenizer(models.Unigram(vocab, unk_id=3))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=CRF_MAX_POSITIONS,
+    )
+    tokenizer.save_pretrained(folder)
+    return len(vocab)
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_checkpoint(tmp_path_factory):
+    """A tiny BERT-CRF checkpoint with the SentencePiece-style tokenizer (read-only)."""
+    from configuration_bert_crf import BertCrfConfig
+    from modeling_bert_crf import BertCrfForTokenClassification
+
+    folder = tmp_path_factory.mktemp("tiny_sentencepiece_crf")
+    vocab_size = write_sentencepiece_tokenizer(folder)
+    config = BertCrfConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        type_vocab_size=2,
+        vocab_size=vocab_size,
+        max_position_embeddings=CRF_MAX_POSITIONS,
+        pad_token_id=1,
+        id2label=dict(enumerate(CRF_LABELS)),
+        label2id={label: i for i, label in enumerate(CRF_LABELS)},
+    )
+    torch.manual_seed(5)
+    model = BertCrfForTokenClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 0.5)
+        model.classifier.bias.zero_()
+    model.save_pretrained(folder)
+    return folder

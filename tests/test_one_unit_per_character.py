@@ -1,0 +1,102 @@
+"""One unit per character with SentencePiece tokenizers (XLM-R, multilingual-e5): raw Chinese text is split into one
+word per character, and a lone "▁" is never a word's first (label-carrying) unit; the same rule in training
+windows, the pipeline and the ONNX runtime. BERT tokenizers keep their own word splitting."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from bert_crf_utils import (
+    METASPACE,
+    backend_words,
+    bare_prefix_id,
+    drop_bare_prefix,
+    isolates_cjk,
+    split_text,
+)
+from bertcrf import crf_models
+from bertcrf.ner_data import WindowConfig, encode_examples
+
+
+TEXT = "梁一鸣在济民中医院工作，newyork 2024年！"
+
+
+def test_split_text_isolates_cjk_and_punctuation():
+    spans = split_text(TEXT)
+    words = [TEXT[s:e] for s, e in spans]
+    assert words == [*"梁一鸣在济民中医院工作", "，", "newyork", "2024", "年", "！"]
+    assert split_text("  a\u0301b  c ") == [(2, 5), (7, 8)]  # a combining mark stays in its word
+    assert split_text("") == [] and split_text(" \u3000 ") == []
+
+
+def test_drop_bare_prefix_keeps_content_and_lone_marks():
+    assert drop_bare_prefix([[6, 10], [6], [11, 12], [6, 6, 13]], 6) == [[10], [6], [11, 12], [6, 13]]
+    assert drop_bare_prefix([[6, 10]], None) == [[6, 10]]
+
+
+def test_tokenizer_facts(sentencepiece_checkpoint, tiny_checkpoint):
+    spm = AutoTokenizer.from_pretrained(sentencepiece_checkpoint)
+    bert = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert not isolates_cjk(backend_words(spm.backend_tokenizer))
+    assert isolates_cjk(backend_words(bert.backend_tokenizer))
+    assert bare_prefix_id(spm.backend_tokenizer.token_to_id, spm.unk_token_id) == spm.convert_tokens_to_ids(METASPACE)
+    assert bare_prefix_id(bert.backend_tokenizer.token_to_id, bert.unk_token_id) is None
+    # the problem: fed alone, most characters come out as a lone mark and then the character
+    encoding = spm(list("济民中医院"), is_split_into_words=True, add_special_tokens=False)
+    assert spm.convert_ids_to_tokens(encoding["input_ids"]).count(METASPACE) >= 3
+
+
+def test_training_windows_give_each_character_one_content_unit(sentencepiece_checkpoint):
+    tokenizer = AutoTokenizer.from_pretrained(sentencepiece_checkpoint)
+    words = list("济民中医院的梁一鸣")
+    example = {"id": "x:1", "tokens": words, "tags": ["B-ORG", *["I-ORG"] * 4, "O", "B-PER", "I-PER", "I-PER"]}
+    label2id = {label: i for i, label in enumerate(["O", "B-PER", "I-PER", "B-ORG", "I-ORG"])}
+    rows, units = encode_examples([example], tokenizer, label2id, WindowConfig(max_seq_length=64), overlap=False)
+    (row,) = rows
+    assert units == [[1] * len(words)]
+    assert len(row["input_ids"]) == len(words) + 2  # <s>, one unit per character, </s>
+    content = tokenizer.convert_ids_to_tokens(row["input_ids"])[1:-1]
+    assert METASPACE not in content
+    assert [t.lstrip(METASPACE) for t in content] == words
+
+
+def test_pipeline_tags_raw_chinese_one_word_per_character(sentencepiece_checkpoint):
+    pipe = crf_models.load_crf_pipeline(str(sentencepiece_checkpoint), device="cpu")
+    words = pipe(TEXT, ignore_labels=[])
+    assert [w["word"] for w in words] == [TEXT[s:e] for s, e in split_text(TEXT)]
+    for w in words:
+        assert TEXT[w["start"] : w["end"]] == w["word"]
+    # raw text and the same characters pre-split give the same tags
+    chinese = "梁一鸣在济民中医院工作"
+    raw = pipe(chinese, ignore_labels=[])
+    pre_split = pipe(list(chinese), is_split_into_words=True, ignore_labels=[])
+    assert [(w["entity"], w["start"], w["end"]) for w in raw] == [
+        (w["entity"], w["start"], w["end"]) for w in pre_split
+    ]
+    assert pipe("   ") == [] and pipe(TEXT, aggregation_strategy="simple") is not None
+
+
+def test_onnx_runtime_follows_the_same_rule(sentencepiece_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    from ner_onnx import OnnxNerTagger
+
+    folder = export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx"))
+    tagger = OnnxNerTagger(folder)
+    pipe = crf_models.load_crf_pipeline(str(sentencepiece_checkpoint), device="cpu")
+    chinese = "梁一鸣在济民中医院工作"
+    planned = tagger._prepare(chinese, False, None)
+    assert len(planned["spans"]) == len(chinese)  # one word per character, as the pipeline
+    bare = tagger.tokenizer.token_to_id(METASPACE)
+    assert all(w.input_ids[c] != bare for w in planned["windows"] for c in w.chain)  # no lone "▁" carries a label
+    texts = [TEXT, TEXT * 6, "   "]
+    for text in texts:
+        planned = tagger._prepare(text, False, None)
+        expected = [(w["start"], w["end"]) for w in pipe(text, ignore_labels=[])]
+        assert planned["spans"] == expected, text
+    ours = tagger(texts)
+    reference = pipe(texts, aggregation_strategy="simple")
+    assert [[(e["entity_group"], e["start"], e["end"]) for e in r] for r in ours] == [
+        [(e["entity_group"], e["start"], e["end"]) for e in r] for r in reference
+    ]
