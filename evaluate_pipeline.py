@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
     parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads")
     parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument("--brief", action="store_true", help="print one line: entity F1, precision and recall")
     parser.add_argument("--unknown_labels_to_o", action="store_true", help="score labels the model lacks as O")
     parser.add_argument(
         "--trust_remote_code",
@@ -108,7 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
     examples = load_examples(args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o)
-    print(json.dumps(evaluate_pipeline(pipe, examples), indent=2, default=float))
+    result = evaluate_pipeline(pipe, examples)
+    if args.brief:
+        print(
+            f"{args.data} ({len(examples)} sentences): entity F1 {100 * result['overall_f1']:.2f} "
+            f"(precision {100 * result['overall_precision']:.2f}, recall {100 * result['overall_recall']:.2f})"
+        )
+    else:
+        print(json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -183,4 +184,8 @@ def test_main_runs_no_remote_code_and_names_unknown_labels(crf_checkpoint, tmp_p
     data.write_text("张 B-PER\n三 I-PER\n\n北 B-GPE\n京 I-GPE\n\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"'B-GPE' x1 \(first at .*dev.txt:4\).*--unknown_labels_to_o"):
         evaluate_pipeline.main(["--model", str(folder), "--data", str(data)])
-    evaluate_pipeline.main(["--model", str(folder), "--data", str(data), "--unknown_labels_to_o"])
+    capsys.readouterr()
+    evaluate_pipeline.main(["--model", str(folder), "--data", str(data), "--unknown_labels_to_o", "--brief"])
+    assert re.fullmatch(
+        r".*dev.txt \(2 sentences\): entity F1 \d+\.\d\d \(precision .*, recall .*\)\n", capsys.readouterr().out
+    )
