@@ -58,12 +58,8 @@ class BertCrfForTokenClassification(EncoderCrfMixin, BertPreTrainedModel):
 
     def __init__(self, config: BertCrfConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, batch_first=True)
+        self.build_head(config)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -777,12 +777,21 @@ class EncoderCrfMixin(CrfTaggingMixin):
     (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA) share.
 
     The model builds its family's body as `self.<base_model_prefix>` (so that `from_pretrained` loads the weights of
-    a bare or masked-LM checkpoint of the family), then `self.dropout`, `self.classifier` and `self.crf`, and
-    passes its family's inputs to [`crf_forward`].
+    a bare or masked-LM checkpoint of the family), then its head with [`build_head`], and passes its family's inputs
+    to [`crf_forward`].
     """
 
     # The loss is a mean over sentences; the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
+
+    def build_head(self, config: Any) -> None:
+        """The layers above the body, as every family's `*ForTokenClassification` builds them: dropout
+        (`classifier_dropout`, else `hidden_dropout_prob`), a linear classifier and the CRF."""
+        self.num_labels = config.num_labels
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
 
     def embedding_modules(self) -> list[nn.Module]:
         """The modules below the first encoder layer, frozen with it by `freeze_encoder_layers`."""

@@ -15,10 +15,10 @@ from transformers.models.electra.modeling_electra import ElectraModel, ElectraPr
 
 try:
     from .configuration_electra_crf import ElectraCrfConfig
-    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from .modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_electra_crf import ElectraCrfConfig
-    from modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 
 
 class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
@@ -37,12 +37,8 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
 
     def __init__(self, config: ElectraCrfConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.electra = ElectraModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, batch_first=True)
+        self.build_head(config)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

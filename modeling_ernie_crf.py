@@ -15,10 +15,10 @@ from transformers.models.ernie.modeling_ernie import ErnieModel, ErniePreTrained
 
 try:
     from .configuration_ernie_crf import ErnieCrfConfig
-    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from .modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_ernie_crf import ErnieCrfConfig
-    from modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 
 
 class ErnieCrfForTokenClassification(EncoderCrfMixin, ErniePreTrainedModel):
@@ -32,12 +32,8 @@ class ErnieCrfForTokenClassification(EncoderCrfMixin, ErniePreTrainedModel):
 
     def __init__(self, config: ErnieCrfConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.ernie = ErnieModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, batch_first=True)
+        self.build_head(config)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

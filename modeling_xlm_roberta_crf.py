@@ -15,10 +15,10 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaModel
 
 try:
     from .configuration_xlm_roberta_crf import XLMRobertaCrfConfig
-    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from .modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_xlm_roberta_crf import XLMRobertaCrfConfig
-    from modeling_crf import CRF, BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
+    from modeling_crf import BertCrfTokenClassifierOutput, EncoderCrfMixin, init_crf_weights
 
 
 class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedModel):
@@ -33,12 +33,8 @@ class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedM
 
     def __init__(self, config: XLMRobertaCrfConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.roberta = XLMRobertaModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.crf = CRF(config.num_labels, batch_first=True)
+        self.build_head(config)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
