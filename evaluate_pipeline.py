@@ -79,10 +79,13 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
     )
 
 
-def load_examples(path: str, config: Any, max_samples: int | None, unknown_labels_to_o: bool) -> list[dict[str, Any]]:
-    """Tagged examples of `path` with tags in the model's scheme; labels the model does not know are an error
-    naming them and where they first occur (or O with `unknown_labels_to_o`)."""
-    examples = ner_data.read_file(path)[:max_samples]
+def load_examples(
+    path: str, config: Any, max_samples: int | None, unknown_labels_to_o: bool, data_format: str = "auto"
+) -> list[dict[str, Any]]:
+    """Tagged examples of `path` (read as `data_format`, see `ner_data.read_file`) with tags in the model's scheme;
+    labels the model does not know are an error naming them and where they first occur (or O with
+    `unknown_labels_to_o`)."""
+    examples = ner_data.read_file(path, data_format=data_format)[:max_samples]
     untagged = [e["id"] for e in examples if e["tags"] is None]
     if untagged:
         raise ValueError(f"{len(untagged)} sentences have no tags (first: {untagged[0]}); scoring needs tagged data")
@@ -97,7 +100,13 @@ def load_examples(path: str, config: Any, max_samples: int | None, unknown_label
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
-    parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads")
+    parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads (or a brat folder)")
+    parser.add_argument(
+        "--data_format",
+        choices=ner_data.DATA_FORMATS,
+        default="auto",
+        help="the data's format (default auto: from its content, as run_ner.py does)",
+    )
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--brief", action="store_true", help="print one line: entity F1, precision and recall")
     parser.add_argument("--unknown_labels_to_o", action="store_true", help="score labels the model lacks as O")
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
-    examples = load_examples(args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o)
+    examples = load_examples(
+        args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o, args.data_format
+    )
     result = evaluate_pipeline(pipe, examples)
     if args.brief:
         print(

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from bertcrf.ner_data import DATA_FORMATS
 from configuration_bert_crf import TAG_SCHEMES
 
 
@@ -63,9 +64,22 @@ class DataTrainingArguments:
     task_name: str = field(default="ner", metadata={"help": "Name of the task (for the model card)."})
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (e.g. conll2003)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "Column, JSON-lines or CLUENER-style file."})
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column, JSON-lines, CLUENER, doccano or Label Studio file, or a brat folder (--data_format)."
+        },
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Evaluation data, same formats."})
     test_file: str | None = field(default=None, metadata={"help": "Prediction data, same formats; tags optional."})
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "help": f"Format of the data files, one of {DATA_FORMATS}. auto: from their content (a folder with .ann "
+            "files is brat, a JSON list Label Studio, JSON lines with a list of spans doccano, with a {type: ...} "
+            "label CLUENER)."
+        },
+    )
     text_column_name: str | None = field(default=None, metadata={"help": "Token column (default tokens)."})
     label_column_name: str | None = field(default=None, metadata={"help": "Tag column (default tags/ner_tags)."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Ignored; kept for HF compatibility."})
@@ -190,6 +204,8 @@ def validate_args(model_args: ModelArguments, data_args: DataTrainingArguments) 
             raise ValueError(f"--{name} must be one of {TAG_SCHEMES}, got {value!r}")
     if data_args.data_tag_scheme is not None and data_args.data_tag_scheme not in TAG_SCHEMES:
         raise ValueError(f"--data_tag_scheme must be one of {TAG_SCHEMES}, got {data_args.data_tag_scheme!r}")
+    if data_args.data_format not in DATA_FORMATS:
+        raise ValueError(f"--data_format must be one of {DATA_FORMATS}, got {data_args.data_format!r}")
     if data_args.dataset_name is None and not any(getattr(data_args, f) for f in SPLITS.values()):
         raise ValueError("Need --dataset_name or at least one of --train_file, --validation_file, --test_file")
     if model_args.head not in ("crf", "softmax"):

@@ -1,7 +1,9 @@
 """NER data: readers, tag schemes, sub-token alignment, long-sentence windows and stitching.
 
-Every reader returns examples as dicts `{"id": "file:line", "tokens": [...], "tags": [...] or None}`. Malformed
-input raises `DataFormatError` naming the file, the line, what was found and what was expected.
+Every reader returns examples as dicts `{"id": "file:line", "tokens": [...], "tags": [...] or None}`, with
+reader-specific extra keys that the rest of the code ignores ("lines" for column files; "text" and "offsets" for
+annotation-tool exports, see `bertcrf.annotations`). Malformed input raises `DataFormatError` naming the file, the
+line, what was found and what was expected.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import codecs
 import contextlib
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -48,17 +51,22 @@ from bert_crf_utils import (  # noqa: F401  (re-exported)
 logger = logging.getLogger(__name__)
 
 
+# What `read_file` reads: "auto" sniffs the content (see `sniff_format`); "cluener" is CLUENER-style span JSON.
+DATA_FORMATS = ("auto", "column", "jsonl", "cluener", "doccano", "label-studio", "brat")
+
 # The matching seqeval scheme for strict entity scoring; BMES is scored as IOBES with M read as I.
 SEQEVAL_SCHEMES = {"BIO": "IOB2", "IOB1": "IOB1", "BIOES": "IOBES", "BMES": "IOBES"}
 
 
 class DataFormatError(ValueError):
-    """Bad input data, located by file and line."""
+    """Bad input data, located by file and line (or, in a JSON document, by `item`: "task 7 (index 2)")."""
 
-    def __init__(self, path: str | Path, line: int | None, found: str, expected: str) -> None:
+    def __init__(self, path: str | Path, line: int | None, found: str, expected: str, item: str | None = None) -> None:
         where = f"{path}:{line}" if line is not None else str(path)
+        if item is not None:
+            where += f", {item}"
         super().__init__(f"{where}: expected {expected}, found {found}")
-        self.path, self.line = str(path), line
+        self.path, self.line, self.item = str(path), line, item
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,9 +97,12 @@ def text_lines(path: str | Path, handle: BinaryIO | None = None) -> Iterator[tup
             yield number, line[:-2] if line.endswith("\r\n") else line.removesuffix("\n")
 
 
-def check_file(path: str | Path, kind: str = "data") -> None:
-    """Raise FileNotFoundError (or IsADirectoryError) with a clear message unless `path` is a readable file."""
+def check_file(path: str | Path, kind: str = "data", directory_ok: bool = False) -> None:
+    """Raise FileNotFoundError (or IsADirectoryError) with a clear message unless `path` is a readable file (or, with
+    `directory_ok`, a directory: a brat folder)."""
     if Path(path).is_dir():
+        if directory_ok:
+            return
         raise IsADirectoryError(f"{path} is a directory, not a {kind} file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such {kind} file: {path}")
@@ -154,7 +165,7 @@ def read_json_lines(
 ) -> list[dict[str, Any]]:
     """Read JSON lines with a token list and, when present, a tag list of the same length."""
     examples = []
-    for line_no, record in _json_records(path):
+    for line_no, record in json_records(path):
         tokens = record.get(tokens_key)
         if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
             raise DataFormatError(
@@ -172,7 +183,7 @@ def read_json_lines(
     return examples
 
 
-def _json_records(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
+def json_records(path: str | Path) -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSON-lines file."""
     for line_no, line in text_lines(path):
         if line.strip():
@@ -193,7 +204,7 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
     """
     examples = []
     dropped = []
-    for line_no, record in _json_records(path):
+    for line_no, record in json_records(path):
         text = record.get("text")
         if not isinstance(text, str) or not text:
             raise DataFormatError(path, line_no, f"text={text!r}", 'a non-empty string in "text"')
@@ -201,14 +212,8 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
         if "label" not in record:
             examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": None})
             continue
-        spans = _record_spans(path, line_no, text, record["label"])
-        kept = []
-        # Longest first, then leftmost: the outer span of a nested pair survives.
-        for span in sorted(spans, key=lambda s: (-(s[2] - s[1]), s[1])):
-            if any(span[1] < k[2] and k[1] < span[2] for k in kept):
-                dropped.append((line_no, span))
-            else:
-                kept.append(span)
+        kept, overlapping = keep_flat_spans(_record_spans(path, line_no, text, record["label"]))
+        dropped += [(line_no, span) for span, _ in overlapping]
         tags = spans_to_tags(kept, len(tokens), scheme)
         examples.append({"id": f"{path}:{line_no}", "tokens": tokens, "tags": tags})
     for line_no, (etype, start, end) in dropped:
@@ -218,9 +223,32 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
     return examples
 
 
+SpanLike = TypeVar("SpanLike", bound=tuple)  # (type, start, end, ...): a Span, or one that carries its location
+
+
+def keep_flat_spans(spans: Iterable[SpanLike]) -> tuple[list[SpanLike], list[tuple[SpanLike, SpanLike]]]:
+    """The spans flat tags can hold, and each dropped span with the kept one it overlaps.
+
+    Longest first, then leftmost (then first given): the outer span of a nested pair survives, and of two
+    overlapping spans of equal length the earlier one. Kept spans come back in start order."""
+    ordered = sorted(enumerate(spans), key=lambda item: (-(item[1][2] - item[1][1]), item[1][1], item[0]))
+    kept: list[SpanLike] = []
+    dropped: list[tuple[SpanLike, SpanLike]] = []
+    for _, span in ordered:
+        blocker = next((k for k in kept if span[1] < k[2] and k[1] < span[2]), None)
+        if blocker is None:
+            kept.append(span)
+        else:
+            dropped.append((span, blocker))
+    return sorted(kept, key=lambda s: s[1]), dropped
+
+
 def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list[Span]:
     if not isinstance(label, dict):
-        raise DataFormatError(path, line_no, f"label={label!r}", "an object {type: {surface: [[start, end], ...]}}")
+        hint = " (a doccano export? pass --data_format doccano)" if isinstance(label, list) else ""
+        raise DataFormatError(
+            path, line_no, f"label={label!r}{hint}", "an object {type: {surface: [[start, end], ...]}}"
+        )
     spans = []
     for etype, surfaces in label.items():
         if not isinstance(surfaces, dict):
@@ -241,33 +269,67 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
     return spans
 
 
+# A JSON document that opens a list of objects (Label Studio), not a column line whose token is "[".
+_JSON_LIST_START = re.compile(r"\[\s*(\{|\]|$)")
+
+
 def sniff_format(path: str | Path) -> str:
-    """ "column", "jsonl" (token and tag lists) or "spans" (CLUENER), from the file's first non-blank line."""
+    """The format of `path` from its content: "brat" (a folder with .ann files), "label-studio" (a JSON list),
+    "doccano" (JSON lines with a text and a list of spans), "spans" (CLUENER: a text and a {type: ...} label),
+    "jsonl" (token and tag lists) or "column", from the first non-blank line."""
+    if Path(path).is_dir():
+        if next(Path(path).rglob("*.ann"), None) is not None:
+            return "brat"
+        raise IsADirectoryError(
+            f"{path} is a directory, not a data file (a brat folder would hold .txt files with .ann files beside "
+            "them; this one has no .ann file)"
+        )
     for line_no, line in text_lines(path):
         if line.strip():
             break
     else:
         raise DataFormatError(path, None, "an empty file", "NER data")
+    if _JSON_LIST_START.match(line.strip()):
+        return "label-studio"
     if line.lstrip().startswith("{"):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
-        return "spans" if "text" in record else "jsonl"
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "tokens" in record:
+            return "jsonl"
+        if any(isinstance(record.get(key), list) for key in ("entities", "label", "labels")):
+            return "doccano"
+        return "spans"
     return "column"
 
 
 def read_file(
-    path: str | Path, tokens_key: str = "tokens", tags_key: str = "tags", span_scheme: str = "BIO"
+    path: str | Path,
+    tokens_key: str = "tokens",
+    tags_key: str = "tags",
+    span_scheme: str = "BIO",
+    data_format: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Read any supported local file, choosing the reader by content."""
-    check_file(path)
-    kind = sniff_format(path)
+    """Read any supported local file (or brat folder), choosing the reader by content unless `data_format` (one of
+    `DATA_FORMATS`) names it. Character spans become tags in `span_scheme`."""
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data format must be one of {DATA_FORMATS}, got {data_format!r}")
+    check_file(path, directory_ok=data_format in ("auto", "brat"))
+    kind = sniff_format(path) if data_format == "auto" else data_format
     if kind == "column":
         return read_column_file(path)
     if kind == "jsonl":
         return read_json_lines(path, tokens_key, tags_key)
-    return read_span_json(path, span_scheme)
+    if kind in ("spans", "cluener"):
+        return read_span_json(path, span_scheme)
+    from bertcrf import annotations  # imports this module
+
+    if kind == "doccano":
+        return annotations.read_doccano(path, span_scheme)
+    if kind == "label-studio":
+        return annotations.read_label_studio(path, span_scheme)
+    return annotations.read_brat(path, span_scheme)
 
 
 # ----------------------------------------------------------------------------------------------------------------

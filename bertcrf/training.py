@@ -57,7 +57,7 @@ def load_raw_splits(
             continue
         path = getattr(data_args, arg)
         if path:
-            raw[split] = ner_data.read_file(path, tokens_key, tags_key, span_scheme)
+            raw[split] = ner_data.read_file(path, tokens_key, tags_key, span_scheme, data_args.data_format)
         elif split in hub:
             raw[split] = hub[split]
         else:

@@ -543,6 +543,98 @@ def test_softmax_head_end_to_end(tiny_checkpoint, demo, tmp_path):
     check_prediction_outputs(out, "test", read_sentences(demo["test"])[:MAX_PREDICT])
 
 
+def annotation_exports(folder, sentences):
+    """The demo `sentences` (single characters) as a doccano file (train), a brat folder (dev) and a Label Studio
+    export (test), each holding all the sentences, and their texts."""
+    texts = ["".join(token for token, _ in sentence) for sentence in sentences]
+    spans = [ner_data.tags_to_spans([tag for _, tag in sentence], "BIO") for sentence in sentences]
+    doccano = folder / "train.jsonl"
+    doccano.write_text(
+        "".join(
+            json.dumps({"text": text, "label": [[s, e, t] for t, s, e in found]}, ensure_ascii=False) + "\n"
+            for text, found in zip(texts, spans)
+        ),
+        encoding="utf-8",
+    )
+    brat = folder / "dev"
+    brat.mkdir()
+    (brat / "doc.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    ann, position, k = [], 0, 0
+    for text, found in zip(texts, spans):
+        for etype, start, end in found:
+            k += 1
+            ann.append(f"T{k}\t{etype} {position + start} {position + end}\t{text[start:end]}\n")
+        position += len(text) + 1
+    (brat / "doc.ann").write_text("".join(ann) + "#1\tAnnotatorNotes T1\tchecked\n", encoding="utf-8")
+    tasks = [
+        {
+            "id": i,
+            "data": {"text": text},
+            "annotations": [
+                {
+                    "id": i,
+                    "was_cancelled": False,
+                    "result": [
+                        {"type": "labels", "value": {"start": s, "end": e, "text": text[s:e], "labels": [t]}}
+                        for t, s, e in found
+                    ],
+                }
+            ],
+        }
+        for i, (text, found) in enumerate(zip(texts, spans), 1)
+    ]
+    label_studio = folder / "test.json"
+    label_studio.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    return doccano, brat, label_studio, texts
+
+
+@pytest.mark.slow
+def test_trains_on_annotation_tool_exports(tiny_checkpoint, tmp_path):
+    """doccano, brat and Label Studio exports, detected from their content, train, evaluate and predict like the
+    column file they came from (the readers' extra "text" and "offsets" keys ride along unused)."""
+    sentences = read_sentences(DEMO_DIR / "train.txt")[:12]
+    doccano, brat, label_studio, texts = annotation_exports(tmp_path, sentences)
+    for path, fmt in ((doccano, "doccano"), (brat, "brat"), (label_studio, "label-studio")):
+        assert ner_data.sniff_format(path) == fmt
+        examples = ner_data.read_file(path)
+        assert [(e["tokens"], e["tags"]) for e in examples] == [
+            ([t for t, _ in s], [g for _, g in s]) for s in sentences
+        ], fmt
+    out = tmp_path / "out"
+    results = main(
+        model_name_or_path=tiny_checkpoint,
+        train_file=doccano,
+        validation_file=brat,
+        test_file=label_studio,
+        output_dir=out,
+        do_train=True,
+        do_eval=True,
+        do_predict=True,
+        max_steps=1,
+        max_seq_length=32,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+    )
+    assert {"eval_f1", "predict_f1"} <= set(results)
+    assert load_json(out / "train_results.json")["train_loss"] > 0
+    records = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in records] == texts
+    # An explicit format (for every file of the run): the trained model evaluated on the brat folder.
+    results = main(
+        model_name_or_path=out,
+        validation_file=brat,
+        data_format="brat",
+        output_dir=tmp_path / "eval",
+        do_eval=True,
+        max_seq_length=32,
+    )
+    assert "eval_f1" in results
+    with pytest.raises(ValueError, match="--data_format must be one of"):
+        run_ner.parse_args(
+            argv_of(model_name_or_path=tiny_checkpoint, train_file=doccano, output_dir=out, data_format="xml")
+        )
+
+
 @pytest.fixture
 def restore_logging():
     import transformers

@@ -1,0 +1,681 @@
+"""Annotation-tool formats: doccano JSONL, Label Studio JSON and brat standoff folders in, doccano and Label Studio
+pre-annotations out. One home for these formats: `ner_data.read_file` dispatches here, tag.py writes through here.
+
+Readers return examples as every reader of `bertcrf.ner_data` does (`{"id", "tokens", "tags"}`, tags None for a
+text nobody annotated), plus "text" (the annotated text) and "offsets" (each token's character span in it), so that
+tags map back to character spans exactly (`example_entities`).
+
+Tokens (`token_offsets`): a text with a CJK ideograph and no ASCII whitespace is split per character, as CLUENER
+is (a U+3000 is a token then, as in the demo data); any other text into `split_text`'s words (each CJK ideograph
+and punctuation mark alone, whitespace between words), and a word that an entity starts or ends inside is split
+there, so that every entity is held exactly. Whitespace is not a token in such a text: whitespace at an entity's
+edges is left out of it, with a warning.
+
+Character spans become tags through `spans_to_tags`, in the reader's `scheme`. Of overlapping spans the longer (of
+equal ones the earlier) is kept and each dropped one is reported with its location, through the same
+`ner_data.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line (doccano,
+brat) or the task (Label Studio), what was found and what was expected. Counts are logged at INFO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence, TextIO
+
+from bert_crf_utils import is_cjk, spans_to_tags, split_text, tags_to_spans
+from bertcrf.ner_data import DataFormatError, json_records, keep_flat_spans, text_lines
+
+
+logger = logging.getLogger(__name__)
+
+ASCII_WHITESPACE = frozenset(" \t\n\r\v\f")
+# Label Studio result types that annotate the whole text, not a span: ignored (and counted) by the reader.
+LABEL_STUDIO_TEXT_LEVEL = frozenset({"choices", "textarea", "rating", "number", "datetime", "taxonomy"})
+# brat annotation lines other than text-bound ones ("T"): read past and counted.
+BRAT_IGNORED = {
+    "R": "relation",
+    "E": "event",
+    "A": "attribute",
+    "M": "attribute",
+    "N": "normalization",
+    "#": "note",
+    "*": "equivalence",
+}
+DOCCANO_SPAN = '[start, end, "TYPE"] (character offsets, end exclusive)'
+DOCCANO_ENTITY = '{"start_offset": int, "end_offset": int, "label": "TYPE"} (end exclusive)'
+
+
+class Location(NamedTuple):
+    """Where a record or an entity was read: file and line, or file and item (a Label Studio task)."""
+
+    path: str
+    line: int | None = None
+    item: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}, {self.item}" if self.item is not None else where
+
+    def error(self, found: str, expected: str) -> DataFormatError:
+        return DataFormatError(self.path, self.line, found, expected, self.item)
+
+
+class Entity(NamedTuple):
+    """A character span of an annotated text (end exclusive), with where it was read for messages."""
+
+    label: str
+    start: int
+    end: int
+    where: Location
+
+
+@dataclass
+class _Counts:
+    """What a reader saw: its INFO summary and the warnings that name the first places."""
+
+    path: str
+    records: int = 0
+    untagged: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)  # read past: relations, notes, ...
+    changed: Counter[str] = field(default_factory=Counter)  # read otherwise than given: warned about
+    trimmed: list[Location] = field(default_factory=list)
+    dropped: int = 0
+    split_words: int = 0
+
+    def log(self, records: str = "records") -> None:
+        types = ", ".join(f"{t} {n}" for t, n in sorted(self.types.items())) or "none"
+        logger.info(
+            "%s: %d %s (%d untagged), %d entities (%s)",
+            self.path,
+            self.records,
+            records,
+            self.untagged,
+            sum(self.types.values()),
+            types,
+        )
+        if self.ignored:
+            logger.info(
+                "%s: read past %s", self.path, ", ".join(f"{n} {kind}" for kind, n in sorted(self.ignored.items()))
+            )
+        if self.changed:
+            logger.warning("%s: %s", self.path, ", ".join(f"{n} {kind}" for kind, n in sorted(self.changed.items())))
+        if self.split_words:
+            logger.info("%s: split %d words where an entity starts or ends inside them", self.path, self.split_words)
+        if self.trimmed:
+            logger.warning(
+                "%s: left the whitespace at the edges of %d entities out of them (a space is no token; first: %s)",
+                self.path,
+                len(self.trimmed),
+                self.trimmed[0],
+            )
+        if self.dropped:
+            logger.warning("%s: dropped %d overlapping spans (listed above)", self.path, self.dropped)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Texts and spans to examples
+
+
+def per_character(text: str) -> bool:
+    """Whether `text` is tokenized one token per character: Chinese (a CJK ideograph) without ASCII whitespace."""
+    return not ASCII_WHITESPACE.intersection(text) and any(is_cjk(c) for c in text)
+
+
+def token_offsets(text: str, boundaries: Iterable[int] = ()) -> tuple[list[tuple[int, int]], int]:
+    """Character spans of the tokens of `text` (see the module docstring), cut at each of `boundaries` that falls
+    inside a word, and the number of words so cut."""
+    if per_character(text):
+        return [(i, i + 1) for i in range(len(text))], 0
+    cuts = sorted(set(boundaries))
+    offsets: list[tuple[int, int]] = []
+    split = 0
+    for start, end in split_text(text):
+        inner = cuts[bisect_right(cuts, start) : bisect_left(cuts, end)]
+        split += bool(inner)
+        points = [start, *inner, end]
+        offsets += zip(points, points[1:])
+    return offsets, split
+
+
+def _text_example(
+    example_id: str, text: str, entities: Sequence[Entity] | None, scheme: str, counts: _Counts
+) -> dict[str, Any]:
+    """The example of an annotated `text`: tokens, tags in `scheme` (None when `entities` is None: not annotated),
+    the text and each token's character offsets. Overlapping entities are dropped as for CLUENER, and reported."""
+    counts.records += 1
+    if entities is None:
+        counts.untagged += 1
+        offsets, _ = token_offsets(text)
+        return {
+            "id": example_id,
+            "tokens": [text[a:b] for a, b in offsets],
+            "tags": None,
+            "text": text,
+            "offsets": offsets,
+        }
+    held = []
+    for entity in entities:
+        start, end = entity.start, entity.end
+        if not per_character(text):  # whitespace is no token here: the entity is its non-space characters
+            while text[start].isspace():
+                start += 1
+            while text[end - 1].isspace():
+                end -= 1
+            if (start, end) != (entity.start, entity.end):
+                counts.trimmed.append(entity.where)
+        held.append(entity._replace(start=start, end=end))
+    kept, dropped = keep_flat_spans(held)
+    for span, blocker in dropped:
+        logger.warning(
+            "%s: dropped %s span [%d, %d) %r: it overlaps %s [%d, %d) %r, which is kept (the longer, or the earlier "
+            "of equal length); flat tags hold one entity per token",
+            span.where,
+            span.label,
+            span.start,
+            span.end,
+            text[span.start : span.end],
+            blocker.label,
+            blocker.start,
+            blocker.end,
+            text[blocker.start : blocker.end],
+        )
+    counts.dropped += len(dropped)
+    offsets, split = token_offsets(text, (p for e in kept for p in (e.start, e.end)))
+    counts.split_words += split
+    starts = {a: i for i, (a, _) in enumerate(offsets)}
+    ends = {b: i + 1 for i, (_, b) in enumerate(offsets)}
+    tags = spans_to_tags([(e.label, starts[e.start], ends[e.end]) for e in kept], len(offsets), scheme)
+    counts.types.update(e.label for e in kept)
+    return {
+        "id": example_id,
+        "tokens": [text[a:b] for a, b in offsets],
+        "tags": tags,
+        "text": text,
+        "offsets": offsets,
+    }
+
+
+def example_entities(example: Mapping[str, Any], scheme: str = "BIO") -> list[tuple[str, int, int]]:
+    """The entities of an example read here as character spans of its text: (type, start, end exclusive)."""
+    if example["tags"] is None:
+        return []
+    offsets = example["offsets"]
+    return [(t, offsets[first][0], offsets[last - 1][1]) for t, first, last in tags_to_spans(example["tags"], scheme)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_entity(text: str, start: Any, end: Any, label: Any, where: Location, surface: str | None = None) -> Entity:
+    """An entity of `text`, or a DataFormatError at `where` saying what is wrong with it."""
+    if not _is_int(start) or not _is_int(end):
+        raise where.error(f"start={start!r}, end={end!r}", "integer character offsets")
+    if not isinstance(label, str) or not label.strip():
+        raise where.error(f"type {label!r} for span [{start}, {end})", "an entity type (a non-empty string)")
+    if end <= start:
+        raise where.error(f"{label} span [{start}, {end}) with end <= start", "start < end (end exclusive)")
+    if start < 0 or end > len(text):
+        raise where.error(
+            f"{label} span [{start}, {end}) outside the text of {len(text)} characters",
+            f"0 <= start < end <= {len(text)}",
+        )
+    if surface is not None and text[start:end] != surface:
+        raise where.error(
+            f"{label} {surface!r} at [{start}, {end}) (text there: {text[start:end]!r})",
+            "text[start:end] to equal the entity's text",
+        )
+    if not text[start:end].strip():
+        raise where.error(f"{label} span [{start}, {end}) of whitespace {text[start:end]!r}", "a non-blank entity")
+    return Entity(label, start, end, where)
+
+
+def _text_of(value: Any, where: Location, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(f"{name}={value!r}", f"a non-blank string in {name}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# doccano
+
+
+def read_doccano(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
+    """Read a doccano sequence-labelling JSONL export: `{"text", "label": [[start, end, "TYPE"], ...]}` or the
+    newer `{"text", "entities": [{"start_offset", "end_offset", "label"}, ...], "relations": [...]}` (relations are
+    counted and read past). An empty list is a text without entities (all O); a record with neither key is
+    untagged."""
+    counts = _Counts(str(path))
+    examples = []
+    for line_no, record in json_records(path):
+        where = Location(str(path), line_no)
+        text = _text_of(record.get("text"), where, '"text"')
+        entities = _doccano_entities(record, text, where)
+        if isinstance(record.get("relations"), list):
+            counts.ignored["relation"] += len(record["relations"])
+        examples.append(_text_example(f"{path}:{line_no}", text, entities, scheme, counts))
+    if not examples:
+        raise DataFormatError(path, None, "no records", "at least one JSON line")
+    counts.log()
+    return examples
+
+
+def _doccano_entities(record: Mapping[str, Any], text: str, where: Location) -> list[Entity] | None:
+    given = {key: record[key] for key in ("label", "labels", "entities") if key in record}
+    if not given:
+        return None
+    for key, spans in given.items():
+        if not isinstance(spans, list):
+            shape = DOCCANO_ENTITY if key == "entities" else DOCCANO_SPAN
+            hint = " (CLUENER-style? pass --data_format cluener)" if isinstance(spans, dict) else ""
+            raise where.error(f"{key}={spans!r}{hint}", f"a list of {shape}")
+    filled = [key for key, spans in given.items() if spans]
+    if len(filled) > 1:
+        raise where.error(f"spans in both {filled[0]!r} and {filled[1]!r}", "one list of spans per record")
+    if not filled:
+        return []
+    key = filled[0]
+    entities = []
+    for k, item in enumerate(given[key]):
+        if key == "entities":
+            if not isinstance(item, dict) or not {"start_offset", "end_offset", "label"} <= set(item):
+                raise where.error(f"entities[{k}]={item!r}", DOCCANO_ENTITY)
+            start, end, label = item["start_offset"], item["end_offset"], item["label"]
+        else:
+            if not isinstance(item, list) or len(item) != 3:
+                raise where.error(f"{key}[{k}]={item!r}", DOCCANO_SPAN)
+            start, end, label = item
+        entities.append(checked_entity(text, start, end, label, where))
+    return entities
+
+
+def doccano_record(text: str, entities: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The doccano JSONL record of a text and pipeline entities (`entity_group`, `start`, `end`)."""
+    return {**extra, "text": text, "label": [[e["start"], e["end"], e["entity_group"]] for e in entities]}
+
+
+def write_doccano(out: TextIO, texts: Iterable[tuple[int, str, Sequence[Mapping[str, Any]]]]) -> int:
+    """Write doccano JSONL for (line number, text, pipeline entities): one record `{"line", "text", "label"}` per
+    non-blank text (doccano cannot import an empty one; "line" keeps each record's input line and is imported as
+    metadata). Returns the number of records."""
+    written = 0
+    for number, text, entities in texts:
+        if text.strip():
+            out.write(json.dumps(doccano_record(text, entities, line=number), ensure_ascii=False) + "\n")
+            written += 1
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label Studio
+
+
+def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | None = None) -> list[dict[str, Any]]:
+    """Read a Label Studio JSON export (a list of tasks) of a text project with a Labels control.
+
+    Spans are the `"type": "labels"` results (`value.start`, `value.end`: character offsets, end exclusive;
+    `value.labels[0]`) over `data.text`, or `data[text_key]`, or the only string in `data`. A task's annotation is
+    its latest non-cancelled one (by `updated_at`/`created_at`, else by id, else the last); tasks with several are
+    logged with the one read. A task without a usable annotation reads its latest prediction (pre-annotations,
+    with a warning), and without either is untagged. Relations and text-level results (choices, ...) are counted
+    and read past."""
+    tasks = _load_json(path)
+    if not isinstance(tasks, list):
+        raise DataFormatError(path, None, f"a JSON {type(tasks).__name__}", "a JSON list of Label Studio tasks")
+    counts = _Counts(str(path))
+    several, from_predictions, cancelled = [], [], 0
+    examples = []
+    for index, task in enumerate(tasks):
+        name = f"task {task['id']} (index {index})" if isinstance(task, dict) and "id" in task else f"task {index}"
+        where = Location(str(path), None, name)
+        if not isinstance(task, dict):
+            raise where.error(f"a JSON {type(task).__name__}", "a task object")
+        text = _task_text(task, where, text_key)
+        annotations = _object_list(task, "annotations" if "annotations" in task else "completions", where)
+        usable = []
+        for k, annotation in enumerate(annotations):
+            flag = annotation.get("was_cancelled", False)
+            if not isinstance(flag, bool):
+                raise where.error(f"annotation {k}: was_cancelled={flag!r}", "true or false")
+            if not flag:
+                usable.append(annotation)
+        predictions = _object_list(task, "predictions", where)
+        entities = None
+        if usable:
+            chosen, how = _latest(usable, where, "annotation")
+            if len(annotations) > 1:
+                several.append(where)
+                logger.info(
+                    "%s: %d annotations (%d cancelled); read annotation %s, %s",
+                    where,
+                    len(annotations),
+                    len(annotations) - len(usable),
+                    chosen.get("id"),
+                    how,
+                )
+            entities = _result_entities(
+                chosen, text, Location(str(path), None, f"{name}, annotation {chosen.get('id')}"), counts
+            )
+        elif predictions:
+            chosen, _ = _latest(predictions, where, "prediction")
+            from_predictions.append(where)
+            entities = _result_entities(
+                chosen, text, Location(str(path), None, f"{name}, prediction {chosen.get('id')}"), counts
+            )
+        else:
+            cancelled += bool(annotations)
+        examples.append(_text_example(f"{path}, {name}", text, entities, scheme, counts))
+    if not examples:
+        raise DataFormatError(path, None, "no tasks", "at least one Label Studio task")
+    counts.log("tasks")
+    if several:
+        logger.info(
+            "%s: %d tasks have several annotations: each was read from its latest non-cancelled one (first: %s)",
+            path,
+            len(several),
+            several[0],
+        )
+    if from_predictions:
+        logger.warning(
+            "%s: %d tasks have no annotation that is not cancelled and were read from their latest prediction "
+            "(pre-annotations nobody confirmed; first: %s)",
+            path,
+            len(from_predictions),
+            from_predictions[0],
+        )
+    if cancelled:
+        logger.info("%s: %d tasks have only cancelled annotations and no prediction: untagged", path, cancelled)
+    return examples
+
+
+def _load_json(path: str | Path) -> Any:
+    # text_lines: UTF-8 errors name their line; joining with "\n" keeps JSON's line numbers.
+    document = "\n".join(line for _, line in text_lines(path))
+    if not document.strip():
+        raise DataFormatError(path, None, "an empty file", "a JSON list of Label Studio tasks")
+    try:
+        return json.loads(document)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(
+            path, err.lineno, f"invalid JSON ({err.msg} at column {err.colno})", "a JSON list of Label Studio tasks"
+        ) from None
+
+
+def _task_text(task: Mapping[str, Any], where: Location, text_key: str | None) -> str:
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise where.error(f"data={data!r}", 'a "data" object with the text (a JSON export, not JSON-MIN or CSV)')
+    if text_key is not None:
+        if text_key not in data:
+            raise where.error(f"data keys {sorted(data)}", f"the text in data[{text_key!r}]")
+        return _text_of(data[text_key], where, f"data[{text_key!r}]")
+    if "text" in data:
+        return _text_of(data["text"], where, 'data["text"]')
+    strings = [key for key, value in data.items() if isinstance(value, str)]
+    if len(strings) != 1:
+        raise where.error(
+            f"data keys {sorted(data)} ({len(strings)} strings)",
+            'the text in data["text"], or in the only string of "data" (or pass text_key)',
+        )
+    return _text_of(data[strings[0]], where, f"data[{strings[0]!r}]")
+
+
+def _object_list(task: Mapping[str, Any], key: str, where: Location) -> list[dict[str, Any]]:
+    items = task.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise where.error(f"{key}={items!r}", f"a list of {key} objects")
+    return items
+
+
+def _timestamp(item: Mapping[str, Any], where: Location, kind: str) -> datetime | None:
+    value = item.get("updated_at") or item.get("created_at")
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, timezone.utc)
+        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise where.error(f"{kind} {item.get('id')}: time {value!r}", "an ISO 8601 updated_at/created_at") from None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
+
+
+def _latest(items: Sequence[dict[str, Any]], where: Location, kind: str) -> tuple[dict[str, Any], str]:
+    """The latest of `items` (annotations or predictions) and how it was chosen."""
+    stamps = [_timestamp(item, where, kind) for item in items]
+    if all(stamp is not None for stamp in stamps):
+        return items[max(range(len(items)), key=lambda i: (stamps[i], i))], "the latest by updated_at/created_at"
+    ids = [item.get("id") for item in items]
+    if all(_is_int(i) for i in ids):
+        return items[max(range(len(items)), key=lambda i: (ids[i], i))], "the highest id (no times)"
+    return items[-1], "the last listed (no times or ids)"
+
+
+def _result_entities(chosen: Mapping[str, Any], text: str, where: Location, counts: _Counts) -> list[Entity]:
+    result = chosen.get("result")
+    if not isinstance(result, list):
+        raise where.error(f"result={result!r}", "a result list")
+    utf16 = None
+    entities = []
+    for k, item in enumerate(result):
+        here = where._replace(item=f"{where.item}, result {k}")
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "relation":
+            counts.ignored["relation"] += 1
+            continue
+        if kind in LABEL_STUDIO_TEXT_LEVEL:
+            counts.ignored[f"{kind} result"] += 1
+            continue
+        value = item.get("value") if isinstance(item, dict) else None
+        labels = value.get("labels") if isinstance(value, dict) else None
+        if kind != "labels" or not isinstance(labels, list) or not labels or not {"start", "end"} <= set(value):
+            raise here.error(
+                repr(item),
+                '{"type": "labels", "value": {"start": int, "end": int, "labels": ["TYPE"]}} (a span), or a '
+                f"relation or text-level result ({', '.join(sorted(LABEL_STUDIO_TEXT_LEVEL))}), which are read past",
+            )
+        start, end, surface = value["start"], value["end"], value.get("text")
+        if len(labels) > 1:
+            counts.changed["spans with several labels, read as their first"] += 1
+        if surface is not None and _is_int(start) and _is_int(end) and text[start:end] != surface:
+            # Older Label Studio versions counted UTF-16 code units (an emoji is two): read such offsets back.
+            utf16 = utf16 if utf16 is not None else _utf16_positions(text)
+            inside = 0 <= start < end < len(utf16) and min(utf16[start], utf16[end]) >= 0
+            if inside and text[utf16[start] : utf16[end]] == surface:
+                counts.changed["spans in UTF-16 offsets (older Label Studio), converted to characters"] += 1
+                start, end = utf16[start], utf16[end]
+        entities.append(checked_entity(text, start, end, labels[0], here, surface))
+    return entities
+
+
+def _utf16_positions(text: str) -> list[int]:
+    """For each UTF-16 code unit position of `text` (and its end), the character position; -1 inside a pair."""
+    positions = []
+    for i, char in enumerate(text):
+        positions += [i] if ord(char) < 0x10000 else [i, -1]
+    return positions + [len(text)]
+
+
+def label_studio_task(
+    task_id: int,
+    text: str,
+    entities: Sequence[Mapping[str, Any]],
+    model_version: str,
+    from_name: str = "label",
+    to_name: str = "text",
+) -> dict[str, Any]:
+    """A Label Studio task with the pipeline's entities as its prediction (pre-annotations to correct). Each
+    result's score is the entity's (CRF marginals); the prediction's is their mean, left out without entities."""
+    results = [
+        {
+            "id": f"{task_id}-{k}",
+            "from_name": from_name,
+            "to_name": to_name,
+            "type": "labels",
+            "value": {
+                "start": e["start"],
+                "end": e["end"],
+                "text": text[e["start"] : e["end"]],
+                "labels": [e["entity_group"]],
+            },
+            "score": round(float(e["score"]), 4),
+        }
+        for k, e in enumerate(entities)
+    ]
+    prediction: dict[str, Any] = {"model_version": model_version}
+    if results:
+        prediction["score"] = round(sum(float(e["score"]) for e in entities) / len(entities), 4)
+    prediction["result"] = results
+    return {"id": task_id, "data": {"text": text}, "predictions": [prediction]}
+
+
+def write_label_studio(
+    out: TextIO,
+    texts: Iterable[tuple[int, str, Sequence[Mapping[str, Any]]]],
+    model_version: str,
+    from_name: str = "label",
+    to_name: str = "text",
+) -> int:
+    """Write one JSON list of Label Studio tasks for (line number, text, pipeline entities): a task per non-blank
+    text, its id the input line number (Label Studio cannot annotate an empty text). Returns the number of tasks."""
+    tasks = [
+        label_studio_task(number, text, entities, model_version, from_name, to_name)
+        for number, text, entities in texts
+        if text.strip()
+    ]
+    json.dump(tasks, out, ensure_ascii=False, indent=1)
+    out.write("\n")
+    return len(tasks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# brat standoff
+
+
+def read_brat(folder: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
+    """Read a brat folder (and its subfolders): each `.txt` with the `.ann` beside it. Each line of a text is an
+    example; its entities are the "T" lines (`T1<TAB>TYPE START END<TAB>surface`, offsets into the whole file).
+    Other annotation lines (relations, events, attributes, notes, ...) are counted and read past. A discontinuous
+    entity (`START END;START END`) keeps its longest fragment, with a warning; an entity across a line break is an
+    error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(folder, None, "a file", "a brat folder: .txt files, each with its .ann beside it")
+    texts, annotations = sorted(folder.rglob("*.txt")), sorted(folder.rglob("*.ann"))
+    for paths, other, fix in (
+        (texts, ".ann", "add an empty one for a text without entities, or move the .txt out of the folder"),
+        (annotations, ".txt", "the annotated text is needed: add it, or move the .ann out of the folder"),
+    ):
+        lonely = [p for p in paths if not p.with_suffix(other).is_file()]
+        if lonely:
+            more = f" (and {len(lonely) - 1} more such files)" if len(lonely) > 1 else ""
+            raise DataFormatError(
+                lonely[0],
+                None,
+                f"no {lonely[0].with_suffix(other).name} beside it{more}",
+                f"a {other} file beside it: {fix}",
+            )
+    if not texts:
+        raise DataFormatError(folder, None, "no .txt files", "a brat folder: .txt files, each with its .ann beside it")
+    counts = _Counts(str(folder))
+    examples = []
+    for text_path in texts:
+        examples += _brat_document(text_path, text_path.with_suffix(".ann"), scheme, counts)
+    counts.log(f"lines of {len(texts)} documents")
+    return examples
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")  # not utf-8-sig: brat counts a byte-order mark as a character
+    except UnicodeDecodeError as error:
+        raise DataFormatError(
+            path,
+            raw[: error.start].count(b"\n") + 1,
+            f"bytes that are not UTF-8 ({error.reason} at byte {error.start})",
+            "UTF-8 text (to convert a GBK file: iconv -f GBK -t UTF-8 FILE > FILE.utf8)",
+        ) from None
+
+
+def _brat_document(text_path: Path, ann_path: Path, scheme: str, counts: _Counts) -> list[dict[str, Any]]:
+    text = _read_text(text_path)
+    # Each line's text as (start, end) in the file: without its "\n" (and "\r"); the first without a BOM.
+    lines, position = [], 0
+    for number, line in enumerate(text.split("\n")):
+        start = position + (number == 0 and line.startswith("\ufeff"))
+        lines.append((start, position + len(line.removesuffix("\r"))))
+        position += len(line) + 1
+    line_starts = [start for start, _ in lines]
+    per_line: list[list[Entity]] = [[] for _ in lines]
+    for line_no, line in text_lines(ann_path):
+        if not line.strip():
+            continue
+        where = Location(str(ann_path), line_no)
+        if line[0] in BRAT_IGNORED:
+            counts.ignored[BRAT_IGNORED[line[0]]] += 1
+            continue
+        if line[0] != "T":
+            raise where.error(repr(line), "a brat annotation line (T, R, E, A, M, N, # or *)")
+        label, fragments, surface = _brat_entity(line, where)
+        pieces = [checked_entity(text, start, end, label, where) for start, end in fragments]
+        index = bisect_right(line_starts, pieces[0].start) - 1
+        line_start, line_end = lines[index]
+        for piece in pieces:  # checked before the surface text, which would only differ by the line break
+            if not (line_start <= piece.start and piece.end <= line_end):
+                raise where.error(
+                    f"{label} span [{piece.start}, {piece.end}) {text[piece.start : piece.end]!r} across the end of "
+                    f"line {index + 1} of {text_path.name}",
+                    "an entity within one line (each line of a brat text is one example)",
+                )
+        entity = _one_fragment(pieces, surface, text, where)
+        per_line[index].append(entity._replace(start=entity.start - line_start, end=entity.end - line_start))
+    examples = []
+    for index, (start, end) in enumerate(lines):
+        if text[start:end].strip():
+            examples.append(
+                _text_example(f"{text_path}:{index + 1}", text[start:end], per_line[index], scheme, counts)
+            )
+    return examples
+
+
+def _brat_entity(line: str, where: Location) -> tuple[str, list[tuple[int, int]], str | None]:
+    """(type, fragments, surface text or None) of a "T" line."""
+    fields = line.split("\t")
+    label, _, offsets = fields[1].partition(" ") if len(fields) >= 2 else ("", "", "")
+    fragments = [piece.split(" ") for piece in offsets.split(";")]
+    if not label or not all(len(f) == 2 and all(b.isascii() and b.isdigit() for b in f) for f in fragments):
+        raise where.error(repr(line), "T<id><TAB>TYPE START END<TAB>text (START END;START END for fragments)")
+    return label, [(int(a), int(b)) for a, b in fragments], fields[2] if len(fields) > 2 else None
+
+
+def _one_fragment(pieces: list[Entity], surface: str | None, text: str, where: Location) -> Entity:
+    """The entity of a "T" line's fragments: checked against its surface text; of several, the longest."""
+    label = pieces[0].label
+    if surface is not None and " ".join(text[p.start : p.end] for p in pieces) != surface:
+        shown = " ".join(f"[{p.start}, {p.end})" for p in pieces)
+        raise where.error(
+            f"{label} {surface!r} at {shown} (text there: {' '.join(text[p.start : p.end] for p in pieces)!r})",
+            "the text at the offsets to equal the entity's text",
+        )
+    if len(pieces) == 1:
+        return pieces[0]
+    kept = max(pieces, key=lambda p: (p.end - p.start, -p.start))
+    logger.warning(
+        "%s: %s entity in %d fragments %s: flat tags hold one span; kept the longest, [%d, %d) %r",
+        where,
+        label,
+        len(pieces),
+        ", ".join(f"[{p.start}, {p.end}) {text[p.start : p.end]!r}" for p in pieces),
+        kept.start,
+        kept.end,
+        text[kept.start : kept.end],
+    )
+    return kept
