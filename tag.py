@@ -1,13 +1,27 @@
 #!/usr/bin/env python
-"""Tag text files with a bert-crf checkpoint: raw text lines in, JSON lines of entities (or a column file) out.
+"""Tag text files with a bert-crf checkpoint: raw text lines in, JSON lines of entities, a column file or
+pre-annotations for Label Studio or doccano out.
 
     python tag.py --model outputs/demo --input news.txt --output news.jsonl
     cat news.txt | python tag.py --model outputs/demo --format column > news.tsv
+    python tag.py --model outputs/demo --input news.txt --format label-studio --output tasks.json
 
-Each input line is one text (blank lines give an empty result, so output lines match input lines). Texts of any
-length are tagged through overlapping windows; entities carry character offsets into their line. JSON output:
-`{"line": n, "text": ..., "entities": [{"entity_group", "score", "word", "start", "end"}, ...]}`. Column output:
-one `word<TAB>tag` line per word the tokenizer sees, a blank line after each text.
+Each input line is one text. Texts of any length are tagged through overlapping windows; entities carry character
+offsets into their line and scores from the CRF's marginals. Formats:
+
+- jsonl: `{"line": n, "text": ..., "entities": [{"entity_group", "score", "word", "start", "end"}, ...]}`; a blank
+  line gives an empty result, so output lines match input lines.
+- column: one `word<TAB>tag` line per word the tokenizer sees, a blank line after each text (an empty block for a
+  blank line).
+- label-studio: one JSON list of tasks `{"id": n, "data": {"text"}, "predictions": [{"model_version", "score",
+  "result": [...]}]}` to import as pre-annotations (`--from_name`/`--to_name` name the Labels and Text tags of the
+  project's labeling config); each result is a "labels" span with its score, the prediction's score is the mean
+  of its entities' (absent without entities).
+- doccano: JSONL `{"line": n, "text": ..., "label": [[start, end, TYPE], ...]}` (doccano imports "line" as
+  metadata).
+
+Neither tool can annotate an empty text: in the last two formats blank lines (whitespace only) are skipped, and
+the task id or "line" is the input line number, so every task still names its line.
 """
 
 from __future__ import annotations
@@ -16,11 +30,12 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Any, BinaryIO, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-from bertcrf import ner_data
+from bertcrf import annotations, ner_data
 from bertcrf.crf_models import load_crf_pipeline
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
@@ -66,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
     parser.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
     parser.add_argument("--output", default="-", help="output file (default: stdout)")
-    parser.add_argument("--format", choices=("jsonl", "column"), default="jsonl")
+    parser.add_argument("--format", choices=("jsonl", "column", "label-studio", "doccano"), default="jsonl")
+    parser.add_argument("--from_name", default="label", help="label-studio: the name of the project's Labels tag")
+    parser.add_argument("--to_name", default="text", help="label-studio: the name of the project's Text tag")
+    parser.add_argument(
+        "--model_version",
+        default=None,
+        help="label-studio: the predictions' model_version (default: the model's name)",
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -87,16 +109,28 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ner_data.DataFormatError) as error:
         parser.error(str(error))
     pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
-    strategy = "simple" if args.format == "jsonl" else "none"
+    strategy = "none" if args.format == "column" else "simple"
+    tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1)
     with contextlib.ExitStack() as stack:  # closes the output file, never stdout
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        for number, (text, result) in enumerate(
-            tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1
-        ):
-            if args.format == "jsonl":
-                write_jsonl(out, number, text, result)
-            else:
-                write_column(out, result)
+        if args.format == "label-studio":
+            version = args.model_version or model_name(args.model)
+            texts = ((number, text, result) for number, (text, result) in tagged)
+            annotations.write_label_studio(out, texts, version, args.from_name, args.to_name)
+        elif args.format == "doccano":
+            annotations.write_doccano(out, ((number, text, result) for number, (text, result) in tagged))
+        else:
+            for number, (text, result) in tagged:
+                if args.format == "jsonl":
+                    write_jsonl(out, number, text, result)
+                else:
+                    write_column(out, result)
+
+
+def model_name(model: str) -> str:
+    """A model's name for Label Studio's model_version: its folder's name, or its Hub id."""
+    path = Path(model)
+    return path.resolve().name if path.is_dir() else model
 
 
 if __name__ == "__main__":
