@@ -7,9 +7,9 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test demo adapt e5 bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup browser test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt requirements-app.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	# torch first: this exact version is a CPU build on this machine's disk; others download CUDA builds.
@@ -19,7 +19,20 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 setup: $(VENV)/.installed
 
-test: setup
+# The web demo's browser test drives Debian's headless Chromium (and a Chinese font for screenshots); installed here
+# when missing and running as root (CI is), else tests/test_app.py skips that test and says why.
+BROWSER_PACKAGES = chromium chromium-driver fonts-wqy-microhei
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "Installing $(BROWSER_PACKAGES) for the web demo's browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(BROWSER_PACKAGES) > /dev/null) || echo "Chromium could not be installed: the browser test will skip"; \
+	else \
+		echo "No Chromium (apt-get install $(BROWSER_PACKAGES) as root): the browser test will skip"; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest -q tests
 
 # The offline default: multilingual-e5-small (it knows Chinese), its vocabulary trimmed to Chinese (make e5 builds
@@ -44,6 +57,14 @@ demo: setup
 	fi
 	@echo "Everyday sentences the demo was not tuned on (names, places and organisations its training text lacks):"
 	@$(PY) evaluate_pipeline.py --model outputs/demo --data data/check/everyday.txt --brief
+
+# The web demo of outputs/demo (make demo first) at http://127.0.0.1:7860; `python app.py --model DIR` for another.
+app: setup
+	$(PY) app.py --model outputs/demo
+
+# The README's screenshot of the web demo, from outputs/demo in headless Chromium.
+screenshot: setup browser
+	$(PY) tests/app_browser.py --model outputs/demo --output docs/demo.png
 
 # Masked-language-model adaptation of MiniLM (30 minutes) on the demo's training text and, when ../shared/data is
 # there, the training splits of Resume, MSRA and CLUENER (never their dev or test splits).

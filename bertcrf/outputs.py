@@ -128,11 +128,28 @@ def tidy_output_dir(training_args: TrainingArguments) -> None:
         )
 
 
+# A Gradio Space installs requirements.txt (gradio itself comes with the Space's SDK; listed for running elsewhere).
+DEMO_REQUIREMENTS = """\
+# The demo (python app.py), also as a Gradio Space: pip install -r requirements.txt
+torch>=2.1
+transformers>=5.0,<6
+gradio>=6.0
+"""
+
+
+def write_demo_files(output_dir: str | Path) -> None:
+    """app.py and its requirements.txt beside the model, so that the folder serves its own web demo (`python
+    app.py`) and runs as a Gradio Space: app.py loads the folder it sits in, with the model code shipped there."""
+    folder = Path(output_dir)
+    shutil.copy(REPO_ROOT / "app.py", folder / "app.py")
+    (folder / "requirements.txt").write_text(DEMO_REQUIREMENTS, encoding="utf-8")
+
+
 def save_outputs(
     trainer: Trainer, tokenizer: Any, training_args: TrainingArguments, results: dict[str, float], with_handler: bool
 ) -> None:
     """On the main process: all_results.json and, after training, the tokenizer beside the weights (and, for a
-    tagger, handler.py: Hub Inference Endpoints look for it at the repository root)."""
+    tagger, handler.py: Hub Inference Endpoints look for it at the repository root; and the web demo, app.py)."""
     if not trainer.is_world_process_zero():
         return
     trainer.save_metrics("all", results, combined=False)
@@ -140,15 +157,20 @@ def save_outputs(
         tokenizer.save_pretrained(training_args.output_dir)
         if with_handler:
             shutil.copy(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")
+            write_demo_files(training_args.output_dir)
 
 
 def entities_of(
-    tokens: Sequence[str], tags: Sequence[str], scores: Sequence[float], scheme: str
+    example: dict[str, Any], tags: Sequence[str], scores: Sequence[float], scheme: str
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The text of `tokens` and its entities, as the pipeline gives them: `{"entity_group", "score", "word",
-    "start", "end"}` with character offsets into the text."""
-    text, spans = join_words(tokens)
-    return text, group_entities(tags, scores, spans, text, scheme)
+    """The text of an example and its entities, as the pipeline gives them: `{"entity_group", "score", "word",
+    "start", "end"}` with character offsets into the text. Examples read from character spans (the annotation
+    tools' exports) keep their own text and token offsets, so "York's" stays "York's"; others are joined."""
+    tokens = example["tokens"]
+    text, spans = example.get("text"), example.get("offsets")
+    if not isinstance(text, str) or spans is None or len(spans) != len(tokens):
+        text, spans = join_words(tokens)
+    return text, group_entities(tags, scores, [tuple(span) for span in spans], text, scheme)
 
 
 def write_predictions(
@@ -173,7 +195,7 @@ def write_predictions(
             for i, (token, tag) in enumerate(zip(example["tokens"], tags)):
                 column.write(f"{token} {gold[i]} {tag}\n" if gold is not None else f"{token} {tag}\n")
             column.write("\n")
-            text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+            text, entities = entities_of(example, tags, word_scores, scheme)
             entities = [dict(e, score=round(e["score"], 4)) for e in entities]
             lines.write(
                 json.dumps({"id": example["id"], "text": text, "entities": entities}, ensure_ascii=False) + "\n"
@@ -184,7 +206,7 @@ def show_examples(
     examples: list[dict[str, Any]], predictions: list[list[str]], scores: list[list[float]], scheme: str, count: int
 ) -> None:
     for example, tags, word_scores in list(zip(examples, predictions, scores))[:count]:
-        text, entities = entities_of(example["tokens"], tags, word_scores, scheme)
+        text, entities = entities_of(example, tags, word_scores, scheme)
         found = ", ".join(f"{e['word']}/{e['entity_group']}" for e in entities) or "(no entities)"
         print(f"  {text}\n    -> {found}")
 
@@ -334,6 +356,10 @@ Scores are CRF marginal probabilities; `word == text[start:end]`; texts longer t
 through overlapping windows. The model itself (`AutoModelForTokenClassification`, `trust_remote_code=True`) returns
 `predictions`: the Viterbi tag at each word's first sub-token, -100 elsewhere. `handler.py` serves the model on
 Inference Endpoints.
+
+A web demo: `pip install -r requirements.txt`, then `python app.py` in this folder (Gradio, at
+http://127.0.0.1:7860). The folder also runs as a Gradio Space: upload it to a Space repository whose README front
+matter says `sdk: gradio` and `app_file: app.py`.
 
 ## Training hyperparameters
 

@@ -1,0 +1,322 @@
+#!/usr/bin/env python
+"""A web demo of a bert-crf named-entity recognizer: type a text, see its entities highlighted by type, with the
+CRF's scores. It follows the Hugging Face Spaces convention (a Gradio `app.py` at the top of the repository).
+
+    python app.py                                   # outputs/demo (run `make demo` first)
+    python app.py --model outputs/mine --port 7861  # any run_ner.py output folder, or a Hub id
+    cd outputs/demo && python app.py                # inside an output folder: its own model
+
+run_ner.py copies this file and a requirements.txt into every output folder, so the folder serves its own demo
+and works as a Gradio Space. It therefore imports only gradio, torch, transformers and the files that travel with
+checkpoints (pipeline_bert_crf.py, the model code), which sit beside it in the repository and in an output folder
+alike; never the `bertcrf` library. Texts of any length go through the CRF pipeline's overlapping windows, never
+truncated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+# The shipped model code sits beside this file; `python -I app.py` leaves the script's folder off sys.path.
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+# No telemetry and no version check unless asked for: the demo also runs offline.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+
+# Inside an output folder (a Space), the folder's own model; in the repository, the one `make demo` trains.
+DEFAULT_MODEL = str(APP_DIR) if (APP_DIR / "config.json").is_file() else str(APP_DIR / "outputs" / "demo")
+# As handler.py's default: one request cannot hold the demo for minutes.
+DEFAULT_MAX_CHARS = 10_000
+# Everyday sentences (data/check/everyday.txt): names, places and organisations the demo's training text lacks.
+EXAMPLES = [
+    "张伟昨天从杭州出差回来，给大家带了龙井茶。",
+    "王晓峰在阿里巴巴做了五年产品经理。",
+    "我妈妈在浦东的招商银行排了一个小时的队。",
+    "陈思远和赵敏都是暨南大学的校友。",
+    "明天的航班从首都机场起飞，经停郑州到大理。",
+    "杨帆是人民医院的护士长，已经工作了十年。",
+    "小米的新手机据说下周在合肥发布。",
+    "今天天气不错，适合出去走走。",
+]
+# Colours of the usual entity types; other types get the rest in turn.
+TYPE_COLORS = {"PER": "#f59e0b", "LOC": "#22c55e", "ORG": "#3b82f6"}
+PALETTE = ["#ec4899", "#a855f7", "#14b8a6", "#ef4444", "#84cc16", "#06b6d4", "#f97316", "#6366f1"]
+TABLE_HEADERS = ["entity", "type", "score", "start", "end"]
+
+_state: dict[str, Any] = {"ner": None, "max_chars": DEFAULT_MAX_CHARS}
+
+
+class ModelNotFound(Exception):
+    """The model folder or Hub id cannot be loaded; the message says what to do."""
+
+
+def _local_class(reference: str | None) -> type | None:
+    """The class an `auto_map` entry names ("modeling_bert_crf.BertCrfForTokenClassification", or with a Hub
+    repo prefix "user/repo--modeling_...") when its module sits beside this file, else None."""
+    if not reference:
+        return None
+    module_name, _, class_name = reference.split("--")[-1].rpartition(".")
+    if not (APP_DIR / f"{module_name}.py").is_file():
+        return None
+    return getattr(importlib.import_module(module_name), class_name, None)
+
+
+def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The CRF pipeline of a CRF tagger folder or Hub id, built from the model code beside this file (the
+    repository's, or the output folder's own copy), so no code runs from elsewhere; a folder whose code is not
+    here needs `trust_remote_code`. A model without a CRF (`--head softmax`) gets transformers' stock pipeline."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        config_dict, _ = transformers.PretrainedConfig.get_config_dict(model)
+    except OSError as error:
+        raise ModelNotFound(f"{model} is no model folder here, and its config cannot be loaded: {error}") from None
+    auto_map = config_dict.get("auto_map") or {}
+    if not auto_map:  # a stock transformers model: its own pipeline, long texts in overlapping windows
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+        stride = min(tokenizer.model_max_length, 512) // 4 if tokenizer.is_fast else None
+        return transformers.pipeline(
+            "token-classification",
+            model=model,
+            tokenizer=tokenizer,
+            device=device,
+            stride=stride,
+            aggregation_strategy="simple",
+        )
+    config_class = _local_class(auto_map.get("AutoConfig"))
+    model_class = _local_class(auto_map.get("AutoModelForTokenClassification"))
+    if config_class is not None and model_class is not None:
+        from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+        # AutoTokenizer looks the model type up when the tokenizer config names no class.
+        transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        config = config_class.from_pretrained(model)
+        return BertCrfTokenClassificationPipeline(
+            model=model_class.from_pretrained(model, config=config).eval(),
+            tokenizer=transformers.AutoTokenizer.from_pretrained(model, config=config),
+            task="token-classification",
+            device=device,
+        )
+    if not trust_remote_code:
+        raise ModelNotFound(
+            f"{model} needs model code that is not beside {Path(__file__).name} ({auto_map}): pass "
+            "--trust_remote_code to run the model's own code"
+        )
+    return transformers.pipeline("token-classification", model=model, device=device, trust_remote_code=True)
+
+
+def set_pipeline(ner: Any, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    """Serve `ner` (a pipeline from `load_pipeline`): `predict` and the web page use it."""
+    _state["ner"], _state["max_chars"] = ner, max_chars
+
+
+def _pipeline() -> Any:
+    if _state["ner"] is None:
+        set_pipeline(load_pipeline(check_model(DEFAULT_MODEL)), _state["max_chars"])
+    return _state["ner"]
+
+
+def entities(text: str) -> list[dict[str, Any]]:
+    """The pipeline's entities of `text` (`{"entity_group", "score", "word", "start", "end"}`), the whole text
+    through overlapping windows; a gr.Error (shown on the page) for a text over the length limit or one that is
+    not valid Unicode."""
+    if not isinstance(text, str):
+        raise gr.Error(f"expected a text, got {type(text).__name__}")
+    if len(text) > _state["max_chars"]:
+        raise gr.Error(
+            f"The text has {len(text)} characters, more than this demo's limit of {_state['max_chars']} "
+            "(start it with --max_chars to raise it)."
+        )
+    if not text.strip():
+        return []
+    try:
+        found = _pipeline()(text, aggregation_strategy="simple")
+    except ValueError as error:  # a lone surrogate, which JSON can carry
+        raise gr.Error(str(error)) from None
+    # The stock pipeline's `word` is decoded from sub-tokens ("张 三"): the text's own characters instead.
+    return [
+        {
+            **e,
+            "score": float(e["score"]),
+            "word": text[e["start"] : e["end"]],
+            "start": int(e["start"]),
+            "end": int(e["end"]),
+        }
+        for e in found
+    ]
+
+
+def predict(text: str) -> tuple[dict[str, Any], list[list[Any]]]:
+    """What the page shows for `text`: the text with its entities for gr.HighlightedText (the pipeline's entity
+    dicts as they are), and one table row per entity with its score (the CRF's marginal probability)."""
+    found = entities(text)
+    rows = [[e["word"], e["entity_group"], round(e["score"], 4), e["start"], e["end"]] for e in found]
+    return {"text": text, "entities": found}, rows
+
+
+def entity_types(ner: Any) -> list[str]:
+    """The model's entity types, from its labels ("B-PER" -> "PER"), in label order."""
+    types: dict[str, None] = {}
+    for label in ner.model.config.id2label.values():
+        if label != "O":
+            types.setdefault(label.split("-", 1)[1] if re.match(r"^[BIESMLU]-", label) else label, None)
+    return list(types)
+
+
+def _front_matter(model: str) -> str:
+    """The YAML front matter of the model card (README.md) of a folder or Hub id; empty when there is none."""
+    try:
+        readme = transformers.utils.cached_file(
+            model,
+            "README.md",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except OSError:
+        return ""
+    if not readme:
+        return ""
+    front = re.match(r"---\n(.*?)\n---\n", Path(readme).read_text(encoding="utf-8", errors="replace"), re.DOTALL)
+    return front.group(1) + "\n" if front else ""
+
+
+def _scalar(value: str) -> str | None:
+    """A YAML scalar as the model card writes it: plain, single-quoted or JSON-quoted; None if unreadable."""
+    if value[:1] == '"':
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    if value[:1] == "'":
+        return value[1:-1].replace("''", "'")
+    return value
+
+
+def card_examples(model: str) -> list[str]:
+    """The `widget` example texts of the model card's front matter (`widget: - text: ...`), if it has any."""
+    widget = re.search(r"^widget:\n((?:[ \t-].*\n?)*)", _front_matter(model), re.MULTILINE)
+    values = re.findall(r"^[ \t-]*text:[ \t]*(.+?)[ \t]*$", widget.group(1) if widget else "", re.MULTILINE)
+    return [text for text in map(_scalar, values) if text]
+
+
+def model_title(model: str) -> str:
+    """What the page calls the model: the name in the card's model-index (the Hub id or the training run's folder;
+    a Space's folder is called "app"), else the folder's name or the Hub id."""
+    entry = re.search(r"^model-index:\n[ \t]*-[ \t]*name:[ \t]*(.+?)[ \t]*$", _front_matter(model), re.MULTILINE)
+    name = _scalar(entry.group(1)) if entry else None
+    return name or (Path(model).resolve().name if Path(model).is_dir() else model)
+
+
+def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) -> gr.Blocks:
+    """The page: a text box, the text with its entities highlighted by type, a table of the entities and their
+    scores, and examples to click. Its API: `/predict` (what the page shows) and `/entities` (the pipeline's
+    entity dicts)."""
+    types = entity_types(ner)
+    spare = iter(PALETTE * (1 + len(types) // len(PALETTE)))
+    colors = {t: TYPE_COLORS.get(t) or next(spare) for t in types}
+    with gr.Blocks(title=f"{model_name}: named-entity recognition") as demo:
+        gr.Markdown(
+            f"## {model_name}\nNamed-entity recognition with a BERT-CRF (bert-crf): "
+            f"{', '.join(types) or 'no entity types'}. Scores are the CRF's marginal probabilities, averaged over an "
+            "entity's characters; long texts go through overlapping windows and one Viterbi pass, never truncated."
+        )
+        with gr.Row():
+            with gr.Column():
+                text = gr.Textbox(label="Text", lines=6, max_lines=30, placeholder=examples[0] if examples else "")
+                submit = gr.Button("Find entities", variant="primary", elem_id="submit")
+            with gr.Column():
+                highlighted = gr.HighlightedText(label="Entities", color_map=colors, elem_id="entities")
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    datatype=["str", "str", "number", "number", "number"],
+                    label="Entities and scores",
+                    interactive=False,
+                    elem_id="scores",
+                )
+        submit.click(predict, inputs=text, outputs=[highlighted, table], api_name="predict")
+        text.submit(predict, inputs=text, outputs=[highlighted, table], api_visibility="private")
+        if examples:
+            gr.Examples(
+                examples=[[e] for e in examples],
+                inputs=text,
+                outputs=[highlighted, table],
+                fn=predict,
+                run_on_click=True,
+                cache_examples=False,
+            )
+        gr.api(entities, api_name="entities")
+    return demo
+
+
+def check_model(model: str) -> str:
+    """`model` if it is a folder with a config.json or may be a Hub id; a ModelNotFound saying what to do else."""
+    path = Path(model)
+    if path.resolve() == Path(DEFAULT_MODEL).resolve() and not (path / "config.json").is_file():
+        raise ModelNotFound(
+            f"{model} {'holds no model' if path.is_dir() else 'does not exist'}: run `make demo` first (it trains "
+            "the demo model there), or pass --model with a run_ner.py output folder or a Hub id"
+        )
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{model} holds no config.json: pass a run_ner.py output folder or a Hub id")
+        return model
+    if path.exists() or model.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model):
+        raise ModelNotFound(f"{model} is not a model folder (no such folder) nor a Hub id")
+    return model  # a Hub id
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a run_ner.py output folder or a Hub id (default: this folder when it holds a model, else outputs/demo)",
+    )
+    # Spaces set GRADIO_SERVER_NAME (0.0.0.0) and GRADIO_SERVER_PORT; elsewhere the demo listens on this machine only.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default Gradio's (7860, or the next free port)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument(
+        "--max_chars", type=int, default=DEFAULT_MAX_CHARS, help=f"longest text accepted (default {DEFAULT_MAX_CHARS})"
+    )
+    parser.add_argument(
+        "--trust_remote_code", action="store_true", help="run the model's own code when it is not beside app.py"
+    )
+    args = parser.parse_args(argv)
+    if args.max_chars < 1:
+        parser.error(f"--max_chars must be a positive integer, got {args.max_chars}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        ner = load_pipeline(check_model(args.model), args.device, args.trust_remote_code)
+    except ModelNotFound as error:
+        sys.exit(f"app.py: {error}")
+    set_pipeline(ner, args.max_chars)
+    code = Path(sys.modules[type(ner).__module__].__file__ or "?").parent
+    print(f"Serving {args.model} with {type(ner).__name__} from {code}", flush=True)
+    examples = list(dict.fromkeys([*card_examples(args.model), *EXAMPLES]))
+    build_demo(ner, model_title(args.model), examples).launch(
+        server_name=args.host, server_port=args.port, share=False
+    )
+
+
+if __name__ == "__main__":
+    main()
