@@ -594,7 +594,12 @@ def extend_vocabulary(tokenizer: Any, examples: list[dict[str, Any]], min_count:
 
     backend = tokenizer.backend_tokenizer
     if not isinstance(backend.model, WordPiece):
-        raise ValueError(f"--extend_vocab needs a WordPiece tokenizer, got {type(backend.model).__name__}")
+        unknown = unknown_rate(examples, tokenizer)
+        raise ValueError(
+            f"--extend_vocab needs a WordPiece tokenizer, got {type(backend.model).__name__} ({100 * unknown:.2f}% "
+            "of the training words are unknown to it): pass --extend_vocab False (configs/demo.json turns it on "
+            "for MiniLM; multilingual-e5's vocabulary already holds Chinese)"
+        )
     normalizer, pre_tokenizer = backend.normalizer, backend.pre_tokenizer
     counts: Counter[str] = Counter()
     for example in examples:

@@ -15,7 +15,7 @@ from bert_crf_utils import (
     isolates_cjk,
     split_text,
 )
-from bertcrf import crf_models
+from bertcrf import crf_models, ner_data
 from bertcrf.ner_data import WindowConfig, encode_examples
 
 
@@ -100,3 +100,12 @@ def test_onnx_runtime_follows_the_same_rule(sentencepiece_checkpoint, tmp_path):
     assert [[(e["entity_group"], e["start"], e["end"]) for e in r] for r in ours] == [
         [(e["entity_group"], e["start"], e["end"]) for e in r] for r in reference
     ]
+
+
+def test_extend_vocab_on_a_sentencepiece_tokenizer_says_what_to_do(sentencepiece_checkpoint):
+    """A user who fine-tunes e5 with configs/demo.json (which turns --extend_vocab on for MiniLM) is told to turn it
+    off, with the share of unknown words that shows there is nothing to add."""
+    tokenizer = AutoTokenizer.from_pretrained(sentencepiece_checkpoint)
+    examples = [{"id": "a:1", "tokens": list("张三在北京"), "tags": ["O"] * 5}]
+    with pytest.raises(ValueError, match=r"got Unigram \(0\.00% of the training words .*pass --extend_vocab False"):
+        ner_data.extend_vocabulary(tokenizer, examples)
