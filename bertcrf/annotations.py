@@ -153,13 +153,7 @@ def _text_example(
     if entities is None:
         counts.untagged += 1
         offsets, _ = token_offsets(text)
-        return {
-            "id": example_id,
-            "tokens": [text[a:b] for a, b in offsets],
-            "tags": None,
-            "text": text,
-            "offsets": offsets,
-        }
+        return _example(example_id, text, offsets, None)
     held = []
     for entity in entities:
         start, end = entity.start, entity.end
@@ -193,6 +187,10 @@ def _text_example(
     ends = {b: i + 1 for i, (_, b) in enumerate(offsets)}
     tags = spans_to_tags([(e.label, starts[e.start], ends[e.end]) for e in kept], len(offsets), scheme)
     counts.types.update(e.label for e in kept)
+    return _example(example_id, text, offsets, tags)
+
+
+def _example(example_id: str, text: str, offsets: list[tuple[int, int]], tags: list[str] | None) -> dict[str, Any]:
     return {
         "id": example_id,
         "tokens": [text[a:b] for a, b in offsets],
