@@ -94,7 +94,8 @@ e5: setup
 		$(PY) trim_vocab.py --model $(E5) --output $(E5_ZH) --text $(E5_TEXT); \
 	fi
 
-# Speed benchmarks (minutes); bench-quality fine-tunes MiniLM four times (about an hour on 2 cores).
+# Speed benchmarks (minutes); bench-quality fine-tunes e5 and MiniLM with both heads on five datasets (20 runs: about
+# 8 hours on 2 cores; pick some with `python benchmarks/bench_quality.py --encoders ... --datasets ...`).
 bench: setup
 	$(PY) benchmarks/bench_crf.py
 	$(PY) benchmarks/bench_pipeline.py
