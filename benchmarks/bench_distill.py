@@ -17,7 +17,7 @@ Every trained model is kept in outputs/bench-distill-<dataset>-<model> and reuse
 retrain); `--skip_speed` trains and scores only, so two datasets can train in parallel.
 
 Usage: python benchmarks/bench_distill.py [--datasets resume conll] [--skip_speed] [--students none kl ...]
-       [--student_shape HIDDEN LAYERS] [--teacher minilm|e5]
+       [--student_shape HIDDEN LAYERS] [--teacher minilm|e5] [--teacher_epochs N]
 Writes benchmarks/results/bench_distill.{json,md} (bench_distill_e5.* with --teacher e5, _<LAYERS>x<HIDDEN> added
 with --student_shape).
 """
@@ -242,6 +242,9 @@ def main() -> None:
     )
     parser.add_argument("--teacher", choices=list(ENCODERS), default="minilm", help="the teacher's encoder")
     parser.add_argument(
+        "--teacher_epochs", type=float, help="the teacher's epochs instead of each dataset's (Resume 5, CoNLL 1)"
+    )
+    parser.add_argument(
         "--out", help="results file stem (default benchmarks/results/bench_distill[_<teacher>][_<shape>])"
     )
     args = parser.parse_args()
@@ -256,6 +259,8 @@ def main() -> None:
     rows = []
     for name in args.datasets:
         spec = DATASETS[name]
+        if args.teacher_epochs:
+            spec = dict(spec, teacher_epochs=args.teacher_epochs)
         if args.student_shape:
             spec = dict(
                 spec,
