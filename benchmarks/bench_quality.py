@@ -67,6 +67,7 @@ def run_argv(encoder: str, name: str, head: str, args: argparse.Namespace, out: 
     argv += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--max_seq_length", "128"]
     argv += ["--warmup_steps", "0.1", "--weight_decay", "0.01", "--eval_strategy", "no", "--save_strategy", "no"]
     argv += ["--logging_steps", "100", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True"]
+    argv += ["--return_entity_level_metrics", "True"]
     argv += ["--language", "zh" if spec["zh"] else "en"]
     argv += ["--extend_vocab", str(extend_vocab(encoder, spec["zh"]))]
     samples = args.msra_train_samples if name == "msra" else args.max_train_samples
@@ -96,6 +97,18 @@ def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdi
         "train_sentences_per_s": results.get("train_samples_per_second"),
         "test_sentences_per_s": results.get("predict_samples_per_second"),
         "wall_seconds": wall,
+        "per_type_f1": per_type_f1(results),
+    }
+
+
+def per_type_f1(results: dict) -> dict[str, float]:
+    """Each entity type's F1 on the scored split (test where there is one): where a low overall figure comes from."""
+    prefix = "predict_" if "predict_f1" in results else "eval_"
+    suffix = "_f1"
+    return {
+        key[len(prefix) : -len(suffix)]: value
+        for key, value in results.items()
+        if key.startswith(prefix) and key.endswith(suffix) and key != f"{prefix}f1"
     }
 
 
@@ -114,6 +127,11 @@ def render(rows: list[dict]) -> str:
             f"{r.get('learning_rate', '?')} | {r.get('max_train_samples') or 'all'} | {_f1(r['dev_f1'])} | "
             f"{_f1(r['test_f1'])} | {r['train_seconds']:.0f} | {r['train_sentences_per_s']:.1f} | {r.get('cpu', '?')} |"
         )
+    lines.append("")
+    for r in rows:
+        if r.get("per_type_f1"):
+            types = ", ".join(f"{t} {100 * f:.1f}" for t, f in sorted(r["per_type_f1"].items()))
+            lines.append(f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']}, F1 by type: {types}")
     lines.append("")
     for encoder, name in sorted({(r.get("encoder", "minilm"), r["dataset"]) for r in rows}):
         pair = {r["head"]: r for r in rows if r.get("encoder", "minilm") == encoder and r["dataset"] == name}
