@@ -14,6 +14,7 @@ Every row is written as soon as it is measured (a later run replaces the rows of
 head), and records the CPU that gave it; training seconds are only comparable between rows of a quiet machine.
 
 Usage: python benchmarks/bench_quality.py [--encoders e5 minilm] [--datasets resume cluener ...] [--heads crf softmax]
+       [--keep outputs/bench-quality]
 Needs ../shared/data beside the repo (and `make e5` for e5). Writes benchmarks/results/bench_quality.{json,md}.
 """
 
@@ -166,6 +167,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="Override every dataset's epochs.")
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--msra_train_samples", type=int, default=10000)
+    parser.add_argument(
+        "--keep", help="keep each run's folder (model, predictions_*.txt) under this folder, not a temporary one"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_quality"))
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -173,10 +177,11 @@ def main() -> None:
     cpu = cpu_label(cpu_info())
     out, rows = Path(args.out), []
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.keep or tmp)
         for encoder in args.encoders:
             for name in args.datasets:
                 for head in args.heads:
-                    rows.append({**run_one(encoder, name, head, args, Path(tmp)), "cpu": cpu})
+                    rows.append({**run_one(encoder, name, head, args, workdir), "cpu": cpu})
                     print(json.dumps(rows[-1]), flush=True)
                     save(rows, out)
     print(render(json.loads(out.with_suffix(".json").read_text())["rows"]))
