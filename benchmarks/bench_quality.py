@@ -85,6 +85,7 @@ def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdi
     start = time.perf_counter()
     results = run_ner.main(argv)
     wall = time.perf_counter() - start
+    split = "test" if DATASETS[name]["test"] else "validation"
     return {
         "encoder": encoder,
         "dataset": name,
@@ -99,7 +100,29 @@ def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdi
         "test_sentences_per_s": results.get("predict_samples_per_second"),
         "wall_seconds": wall,
         "per_type_f1": per_type_f1(results),
+        "f1_by_length": f1_by_length(workdir / f"{encoder}-{name}-{head}" / f"predictions_{split}.txt"),
     }
+
+
+def f1_by_length(predictions: Path, window: int = 126) -> dict[str, dict]:
+    """F1 of the sentences that fit one window of `window` tokens and of those split into several: whether the
+    windows cost anything (one unit per token for Chinese; English words can take several sub-tokens)."""
+    from bertcrf import ner_data
+    from bertcrf.training import score_entities
+
+    if not predictions.is_file():
+        return {}
+    gold = ner_data.read_column_file(predictions, tag_column=1)
+    predicted = ner_data.read_column_file(predictions, tag_column=-1)
+    scheme = ner_data.detect_examples_scheme(gold)
+    groups: dict[str, dict] = {}
+    for label, long in ((f"<= {window} tokens", False), (f"> {window} tokens", True)):
+        pairs = [(g["tags"], p["tags"]) for g, p in zip(gold, predicted) if (len(g["tokens"]) > window) == long]
+        if pairs:
+            scores = score_entities([g for g, _ in pairs], [p for _, p in pairs], scheme, entity_level=False)
+            entities = sum(t.startswith(("B-", "S-", "U-")) for g, _ in pairs for t in g)
+            groups[label] = {"sentences": len(pairs), "gold_entities": entities, "f1": scores.get("f1")}
+    return groups
 
 
 def per_type_f1(results: dict) -> dict[str, float]:
@@ -133,6 +156,12 @@ def render(rows: list[dict]) -> str:
         if r.get("per_type_f1"):
             types = ", ".join(f"{t} {100 * f:.1f}" for t, f in sorted(r["per_type_f1"].items()))
             lines.append(f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']}, F1 by type: {types}")
+        if len(r.get("f1_by_length") or {}) > 1:
+            groups = "; ".join(
+                f"{label}: {100 * g['f1']:.1f} ({g['sentences']} sentences, {g['gold_entities']} entities)"
+                for label, g in r["f1_by_length"].items()
+            )
+            lines.append(f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']}, F1 by sentence length: {groups}")
     lines.append("")
     for encoder, name in sorted({(r.get("encoder", "minilm"), r["dataset"]) for r in rows}):
         pair = {r["head"]: r for r in rows if r.get("encoder", "minilm") == encoder and r["dataset"] == name}
