@@ -80,7 +80,8 @@ def run_argv(encoder: str, name: str, head: str, args: argparse.Namespace, out: 
 def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdir: Path) -> dict:
     import run_ner
 
-    argv = run_argv(encoder, name, head, args, workdir / f"{encoder}-{name}-{head}")
+    folder = workdir / f"{encoder}-{name}-{head}"
+    argv = run_argv(encoder, name, head, args, folder)
     print("run_ner.py " + " ".join(argv), flush=True)
     start = time.perf_counter()
     results = run_ner.main(argv)
@@ -100,7 +101,7 @@ def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdi
         "test_sentences_per_s": results.get("predict_samples_per_second"),
         "wall_seconds": wall,
         "per_type_f1": per_type_f1(results),
-        "f1_by_length": f1_by_length(workdir / f"{encoder}-{name}-{head}" / f"predictions_{split}.txt"),
+        "f1_by_length": f1_by_length(folder / f"predictions_{split}.txt"),
     }
 
 
@@ -119,8 +120,9 @@ def f1_by_length(predictions: Path, window: int = 126) -> dict[str, dict]:
     for label, long in ((f"<= {window} tokens", False), (f"> {window} tokens", True)):
         pairs = [(g["tags"], p["tags"]) for g, p in zip(gold, predicted) if (len(g["tokens"]) > window) == long]
         if pairs:
-            scores = score_entities([g for g, _ in pairs], [p for _, p in pairs], scheme, entity_level=False)
-            entities = sum(t.startswith(("B-", "S-", "U-")) for g, _ in pairs for t in g)
+            scores = score_entities([g for g, _ in pairs], [p for _, p in pairs], scheme, entity_level=True)
+            # seqeval's per-type support counts gold entities in the file's own scheme (IOB1 included).
+            entities = int(sum(v for k, v in scores.items() if k.endswith("_number")))
             groups[label] = {"sentences": len(pairs), "gold_entities": entities, "f1": scores.get("f1")}
     return groups
 
