@@ -60,6 +60,19 @@ except ImportError:  # imported as a top-level module
 AGGREGATION_STRATEGIES = ("none", "simple")
 # A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
 DEFAULT_BATCH_SIZE = 8
+# Words whose tokenization is remembered (whether they get any token): a text's characters mostly repeat, and one
+# tokenizer call per word cost a fifth of a small model's time at batch 1. Cleared when full.
+KNOWN_WORDS_LIMIT = 100_000
+
+
+class _Chunk:
+    """A window's bookkeeping, carried through the forward pass as one opaque object: the pipeline's device moves
+    walk lists and tuples element by element, which for a text's word spans cost more than a small model's step."""
+
+    __slots__ = ("window", "text", "spans")
+
+    def __init__(self, window: tuple[int, int], text: str | None, spans: list[tuple[int, int]] | None) -> None:
+        self.window, self.text, self.spans = window, text, spans
 
 
 def _is_int(value: Any) -> bool:
@@ -118,6 +131,8 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         self._bare_id = bare_prefix_id(backend.token_to_id, self.tokenizer.unk_token_id)
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE
+        self._known_words: dict[str, bool] = {}
+        self._known_for: Any = None
 
     def _sanitize_parameters(
         self,
@@ -192,8 +207,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             text, spans = join_words(inputs, delimiter)
             check_encodable(text)
             # A word the tokenizer turns into nothing (U+3000, control characters) still needs a position.
-            fed = fed_words(inputs, self.tokenizer.tokenize, self.tokenizer.unk_token)
-            return text, fed, spans
+            return text, self._fed_words(inputs), spans
         if not isinstance(inputs, str):
             raise ValueError(
                 f"expected a string (or is_split_into_words=True with a list of words), got {type(inputs).__name__}"
@@ -202,8 +216,14 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         if self._split_raw:
             spans = split_text(inputs)
             words = [inputs[start:end] for start, end in spans]
-            return inputs, fed_words(words, self.tokenizer.tokenize, self.tokenizer.unk_token), spans
+            return inputs, self._fed_words(words), spans
         return inputs, inputs, None
+
+    def _fed_words(self, words: Sequence[str]) -> list[str]:
+        """`fed_words` with this pipeline's cache of known words (dropped when the tokenizer is swapped)."""
+        if self._known_for is not self.tokenizer or len(self._known_words) > KNOWN_WORDS_LIMIT:
+            self._known_words, self._known_for = {}, self.tokenizer
+        return fed_words(words, self.tokenizer.tokenize, self.tokenizer.unk_token, self._known_words)
 
     def preprocess(
         self,
@@ -251,14 +271,12 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 "input_ids": torch.tensor([window.input_ids]),
                 "attention_mask": torch.ones(1, length, dtype=torch.long),
                 "word_start_mask": word_start_mask,
-                "window": (window.start, window.end),
-                "text": text if index == 0 else None,
-                "spans": spans if index == 0 else None,
+                "chunk": _Chunk((window.start, window.end), *((text, spans) if index == 0 else (None, None))),
                 "is_last": index == len(windows) - 1,
             }
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        meta = {k: model_inputs.pop(k) for k in ("window", "text", "spans", "is_last")}
+        meta = {k: model_inputs.pop(k) for k in ("chunk", "is_last")}
         model_inputs = _right_aligned(model_inputs)
         logits = self.model.emissions(
             input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]
@@ -273,7 +291,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        text, spans = all_outputs[0]["text"], all_outputs[0]["spans"]
+        text, spans = all_outputs[0]["chunk"].text, all_outputs[0]["chunk"].spans
         if not spans:
             return []
         if len(all_outputs) == 1:
@@ -302,7 +320,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:
         """One Viterbi pass over a text split in windows, each word scored by its most central window."""
-        picks = stitch_rows([o["window"] for o in all_outputs], num_words)
+        picks = stitch_rows([o["chunk"].window for o in all_outputs], num_words)
         rows = [all_outputs[k]["emissions"][0, row] for k, row in picks]
         emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
         mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)

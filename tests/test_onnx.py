@@ -86,10 +86,10 @@ def test_pipeline_and_runtime_plan_the_same_windows(exported, crf_checkpoint, de
     for text, split in (("".join(dev_texts[:12]), False), (words, True), (dev_texts[0], False)):
         chunks = list(pipe.preprocess(text, stride=stride, is_split_into_words=split))
         prepared = tagger._prepare(text, split, stride)
-        assert prepared["spans"] == chunks[0]["spans"]
+        assert prepared["spans"] == chunks[0]["chunk"].spans
         assert len(prepared["windows"]) == len(chunks) > (1 if len(prepared["spans"]) > 100 else 0)
         for window, chunk in zip(prepared["windows"], chunks):
-            assert (window.start, window.end) == chunk["window"]
+            assert (window.start, window.end) == chunk["chunk"].window
             assert window.input_ids == chunk["input_ids"][0].tolist()
             assert window.chain == chunk["word_start_mask"][0].nonzero().flatten().tolist()
 

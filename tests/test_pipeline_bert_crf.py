@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters
+from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters, load_crf_pipeline
 
 
 TRICKY_TEXTS = [
@@ -94,7 +94,7 @@ def record_windows(crf_pipeline, monkeypatch):
 
     def spy(*args, **kwargs):
         for chunk in original(*args, **kwargs):
-            seen.append((tuple(chunk["window"]), chunk["input_ids"].shape[1]))
+            seen.append((tuple(chunk["chunk"].window), chunk["input_ids"].shape[1]))
             yield chunk
 
     monkeypatch.setattr(crf_pipeline, "preprocess", spy)
@@ -279,6 +279,29 @@ def test_pre_split_characters_equal_raw_text(crf_pipeline):
 def test_pre_split_delimiter(crf_pipeline):
     results = crf_pipeline(["北", "京", "newyork"], is_split_into_words=True, delimiter="__", ignore_labels=[])
     assert [(r["start"], r["end"]) for r in results] == [(0, 1), (3, 4), (6, 13)]
+
+
+def test_words_are_tokenized_alone_once_per_tokenizer(crf_checkpoint, monkeypatch):
+    # Whether a word gets tokens is remembered: a second text of the same words makes no per-word calls.
+    pipe = load_crf_pipeline(crf_checkpoint)
+    other = copy.deepcopy(pipe.tokenizer)
+    alone = []
+
+    def counting(tokenizer):
+        tokenize = tokenizer.tokenize
+        monkeypatch.setattr(tokenizer, "tokenize", lambda text, **kw: alone.append(text) or tokenize(text, **kw))
+
+    counting(pipe.tokenizer)
+    first = pipe(SINGLE_CHAR_WORDS, is_split_into_words=True, ignore_labels=[])
+    assert sorted(alone) == sorted(set(SINGLE_CHAR_WORDS))
+    alone.clear()
+    assert_same_results(pipe(SINGLE_CHAR_WORDS, is_split_into_words=True, ignore_labels=[]), first)
+    assert alone == []
+    # Another tokenizer may split words otherwise: nothing known is kept.
+    pipe.tokenizer = other
+    counting(other)
+    assert_same_results(pipe(SINGLE_CHAR_WORDS, is_split_into_words=True, ignore_labels=[]), first)
+    assert sorted(alone) == sorted(set(SINGLE_CHAR_WORDS))
 
 
 # ----------------------------------------------------------------------------------------------------------------
