@@ -125,7 +125,8 @@ def fine_tune(name: str, model: Path, steps: int, encoder: str) -> dict:
     spec = DATASETS[name]
     out = folder(f"{name}-{steps}", encoder)
     results_path = out / "all_results.json"
-    if not results_path.is_file():
+    # Training writes all_results.json before the test split is scored: a run stopped in between starts again.
+    if not results_path.is_file() or "predict_f1" not in json.loads(results_path.read_text()):
         run_ner.main(
             [
                 "--model_name_or_path",
