@@ -106,8 +106,12 @@ def data_args(spec: dict, train: bool = True) -> list[str]:
 
 
 def cached(out: Path) -> dict | None:
+    """A finished student's results; None when it was never trained or stopped before its test split was scored."""
     path = out / "all_results.json"
-    return json.loads(path.read_text()) if path.is_file() and (out / "model.safetensors").is_file() else None
+    if not path.is_file() or not (out / "model.safetensors").is_file():
+        return None
+    results = json.loads(path.read_text())
+    return results if "predict_f1" in results else None
 
 
 def teacher_folder(name: str, encoder: str) -> Path:
