@@ -96,6 +96,7 @@ class OnnxNerTagger:
         # As the PyTorch pipeline: raw text split here for SentencePiece tokenizers, no lone "▁" fed before a word.
         self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
         self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))
+        self._known_words: dict[str, bool] = {}  # whether a word gets tokens, shared across texts
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -150,12 +151,14 @@ class OnnxNerTagger:
             words = list(text)
             text, spans = join_words(words)
             _check_encodable(text, index)
-            fed = fed_words(words, self._token_ids, self.unk_token)
+            fed = fed_words(words, self._token_ids, self.unk_token, self._known_words)
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str) and self._split_raw:
             _check_encodable(text, index)
             spans = split_text(text)
-            fed = fed_words([text[start:end] for start, end in spans], self._token_ids, self.unk_token)
+            fed = fed_words(
+                [text[start:end] for start, end in spans], self._token_ids, self.unk_token, self._known_words
+            )
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
             _check_encodable(text, index)

@@ -60,9 +60,6 @@ except ImportError:  # imported as a top-level module
 AGGREGATION_STRATEGIES = ("none", "simple")
 # A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
 DEFAULT_BATCH_SIZE = 8
-# Words whose tokenization is remembered (whether they get any token): a text's characters mostly repeat, and one
-# tokenizer call per word cost a fifth of a small model's time at batch 1. Cleared when full.
-KNOWN_WORDS_LIMIT = 100_000
 
 
 class _Chunk:
@@ -221,7 +218,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
 
     def _fed_words(self, words: Sequence[str]) -> list[str]:
         """`fed_words` with this pipeline's cache of known words (dropped when the tokenizer is swapped)."""
-        if self._known_for is not self.tokenizer or len(self._known_words) > KNOWN_WORDS_LIMIT:
+        if self._known_for is not self.tokenizer:
             self._known_words, self._known_for = {}, self.tokenizer
         return fed_words(words, self.tokenizer.tokenize, self.tokenizer.unk_token, self._known_words)
 

@@ -128,6 +128,15 @@ def test_fed_words_replaces_words_without_tokens_and_caches():
     assert fed_words([], tokenize, "[UNK]") == []
 
 
+def test_fed_words_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(bert_crf_utils, "KNOWN_WORDS_LIMIT", 3)
+    known: dict[str, bool] = {}
+    fed_words(list("甲乙丙丁"), lambda word: [word], "[UNK]", known)
+    assert len(known) == 4  # emptied before a call, never in the middle of one
+    fed_words(["戊"], lambda word: [word], "[UNK]", known)
+    assert known == {"戊": True}
+
+
 def test_word_pieces_groups_tokens_and_spans():
     ids = [7, 8, 9, 10, 11]
     word_ids = [None, 0, 0, 2, None]  # word 1 has no tokens; the ends are special tokens
