@@ -22,6 +22,11 @@ offsets into their line and scores from the CRF's marginals. Formats:
 
 Neither tool can annotate an empty text: in the last two formats blank lines (whitespace only) are skipped, and
 the task id or "line" is the input line number, so every task still names its line.
+
+An --output file is written beside its target and renamed into place when complete, so an interrupted run never
+leaves a truncated file where a complete one stood; an --output that is the --input (by path, link or inode) is
+refused. Errors about the input, the model or the options are printed without a traceback (BERTCRF_TRACEBACK=1
+shows it).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Any, BinaryIO, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
-from bertcrf import annotations, ner_data
+from bertcrf import annotations, cli, ner_data
 from bertcrf.crf_models import load_crf_pipeline
+from bertcrf.safe_files import atomic_write, check_not_input
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
 
@@ -85,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from_name", default="label", help="label-studio: the name of the project's Labels tag")
     parser.add_argument("--to_name", default="text", help="label-studio: the name of the project's Text tag")
     parser.add_argument(
+        "--doccano_offsets",
+        choices=("utf-16", "grapheme", "characters"),
+        default="utf-16",
+        help="doccano: the offsets' unit: utf-16 (doccano's, default), grapheme (a project that counts grapheme "
+        "clusters as one character) or characters (Python's, for other tools)",
+    )
+    parser.add_argument(
         "--model_version",
         default=None,
         help="label-studio: the predictions' model_version (default: the model's name)",
@@ -99,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    if args.output != "-" and args.input != "-":
+        check_not_input(args.output, {"--input": args.input}, "--output")
     try:
         if args.input == "-":
             lines = list(read_lines(sys.stdin.buffer, "<stdin>"))
@@ -108,17 +123,20 @@ def main(argv: list[str] | None = None) -> None:
                 lines = list(read_lines(source, args.input))
     except (OSError, ner_data.DataFormatError) as error:
         parser.error(str(error))
-    pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
-    strategy = "none" if args.format == "column" else "simple"
-    tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1)
     with contextlib.ExitStack() as stack:  # closes the output file, never stdout
-        out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        # A file appears only once complete (written beside it, then renamed): an interrupted run keeps the old one.
+        # Opened before the model loads, so that an output folder that is missing or read-only stops at once.
+        out = sys.stdout if args.output == "-" else stack.enter_context(atomic_write(args.output))
+        pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
+        strategy = "none" if args.format == "column" else "simple"
+        tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1)
         if args.format == "label-studio":
             version = args.model_version or model_name(args.model)
             texts = ((number, text, result) for number, (text, result) in tagged)
             annotations.write_label_studio(out, texts, version, args.from_name, args.to_name)
         elif args.format == "doccano":
-            annotations.write_doccano(out, ((number, text, result) for number, (text, result) in tagged))
+            texts = ((number, text, result) for number, (text, result) in tagged)
+            annotations.write_doccano(out, texts, args.doccano_offsets)
         else:
             for number, (text, result) in tagged:
                 if args.format == "jsonl":
@@ -134,4 +152,4 @@ def model_name(model: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

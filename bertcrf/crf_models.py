@@ -4,11 +4,16 @@ load any of them with this repo's code, no remote code needed. Also the encoder 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
+import huggingface_hub
 import transformers
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from configuration_bert_crf import BertCrfConfig
 from configuration_bilstm_crf import BiLstmCrfConfig
@@ -110,10 +115,71 @@ def check_loading_info(info: dict[str, Iterable[str]], source: str) -> None:
         raise ValueError(f"{source} does not fit the model: " + "; ".join(problems))
 
 
+def check_model_path(path: str) -> None:
+    """Stop early, with a message naming `path`, when it is neither a local folder nor shaped like a Hub id
+    (transformers would answer with the Hub's "Repo id must be ..."). A Hub-shaped id that is no folder here is
+    left to `hub_errors`, since only loading it can tell."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return
+    if local.exists():
+        raise NotADirectoryError(f"{path} is a file: a model is a folder (with config.json) or a Hub id")
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{path}: no such folder. A model is a local folder or a Hub id such as org/name (which needs network "
+            "access)"
+        ) from None
+
+
+@contextlib.contextmanager
+def hub_errors(path: str) -> Iterator[None]:
+    """Say that `path` is no folder here when loading it as a Hub id fails (offline, or no such repository)."""
+    try:
+        yield
+    except OSError as error:
+        if Path(path).expanduser().exists():
+            raise
+        offline = " (HF_HUB_OFFLINE is set)" if huggingface_hub.constants.HF_HUB_OFFLINE else ""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(
+            f"{path}: no such folder, and loading it as a Hub id failed: a Hub id needs network access{offline} "
+            f"or a copy in the Hub cache ({first_line})"
+        ) from error
+
+
+def check_device(device: str | None) -> None:
+    """A ValueError that says what is wrong with `device` (an unknown name, CUDA or MPS absent, an index past the
+    GPUs), where torch would raise an AssertionError ("Torch not compiled with CUDA enabled") or a RuntimeError."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device torch knows: use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise ValueError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}, {built}, "
+                f"{torch.cuda.device_count()} GPUs found): use --device cpu, or leave --device out"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} GPUs (cuda:0 to cuda:N-1)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here: use --device cpu, or leave --device out")
+
+
 def load_crf_model(path: str, eager_attention: bool = False, **kwargs: Any) -> CrfTaggingMixin:
     """A CRF tagger checkpoint of any family or a BiLSTM-CRF (folder or Hub id), by the model type in its config;
-    with `eager_attention`, the encoder's attention as plain operators (for export)."""
-    config = transformers.AutoConfig.from_pretrained(path, **kwargs)
+    with `eager_attention`, the encoder's attention as plain operators (for export). A path that is neither a
+    folder nor a loadable Hub id is a FileNotFoundError that says so."""
+    check_model_path(path)
+    with hub_errors(path):
+        config = transformers.AutoConfig.from_pretrained(path, **kwargs)
     model_class = MODEL_CLASSES.get(getattr(config, "model_type", None))
     if model_class is None:
         raise ValueError(
@@ -130,10 +196,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, **kwargs: Any) ->
 
     The config is loaded here (this repo's model types need no remote code) and handed over, because
     `AutoTokenizer` otherwise loads it itself and asks whether to run the config's remote code."""
+    check_model_path(path)
     try:
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError):  # no config, or a model type only remote code knows: AutoTokenizer decides
-        return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        with hub_errors(path):
+            return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     return transformers.AutoTokenizer.from_pretrained(
         path, config=config, trust_remote_code=trust_remote_code, **kwargs
     )
@@ -146,6 +214,7 @@ def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: b
 
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
+    check_device(device)
     return BertCrfTokenClassificationPipeline(
         model=load_crf_model(path).eval(),
         tokenizer=load_tokenizer(path, trust_remote_code),

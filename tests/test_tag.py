@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
+import stat
 import sys
 
 import pytest
 
 import tag
-from conftest import demo_characters, load_crf_pipeline, untrusted_copy
+from conftest import REPO_ROOT, demo_characters, load_crf_pipeline, untrusted_copy
 
 
 _RNG = random.Random(3)
@@ -238,3 +240,108 @@ def test_no_remote_code_without_the_flag(crf_checkpoint, tmp_path):
     tag.main(["--model", str(folder), "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--no_progress"])
     assert not marker.exists(), "tag.py ran code from the model folder without --trust_remote_code"
     assert read_jsonl(tmp_path / "o.jsonl")[0]["text"] == LINES[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing lost on disk, and errors without tracebacks
+
+
+def _refuse_to_load(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
+@pytest.mark.parametrize("link", ["path", "relative", "symlink", "hardlink"])
+def test_an_output_that_is_the_input_is_refused_before_loading(tmp_path, monkeypatch, link):
+    source = write_input(tmp_path / "in.txt", LINES[:3])
+    before = source.read_bytes()
+    output = {
+        "path": source,
+        "relative": tmp_path / "sub" / ".." / "in.txt",
+        "symlink": tmp_path / "link.txt",
+        "hardlink": tmp_path / "hard.txt",
+    }[link]
+    (tmp_path / "sub").mkdir()
+    if link == "symlink":
+        output.symlink_to(source)
+    elif link == "hardlink":
+        os.link(source, output)
+    monkeypatch.setattr(tag, "load_crf_pipeline", _refuse_to_load)
+    with pytest.raises(ValueError, match=r"--output .* is the --input file .*same file by path, link or inode"):
+        tag.main(["--model", "unused", "--input", str(source), "--output", str(output), "--no_progress"])
+    assert source.read_bytes() == before
+
+
+def test_an_interrupted_run_keeps_the_previous_output(crf_checkpoint, tmp_path, monkeypatch):
+    source = write_input(tmp_path / "in.txt", LINES)
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    complete = out.read_bytes()
+    written = []
+
+    def write_then_stop(stream, number, text, entities):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the file
+        written.append(number)
+        stream.write(json.dumps({"line": number}) + "\n")
+
+    monkeypatch.setattr(tag, "write_jsonl", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    assert written == [1, 2]
+    assert out.read_bytes() == complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]  # no temporary file left
+
+
+def test_a_new_output_file_gets_the_usual_permissions(crf_checkpoint, tmp_path):
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def _run_cli(argv, capsys):
+    from bertcrf import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.run(tag.main, argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/model", "outputs/no-such-model"])
+def test_a_missing_model_folder_is_named(tmp_path, capsys, model):
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    err = _run_cli(["--model", model, "--input", str(source), "--output", str(tmp_path / "o.jsonl")], capsys)
+    assert f"{model}: no such folder" in err and "Hub id" in err and "network" in err
+    assert "Repo id must" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # nothing written, no temporary file left
+
+
+def test_cuda_without_cuda_is_a_clear_message(crf_checkpoint, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    argv = ["--model", str(crf_checkpoint), "--input", str(source), "--device", "cuda", "--no_progress"]
+    err = _run_cli(argv, capsys)
+    assert "--device cuda: CUDA is not available here" in err and "--device cpu" in err
+    assert "AssertionError" not in err and "not compiled" not in err
+
+
+def test_the_script_prints_user_errors_without_a_traceback(tmp_path, omp_env):
+    import subprocess
+
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    command = [sys.executable, str(REPO_ROOT / "tag.py"), "--model", str(tmp_path / "nothing"), "--input", str(source)]
+    result = subprocess.run(command, env=omp_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"tag.py: error: {tmp_path / 'nothing'}: no such folder")
+    assert "Traceback" not in result.stderr and "BERTCRF_TRACEBACK=1" in result.stderr
+    result = subprocess.run(
+        command, env=dict(omp_env, BERTCRF_TRACEBACK="1"), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
