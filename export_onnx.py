@@ -8,14 +8,25 @@ quantize_int8), crf.json (transition scores, decoding constraints, labels, tag s
 ids), the tokenizer, and the torch-free runtime (ner_onnx.py, bert_crf_utils.py) with a README.md, so that the
 folder serves without this repository. The CRF stays outside the graph: ner_onnx.py decodes with numpy. No code
 from the model folder runs: the tokenizer loads with trust_remote_code=False, the model with this repo's classes.
+
+Nothing is lost in the output folder. The export is written into a temporary folder beside it and moved in once
+complete, so an interrupted export leaves the folder as it was. The output may be a new or empty folder, or one
+that holds other files (a Hub repository's .gitattributes): it is refused when it is the model folder or holds it,
+and when it holds a file the export would overwrite that the export did not write (a model card, say). A folder
+of an earlier export is refreshed: crf.json lists the files an export wrote with their SHA-256, so those are
+replaced (or removed, model.int8.onnx without --int8), unless they changed since. To ship ONNX inside a model's own
+repository, export into a subfolder of it, as Hub repositories do: --output outputs/demo/onnx.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,7 +34,9 @@ import torch
 from transformers import AutoTokenizer
 
 from bert_crf_utils import max_positions, special_wrapping
-from bertcrf.crf_models import load_crf_model
+from bertcrf import cli
+from bertcrf.crf_models import check_model_path, load_crf_model
+from bertcrf.safe_files import current_umask, listing, replace_folder, same_path, within
 from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
 
 
@@ -41,6 +54,10 @@ if 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_MAX) * WEIGHT_MAX > INT16_MAX:
 
 # The runtime that travels with every export.
 RUNTIME_FILES = ("ner_onnx.py", "bert_crf_utils.py")
+# crf.json's list of the files the export wrote (name -> SHA-256), which a later export may replace.
+MANIFEST_KEY = "exported_files"
+# What an export writes besides the tokenizer's files (checked before the work; the exact list after it).
+EXPORT_FILES = ("model.onnx", "model.int8.onnx", "crf.json", "README.md", *RUNTIME_FILES)
 EXPORT_README = """# A bert-crf named-entity tagger in ONNX
 
 Exported by export_onnx.py from {source}. Needs three packages, not torch and not the bert-crf repository:
@@ -172,11 +189,99 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
     onnx.save(model, str(target))
 
 
-def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
-    """Export `model_path` (a bert-crf or BiLSTM-CRF folder) to the serving folder `output`; returns its path."""
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def previous_export(folder: Path) -> dict[str, str]:
+    """The files an earlier export wrote into `folder` (name -> SHA-256, from its crf.json); empty when none."""
+    try:
+        meta = json.loads((folder / "crf.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = meta.get(MANIFEST_KEY) if isinstance(meta, dict) else None
+    return {**files, "crf.json": ""} if isinstance(files, dict) else {}
+
+
+def check_output(model_path: str, output: str | Path, names: tuple[str, ...] = EXPORT_FILES) -> dict[str, str]:
+    """Refuse, before any work, an output folder where writing `names` would lose something: the model folder or
+    one that holds it, a file, or a folder holding one of `names` that an earlier export did not write or that
+    changed since. Returns the earlier export's files (see `previous_export`)."""
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    if Path(model_path).exists() and within(model_path, out):
+        where = "is the model folder" if same_path(model_path, out) else f"holds the model folder {model_path}"
+        raise ValueError(
+            f"--output {output} {where}: the export would overwrite its files (README.md, the tokenizer). Export "
+            f"into another folder, or into a subfolder such as {Path(model_path) / 'onnx'}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {output} is a file, not a folder")
+    if not out.is_dir():
+        return {}
+    previous = previous_export(out)
+    foreign = [name for name in names if (out / name).exists() and name not in previous]
+    if foreign:
+        raise ValueError(
+            f"--output {output} holds {listing(foreign)}, which an export did not write: it would be overwritten. "
+            "Export into another folder or a subfolder, or move those files away"
+        )
+    changed = [
+        name
+        for name, digest in previous.items()
+        if digest and name in names and (out / name).is_file() and sha256(out / name) != digest
+    ]
+    if changed:
+        raise ValueError(
+            f"--output {output}: {listing(changed)} changed since an export wrote them and would be overwritten. "
+            "Export into another folder, or move those files away"
+        )
+    return previous
+
+
+def publish(staging: Path, out: Path, model_path: str) -> None:
+    """Move the complete export in `staging` into `out`: renamed as a whole when `out` is new or empty, else file by
+    file (each rename atomic, crf.json last) after checking the exact names, and the earlier export's files that
+    this one did not write are removed."""
+    if not out.is_dir() or not any(out.iterdir()):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        replace_folder(staging, out)
+        return
+    names = tuple(sorted(p.name for p in staging.iterdir()))
+    previous = check_output(model_path, out, names)
+    for name in sorted(names, key=lambda n: n == "crf.json"):
+        os.replace(staging / name, out / name)
+    for name in sorted(set(previous) - set(names)):
+        (out / name).unlink(missing_ok=True)
+    staging.rmdir()
+
+
+def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
+    """Export `model_path` (a bert-crf or BiLSTM-CRF folder) to the serving folder `output`; returns its path. The
+    folder is written aside and moved in when complete; one where that would lose a file is refused first (see
+    the module docstring)."""
+    out = Path(output)
+    check_model_path(model_path)
+    check_output(model_path, out)
     model = load_crf_model(model_path, eager_attention=True).eval()
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.", suffix=".partial", dir=out.resolve().parent))
+    try:
+        _export_into(staging, model, model_path, int8, opset)
+        publish(staging, out, model_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
+    return out
+
+
+def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool, opset: int) -> None:
+    """Write the serving folder's files into the empty folder `out`; crf.json, written last, lists them."""
+    os.chmod(out, 0o777 & ~current_umask())  # mkdtemp makes it private
     # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     max_length = min(tokenizer.model_max_length, max_positions(model.config))
@@ -211,7 +316,6 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
             )
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
-    (out / "crf.json").write_text(json.dumps(crf_metadata(model, tokenizer, max_length), ensure_ascii=False))
     tokenizer.save_pretrained(out)
     here = Path(__file__).resolve().parent
     for name in RUNTIME_FILES:
@@ -222,8 +326,9 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
         ),
         encoding="utf-8",
     )
-    logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
-    return out
+    written = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
+    meta = dict(crf_metadata(model, tokenizer, max_length), **{MANIFEST_KEY: written})
+    (out / "crf.json").write_text(json.dumps(meta, ensure_ascii=False))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,4 +344,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -309,3 +309,91 @@ def test_int8_is_exact_where_int16_pair_sums_would_saturate(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     fp32 = onnxruntime.InferenceSession(str(tmp_path / "fp32.onnx"), **options).run(None, {"x": x})[0]
     assert np.abs(got - fp32).max() < 0.02 * np.abs(fp32).max()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing lost in the output folder
+
+
+def _model_copy(crf_checkpoint, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(crf_checkpoint, folder)
+    (folder / "README.md").write_text("---\nmodel-index: [...]\n---\n# my model card\n", encoding="utf-8")
+    return folder
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_export_refuses_the_model_folder(crf_checkpoint, tmp_path, where):
+    folder = _model_copy(crf_checkpoint, tmp_path)
+    before = _snapshot(tmp_path)
+    output = folder if where == "same" else tmp_path
+    with pytest.raises(ValueError, match="--output .*(is the model folder|holds the model folder).*onnx"):
+        export_onnx.main(["--model", str(folder), "--output", str(output)])
+    assert _snapshot(tmp_path) == before  # the model card and everything else untouched, nothing added
+
+
+def test_export_refuses_files_it_did_not_write(crf_checkpoint, tmp_path):
+    folder = _model_copy(crf_checkpoint, tmp_path)
+    output = tmp_path / "served"
+    output.mkdir()
+    (output / "README.md").write_text("# my card", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"holds README.md, which an export did not write"):
+        export_onnx.main(["--model", str(folder), "--output", str(output)])
+    assert (output / "README.md").read_text(encoding="utf-8") == "# my card"
+    # A subfolder of the model (how Hub repositories ship ONNX), or a folder with unrelated files, is fine.
+    assert export_onnx.check_output(str(folder), folder / "onnx") == {}
+    (output / "README.md").unlink()
+    (output / ".gitattributes").write_text("*.onnx filter=lfs\n", encoding="utf-8")
+    assert export_onnx.check_output(str(folder), output) == {}
+
+
+def test_a_missing_model_creates_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        export_onnx.main(["--model", str(tmp_path / "missing"), "--output", str(tmp_path / "new" / "onnx")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_lists_its_files_and_a_reexport_refreshes_only_those(exported, tmp_path):
+    import shutil
+
+    meta = json.loads((exported / "crf.json").read_text(encoding="utf-8"))
+    written = meta[export_onnx.MANIFEST_KEY]
+    assert set(written) == {p.name for p in exported.iterdir() if p.is_file()} - {"crf.json"}
+    assert written["model.onnx"] == export_onnx.sha256(exported / "model.onnx")
+    # A later export (here a stand-in without model.int8.onnx) into that folder: its files replace the earlier
+    # export's, the earlier export's int8 graph goes, a file the user added stays.
+    out = tmp_path / "served"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert set(export_onnx.check_output("elsewhere", out)) == set(written) | {"crf.json"}
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    new_files = {"model.onnx": b"new graph", "README.md": b"new card", "tokenizer.json": b"{}"}
+    for name, data in new_files.items():
+        (staging / name).write_bytes(data)
+    (staging / "crf.json").write_text(json.dumps({export_onnx.MANIFEST_KEY: {}}), encoding="utf-8")
+    export_onnx.publish(staging, out, "elsewhere")
+    assert not staging.exists() and not (out / "model.int8.onnx").exists() and (out / "notes.txt").is_file()
+    assert all((out / name).read_bytes() == data for name, data in new_files.items())
+    # A file of the export changed by hand since is not overwritten.
+    shutil.rmtree(out)
+    shutil.copytree(exported, out)
+    (out / "README.md").write_text("# edited by hand", encoding="utf-8")
+    with pytest.raises(ValueError, match="README.md changed since an export wrote them"):
+        export_onnx.check_output("elsewhere", out)
+
+
+def test_a_missing_model_is_named_on_the_command_line(tmp_path, capsys):
+    from bertcrf import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.run(export_onnx.main, ["--model", "/nonexistent", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "/nonexistent: no such folder" in err and "Repo id must" not in err
+    assert not (tmp_path / "o").exists()
