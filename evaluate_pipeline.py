@@ -18,7 +18,7 @@ import evaluate
 import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
-from bertcrf import ner_data
+from bertcrf import data_files, ner_data
 from bertcrf.crf_models import load_crf_pipeline
 
 
@@ -80,12 +80,19 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
 
 
 def load_examples(
-    path: str, config: Any, max_samples: int | None, unknown_labels_to_o: bool, data_format: str = "auto"
+    path: str,
+    config: Any,
+    max_samples: int | None,
+    unknown_labels_to_o: bool,
+    data_format: str = "auto",
+    text_key: str | None = None,
+    doccano_offsets: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Tagged examples of `path` (read as `data_format`, see `ner_data.read_file`) with tags in the model's scheme;
+    """Tagged examples of `path` (read as `data_format`, see `data_files.read_file`) with tags in the model's scheme;
     labels the model does not know are an error naming them and where they first occur (or O with
     `unknown_labels_to_o`)."""
-    examples = ner_data.read_file(path, data_format=data_format)[:max_samples]
+    options = {"data_format": data_format, "text_key": text_key, "doccano_offsets": doccano_offsets}
+    examples = data_files.read_file(path, **options)[:max_samples]
     untagged = [e["id"] for e in examples if e["tags"] is None]
     if untagged:
         raise ValueError(f"{len(untagged)} sentences have no tags (first: {untagged[0]}); scoring needs tagged data")
@@ -103,9 +110,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="tagged data in any format run_ner.py reads (or a brat folder)")
     parser.add_argument(
         "--data_format",
-        choices=ner_data.DATA_FORMATS,
+        choices=data_files.DATA_FORMATS,
         default="auto",
         help="the data's format (default auto: from its content, as run_ner.py does)",
+    )
+    parser.add_argument("--text_key", default=None, help="Label Studio: the data key holding the text (as run_ner.py)")
+    parser.add_argument(
+        "--doccano_offsets",
+        choices=data_files.DOCCANO_OFFSETS,
+        default="auto",
+        help="doccano: the unit of the offsets (default auto: UTF-16, doccano's, unless the spans say characters)",
     )
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--brief", action="store_true", help="print one line: entity F1, precision and recall")
@@ -118,7 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
     examples = load_examples(
-        args.data, pipe.model.config, args.max_samples, args.unknown_labels_to_o, args.data_format
+        args.data,
+        pipe.model.config,
+        args.max_samples,
+        args.unknown_labels_to_o,
+        args.data_format,
+        args.text_key,
+        args.doccano_offsets,
     )
     result = evaluate_pipeline(pipe, examples)
     if args.brief:

@@ -32,7 +32,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainerCa
 from transformers.modeling_outputs import MaskedLMOutput
 
 from bert_crf_utils import join_words
-from bertcrf import arguments, launch, ner_data, outputs, training
+from bertcrf import arguments, data_files, launch, ner_data, outputs, training
 
 
 logger = logging.getLogger("run_mlm")
@@ -103,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MlmModelArguments, Ml
 def ner_file_lines(path: str) -> list[str]:
     """The sentences of an NER data file as text, labels ignored (character tokens joined directly, words with
     spaces)."""
-    return [join_words(e["tokens"])[0] for e in ner_data.read_file(path) if e["tokens"]]
+    return [join_words(e["tokens"])[0] for e in data_files.read_file(path) if e["tokens"]]
 
 
 def gather_lines(data_args: MlmDataArguments) -> list[str]:

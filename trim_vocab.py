@@ -2,7 +2,7 @@
 
 Multilingual encoders such as multilingual-e5-small spend most of their parameters on a 250k-row word-embedding
 matrix, mostly pieces of scripts a Chinese model never sees. This script keeps the pieces that the given text
-tokenizes to (plain text lines, or NER files in any format `bertcrf.ner_data.read_file` reads), the special
+tokenizes to (plain text lines, or NER files in any format `bertcrf.data_files.read_file` reads), the special
 tokens, the pieces of an optional character list and (by default) every single CJK ideograph piece, then writes a
 checkpoint whose tokenizer and embedding rows agree: kept pieces keep their scores and relative order and get
 new contiguous ids, and the embedding matrix keeps exactly their rows.
@@ -43,13 +43,13 @@ def folder_size(path: str | Path) -> int:
 def read_texts(path: str) -> tuple[list[str], list[list[str]]]:
     """Lines of a text file, and for NER data files also the token lists.
 
-    NER files (column, JSON lines or CLUENER spans, sniffed by `ner_data`) give one line per sentence: the tokens
+    NER files (column, JSON lines or CLUENER spans, sniffed by `data_files`) give one line per sentence: the tokens
     joined (without spaces when every token is one character, as in Chinese data) plus the token list itself,
-    because training tokenizes the tokens as separate words. Anything `ner_data` cannot read is plain text."""
-    from bertcrf import ner_data
+    because training tokenizes the tokens as separate words. Anything `data_files` cannot read is plain text."""
+    from bertcrf import data_files, ner_data
 
     try:
-        examples = ner_data.read_file(path)
+        examples = data_files.read_file(path)
     except ner_data.DataFormatError:
         return list(ner_data.read_text_lines(path)), []
     lines = []

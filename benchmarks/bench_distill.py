@@ -258,7 +258,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
     from bench_inference import bert_base_checkpoint
-    from bertcrf import ner_data
+    from bertcrf import data_files
 
     rows = []
     for name in args.datasets:
@@ -285,7 +285,7 @@ def main() -> None:
             )
         texts = [
             " ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
-            for e in ner_data.read_file(str(DATA / spec["test"]))
+            for e in data_files.read_file(str(DATA / spec["test"]))
         ][: args.speed_sentences]
         speed = {}
         if not args.skip_speed:

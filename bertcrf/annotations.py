@@ -1,8 +1,9 @@
 """Annotation-tool formats: doccano JSONL, Label Studio JSON and brat standoff folders in, doccano and Label Studio
-pre-annotations out. One home for these formats: `ner_data.read_file` dispatches here, tag.py writes through here.
+pre-annotations out. One home for these formats: `bertcrf.data_files.read_file` dispatches here, tag.py writes
+through here. This module uses `bertcrf.ner_data`'s helpers and never imports `data_files`.
 
 Readers return examples as every reader of `bertcrf.ner_data` does (`{"id", "tokens", "tags"}`, tags None for a
-text nobody annotated), plus "text" (the annotated text) and "offsets" (each token's character span in it), so that
+doccano record without spans), plus "text" (the annotated text) and "offsets" (each token's character span in it), so that
 tags map back to character spans exactly (`example_entities`).
 
 Tokens (`token_offsets`): a text with a CJK ideograph and no ASCII whitespace is split per character, as CLUENER
@@ -49,6 +50,8 @@ BRAT_IGNORED = {
 }
 DOCCANO_SPAN = '[start, end, "TYPE"] (character offsets, end exclusive)'
 DOCCANO_ENTITY = '{"start_offset": int, "end_offset": int, "label": "TYPE"} (end exclusive)'
+# The unit of doccano offsets (see `read_doccano`): "auto" tells UTF-16 (doccano's) from characters by the spans.
+DOCCANO_OFFSETS = ("auto", "utf-16", "characters", "grapheme")
 
 
 class Location(NamedTuple):
@@ -242,30 +245,95 @@ def _text_of(value: Any, where: Location, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Offset units: characters (Python's code points), UTF-16 code units (JavaScript's), grapheme clusters
+
+
+def utf16_positions(text: str) -> list[int]:
+    """For each UTF-16 code unit position of `text` (and its end), the character position; -1 inside a pair."""
+    positions = []
+    for i, char in enumerate(text):
+        positions += [i] if ord(char) < 0x10000 else [i, -1]
+    return positions + [len(text)]
+
+
+def grapheme_starts(text: str) -> list[int]:
+    """The character position where each extended grapheme cluster (Unicode UAX #29, as `regex`'s `\\X` finds
+    them) of `text` starts, and `len(text)`."""
+    import regex  # a dependency of transformers
+
+    return [m.start() for m in regex.finditer(r"\X", text)] + [len(text)]
+
+
+def from_unit(text: str, position: int, unit: str, table: list[int] | None = None) -> int | None:
+    """The character position of `position` counted in `unit` ("characters", "utf-16" or "grapheme"), or None where
+    no character boundary is there (inside a surrogate pair, past the end). `table` is the unit's table of `text`
+    (`utf16_positions` or `grapheme_starts`), when the caller keeps one."""
+    if unit == "characters":
+        return position if 0 <= position <= len(text) else None
+    table = table if table is not None else (utf16_positions if unit == "utf-16" else grapheme_starts)(text)
+    if not 0 <= position < len(table) or table[position] < 0:
+        return None
+    return table[position]
+
+
+def to_unit(text: str, position: int, unit: str, round_up: bool = False) -> tuple[int, bool]:
+    """Character `position` of `text` counted in `unit`, and whether it had to move: a position inside a grapheme
+    cluster goes to the cluster's start (or end, with `round_up`), since grapheme offsets cannot point inside one."""
+    if unit == "characters":
+        return position, False
+    if unit == "utf-16":
+        return position + sum(ord(c) > 0xFFFF for c in text[:position]), False
+    starts = grapheme_starts(text)
+    index = bisect_left(starts, position)
+    if starts[index] == position:
+        return index, False
+    return (index if round_up else index - 1), True
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # doccano
 
 
-def read_doccano(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
+def read_doccano(path: str | Path, scheme: str = "BIO", offsets: str = "auto") -> list[dict[str, Any]]:
     """Read a doccano sequence-labelling JSONL export: `{"text", "label": [[start, end, "TYPE"], ...]}` or the
     newer `{"text", "entities": [{"start_offset", "end_offset", "label"}, ...], "relations": [...]}` (relations are
     counted and read past). An empty list is a text without entities (all O); a record with neither key is
-    untagged."""
+    untagged.
+
+    `offsets` is the unit of the offsets. doccano counts as its browser front end does (v-annotator, doccano 1.x):
+    in UTF-16 code units, JavaScript's string indices, so an emoji or a character outside the BMP (𠀐, as in some
+    Chinese names) counts two; a project made with "Count grapheme clusters as one character" counts extended
+    grapheme clusters (a family emoji of 7 code points is one). "utf-16", "grapheme" and "characters" (Python's
+    code points, what other tools write) say which; "auto" tells UTF-16 from characters by the file's spans (a
+    boundary inside a surrogate pair rules UTF-16 out; spans that cut words or hold whitespace at their edges count
+    against a unit) and reads doccano's UTF-16 where nothing tells them apart. Grapheme mode is never guessed. Only
+    texts with a character outside the BMP read differently in the two units; the choice is logged."""
+    if offsets not in DOCCANO_OFFSETS:
+        raise ValueError(f"doccano offsets must be one of {DOCCANO_OFFSETS}, got {offsets!r}")
     counts = _Counts(str(path))
-    examples = []
+    records = []
     for line_no, record in json_records(path):
         where = Location(str(path), line_no)
         text = _text_of(record.get("text"), where, '"text"')
-        entities = _doccano_entities(record, text, where)
+        records.append((where, text, _doccano_spans(record, where)))
         if isinstance(record.get("relations"), list):
             counts.ignored["relation"] += len(record["relations"])
-        examples.append(_text_example(f"{path}:{line_no}", text, entities, scheme, counts))
-    if not examples:
+    if not records:
         raise DataFormatError(path, None, "no records", "at least one JSON line")
+    unit = _doccano_unit(str(path), records) if offsets == "auto" else offsets
+    examples = []
+    for where, text, spans in records:
+        entities = None if spans is None else [_doccano_entity(text, span, unit, where) for span in spans]
+        examples.append(_text_example(f"{path}:{where.line}", text, entities, scheme, counts))
     counts.log()
     return examples
 
 
-def _doccano_entities(record: Mapping[str, Any], text: str, where: Location) -> list[Entity] | None:
+# A doccano span as read: start and end (integers, in the file's unit) and the type.
+_RawSpan = tuple[int, int, Any]
+
+
+def _doccano_spans(record: Mapping[str, Any], where: Location) -> list[_RawSpan] | None:
     given = {key: record[key] for key in ("label", "labels", "entities") if key in record}
     if not given:
         return None
@@ -280,7 +348,7 @@ def _doccano_entities(record: Mapping[str, Any], text: str, where: Location) -> 
     if not filled:
         return []
     key = filled[0]
-    entities = []
+    spans = []
     for k, item in enumerate(given[key]):
         if key == "entities":
             if not isinstance(item, dict) or not {"start_offset", "end_offset", "label"} <= set(item):
@@ -290,24 +358,116 @@ def _doccano_entities(record: Mapping[str, Any], text: str, where: Location) -> 
             if not isinstance(item, list) or len(item) != 3:
                 raise where.error(f"{key}[{k}]={item!r}", DOCCANO_SPAN)
             start, end, label = item
-        entities.append(checked_entity(text, start, end, label, where))
-    return entities
+        if not _is_int(start) or not _is_int(end):
+            raise where.error(f"start={start!r}, end={end!r}", "integer character offsets")
+        spans.append((start, end, label))
+    return spans
 
 
-def doccano_record(text: str, entities: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
-    """The doccano JSONL record of a text and pipeline entities (`entity_group`, `start`, `end`)."""
-    return {**extra, "text": text, "label": [[e["start"], e["end"], e["entity_group"]] for e in entities]}
+def _doccano_entity(text: str, span: _RawSpan, unit: str, where: Location) -> Entity:
+    start, end, label = span
+    if unit != "characters" and 0 <= start < end:
+        first, last = from_unit(text, start, unit), from_unit(text, end, unit)
+        if first is None or last is None:
+            size = len(utf16_positions(text)) - 1 if unit == "utf-16" else len(grapheme_starts(text)) - 1
+            inside = "inside a character (a surrogate pair)" if unit == "utf-16" else "past the end"
+            raise where.error(
+                f"{label} span [{start}, {end}) in {unit} offsets, one of them {inside} of the text of {size} "
+                f"{unit} units",
+                "offsets at character boundaries, in the unit --doccano_offsets names (utf-16: doccano's own; "
+                "characters: Python's code points; grapheme: a project counting grapheme clusters)",
+            )
+        start, end = first, last
+    return checked_entity(text, start, end, label, where)
 
 
-def write_doccano(out: TextIO, texts: Iterable[tuple[int, str, Sequence[Mapping[str, Any]]]]) -> int:
+def _unit_misfits(records: Sequence[tuple[Location, str, list[_RawSpan] | None]], unit: str) -> tuple[int, int]:
+    """(spans impossible in `unit`, spans that look wrong in it: cutting a word, or whitespace at an edge), over the
+    records whose text has a character outside the BMP (elsewhere every unit agrees)."""
+    impossible = odd = 0
+    for _, text, spans in records:
+        if not spans or all(ord(c) <= 0xFFFF for c in text):
+            continue
+        table = utf16_positions(text) if unit == "utf-16" else None
+        for start, end, _ in spans:
+            first, last = from_unit(text, start, unit, table), from_unit(text, end, unit, table)
+            if first is None or last is None or last <= first:
+                impossible += 1
+                continue
+            cuts = [p for p in (first, last) if 0 < p < len(text) and _in_word(text[p - 1], text[p])]
+            odd += bool(cuts) or text[first].isspace() or text[last - 1].isspace()
+    return impossible, odd
+
+
+def _in_word(left: str, right: str) -> bool:
+    # Letters or digits on both sides, not ideographs (a Chinese text has a token per character).
+    return left.isalnum() and right.isalnum() and not is_cjk(left) and not is_cjk(right)
+
+
+def _doccano_unit(path: str, records: Sequence[tuple[Location, str, list[_RawSpan] | None]]) -> str:
+    """The unit of a doccano file's offsets ("utf-16" or "characters"), from its spans (see `read_doccano`)."""
+    affected = sum(bool(spans) and any(ord(c) > 0xFFFF for c in text) for _, text, spans in records)
+    if not affected:
+        return "characters"  # the units agree on every span
+    misfits = {unit: _unit_misfits(records, unit) for unit in ("utf-16", "characters")}
+    unit = min(misfits, key=lambda u: (misfits[u], u != "utf-16"))
+    other = "characters" if unit == "utf-16" else "utf-16"
+    if misfits[unit] == misfits[other]:
+        logger.warning(
+            "%s: %d records hold characters outside the BMP (an emoji, 𠀐), where UTF-16 offsets and character "
+            "offsets differ, and their spans fit both: read as UTF-16 code units, as doccano counts them (pass "
+            "--doccano_offsets characters for a file whose offsets count Python characters)",
+            path,
+            affected,
+        )
+    else:
+        logger.info(
+            "%s: %d records hold characters outside the BMP: offsets read as %s (as %s, %d spans would be "
+            "impossible and %d would cut a word or hold whitespace at an edge; --doccano_offsets overrides)",
+            path,
+            affected,
+            "UTF-16 code units (doccano's count)" if unit == "utf-16" else "characters",
+            other,
+            *misfits[other],
+        )
+    return unit
+
+
+def doccano_record(
+    text: str, entities: Iterable[Mapping[str, Any]], offsets: str = "utf-16", **extra: Any
+) -> tuple[dict[str, Any], int]:
+    """The doccano JSONL record of a text and pipeline entities (`entity_group`, `start`, `end`: characters), its
+    offsets in `offsets` ("utf-16": what a doccano project shows right; "grapheme": a project counting grapheme
+    clusters; "characters": Python's count), and the number of entities widened to whole grapheme clusters."""
+    label, widened = [], 0
+    for e in entities:
+        (start, moved_start), (end, moved_end) = (
+            to_unit(text, e["start"], offsets),
+            to_unit(text, e["end"], offsets, round_up=True),
+        )
+        widened += moved_start or moved_end
+        label.append([start, end, e["entity_group"]])
+    return {**extra, "text": text, "label": label}, widened
+
+
+def write_doccano(
+    out: TextIO, texts: Iterable[tuple[int, str, Sequence[Mapping[str, Any]]]], offsets: str = "utf-16"
+) -> int:
     """Write doccano JSONL for (line number, text, pipeline entities): one record `{"line", "text", "label"}` per
     non-blank text (doccano cannot import an empty one; "line" keeps each record's input line and is imported as
-    metadata). Returns the number of records."""
-    written = 0
+    metadata). Offsets are in `offsets` units (see `doccano_record`): doccano's UTF-16 code units by default, so
+    that a text with an emoji or 𠀐 shows each entity where it is. Returns the number of records."""
+    if offsets not in DOCCANO_OFFSETS or offsets == "auto":
+        raise ValueError(f"doccano offsets to write must be one of {DOCCANO_OFFSETS[1:]}, got {offsets!r}")
+    written = widened = 0
     for number, text, entities in texts:
         if text.strip():
-            out.write(json.dumps(doccano_record(text, entities, line=number), ensure_ascii=False) + "\n")
+            record, moved = doccano_record(text, entities, offsets, line=number)
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
+            widened += moved
+    if widened:
+        logger.warning("widened %d entities that start or end inside a grapheme cluster to whole clusters", widened)
     return written
 
 
@@ -319,16 +479,28 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
     """Read a Label Studio JSON export (a list of tasks) of a text project with a Labels control.
 
     Spans are the `"type": "labels"` results (`value.start`, `value.end`: character offsets, end exclusive;
-    `value.labels[0]`) over `data.text`, or `data[text_key]`, or the only string in `data`. A task's annotation is
-    its latest non-cancelled one (by `updated_at`/`created_at`, else by id, else the last); tasks with several are
-    logged with the one read. A task without a usable annotation reads its latest prediction (pre-annotations,
-    with a warning), and without either is untagged. Relations and text-level results (choices, ...) are counted
-    and read past."""
+    `value.labels[0]`) over `data.text`, or `data[text_key]`, or the only string in `data` (`data.line`, which
+    tag.py writes, is a number and never the text). The offsets are the truth: a `value.text` that differs from the
+    text there only in whitespace (Label Studio collapses runs of spaces in it) is counted in a warning, and one
+    that matches only in UTF-16 offsets (Label Studio before 1.4) is converted.
+
+    A task is read from its latest annotation that is not cancelled (by `updated_at`/`created_at`, else by id,
+    else the last); tasks with several are logged with the one read. Tasks without one are left out, counted in a
+    warning, as label-studio-sdk's converter leaves them out: skipped tasks (only cancelled annotations) and tasks
+    nobody annotated, also those with predictions (pre-annotations nobody confirmed are not gold data). A file with
+    no annotated task is an error. Predictions are never read; an export that lists them by id only (`"predictions":
+    [286]`, as Label Studio exports a project holding predictions) is fine. Relations and text-level results
+    (choices, ...) are counted and read past."""
     tasks = _load_json(path)
     if not isinstance(tasks, list):
         raise DataFormatError(path, None, f"a JSON {type(tasks).__name__}", "a JSON list of Label Studio tasks")
+    if not tasks:
+        raise DataFormatError(path, None, "no tasks", "at least one Label Studio task")
     counts = _Counts(str(path))
-    several, from_predictions, cancelled = [], [], 0
+    several: list[Location] = []
+    left_out: Counter[str] = Counter()
+    first_left_out: Location | None = None
+    prediction_ids = 0
     examples = []
     for index, task in enumerate(tasks):
         name = f"task {task['id']} (index {index})" if isinstance(task, dict) and "id" in task else f"task {index}"
@@ -344,35 +516,50 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
                 raise where.error(f"annotation {k}: was_cancelled={flag!r}", "true or false")
             if not flag:
                 usable.append(annotation)
-        predictions = _object_list(task, "predictions", where)
-        entities = None
-        if usable:
-            chosen, how = _latest(usable, where, "annotation")
-            if len(annotations) > 1:
-                several.append(where)
-                logger.info(
-                    "%s: %d annotations (%d cancelled); read annotation %s, %s",
-                    where,
-                    len(annotations),
-                    len(annotations) - len(usable),
-                    chosen.get("id"),
-                    how,
-                )
-            entities = _result_entities(
-                chosen, text, Location(str(path), None, f"{name}, annotation {chosen.get('id')}"), counts
+        predictions = _predictions(task, where)
+        prediction_ids += any(_is_int(p) for p in predictions)
+        if not usable:
+            reason = "skipped" if annotations else "with predictions only" if predictions else "not annotated"
+            left_out[reason] += 1
+            first_left_out = first_left_out or where
+            continue
+        chosen, how = _latest(usable, where, "annotation")
+        if len(annotations) > 1:
+            several.append(where)
+            logger.info(
+                "%s: %d annotations (%d cancelled); read annotation %s, %s",
+                where,
+                len(annotations),
+                len(annotations) - len(usable),
+                chosen.get("id"),
+                how,
             )
-        elif predictions:
-            chosen, _ = _latest(predictions, where, "prediction")
-            from_predictions.append(where)
-            entities = _result_entities(
-                chosen, text, Location(str(path), None, f"{name}, prediction {chosen.get('id')}"), counts
-            )
-        else:
-            cancelled += bool(annotations)
+        entities = _result_entities(
+            chosen, text, Location(str(path), None, f"{name}, annotation {chosen.get('id')}"), counts
+        )
         examples.append(_text_example(f"{path}, {name}", text, entities, scheme, counts))
+    left = ", ".join(
+        f"{left_out[r]} {r}" for r in ("skipped", "not annotated", "with predictions only") if left_out[r]
+    )
     if not examples:
-        raise DataFormatError(path, None, "no tasks", "at least one Label Studio task")
+        raise DataFormatError(
+            path,
+            None,
+            f"no annotated task among {len(tasks)} ({left})",
+            "at least one task with an annotation that is not cancelled (predictions are pre-annotations: submit "
+            "or correct them in Label Studio, then export again)",
+        )
     counts.log("tasks")
+    if left_out:
+        logger.warning(
+            "%s: left out %d of %d tasks without an annotation that is not cancelled (%s; first: %s), as "
+            "label-studio-sdk's converter does",
+            path,
+            sum(left_out.values()),
+            len(tasks),
+            left,
+            first_left_out,
+        )
     if several:
         logger.info(
             "%s: %d tasks have several annotations: each was read from its latest non-cancelled one (first: %s)",
@@ -380,16 +567,10 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
             len(several),
             several[0],
         )
-    if from_predictions:
-        logger.warning(
-            "%s: %d tasks have no annotation that is not cancelled and were read from their latest prediction "
-            "(pre-annotations nobody confirmed; first: %s)",
-            path,
-            len(from_predictions),
-            from_predictions[0],
+    if prediction_ids:
+        logger.info(
+            "%s: %d tasks list their predictions by id only: ignored (annotations are read)", path, prediction_ids
         )
-    if cancelled:
-        logger.info("%s: %d tasks have only cancelled annotations and no prediction: untagged", path, cancelled)
     return examples
 
 
@@ -412,7 +593,7 @@ def _task_text(task: Mapping[str, Any], where: Location, text_key: str | None) -
         raise where.error(f"data={data!r}", 'a "data" object with the text (a JSON export, not JSON-MIN or CSV)')
     if text_key is not None:
         if text_key not in data:
-            raise where.error(f"data keys {sorted(data)}", f"the text in data[{text_key!r}]")
+            raise where.error(f"data keys {sorted(data)}", f"the text in data[{text_key!r}] (--text_key)")
         return _text_of(data[text_key], where, f"data[{text_key!r}]")
     if "text" in data:
         return _text_of(data["text"], where, 'data["text"]')
@@ -420,7 +601,7 @@ def _task_text(task: Mapping[str, Any], where: Location, text_key: str | None) -
     if len(strings) != 1:
         raise where.error(
             f"data keys {sorted(data)} ({len(strings)} strings)",
-            'the text in data["text"], or in the only string of "data" (or pass text_key)',
+            'the text in data["text"], or in the only string of "data" (or name its key: --text_key KEY)',
         )
     return _text_of(data[strings[0]], where, f"data[{strings[0]!r}]")
 
@@ -429,6 +610,14 @@ def _object_list(task: Mapping[str, Any], key: str, where: Location) -> list[dic
     items = task.get(key) or []
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise where.error(f"{key}={items!r}", f"a list of {key} objects")
+    return items
+
+
+def _predictions(task: Mapping[str, Any], where: Location) -> list[Any]:
+    """A task's predictions: objects, or ids (a JSON export of a project holding predictions lists their ids)."""
+    items = task.get("predictions") or []
+    if not isinstance(items, list) or not all(isinstance(item, dict) or _is_int(item) for item in items):
+        raise where.error(f"predictions={items!r}", "a list of predictions objects or prediction ids")
     return items
 
 
@@ -483,22 +672,23 @@ def _result_entities(chosen: Mapping[str, Any], text: str, where: Location, coun
         if len(labels) > 1:
             counts.changed["spans with several labels, read as their first"] += 1
         if surface is not None and _is_int(start) and _is_int(end) and text[start:end] != surface:
-            # Older Label Studio versions counted UTF-16 code units (an emoji is two): read such offsets back.
-            utf16 = utf16 if utf16 is not None else _utf16_positions(text)
-            inside = 0 <= start < end < len(utf16) and min(utf16[start], utf16[end]) >= 0
-            if inside and text[utf16[start] : utf16[end]] == surface:
-                counts.changed["spans in UTF-16 offsets (older Label Studio), converted to characters"] += 1
-                start, end = utf16[start], utf16[end]
+            if not _same_but_whitespace(text[start:end], surface):
+                # Older Label Studio versions counted UTF-16 code units (an emoji is two): read such offsets back.
+                utf16 = utf16 if utf16 is not None else utf16_positions(text)
+                inside = 0 <= start < end < len(utf16) and min(utf16[start], utf16[end]) >= 0
+                if inside and _same_but_whitespace(text[utf16[start] : utf16[end]], surface):
+                    counts.changed["spans in UTF-16 offsets (older Label Studio), converted to characters"] += 1
+                    start, end = utf16[start], utf16[end]
+            if text[start:end] != surface and _same_but_whitespace(text[start:end], surface):
+                # Label Studio writes runs of spaces in value.text as one; start and end stay right.
+                counts.changed["spans whose value.text differs from the text at start:end only in whitespace"] += 1
+                surface = None
         entities.append(checked_entity(text, start, end, labels[0], here, surface))
     return entities
 
 
-def _utf16_positions(text: str) -> list[int]:
-    """For each UTF-16 code unit position of `text` (and its end), the character position; -1 inside a pair."""
-    positions = []
-    for i, char in enumerate(text):
-        positions += [i] if ord(char) < 0x10000 else [i, -1]
-    return positions + [len(text)]
+def _same_but_whitespace(a: str, b: str) -> bool:
+    return a.split() == b.split()
 
 
 def label_studio_task(
@@ -509,8 +699,9 @@ def label_studio_task(
     from_name: str = "label",
     to_name: str = "text",
 ) -> dict[str, Any]:
-    """A Label Studio task with the pipeline's entities as its prediction (pre-annotations to correct). Each
-    result's score is the entity's (CRF marginals); the prediction's is their mean, left out without entities."""
+    """A Label Studio task with the pipeline's entities as its prediction (pre-annotations to correct), its id and
+    `data.line` the input line number (Label Studio replaces imported ids; `data.line` survives). Each result's
+    score is the entity's (CRF marginals); the prediction's is their mean, left out without entities."""
     results = [
         {
             "id": f"{task_id}-{k}",
@@ -531,7 +722,8 @@ def label_studio_task(
     if results:
         prediction["score"] = round(sum(float(e["score"]) for e in entities) / len(entities), 4)
     prediction["result"] = results
-    return {"id": task_id, "data": {"text": text}, "predictions": [prediction]}
+    # Label Studio gives imported tasks ids of its own: data.line keeps the input line through an export.
+    return {"id": task_id, "data": {"text": text, "line": task_id}, "predictions": [prediction]}
 
 
 def write_label_studio(
@@ -542,7 +734,8 @@ def write_label_studio(
     to_name: str = "text",
 ) -> int:
     """Write one JSON list of Label Studio tasks for (line number, text, pipeline entities): a task per non-blank
-    text, its id the input line number (Label Studio cannot annotate an empty text). Returns the number of tasks."""
+    text, its id and `data.line` the input line number (Label Studio cannot annotate an empty text). Returns the
+    number of tasks."""
     tasks = [
         label_studio_task(number, text, entities, model_version, from_name, to_name)
         for number, text, entities in texts
@@ -560,9 +753,10 @@ def write_label_studio(
 def read_brat(folder: str | Path, scheme: str = "BIO") -> list[dict[str, Any]]:
     """Read a brat folder (and its subfolders): each `.txt` with the `.ann` beside it. Each line of a text is an
     example; its entities are the "T" lines (`T1<TAB>TYPE START END<TAB>surface`, offsets into the whole file).
-    Other annotation lines (relations, events, attributes, notes, ...) are counted and read past. A discontinuous
-    entity (`START END;START END`) keeps its longest fragment, with a warning; an entity across a line break is an
-    error."""
+    Other annotation lines (relations, events, attributes, notes, ...) are counted and read past, and so are the
+    "T" lines that an event ("E") uses as its trigger. A discontinuous entity (`START END;START END`) keeps its
+    longest fragment, with a warning naming the .ann line and the lines of the text its fragments lie on (on one
+    line or several); a span (or fragment) across a line break is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataFormatError(folder, None, "a file", "a brat folder: .txt files, each with its .ann beside it")
@@ -613,28 +807,35 @@ def _brat_document(text_path: Path, ann_path: Path, scheme: str, counts: _Counts
         position += len(line) + 1
     line_starts = [start for start, _ in lines]
     per_line: list[list[Entity]] = [[] for _ in lines]
-    for line_no, line in text_lines(ann_path):
-        if not line.strip():
-            continue
+    ann_lines = [(line_no, line) for line_no, line in text_lines(ann_path) if line.strip()]
+    triggers = _event_triggers(ann_lines)
+    for line_no, line in ann_lines:
         where = Location(str(ann_path), line_no)
         if line[0] in BRAT_IGNORED:
             counts.ignored[BRAT_IGNORED[line[0]]] += 1
             continue
         if line[0] != "T":
             raise where.error(repr(line), "a brat annotation line (T, R, E, A, M, N, # or *)")
+        if line.split("\t", 1)[0] in triggers:
+            counts.ignored["event trigger"] += 1  # the word that names an event, not an entity
+            continue
         label, fragments, surface = _brat_entity(line, where)
         pieces = [checked_entity(text, start, end, label, where) for start, end in fragments]
-        index = bisect_right(line_starts, pieces[0].start) - 1
-        line_start, line_end = lines[index]
+        indices = []
         for piece in pieces:  # checked before the surface text, which would only differ by the line break
+            index = bisect_right(line_starts, piece.start) - 1
+            line_start, line_end = lines[index]
             if not (line_start <= piece.start and piece.end <= line_end):
                 raise where.error(
                     f"{label} span [{piece.start}, {piece.end}) {text[piece.start : piece.end]!r} across the end of "
                     f"line {index + 1} of {text_path.name}",
                     "an entity within one line (each line of a brat text is one example)",
                 )
-        entity = _one_fragment(pieces, surface, text, where)
-        per_line[index].append(entity._replace(start=entity.start - line_start, end=entity.end - line_start))
+            indices.append(index)
+        kept = _one_fragment(pieces, surface, text, where, [f"{text_path.name}:{i + 1}" for i in indices])
+        index = indices[pieces.index(kept)]
+        line_start = lines[index][0]
+        per_line[index].append(kept._replace(start=kept.start - line_start, end=kept.end - line_start))
     examples = []
     for index, (start, end) in enumerate(lines):
         if text[start:end].strip():
@@ -642,6 +843,18 @@ def _brat_document(text_path: Path, ann_path: Path, scheme: str, counts: _Counts
                 _text_example(f"{text_path}:{index + 1}", text[start:end], per_line[index], scheme, counts)
             )
     return examples
+
+
+def _event_triggers(ann_lines: Iterable[tuple[int, str]]) -> set[str]:
+    """The ids of the "T" lines that "E" lines use as their trigger (`E1<TAB>TYPE:T3 Role:T1 ...`)."""
+    triggers = set()
+    for _, line in ann_lines:
+        fields = line.split("\t")
+        if line.startswith("E") and len(fields) >= 2:
+            trigger = fields[1].split(" ", 1)[0].rpartition(":")[2]
+            if trigger:
+                triggers.add(trigger)
+    return triggers
 
 
 def _brat_entity(line: str, where: Location) -> tuple[str, list[tuple[int, int]], str | None]:
@@ -654,8 +867,12 @@ def _brat_entity(line: str, where: Location) -> tuple[str, list[tuple[int, int]]
     return label, [(int(a), int(b)) for a, b in fragments], fields[2] if len(fields) > 2 else None
 
 
-def _one_fragment(pieces: list[Entity], surface: str | None, text: str, where: Location) -> Entity:
-    """The entity of a "T" line's fragments: checked against its surface text; of several, the longest."""
+def _one_fragment(
+    pieces: list[Entity], surface: str | None, text: str, where: Location, places: Sequence[str]
+) -> Entity:
+    """The entity of a "T" line's fragments (each within one line of the text, at `places`: "doc.txt:3"): checked
+    against its surface text; of several, the longest, which lies within one line even when the others lie on
+    other lines."""
     label = pieces[0].label
     if surface is not None and " ".join(text[p.start : p.end] for p in pieces) != surface:
         shown = " ".join(f"[{p.start}, {p.end})" for p in pieces)
@@ -666,14 +883,17 @@ def _one_fragment(pieces: list[Entity], surface: str | None, text: str, where: L
     if len(pieces) == 1:
         return pieces[0]
     kept = max(pieces, key=lambda p: (p.end - p.start, -p.start))
+    lines = sorted(set(places), key=places.index)
     logger.warning(
-        "%s: %s entity in %d fragments %s: flat tags hold one span; kept the longest, [%d, %d) %r",
+        "%s: %s entity in %d fragments %s%s: flat tags hold one span; kept the longest, [%d, %d) %r%s",
         where,
         label,
         len(pieces),
         ", ".join(f"[{p.start}, {p.end}) {text[p.start : p.end]!r}" for p in pieces),
+        f" on {len(lines)} lines ({', '.join(lines)})" if len(lines) > 1 else "",
         kept.start,
         kept.end,
         text[kept.start : kept.end],
+        f" at {places[pieces.index(kept)]}" if len(lines) > 1 else "",
     )
     return kept

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from bertcrf.ner_data import DATA_FORMATS
+from bertcrf.data_files import DATA_FORMATS, DOCCANO_OFFSETS
 from configuration_bert_crf import TAG_SCHEMES
 
 
@@ -78,6 +78,21 @@ class DataTrainingArguments:
             "help": f"Format of the data files, one of {DATA_FORMATS}. auto: from their content (a folder with .ann "
             "files is brat, a JSON list Label Studio, JSON lines with a list of spans doccano, with a {type: ...} "
             "label CLUENER)."
+        },
+    )
+    text_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "Label Studio: the key of each task's data that holds the text (the name in your labeling "
+            'config\'s value="$KEY"). Default: "text", else the only string in data.'
+        },
+    )
+    doccano_offsets: str = field(
+        default="auto",
+        metadata={
+            "help": f"doccano: the unit of the offsets, one of {DOCCANO_OFFSETS}. doccano counts UTF-16 code units "
+            "(an emoji or 𠀐 is two), or grapheme clusters in a project that counts them as one character; "
+            "characters: Python's count, as other tools write. auto: UTF-16 unless the spans say characters."
         },
     )
     text_column_name: str | None = field(default=None, metadata={"help": "Token column (default tokens)."})
@@ -206,6 +221,8 @@ def validate_args(model_args: ModelArguments, data_args: DataTrainingArguments) 
         raise ValueError(f"--data_tag_scheme must be one of {TAG_SCHEMES}, got {data_args.data_tag_scheme!r}")
     if data_args.data_format not in DATA_FORMATS:
         raise ValueError(f"--data_format must be one of {DATA_FORMATS}, got {data_args.data_format!r}")
+    if data_args.doccano_offsets not in DOCCANO_OFFSETS:
+        raise ValueError(f"--doccano_offsets must be one of {DOCCANO_OFFSETS}, got {data_args.doccano_offsets!r}")
     if data_args.dataset_name is None and not any(getattr(data_args, f) for f in SPLITS.values()):
         raise ValueError("Need --dataset_name or at least one of --train_file, --validation_file, --test_file")
     if model_args.head not in ("crf", "softmax"):

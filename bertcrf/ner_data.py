@@ -3,7 +3,8 @@
 Every reader returns examples as dicts `{"id": "file:line", "tokens": [...], "tags": [...] or None}`, with
 reader-specific extra keys that the rest of the code ignores ("lines" for column files; "text" and "offsets" for
 annotation-tool exports, see `bertcrf.annotations`). Malformed input raises `DataFormatError` naming the file, the
-line, what was found and what was expected.
+line, what was found and what was expected. Choosing the reader of a file is `bertcrf.data_files`'s (which imports
+this module and `bertcrf.annotations`; this module imports neither).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import codecs
 import contextlib
 import json
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +50,6 @@ from bert_crf_utils import (  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-
-# What `read_file` reads: "auto" sniffs the content (see `sniff_format`); "cluener" is CLUENER-style span JSON.
-DATA_FORMATS = ("auto", "column", "jsonl", "cluener", "doccano", "label-studio", "brat")
 
 # The matching seqeval scheme for strict entity scoring; BMES is scored as IOBES with M read as I.
 SEQEVAL_SCHEMES = {"BIO": "IOB2", "IOB1": "IOB1", "BIOES": "IOBES", "BMES": "IOBES"}
@@ -267,69 +264,6 @@ def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list
                     )
                 spans.append((etype, start, end + 1))
     return spans
-
-
-# A JSON document that opens a list of objects (Label Studio), not a column line whose token is "[".
-_JSON_LIST_START = re.compile(r"\[\s*(\{|\]|$)")
-
-
-def sniff_format(path: str | Path) -> str:
-    """The format of `path` from its content: "brat" (a folder with .ann files), "label-studio" (a JSON list),
-    "doccano" (JSON lines with a text and a list of spans), "spans" (CLUENER: a text and a {type: ...} label),
-    "jsonl" (token and tag lists) or "column", from the first non-blank line."""
-    if Path(path).is_dir():
-        if next(Path(path).rglob("*.ann"), None) is not None:
-            return "brat"
-        raise IsADirectoryError(
-            f"{path} is a directory, not a data file (a brat folder would hold .txt files with .ann files beside "
-            "them; this one has no .ann file)"
-        )
-    for line_no, line in text_lines(path):
-        if line.strip():
-            break
-    else:
-        raise DataFormatError(path, None, "an empty file", "NER data")
-    if _JSON_LIST_START.match(line.strip()):
-        return "label-studio"
-    if line.lstrip().startswith("{"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(path, line_no, f"invalid JSON ({err.msg})", "one JSON object per line") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "tokens" in record:
-            return "jsonl"
-        if any(isinstance(record.get(key), list) for key in ("entities", "label", "labels")):
-            return "doccano"
-        return "spans"
-    return "column"
-
-
-def read_file(
-    path: str | Path,
-    tokens_key: str = "tokens",
-    tags_key: str = "tags",
-    span_scheme: str = "BIO",
-    data_format: str = "auto",
-) -> list[dict[str, Any]]:
-    """Read any supported local file (or brat folder), choosing the reader by content unless `data_format` (one of
-    `DATA_FORMATS`) names it. Character spans become tags in `span_scheme`."""
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"data format must be one of {DATA_FORMATS}, got {data_format!r}")
-    check_file(path, directory_ok=data_format in ("auto", "brat"))
-    kind = sniff_format(path) if data_format == "auto" else data_format
-    if kind == "column":
-        return read_column_file(path)
-    if kind == "jsonl":
-        return read_json_lines(path, tokens_key, tags_key)
-    if kind in ("spans", "cluener"):
-        return read_span_json(path, span_scheme)
-    from bertcrf import annotations  # imports this module
-
-    if kind == "doccano":
-        return annotations.read_doccano(path, span_scheme)
-    if kind == "label-studio":
-        return annotations.read_label_studio(path, span_scheme)
-    return annotations.read_brat(path, span_scheme)
 
 
 # ----------------------------------------------------------------------------------------------------------------

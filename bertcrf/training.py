@@ -20,7 +20,7 @@ import transformers
 from transformers import Trainer, TrainingArguments
 
 from bert_crf_utils import max_positions
-from bertcrf import crf_models, ner_data
+from bertcrf import crf_models, data_files, ner_data
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments
 from bertcrf.outputs import show_examples, tidy_output_dir, write_predictions
 from configuration_crf import CrfConfigMixin
@@ -57,7 +57,15 @@ def load_raw_splits(
             continue
         path = getattr(data_args, arg)
         if path:
-            raw[split] = ner_data.read_file(path, tokens_key, tags_key, span_scheme, data_args.data_format)
+            raw[split] = data_files.read_file(
+                path,
+                tokens_key,
+                tags_key,
+                span_scheme,
+                data_args.data_format,
+                text_key=data_args.text_key,
+                doccano_offsets=data_args.doccano_offsets,
+            )
         elif split in hub:
             raw[split] = hub[split]
         else:

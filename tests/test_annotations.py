@@ -1,4 +1,4 @@
-"""bertcrf/annotations.py: doccano, Label Studio and brat readers (through ner_data.read_file too), and the doccano
+"""bertcrf/annotations.py: doccano, Label Studio and brat readers (through data_files.read_file too), and the doccano
 and Label Studio pre-annotations that tag.py writes, read back."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 
 import evaluate_pipeline
 import tag
-from bertcrf import annotations, ner_data
+from bertcrf import annotations, data_files
 from bertcrf.annotations import example_entities, read_brat, read_doccano, read_label_studio
-from bertcrf.ner_data import DataFormatError, read_file, sniff_format
+from bertcrf.data_files import read_file, sniff_format
+from bertcrf.ner_data import DataFormatError
 
 
 LOGGER = "bertcrf.annotations"
@@ -209,6 +210,97 @@ def test_doccano_malformed(tmp_path, record, words):
     assert_error(info, f"{path}:2", *words)
 
 
+EMOJI_TEXT = "😀张三在北京工作。"
+
+
+@pytest.mark.parametrize("offsets", ["auto", "utf-16"])
+def test_doccano_utf16_offsets_read_as_doccano_counts(tmp_path, caplog, offsets):
+    """doccano counts UTF-16 code units (JavaScript's indices): the emoji is two, so 张三 is [2, 4) and 北京 [5, 7)."""
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"text": EMOJI_TEXT, "label": [[2, 4, "PER"], [5, 7, "LOC"]]}, {"text": "李四", "label": [[0, 2, "PER"]]}],
+    )
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        example, _ = read_file(path, doccano_offsets=offsets)
+    assert [(t, EMOJI_TEXT[a:b]) for t, a, b in example_entities(example)] == [("PER", "张三"), ("LOC", "北京")]
+    if offsets == "auto":  # nothing in the spans tells the units apart: doccano's, said in a warning
+        (warning,) = warnings_of(caplog)
+        assert "1 records hold characters outside the BMP" in warning and "--doccano_offsets characters" in warning
+    spans = example_entities(read_file(path, doccano_offsets="characters")[0])
+    assert [EMOJI_TEXT[a:b] for _, a, b in spans] == ["三在", "京工"]  # what the offsets mean as characters
+
+
+def test_doccano_auto_offsets_read_characters_where_utf16_cannot_fit(tmp_path, caplog):
+    """A file written by a Python tool counts characters: its spans cut words or surrogate pairs as UTF-16."""
+    english = "😀 Tim Cook visited Paris"
+    records = [
+        {"text": english, "label": [[2, 10, "PER"], [19, 24, "LOC"]]},  # as UTF-16: " Tim Coo", "Pari"+...
+        {"text": "😀张三", "label": [[1, 3, "PER"]]},  # as UTF-16, 1 is inside the emoji's surrogate pair
+    ]
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        first, second = read_file(path)
+    assert example_entities(first) == [("PER", 2, 10), ("LOC", 19, 24)] and example_entities(second) == [("PER", 1, 3)]
+    assert any("offsets read as characters" in m for m in infos_of(caplog))
+    assert not warnings_of(caplog)
+    with pytest.raises(DataFormatError) as info:
+        read_doccano(path, offsets="utf-16")
+    assert info.value.line == 2
+    assert_error(info, "PER span [1, 3) in utf-16 offsets", "surrogate pair", "--doccano_offsets")
+
+
+def test_doccano_grapheme_mode_offsets(tmp_path):
+    """A project with "Count grapheme clusters as one character" counts the family emoji (5 code points) as one."""
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    text = f"{family}张三在北京"
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": text, "label": [[1, 3, "PER"], [4, 6, "LOC"]]}])
+    (example,) = read_doccano(path, offsets="grapheme")
+    assert [text[a:b] for _, a, b in example_entities(example)] == ["张三", "北京"]
+    with pytest.raises(ValueError, match="doccano offsets must be one of"):
+        read_file(path, doccano_offsets="bytes")
+
+
+NON_BMP_TEXT = "𠀐明在北京工作😀，Tim Cook也在。"
+
+
+def pipeline_entity(text, label, start, end):
+    return {"entity_group": label, "start": start, "end": end, "score": 0.9, "word": text[start:end]}
+
+
+def test_doccano_writer_counts_as_doccano_shows(tmp_path):
+    """tag.py --format doccano writes UTF-16 offsets: doccano (JavaScript) shows each entity where it is, and the
+    file reads back to the same character spans."""
+    entities = [(0, 2, "PER"), (3, 5, "LOC"), (9, 17, "PER")]
+    assert [NON_BMP_TEXT[a:b] for a, b, _ in entities] == ["𠀐明", "北京", "Tim Cook"]
+    out = tmp_path / "out.jsonl"
+    with open(out, "w", encoding="utf-8") as handle:
+        texts = [(1, NON_BMP_TEXT, [pipeline_entity(NON_BMP_TEXT, t, a, b) for a, b, t in entities])]
+        assert annotations.write_doccano(handle, texts) == 1
+    (record,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert record["label"] == [[0, 3, "PER"], [4, 6, "LOC"], [11, 19, "PER"]]
+    assert [js_slice(NON_BMP_TEXT, a, b) for a, b, _ in record["label"]] == ["𠀐明", "北京", "Tim Cook"]
+    (example,) = read_file(out)
+    assert example_entities(example) == [(t, a, b) for a, b, t in entities]
+
+
+def test_doccano_writer_grapheme_and_character_offsets(caplog):
+    import io
+
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    text = f"{family}张三e\u0301"  # the family emoji is 1 cluster; e + combining acute is 1
+    entities = [pipeline_entity(text, "PER", 5, 7), pipeline_entity(text, "X", 7, 8)]
+    out = io.StringIO()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        annotations.write_doccano(out, [(1, text, entities)], offsets="grapheme")
+    assert json.loads(out.getvalue())["label"] == [[1, 3, "PER"], [3, 4, "X"]]  # "e" alone widened to "é"
+    assert any("widened 1 entities" in m for m in warnings_of(caplog))
+    out = io.StringIO()
+    annotations.write_doccano(out, [(1, text, entities)], offsets="characters")
+    assert json.loads(out.getvalue())["label"] == [[5, 7, "PER"], [7, 8, "X"]]
+    with pytest.raises(ValueError, match="doccano offsets to write"):
+        annotations.write_doccano(out, [], offsets="auto")
+
+
 def test_doccano_empty_file(tmp_path):
     with pytest.raises(DataFormatError, match="no records"):
         read_doccano(write(tmp_path / "e.jsonl", "\n"))
@@ -256,13 +348,14 @@ def test_label_studio_reads_labels_spans(tmp_path, caplog):
     path = write_json(tmp_path / "export.json", tasks)
     assert sniff_format(path) == "label-studio"
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        chinese, english, untagged = read_file(path)
+        chinese, english = read_file(path)  # task 13, which nobody annotated, is left out
     assert example_entities(chinese) == [("PER", 0, 2), ("ORG", 3, 7)]
     assert example_entities(english) == [("PER", 0, 8), ("ORG", 28, 33)]
-    assert untagged["tags"] is None and untagged["tokens"] == list("没有人标注")
     assert "task 12 (index 1)" in english["id"]
     summary = " ".join(infos_of(caplog))
-    assert "3 tasks (1 untagged), 4 entities" in summary and "1 relation" in summary and "1 choices result" in summary
+    assert "2 tasks (0 untagged), 4 entities" in summary and "1 relation" in summary and "1 choices result" in summary
+    (warning,) = warnings_of(caplog)
+    assert "left out 1 of 3 tasks" in warning and "1 not annotated" in warning and "task 13 (index 2)" in warning
 
 
 def test_label_studio_latest_annotation_skips_a_cancelled_newest(tmp_path, caplog):
@@ -294,37 +387,68 @@ def test_label_studio_latest_annotation_skips_a_cancelled_newest(tmp_path, caplo
     assert any("3 tasks have several annotations" in m for m in infos)
 
 
-def test_label_studio_predictions_when_no_annotation_counts(tmp_path, caplog):
+def test_label_studio_reads_annotations_only_and_leaves_out_the_rest(tmp_path, caplog):
+    """Skipped tasks (only cancelled annotations), tasks nobody annotated and tasks with predictions only are left
+    out with counts, as label-studio-sdk's converter does; predictions are never read, as objects or as ids."""
     predictions = [
         {"id": 1, "model_version": "v1", "created_at": "2024-01-01T00:00:00Z", "result": [span(0, 2, "OLD")]},
         {"id": 2, "model_version": "v2", "created_at": "2024-02-01T00:00:00Z", "result": [span(0, 2, "PER")]},
     ]
     tasks = [
-        {
-            "id": 1,
-            "data": {"text": "张三"},
-            "annotations": [annotation(3, [], cancelled=True)],
-            "predictions": predictions,
-        },
+        {"id": 1, "data": {"text": "张三"}, "annotations": [annotation(3, [], cancelled=True)], "predictions": [286]},
         {"id": 2, "data": {"text": "李四"}, "predictions": predictions[:1]},
-        {
-            "id": 3,
-            "data": {"text": "王五"},
-            "annotations": [annotation(4, [span(0, 2, "ANN")])],
-            "predictions": predictions,
-        },
+        {"id": 3, "data": {"text": "王五"}, "annotations": [annotation(4, [span(0, 2, "ANN")])], "predictions": [7]},
         {"id": 4, "data": {"text": "赵六"}, "annotations": [annotation(5, [], cancelled=True)]},
+        {"id": 5, "data": {"text": "孙七"}, "annotations": [annotation(6, [])], "predictions": predictions},
+        {"id": 6, "data": {"text": "周八"}, "annotations": []},
     ]
     path = write_json(tmp_path / "export.json", tasks)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        cancelled, predicted, annotated, nothing = read_label_studio(path)
-    assert example_entities(cancelled) == [("PER", 0, 2)]  # the latest prediction
-    assert example_entities(predicted) == [("OLD", 0, 2)]
-    assert example_entities(annotated) == [("ANN", 0, 2)]  # an annotation beats predictions
-    assert nothing["tags"] is None
+        annotated, reviewed = read_label_studio(path)
+    assert example_entities(annotated) == [("ANN", 0, 2)]  # an annotation, whatever the predictions say
+    assert reviewed["tags"] == ["O", "O"]  # a submitted annotation without spans: no entities
     (warning,) = warnings_of(caplog)
-    assert "2 tasks have no annotation that is not cancelled" in warning and "task 1 (index 0)" in warning
-    assert any("1 tasks have only cancelled annotations" in m for m in infos_of(caplog))
+    assert "left out 4 of 6 tasks" in warning and "task 1 (index 0)" in warning
+    assert "2 skipped, 1 not annotated, 1 with predictions only" in warning
+    assert any("2 tasks list their predictions by id only: ignored" in m for m in infos_of(caplog))
+    # Nothing annotated at all is an error, which says what the tasks hold.
+    path = write_json(tmp_path / "none.json", [tasks[0], tasks[1], tasks[3]])
+    with pytest.raises(DataFormatError) as info:
+        read_label_studio(path)
+    assert_error(info, "no annotated task among 3 (2 skipped, 1 with predictions only)", "submit or correct them")
+
+
+def test_label_studio_prediction_ids_only_export(tmp_path):
+    """Label Studio's JSON export of a project holding predictions lists them by id: the annotations read."""
+    tasks = [
+        {
+            "id": 286,
+            "data": {"text": "张三在北京", "line": 3},
+            "annotations": [annotation(1, [span(0, 2, "PER", "张三"), span(3, 5, "LOC", "北京")])],
+            "predictions": [286],
+        }
+    ]
+    (example,) = read_file(write_json(tmp_path / "export.json", tasks))
+    assert example_entities(example) == [("PER", 0, 2), ("LOC", 3, 5)]
+    tasks[0]["predictions"] = ["286"]
+    with pytest.raises(DataFormatError, match="a list of predictions objects or prediction ids"):
+        read_file(write_json(tmp_path / "bad.json", tasks))
+
+
+def test_label_studio_value_text_with_collapsed_whitespace_warns(tmp_path, caplog):
+    """Label Studio writes runs of spaces in value.text as one: the offsets are read, with a counted warning."""
+    text = "Text: Berlin,  Germany. Paris  \t France"
+    results = [span(6, 22, "LOC", "Berlin, Germany"), span(24, 39, "LOC", "Paris France"), span(0, 4, "X", "Text")]
+    tasks = [{"id": 1, "data": {"text": text}, "annotations": [annotation(1, results)]}]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        (example,) = read_label_studio(write_json(tmp_path / "export.json", tasks))
+    assert example_entities(example) == [("X", 0, 4), ("LOC", 6, 22), ("LOC", 24, 39)]
+    (warning,) = warnings_of(caplog)
+    assert "2 spans whose value.text differs from the text at start:end only in whitespace" in warning
+    # A difference beyond whitespace is still an error.
+    tasks[0]["annotations"][0]["result"] = [span(6, 22, "LOC", "Berlin,Germany")]
+    with pytest.raises(DataFormatError, match="text there: 'Berlin,  Germany'"):
+        read_label_studio(write_json(tmp_path / "bad.json", tasks))
 
 
 def test_label_studio_text_key_and_the_only_string(tmp_path):
@@ -335,10 +459,23 @@ def test_label_studio_text_key_and_the_only_string(tmp_path):
     path = write_json(tmp_path / "b.json", tasks)
     with pytest.raises(DataFormatError) as info:
         read_label_studio(path)
-    assert_error(info, "task 1 (index 0)", "data keys ['n', 'sentence', 'title'] (2 strings)")
+    assert_error(info, "task 1 (index 0)", "data keys ['n', 'sentence', 'title'] (2 strings)", "--text_key KEY")
     assert example_entities(read_label_studio(path, text_key="sentence")[0]) == [("PER", 0, 2)]
-    with pytest.raises(DataFormatError, match=r"the text in data\['body'\]"):
+    assert example_entities(read_file(path, text_key="sentence")[0]) == [("PER", 0, 2)]
+    with pytest.raises(DataFormatError, match=r"the text in data\['body'\] \(--text_key\)"):
         read_label_studio(path, text_key="body")
+
+
+def test_label_studio_data_line_is_never_the_text(tmp_path):
+    """tag.py's tasks carry the input line in data.line: a number, which the "only string" rule passes over."""
+    task = annotations.label_studio_task(7, "张三", [], "m")
+    assert task["data"] == {"text": "张三", "line": 7}
+    tasks = [
+        dict(task, annotations=[annotation(1, [span(0, 2, "PER")])]),
+        {"id": 8, "data": {"line": 8, "content": "李四"}, "annotations": [annotation(2, [span(0, 2, "PER")])]},
+    ]
+    first, second = read_label_studio(write_json(tmp_path / "a.json", tasks))
+    assert first["text"] == "张三" and second["text"] == "李四"
 
 
 def test_label_studio_utf16_offsets_of_old_exports_are_converted(tmp_path, caplog):
@@ -487,6 +624,43 @@ def test_brat_discontinuous_entity_keeps_its_longest_fragment(tmp_path, caplog):
     assert any(f"{ann}:2: PER entity in 2 fragments" in m and "[0, 1) '张'" in m for m in warnings)  # the earlier
 
 
+def test_brat_discontinuous_entity_across_lines_keeps_its_longest_fragment(tmp_path, caplog):
+    """Fragments on two lines of the text: a warning naming the .ann line and the text's lines, as within a line."""
+    ann = "T1\tORG 3 7;12 15\t北京大学 Tim\nT2\tPER 0 1;12 20\t张 Tim Cook\n"
+    root = brat_folder(tmp_path, ann)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        chinese, english = read_brat(root)
+    assert example_entities(chinese) == [("ORG", 3, 7)]
+    assert example_entities(english) == [("PER", 0, 8)]  # the longer fragment, on line 3
+    warnings = warnings_of(caplog)
+    ann_path = root / "doc.ann"
+    assert any(
+        f"{ann_path}:1: ORG entity in 2 fragments" in m
+        and "on 2 lines (doc.txt:1, doc.txt:3)" in m
+        and "kept the longest, [3, 7) '北京大学' at doc.txt:1" in m
+        for m in warnings
+    )
+    assert any(f"{ann_path}:2: PER entity" in m and "'Tim Cook' at doc.txt:3" in m for m in warnings)
+
+
+def test_brat_event_triggers_are_not_entities(tmp_path, caplog):
+    ann = (
+        "T1\tPER 0 2\t张三\n"
+        "T2\tAttack 2 3\t打\n"
+        "T3\tPER 4 6\t李四\n"
+        "E1\tAttack:T2 Attacker:T1 Target:T3\n"
+        "T4\tMarry 12 19\tmarried\n"
+        "E2\tMarry:T4\n"
+    )
+    root = brat_folder(tmp_path, ann, text="张三打了李四\n\nTim Cook married.\n")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        chinese, english = read_brat(root)
+    assert example_entities(chinese) == [("PER", 0, 2), ("PER", 4, 6)]
+    assert example_entities(english) == []
+    summary = " ".join(infos_of(caplog))
+    assert "2 event, 2 event trigger" in summary and "2 entities (PER 2)" in summary
+
+
 def test_brat_overlap_names_the_ann_line_of_the_dropped_entity(tmp_path, caplog):
     root = brat_folder(tmp_path, "T1\tLOC 3 5\t北京\nT2\tORG 3 7\t北京大学\n", text="张三在北京大学")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -622,6 +796,17 @@ def run_tag(checkpoint, tmp_path, fmt, *options):
     return out
 
 
+def accept_predictions(path):
+    """tag.py's Label Studio tasks as Label Studio exports them once each task's pre-annotations were submitted
+    unchanged: an annotation with the prediction's results, the predictions listed by id."""
+    tasks = json.loads(path.read_text(encoding="utf-8"))
+    for task in tasks:
+        (prediction,) = task["predictions"]
+        task["annotations"] = [{"id": task["id"], "was_cancelled": False, "result": prediction["result"]}]
+        task["predictions"] = [1000 + task["id"]]
+    return write_json(path.with_name("export.json"), tasks)
+
+
 def pipeline_spans(pipe, text):
     return [(e["entity_group"], e["start"], e["end"]) for e in pipe(text, aggregation_strategy="simple")]
 
@@ -630,7 +815,7 @@ def pipeline_spans(pipe, text):
 def test_pre_annotations_read_back_exactly(crf_checkpoint, crf_pipeline, tmp_path, fmt):
     out = run_tag(crf_checkpoint, tmp_path, fmt)
     assert sniff_format(out) == fmt
-    examples = read_file(out)
+    examples = read_file(accept_predictions(out) if fmt == "label-studio" else out)
     texts = [line for line in TAG_LINES if line.strip()]
     assert [e["text"] for e in examples] == texts
     read_back = [example_entities(e) for e in examples]
@@ -639,7 +824,7 @@ def test_pre_annotations_read_back_exactly(crf_checkpoint, crf_pipeline, tmp_pat
     assert all(e["tags"] is not None for e in examples)
 
 
-def test_label_studio_tasks(crf_checkpoint, crf_pipeline, tmp_path, caplog):
+def test_label_studio_tasks(crf_checkpoint, crf_pipeline, tmp_path):
     out = run_tag(crf_checkpoint, tmp_path, "label-studio", "--from_name", "ner", "--to_name", "body")
     tasks = json.loads(out.read_text(encoding="utf-8"))
     # Blank lines are skipped; each task's id is its input line.
@@ -668,10 +853,10 @@ def test_label_studio_tasks(crf_checkpoint, crf_pipeline, tmp_path, caplog):
     assert len({r["id"] for t in tasks for r in t["predictions"][0]["result"]}) == sum(
         len(t["predictions"][0]["result"]) for t in tasks
     )
-    # Read back, the predictions are the tasks' entities, with a warning that nobody confirmed them.
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    assert all(task["data"]["line"] == task["id"] for task in tasks)  # Label Studio replaces imported ids
+    # Pre-annotations nobody submitted are not gold data: read back as they are, nothing is annotated.
+    with pytest.raises(DataFormatError, match=f"no annotated task among {len(tasks)} .{len(tasks)} with predictions"):
         read_file(out)
-    assert any(f"{len(tasks)} tasks have no annotation" in m for m in warnings_of(caplog))
     out = run_tag(crf_checkpoint, tmp_path, "label-studio", "--model_version", "demo-v2")
     assert {t["predictions"][0]["model_version"] for t in json.loads(out.read_text(encoding="utf-8"))} == {"demo-v2"}
 
@@ -683,7 +868,23 @@ def test_doccano_records(crf_checkpoint, crf_pipeline, tmp_path):
     for record in records:
         assert set(record) == {"line", "text", "label"} and record["text"] == TAG_LINES[record["line"] - 1]
         expected = pipeline_spans(crf_pipeline, record["text"])
-        assert record["label"] == [[start, end, etype] for etype, start, end in expected]
+        # doccano's offsets are UTF-16 code units: the emoji of "北京\u3000上海 😀" counts two.
+        text = record["text"]
+        assert record["label"] == [[utf16(text, start), utf16(text, end), etype] for etype, start, end in expected]
+        assert [js_slice(text, start, end) for start, end, _ in record["label"]] == [
+            text[start:end] for _, start, end in expected
+        ]
+    assert any(len(r["text"]) != len(r["text"].encode("utf-16-le")) // 2 and r["label"] for r in records)
+
+
+def utf16(text, position):
+    """A character position of `text` as a UTF-16 code unit index (JavaScript's, doccano's)."""
+    return len(text[:position].encode("utf-16-le")) // 2
+
+
+def js_slice(text, start, end):
+    """`text.slice(start, end)` in JavaScript: what doccano shows for a span."""
+    return text.encode("utf-16-le")[2 * start : 2 * end].decode("utf-16-le")
 
 
 def test_writers_skip_blank_texts():
@@ -697,7 +898,7 @@ def test_writers_skip_blank_texts():
     assert annotations.write_label_studio(out, [(1, "", []), (2, "张三", [entity])], "m") == 1
     (task,) = json.loads(out.getvalue())
     assert task["id"] == 2 and task["predictions"][0]["score"] == 0.5
-    assert ner_data.DATA_FORMATS[0] == "auto"
+    assert data_files.DATA_FORMATS[0] == "auto"
 
 
 def test_predictions_keep_the_exported_text_and_offsets(tmp_path):

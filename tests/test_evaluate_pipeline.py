@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import evaluate_pipeline
-from bertcrf import ner_data
+from bertcrf import data_files
 from conftest import DEMO_DIR, load_crf_pipeline, untrusted_copy
 
 
@@ -26,7 +26,7 @@ def metric():
 @pytest.fixture(scope="module")
 def dev_examples():
     """The first 20 demo dev sentences (BIO), none with a U+3000 token."""
-    examples = ner_data.read_file(str(DEMO_DIR / "dev.txt"))[:20]
+    examples = data_files.read_file(str(DEMO_DIR / "dev.txt"))[:20]
     assert len(examples) == 20 and not any("\u3000" in e["tokens"] for e in examples)
     return examples
 

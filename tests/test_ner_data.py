@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bertcrf import ner_data
+from bertcrf.data_files import read_file, sniff_format
 from bertcrf.ner_data import (
     DataFormatError,
     WindowConfig,
@@ -23,11 +24,9 @@ from bertcrf.ner_data import (
     extend_vocabulary,
     label_list,
     read_column_file,
-    read_file,
     read_json_lines,
     read_span_json,
     replace_untokenizable,
-    sniff_format,
     spans_to_tags,
     stitch_emissions,
     tags_to_spans,

@@ -16,7 +16,7 @@ import torch
 
 import run_ner
 from bert_crf_utils import join_words
-from bertcrf import ner_data, outputs, training
+from bertcrf import data_files, ner_data, outputs, training
 from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 from modeling_bert_crf import BertCrfForTokenClassification
 
@@ -595,8 +595,8 @@ def test_trains_on_annotation_tool_exports(tiny_checkpoint, tmp_path):
     sentences = read_sentences(DEMO_DIR / "train.txt")[:12]
     doccano, brat, label_studio, texts = annotation_exports(tmp_path, sentences)
     for path, fmt in ((doccano, "doccano"), (brat, "brat"), (label_studio, "label-studio")):
-        assert ner_data.sniff_format(path) == fmt
-        examples = ner_data.read_file(path)
+        assert data_files.sniff_format(path) == fmt
+        examples = data_files.read_file(path)
         assert [(e["tokens"], e["tags"]) for e in examples] == [
             ([t for t, _ in s], [g for _, g in s]) for s in sentences
         ], fmt
@@ -693,7 +693,7 @@ def test_resume_from_last_complete_checkpoint(tiny_checkpoint, demo, tmp_path, c
     # checkpoint's (rebuilt from the reordered data, the added characters would get other ids).
     reordered = write_sentences(tmp_path / "reordered.txt", sentences[::-1])
     rebuilt = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    assert ner_data.extend_vocabulary(rebuilt, ner_data.read_file(reordered), 1)
+    assert ner_data.extend_vocabulary(rebuilt, data_files.read_file(reordered), 1)
     assert rebuilt.get_vocab() != checkpoint_vocab, "an extension rebuilt from the reordered data differs"
     with caplog.at_level(logging.INFO):
         main(num_train_epochs=2, log_level="info", **dict(common, train_file=reordered))
