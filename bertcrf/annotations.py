@@ -303,7 +303,7 @@ def read_doccano(path: str | Path, scheme: str = "BIO", offsets: str = "auto") -
     `offsets` is the unit of the offsets. doccano counts as its browser front end does (v-annotator, doccano 1.x):
     in UTF-16 code units, JavaScript's string indices, so an emoji or a character outside the BMP (𠀐, as in some
     Chinese names) counts two; a project made with "Count grapheme clusters as one character" counts extended
-    grapheme clusters (a family emoji of 7 code points is one). "utf-16", "grapheme" and "characters" (Python's
+    grapheme clusters (a family emoji of 5 code points is one). "utf-16", "grapheme" and "characters" (Python's
     code points, what other tools write) say which; "auto" tells UTF-16 from characters by the file's spans (a
     boundary inside a surrogate pair rules UTF-16 out; spans that cut words or hold whitespace at their edges count
     against a unit) and reads doccano's UTF-16 where nothing tells them apart. Grapheme mode is never guessed. Only
