@@ -54,6 +54,9 @@ class MlmDataArguments:
     ner_files: list[str] = field(
         default_factory=list, metadata={"help": "NER data files whose sentences become text (training splits only)."}
     )
+    text_key: str | None = field(
+        default=None, metadata={"help": "Label Studio --ner_files: the data key holding the text (as run_ner.py)."}
+    )
     validation_split_percentage: float = field(default=1.0, metadata={"help": "Lines held out to measure perplexity."})
     max_seq_length: int = field(
         default=128, metadata={"help": "Block length in sub-tokens, [CLS] and [SEP] included."}
@@ -100,10 +103,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MlmModelArguments, Ml
 # Text
 
 
-def ner_file_lines(path: str) -> list[str]:
+def ner_file_lines(path: str, text_key: str | None = None) -> list[str]:
     """The sentences of an NER data file as text, labels ignored (character tokens joined directly, words with
-    spaces)."""
-    return [join_words(e["tokens"])[0] for e in data_files.read_file(path) if e["tokens"]]
+    spaces); `text_key` is a Label Studio export's data key holding the text."""
+    return [join_words(e["tokens"])[0] for e in data_files.read_file(path, text_key=text_key) if e["tokens"]]
 
 
 def gather_lines(data_args: MlmDataArguments) -> list[str]:
@@ -113,7 +116,7 @@ def gather_lines(data_args: MlmDataArguments) -> list[str]:
         lines.extend(ner_data.read_text_lines(path))
         logger.info("%s: %d lines", path, len(lines) - before)
     for path in data_args.ner_files:
-        sentences = ner_file_lines(path)
+        sentences = ner_file_lines(path, data_args.text_key)
         lines.extend(sentences)
         logger.info("%s: %d sentences (labels ignored)", path, len(sentences))
     if data_args.max_train_lines is not None:

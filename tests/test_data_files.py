@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import evaluate_pipeline
+import run_mlm
 import run_ner
 from bertcrf import training
 from bertcrf.data_files import DATA_FORMATS, read_file
@@ -124,6 +125,7 @@ def test_text_key_and_doccano_offsets_reach_the_readers(tmp_path):
     labels = ["O", "B-PER", "I-PER"]
     config = SimpleNamespace(resolved_tag_scheme="BIO", id2label=dict(enumerate(labels)), num_labels=3)
     assert len(evaluate_pipeline.load_examples(str(path), config, None, False, text_key="content")) == 10
+    assert run_mlm.ner_file_lines(str(path), "content") == ["张三来了"] * 10
     # doccano's UTF-16 offsets, or the same numbers read as characters: the flag decides.
     doccano = write(tmp_path / "d.jsonl", '{"text": "😀张三在北京", "label": [[2, 4, "PER"]]}\n')
     read = {
