@@ -875,6 +875,12 @@ def test_doccano_records(crf_checkpoint, crf_pipeline, tmp_path):
             text[start:end] for _, start, end in expected
         ]
     assert any(len(r["text"]) != len(r["text"].encode("utf-16-le")) // 2 and r["label"] for r in records)
+    # --doccano_offsets characters: Python's count, for tools other than doccano.
+    out = run_tag(crf_checkpoint, tmp_path, "doccano", "--doccano_offsets", "characters")
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in records] == [
+        [[start, end, etype] for etype, start, end in pipeline_spans(crf_pipeline, r["text"])] for r in records
+    ]
 
 
 def utf16(text, position):
