@@ -258,7 +258,8 @@ def utf16_positions(text: str) -> list[int]:
 
 def grapheme_starts(text: str) -> list[int]:
     """The character position where each extended grapheme cluster (Unicode UAX #29, as `regex`'s `\\X` finds
-    them) of `text` starts, and `len(text)`."""
+    them) of `text` starts, and `len(text)`. doccano's front end splits with grapheme-splitter 1.0.4, whose older
+    rules can differ from the current ones for Indic conjuncts and for emoji sequences newer than 2018."""
     import regex  # a dependency of transformers
 
     return [m.start() for m in regex.finditer(r"\X", text)] + [len(text)]
@@ -485,10 +486,11 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
     that matches only in UTF-16 offsets (Label Studio before 1.4) is converted.
 
     A task is read from its latest annotation that is not cancelled (by `updated_at`/`created_at`, else by id,
-    else the last); tasks with several are logged with the one read. Tasks without one are left out, counted in a
-    warning, as label-studio-sdk's converter leaves them out: skipped tasks (only cancelled annotations) and tasks
-    nobody annotated, also those with predictions (pre-annotations nobody confirmed are not gold data). A file with
-    no annotated task is an error. Predictions are never read; an export that lists them by id only (`"predictions":
+    else the last; `was_cancelled` or, as label-studio-sdk's converter also reads, `skipped`); tasks with several
+    are logged with the one read. Tasks without one are left out, counted in a warning: skipped tasks (only
+    cancelled annotations), which the converter leaves out too, and tasks nobody annotated, also those with
+    predictions (the converter would write an unannotated task as all O; pre-annotations nobody confirmed are not
+    gold data either). A file with no annotated task is an error. Predictions are never read; an export that lists them by id only (`"predictions":
     [286]`, as Label Studio exports a project holding predictions) is fine. Relations and text-level results
     (choices, ...) are counted and read past."""
     tasks = _load_json(path)
@@ -511,10 +513,11 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
         annotations = _object_list(task, "annotations" if "annotations" in task else "completions", where)
         usable = []
         for k, annotation in enumerate(annotations):
-            flag = annotation.get("was_cancelled", False)
-            if not isinstance(flag, bool):
-                raise where.error(f"annotation {k}: was_cancelled={flag!r}", "true or false")
-            if not flag:
+            flags = {key: annotation.get(key, False) for key in ("was_cancelled", "skipped")}
+            for key, flag in flags.items():
+                if not isinstance(flag, bool):
+                    raise where.error(f"annotation {k}: {key}={flag!r}", "true or false")
+            if not any(flags.values()):
                 usable.append(annotation)
         predictions = _predictions(task, where)
         prediction_ids += any(_is_int(p) for p in predictions)
@@ -552,8 +555,7 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
     counts.log("tasks")
     if left_out:
         logger.warning(
-            "%s: left out %d of %d tasks without an annotation that is not cancelled (%s; first: %s), as "
-            "label-studio-sdk's converter does",
+            "%s: left out %d of %d tasks without an annotation that is not cancelled (%s; first: %s)",
             path,
             sum(left_out.values()),
             len(tasks),

@@ -401,6 +401,7 @@ def test_label_studio_reads_annotations_only_and_leaves_out_the_rest(tmp_path, c
         {"id": 4, "data": {"text": "赵六"}, "annotations": [annotation(5, [], cancelled=True)]},
         {"id": 5, "data": {"text": "孙七"}, "annotations": [annotation(6, [])], "predictions": predictions},
         {"id": 6, "data": {"text": "周八"}, "annotations": []},
+        {"id": 7, "data": {"text": "吴九"}, "annotations": [{"id": 8, "skipped": True, "result": []}]},
     ]
     path = write_json(tmp_path / "export.json", tasks)
     with caplog.at_level(logging.INFO, logger=LOGGER):
@@ -408,8 +409,8 @@ def test_label_studio_reads_annotations_only_and_leaves_out_the_rest(tmp_path, c
     assert example_entities(annotated) == [("ANN", 0, 2)]  # an annotation, whatever the predictions say
     assert reviewed["tags"] == ["O", "O"]  # a submitted annotation without spans: no entities
     (warning,) = warnings_of(caplog)
-    assert "left out 4 of 6 tasks" in warning and "task 1 (index 0)" in warning
-    assert "2 skipped, 1 not annotated, 1 with predictions only" in warning
+    assert "left out 5 of 7 tasks" in warning and "task 1 (index 0)" in warning
+    assert "3 skipped, 1 not annotated, 1 with predictions only" in warning
     assert any("2 tasks list their predictions by id only: ignored" in m for m in infos_of(caplog))
     # Nothing annotated at all is an error, which says what the tasks hold.
     path = write_json(tmp_path / "none.json", [tasks[0], tasks[1], tasks[3]])
