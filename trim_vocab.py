@@ -14,6 +14,10 @@ Why the given text segments exactly as before: a Unigram tokenizer picks the bes
 pieces only removes competitors, so a best path whose pieces are all kept stays best. Two details keep that true:
 the unknown-token score is derived from the vocabulary's lowest score (so the lowest-scored piece is kept), and
 the single-character pieces of every kept piece's characters are kept (so no new <unk> node appears in the text).
+
+The trimmed folder is written beside --output and renamed into place when complete, so an interrupted run leaves
+nothing half-written. --output may not be (or hold) the --model folder or a text file; a non-empty --output is
+refused unless --overwrite, which replaces it as a whole once the new folder is complete.
 """
 
 import argparse
@@ -222,10 +226,15 @@ def compare(old: Any, new: Any, remap: dict[int, int], unk_id: int, lines: Seque
     return {"lines": len(lines), "changed_lines": changed, "new_unk_chars": new_unk_chars}
 
 
-def copy_extras(source: Path, output: Path) -> None:
-    """Copy the folder's other files (label maps, model cards, code) that `save_pretrained` does not write."""
+def copy_extras(source: Path, output: Path, target: Path | None = None) -> None:
+    """Copy the folder's other files (label maps, model cards, code) that `save_pretrained` does not write; not the
+    folder being written (`output`, or the final `target`) when it lies inside `source`."""
+    from bertcrf.safe_files import within
+
     for item in source.iterdir():
         if item.name in TOKENIZER_FILES or item.name == "config.json" or item.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        if within(output, item) or (target is not None and within(target, item)):
             continue
         if item.is_dir():
             shutil.copytree(item, output / item.name, dirs_exist_ok=True)
@@ -253,15 +262,26 @@ def trim(
     min_count: int = 1,
     keep_cjk: bool = True,
     check_texts: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Trim `model_dir` into `output_dir` (see the module docstring); returns the report's numbers."""
+    """Trim `model_dir` into `output_dir` (see the module docstring); returns the report's numbers.
+
+    The output is written into a temporary folder beside `output_dir` and renamed into place when complete. It is
+    refused when it is (or holds) the model or a text file, and when it is not empty unless `overwrite` (the old
+    folder is then replaced as a whole)."""
     from tokenizers import Tokenizer
 
-    source, output = Path(model_dir), Path(output_dir)
+    from bertcrf.safe_files import check_output_folder, staged_folder
+
+    source = Path(model_dir)
     if not (source / "tokenizer.json").is_file():
         raise ValueError(f"{model_dir} has no tokenizer.json (a fast Unigram tokenizer is needed)")
-    if output.resolve() == source.resolve():
-        raise ValueError(f"--output {output_dir} must differ from --model")
+    inputs = {"--model folder": model_dir}
+    inputs.update({f"--text file {i + 1}": path for i, path in enumerate(texts)})
+    inputs.update({f"--check_text file {i + 1}": path for i, path in enumerate(check_texts)})
+    if keep_chars and os.path.isfile(keep_chars):
+        inputs["--keep_chars file"] = keep_chars
+    check_output_folder(output_dir, inputs, "--output", overwrite)
     tok = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
     if tok.get("model", {}).get("type") != "Unigram":
         raise ValueError(
@@ -285,12 +305,14 @@ def trim(
     model, missing = load_model(model_dir)
     before_rows = model.get_input_embeddings().num_embeddings
     slice_embeddings(model, kept, remap)
-    output.mkdir(parents=True, exist_ok=True)
-    copy_extras(source, output)
-    state = {k: v for k, v in model.state_dict().items() if k not in missing}
-    model.save_pretrained(output, state_dict=state)
-    write_tokenizer(source, output, new_tok, remap)
-
+    size_before = folder_size(source)
+    with staged_folder(output_dir) as output:
+        copy_extras(source, output, Path(output_dir))
+        state = {k: v for k, v in model.state_dict().items() if k not in missing}
+        model.save_pretrained(output, state_dict=state)
+        write_tokenizer(source, output, new_tok, remap)
+        size_after = folder_size(output)
+    output = Path(output_dir)
     new_backend = Tokenizer.from_file(str(output / "tokenizer.json"))
     unk_id = tok["model"]["unk_id"]
     report: dict[str, Any] = {
@@ -298,8 +320,8 @@ def trim(
         "pieces_after": len(new_tok["model"]["vocab"]),
         "embedding_rows_before": before_rows,
         "embedding_rows_after": len(kept),
-        "size_before": folder_size(source),
-        "size_after": folder_size(output),
+        "size_before": size_before,
+        "size_after": size_after,
         "text": compare(backend, new_backend, remap, unk_id, lines),
     }
     check_lines = [line for path in check_texts for line in read_texts(path)[0]]
@@ -350,17 +372,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="keep every single-character piece in U+4E00-U+9FFF (default true)",
     )
     parser.add_argument("--check_text", nargs="*", default=[], help="extra files to count new [UNK] characters in")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --output folder as a whole, once the new one is complete (never the --model)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     started = time.perf_counter()
-    report = trim(args.model, args.output, args.text, args.keep_chars, args.min_count, args.keep_cjk, args.check_text)
+    report = trim(
+        args.model,
+        args.output,
+        args.text,
+        args.keep_chars,
+        args.min_count,
+        args.keep_cjk,
+        args.check_text,
+        args.overwrite,
+    )
     print(format_report(report))
     print(f"written to {args.output} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    from bertcrf import cli
+
+    cli.run(main)

