@@ -225,9 +225,14 @@ def check_output(model_path: str, output: str | Path, names: tuple[str, ...] = E
     previous = previous_export(out)
     foreign = [name for name in names if (out / name).exists() and name not in previous]
     if foreign:
+        legacy = (
+            " (its crf.json lists no files: an export from before exports listed them; remove it to export there)"
+            if "crf.json" in foreign
+            else ""
+        )
         raise ValueError(
-            f"--output {output} holds {listing(foreign)}, which an export did not write: it would be overwritten. "
-            "Export into another folder or a subfolder, or move those files away"
+            f"--output {output} holds {listing(foreign)}, which an export did not write: it would be overwritten"
+            f"{legacy}. Export into another folder or a subfolder, or move those files away"
         )
     changed = [
         name
