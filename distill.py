@@ -19,12 +19,15 @@ More training text, tagged by the teacher in each batch (its Viterbi path stands
 the distillation term applies as above): `--teacher_text_files` (raw text, one sentence per line) and
 `--augment_copies N` (N perturbed copies of each training sentence, each word replaced with probability
 `--augment_probability` by a random training word that carried the same gold tag).
-Data flags, windows, evaluation and outputs are run_ner.py's.
+Data flags, windows, evaluation and outputs are run_ner.py's, and so are its rules: no input overwritten (the
+--output_dir is not the teacher's or the student's folder and holds no data file where the run writes), user
+errors printed without a traceback (BERTCRF_TRACEBACK=1 shows it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 from collections import defaultdict
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
-from bertcrf import arguments, launch, ner_data, outputs, training
+from bertcrf import arguments, cli, launch, ner_data, outputs, training
 from bertcrf.crf_models import load_crf_model
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
@@ -101,6 +104,17 @@ def parse_args(
         raise ValueError(f"--augment_probability must be in [0, 1], got {distill_args.augment_probability!r}")
     if data_args.extend_vocab:
         raise ValueError("--extend_vocab does not apply: the student uses its teacher's tokenizer as it is")
+    outputs.check_inputs(
+        training_args,
+        {
+            "--teacher_name_or_path": distill_args.teacher_name_or_path,
+            "--student_name_or_path": distill_args.student_name_or_path,
+        },
+        {
+            **{f"--{name}": getattr(data_args, name) for name in arguments.SPLITS.values()},
+            "--teacher_text_files": distill_args.teacher_text_files,
+        },
+    )
     return distill_args, data_args, training_args
 
 
@@ -355,4 +369,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    launch.cli(main)
+    launch.cli(functools.partial(cli.run, main))

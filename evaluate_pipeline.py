@@ -3,7 +3,8 @@
     python evaluate_pipeline.py --model outputs/demo --data data/demo/test.txt
 
 The data is any file run_ner.py reads; the metric is the local seqeval module in metrics/seqeval_offline (the
-Hub's `seqeval` cannot be fetched offline), in strict mode for the model's tag scheme.
+Hub's `seqeval` cannot be fetched offline), in strict mode for the model's tag scheme. A mistake in the data, the
+model path or the options is printed as one message, without a traceback (BERTCRF_TRACEBACK=1 shows it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import evaluate
 import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
-from bertcrf import data_files, ner_data
+from bertcrf import cli, data_files, ner_data
 from bertcrf.crf_models import load_crf_pipeline
 
 
@@ -151,4 +152,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

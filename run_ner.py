@@ -11,18 +11,24 @@ need: head and CRF learning rates, frozen layers, vocabulary extension, tag sche
     python run_ner.py --model_name_or_path nghuyong/ernie-3.0-base-zh --train_file train.txt --output_dir out \
         --do_train
     accelerate launch run_ner.py config.json
+
+A mistake in the data or the options is printed as one message and the run ends with status 1, without a traceback
+(BERTCRF_TRACEBACK=1 shows it). A run never overwrites its inputs: `--output_dir` may not be the model it starts
+from when training, nor hold a data file where the run writes (`predictions_*`, results, checkpoints).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
 from transformers import TrainingArguments, set_seed
 
-from bertcrf.arguments import DataTrainingArguments, ModelArguments, parse_dataclasses, validate_args
-from bertcrf.launch import cli, end_processes, setup_logging
-from bertcrf.outputs import prepare_output_dir, save_outputs, write_model_card
+from bertcrf import cli, launch
+from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, parse_dataclasses, validate_args
+from bertcrf.launch import end_processes, setup_logging
+from bertcrf.outputs import check_inputs, prepare_output_dir, save_outputs, write_model_card
 from bertcrf.training import (
     build_trainer,
     checkpoint_config,
@@ -46,6 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataT
     """Parse the command line; a leading .json/.yaml file gives defaults that later `--key value` pairs override."""
     model_args, data_args, training_args = parse_dataclasses((ModelArguments, DataTrainingArguments), argv)
     validate_args(model_args, data_args)
+    check_inputs(
+        training_args,
+        {f"--{name}": getattr(model_args, name) for name in ("model_name_or_path", "config_name", "tokenizer_name")},
+        {f"--{name}": getattr(data_args, name) for name in SPLITS.values()},
+    )
     return model_args, data_args, training_args
 
 
@@ -98,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    cli(main)
+    launch.cli(functools.partial(cli.run, main))

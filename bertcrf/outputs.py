@@ -1,14 +1,17 @@
 """What a run leaves in its output folder: the resume/overwrite rules, predictions files, the model card, and
-the clean-up that leaves a Hub repository."""
+the clean-up that leaves a Hub repository. A run never overwrites or removes its own inputs (`check_inputs`), and
+the files written here appear only once complete (`safe_files.atomic_write`): an interrupted run leaves the earlier
+file, not half of a new one."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import datasets
 import torch
@@ -18,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 from bert_crf_utils import group_entities, join_words
 from bertcrf.arguments import DataTrainingArguments, ModelArguments
 from bertcrf.launch import wait_for_main_process
+from bertcrf.safe_files import atomic_write, copy_file, same_path, within, write_text
 
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,66 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What run_ner.py, distill.py and run_mlm.py write into an output folder; --overwrite_output_dir removes the stale
 # ones of an earlier run, so that its predictions never sit beside a new model.
 STALE_OUTPUTS = ("checkpoint-*", "incomplete-checkpoint-*", "predictions_*", "*_results.json", "trainer_state.json")
+
+
+# What a run writes (or, for the first ones, removes) at the top of its output folder: an input there would be lost.
+RUN_OUTPUTS = (
+    *STALE_OUTPUTS,
+    "all_results.json",
+    "README.md",
+    "handler.py",
+    "app.py",
+    "requirements.txt",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "training_args.bin",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.*",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+    "*.py",
+)
+
+
+def check_inputs(
+    training_args: TrainingArguments, models: Mapping[str, str | None], data: Mapping[str, str | Sequence[str] | None]
+) -> None:
+    """Refuse a run that would overwrite or remove one of its inputs, before it touches anything: training into the
+    folder of a model it starts from (`models`, option -> path; Hub ids are left alone), and any input that lies in
+    `--output_dir` where the run writes or removes files (predictions files and results; when training also
+    checkpoint-N folders and the model's files, `RUN_OUTPUTS`), e.g. `--test_file out/predictions_test.jsonl`."""
+    out = Path(training_args.output_dir)
+    for option, path in models.items():
+        if training_args.do_train and path and Path(path).exists() and same_path(path, out):
+            raise ValueError(
+                f"--output_dir {out} is the {option} folder: training would overwrite the model it starts from "
+                f"(its weights, config, tokenizer and README.md). Choose another --output_dir"
+            )
+    inputs = [(option, path) for option, path in models.items() if path and Path(path).exists()]
+    for option, value in data.items():
+        for path in [value] if isinstance(value, str) else value or ():
+            inputs.append((option, path))
+    # Without training, a run only writes predictions files and results.
+    written = RUN_OUTPUTS if training_args.do_train else ("predictions_*", "*_results.json")
+    for option, path in inputs:
+        if not within(path, out) or same_path(path, out):
+            continue
+        resolved = Path(path).resolve()
+        top = next(p for p in (resolved, *resolved.parents) if same_path(p.parent, out))
+        if any(fnmatch.fnmatch(top.name, pattern) for pattern in written):
+            raise ValueError(
+                f"{option} {path} lies in --output_dir {out} where the run writes or removes {top.name}: it would "
+                f"be lost. Move it out of {out}, or choose another --output_dir"
+            )
 
 
 def complete_checkpoint(folder: Path) -> bool:
@@ -141,8 +205,8 @@ def write_demo_files(output_dir: str | Path) -> None:
     """app.py and its requirements.txt beside the model, so that the folder serves its own web demo (`python
     app.py`) and runs as a Gradio Space: app.py loads the folder it sits in, with the model code shipped there."""
     folder = Path(output_dir)
-    shutil.copy(REPO_ROOT / "app.py", folder / "app.py")
-    (folder / "requirements.txt").write_text(DEMO_REQUIREMENTS, encoding="utf-8")
+    copy_file(REPO_ROOT / "app.py", folder / "app.py")
+    write_text(folder / "requirements.txt", DEMO_REQUIREMENTS)
 
 
 def save_outputs(
@@ -156,7 +220,7 @@ def save_outputs(
     if training_args.do_train:
         tokenizer.save_pretrained(training_args.output_dir)
         if with_handler:
-            shutil.copy(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")
+            copy_file(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")
             write_demo_files(training_args.output_dir)
 
 
@@ -182,11 +246,11 @@ def write_predictions(
     scheme: str,
 ) -> None:
     """`predictions_<split>.txt` (token [gold] predicted, column format) and `predictions_<split>.jsonl` (`{"id",
-    "text", "entities"}`, entities as the pipeline gives them)."""
+    "text", "entities"}`, entities as the pipeline gives them). Each appears only once complete."""
     folder = Path(output_dir)
     with (
-        open(folder / f"predictions_{split}.txt", "w", encoding="utf-8") as column,
-        open(folder / f"predictions_{split}.jsonl", "w", encoding="utf-8") as lines,
+        atomic_write(folder / f"predictions_{split}.txt") as column,
+        atomic_write(folder / f"predictions_{split}.jsonl") as lines,
     ):
         for example, tags, word_scores in zip(examples, predictions, scores):
             if len(tags) != len(example["tokens"]):
@@ -369,4 +433,4 @@ matter says `sdk: gradio` and `app_file: app.py`.
 
 {versions}
 """
-    (Path(output_dir) / "README.md").write_text(front + body, encoding="utf-8")
+    write_text(Path(output_dir) / "README.md", front + body)
