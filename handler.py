@@ -10,22 +10,32 @@ Each request is limited, so that one request cannot hold the endpoint for minute
 is the `EndpointHandler` keyword argument if given, else the environment variable (read when the handler is
 built), else the default:
 
+- `max_request_chars`, `BERT_CRF_MAX_REQUEST_CHARS`, 10000: characters of all the request's texts together;
 - `max_text_chars`, `BERT_CRF_MAX_TEXT_CHARS`, 10000: characters per text (pre-split words: the characters of the
   text they make, joined with the delimiter, and at least one per word);
 - `max_items`, `BERT_CRF_MAX_ITEMS`, 256: texts per request;
 - `max_batch_size`, `BERT_CRF_MAX_BATCH_SIZE`, 64: the largest `batch_size` parameter.
+
+All are checked before any tokenization or model work. The work of a request follows its characters: a character
+makes at most one sub-token with the WordPiece and SentencePiece vocabularies of this project's encoders (a Chinese
+character one, a Latin word fewer than its letters), windows share at most half their sub-tokens (`stride`), and
+texts of different lengths run in separate groups, so that padding in a batch cannot multiply the work. Counting
+characters needs no tokenizer, and the caller can see it. benchmarks/bench_serving.py times maximal requests (README,
+"Inference").
 """
 
 from __future__ import annotations
 
 import os
+from itertools import groupby
 from typing import Any
 
 from transformers import pipeline
 
 
-DEFAULT_LIMITS = {"max_text_chars": 10_000, "max_items": 256, "max_batch_size": 64}
+DEFAULT_LIMITS = {"max_request_chars": 10_000, "max_text_chars": 10_000, "max_items": 256, "max_batch_size": 64}
 LIMIT_VARIABLES = {
+    "max_request_chars": "BERT_CRF_MAX_REQUEST_CHARS",
     "max_text_chars": "BERT_CRF_MAX_TEXT_CHARS",
     "max_items": "BERT_CRF_MAX_ITEMS",
     "max_batch_size": "BERT_CRF_MAX_BATCH_SIZE",
@@ -73,7 +83,9 @@ class EndpointHandler:
         max_text_chars: int | None = None,
         max_items: int | None = None,
         max_batch_size: int | None = None,
+        max_request_chars: int | None = None,
     ) -> None:
+        self.max_request_chars = _limit("max_request_chars", max_request_chars)
         self.max_text_chars = _limit("max_text_chars", max_text_chars)
         self.max_items = _limit("max_items", max_items)
         self.max_batch_size = _limit("max_batch_size", max_batch_size)
@@ -88,11 +100,24 @@ class EndpointHandler:
         if not isinstance(parameters, dict):
             raise ValueError(f'"parameters" must be an object, got {type(parameters).__name__}')
         parameters = self._check_parameters(parameters)
-        inputs, single = self._check_inputs(data["inputs"], parameters)
+        inputs, sizes, single = self._check_inputs(data["inputs"], parameters)
         if not inputs:
             return []
-        results = self.pipeline(inputs, **parameters)  # one call: windows of all texts share batches
+        results = self._tag(inputs, sizes, parameters)
         return results[0] if single else results
+
+    def _tag(self, texts: list[Any], sizes: list[int], parameters: dict[str, Any]) -> list[Any]:
+        """The pipeline's results for `texts`, in their order. Texts run in groups of similar length (within a factor
+        of two): the windows of one call share batches, each padded to its longest window, so a one-character text
+        in a batch with a full window would cost a full window, and the work would no longer follow the characters
+        that `max_request_chars` counts."""
+        results: list[Any] = [None] * len(texts)
+        order = sorted(range(len(texts)), key=sizes.__getitem__)
+        for _, group in groupby(order, key=lambda index: sizes[index].bit_length()):
+            chosen = list(group)
+            for index, result in zip(chosen, self.pipeline([texts[i] for i in chosen], **parameters)):
+                results[index] = result
+        return results
 
     def _exceeds(self, what: str, name: str) -> ValueError:
         """The error for a request over the limit `name`; `what` says by how much ("... 300 texts")."""
@@ -136,8 +161,9 @@ class EndpointHandler:
             raise ValueError(f'"delimiter" must be a string, got {checked["delimiter"]!r}')
         return checked
 
-    def _check_inputs(self, inputs: Any, parameters: dict[str, Any]) -> tuple[list[Any], bool]:
-        """The texts (strings, or lists of words) to tag and whether the request held just one, or a ValueError."""
+    def _check_inputs(self, inputs: Any, parameters: dict[str, Any]) -> tuple[list[Any], list[int], bool]:
+        """The texts (strings, or lists of words) to tag, their sizes in characters and whether the request held
+        just one; or a ValueError, before any tokenization or model work."""
         if parameters.get("is_split_into_words"):
             if not isinstance(inputs, list):
                 raise ValueError(
@@ -164,14 +190,22 @@ class EndpointHandler:
             raise ValueError(f'"inputs" must be a string or a list, got {type(inputs).__name__}')
         if len(texts) > self.max_items:
             raise self._exceeds(f"the request holds {len(texts)} texts", "max_items")
+        sizes = [
+            len(text) if isinstance(text, str) else _joined_length(text, parameters.get("delimiter")) for text in texts
+        ]
+        for index, size in enumerate(sizes):
+            if size > self.max_text_chars:
+                raise self._exceeds(
+                    f"{'inputs' if single else f'inputs[{index}]'} has {size} characters", "max_text_chars"
+                )
+        if sum(sizes) > self.max_request_chars:
+            held = "its text" if single else f"its {len(texts)} texts"
+            raise self._exceeds(f"the request holds {sum(sizes)} characters in all ({held})", "max_request_chars")
         for index, text in enumerate(texts):
             where = "inputs" if single else f"inputs[{index}]"
-            size = len(text) if isinstance(text, str) else _joined_length(text, parameters.get("delimiter"))
-            if size > self.max_text_chars:
-                raise self._exceeds(f"{where} has {size} characters", "max_text_chars")
             for position, word in enumerate([text] if isinstance(text, str) else text):
                 _check_encodable(word, where if isinstance(text, str) else f"{where}[{position}]")
-        return texts, single
+        return texts, sizes, single
 
 
 def _joined_length(words: list[str], delimiter: str | None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import handler
+from conftest import CRF_MAX_POSITIONS
 
 
 TEXTS = [
@@ -213,7 +214,9 @@ def test_lone_surrogate(endpoint, inputs, parameters, where):
 
 @pytest.fixture(scope="module")
 def limited(crf_checkpoint):
-    return handler.EndpointHandler(str(crf_checkpoint), max_text_chars=50, max_items=3, max_batch_size=4)
+    return handler.EndpointHandler(
+        str(crf_checkpoint), max_text_chars=50, max_items=3, max_batch_size=4, max_request_chars=120
+    )
 
 
 def test_text_length_limit(limited):
@@ -262,18 +265,71 @@ def test_batch_size_limit(limited, endpoint):
         endpoint({"inputs": "北京", "parameters": {"batch_size": 10**8}})
 
 
+def test_request_chars_limit(limited, monkeypatch):
+    """The characters of all texts together are bounded, and a request over the bound costs no model work."""
+    assert len(limited({"inputs": ["北" * 50, "北" * 50, "北" * 20]})) == 3  # 120 characters
+    monkeypatch.setattr(limited.pipeline, "preprocess", lambda *args, **kwargs: pytest.fail("tokenized"))
+    with pytest.raises(
+        ValueError,
+        match=r"^the request holds 121 characters in all \(its 3 texts\), more than the limit of 120 "
+        r"\(max_request_chars: raise it with the environment variable BERT_CRF_MAX_REQUEST_CHARS or "
+        r"EndpointHandler\(max_request_chars=...\)\)$",
+    ):
+        limited({"inputs": ["北" * 50, "北" * 50, "北" * 21]})
+    split = {"is_split_into_words": True, "delimiter": " "}  # 25 words and 24 spaces, three times: 147 characters
+    with pytest.raises(ValueError, match=r"^the request holds 147 characters in all \(its 3 texts\)"):
+        limited({"inputs": [["北"] * 25] * 3, "parameters": split})
+    with pytest.raises(ValueError, match=r"^the request holds 121 characters in all \(its 3 texts\)"):
+        limited({"inputs": [[""] * 50, [""] * 50, [""] * 21], "parameters": {"is_split_into_words": True}})
+
+
+def test_request_chars_limit_on_one_text(crf_checkpoint):
+    one = handler.EndpointHandler(str(crf_checkpoint), max_text_chars=50, max_request_chars=30)
+    assert one({"inputs": "北" * 30}) == one({"inputs": ["北" * 30]})[0]
+    with pytest.raises(ValueError, match=r"^the request holds 31 characters in all \(its text\), more than the limit"):
+        one({"inputs": "北" * 31})
+    with pytest.raises(ValueError, match="^inputs has 51 characters"):  # the limit per text is named first
+        one({"inputs": "北" * 51})
+
+
+def test_padding_does_not_multiply_the_work(endpoint, monkeypatch):
+    """Short texts are not batched with long ones: a batch is padded to its longest window, so 15 one-character
+    texts beside one full window would cost 16 full windows."""
+    positions = []
+    original = endpoint.pipeline._forward
+    monkeypatch.setattr(
+        endpoint.pipeline,
+        "_forward",
+        lambda inputs, **kw: positions.append(inputs["input_ids"].numel()) or original(inputs, **kw),
+    )
+    full = TEXTS[0] * 3  # 63 characters: two windows of the tiny checkpoint (62 sub-tokens each)
+    texts = ["北", full, *["京"] * 7, "北京上海", *["上"] * 6]
+    parameters = {"aggregation_strategy": "none", "ignore_labels": []}
+    result = endpoint({"inputs": texts, "parameters": {**parameters, "batch_size": 16}})
+    # Two full windows, 14 one-character texts ([CLS] x [SEP]) and one of four; in one batch: 16 x 64 and 1 x 3.
+    assert sum(positions) <= 2 * CRF_MAX_POSITIONS + 14 * 3 + 6, positions
+    for text, entities in zip(texts, result):  # in the request's order
+        assert [e["word"] for e in entities] == list(text)
+        assert_same(entities, endpoint({"inputs": text, "parameters": parameters}))
+
+
 def test_default_limits(endpoint):
     assert (endpoint.max_text_chars, endpoint.max_items, endpoint.max_batch_size) == (10_000, 256, 64)
+    assert endpoint.max_request_chars == handler.DEFAULT_LIMITS["max_request_chars"] == 10_000
 
 
 def test_limits_from_the_environment(crf_checkpoint, monkeypatch):
     monkeypatch.setenv("BERT_CRF_MAX_TEXT_CHARS", "20")
     monkeypatch.setenv("BERT_CRF_MAX_ITEMS", "7")
     monkeypatch.setenv("BERT_CRF_MAX_BATCH_SIZE", "2")
+    monkeypatch.setenv("BERT_CRF_MAX_REQUEST_CHARS", "30")
     from_env = handler.EndpointHandler(str(crf_checkpoint), max_items=9)  # a keyword argument wins
     assert (from_env.max_text_chars, from_env.max_items, from_env.max_batch_size) == (20, 9, 2)
+    assert from_env.max_request_chars == 30
     with pytest.raises(ValueError, match="inputs has 21 characters, more than the limit of 20"):
         from_env({"inputs": "北" * 21})
+    with pytest.raises(ValueError, match="the request holds 31 characters in all .* BERT_CRF_MAX_REQUEST_CHARS"):
+        from_env({"inputs": ["北" * 20, "北" * 11]})
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "ten", "1.5", ""])
@@ -284,6 +340,7 @@ def test_bad_limit_in_the_environment(crf_checkpoint, monkeypatch, value):
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "10", True])
-def test_bad_limit_argument(crf_checkpoint, value):
-    with pytest.raises(ValueError, match=f"^max_text_chars must be a positive integer, got {value!r}$"):
-        handler.EndpointHandler(str(crf_checkpoint), max_text_chars=value)
+@pytest.mark.parametrize("name", ["max_text_chars", "max_request_chars"])
+def test_bad_limit_argument(crf_checkpoint, name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be a positive integer, got {value!r}$"):
+        handler.EndpointHandler(str(crf_checkpoint), **{name: value})
