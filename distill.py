@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
 from bertcrf import arguments, cli, launch, ner_data, outputs, training
-from bertcrf.crf_models import load_crf_model
+from bertcrf.crf_models import check_model_path, load_crf_model
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
@@ -104,6 +104,7 @@ def parse_args(
         raise ValueError(f"--augment_probability must be in [0, 1], got {distill_args.augment_probability!r}")
     if data_args.extend_vocab:
         raise ValueError("--extend_vocab does not apply: the student uses its teacher's tokenizer as it is")
+    check_model_path(distill_args.teacher_name_or_path)
     outputs.check_inputs(
         training_args,
         {

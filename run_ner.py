@@ -27,6 +27,7 @@ from transformers import TrainingArguments, set_seed
 
 from bertcrf import cli, launch
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, parse_dataclasses, validate_args
+from bertcrf.crf_models import check_model_path
 from bertcrf.launch import end_processes, setup_logging
 from bertcrf.outputs import check_inputs, prepare_output_dir, save_outputs, write_model_card
 from bertcrf.training import (
@@ -52,6 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataT
     """Parse the command line; a leading .json/.yaml file gives defaults that later `--key value` pairs override."""
     model_args, data_args, training_args = parse_dataclasses((ModelArguments, DataTrainingArguments), argv)
     validate_args(model_args, data_args)
+    check_model_path(model_args.model_name_or_path)  # before minutes of data reading
     check_inputs(
         training_args,
         {f"--{name}": getattr(model_args, name) for name in ("model_name_or_path", "config_name", "tokenizer_name")},

@@ -83,6 +83,9 @@ def test_run_ner_data_errors_are_messages(tiny_checkpoint, tmp_path, capsys, mon
     ]
     err = _exit_message(run_ner.main, argv, capsys)
     assert f"{broken}:2" in err
+    missing = ["--model_name_or_path", "/nonexistent", *argv[2:]]
+    err = _exit_message(run_ner.main, missing, capsys)  # said before the data is read
+    assert "/nonexistent: no such folder" in err and "Repo id must" not in err
     err = _exit_message(run_ner.main, argv[:4] + ["--output_dir", str(tmp_path / "out"), "--head", "mlp"], capsys)
     assert "--head must be crf or softmax, got 'mlp'" in err
 
