@@ -39,7 +39,8 @@ import transformers  # noqa: E402
 
 # Inside an output folder (a Space), the folder's own model; in the repository, the one `make demo` trains.
 DEFAULT_MODEL = str(APP_DIR) if (APP_DIR / "config.json").is_file() else str(APP_DIR / "outputs" / "demo")
-# As handler.py's default: one request cannot hold the demo for minutes.
+# The characters of one request (the text box's whole text), as handler.py's default `max_request_chars`: one request
+# cannot hold the demo for minutes (README, "Inference": seconds per maximal request on a 2-core CPU).
 DEFAULT_MAX_CHARS = 10_000
 # Everyday sentences (data/check/everyday.txt): names, places and organisations the demo's training text lacks.
 EXAMPLES = [
@@ -64,15 +65,51 @@ class ModelNotFound(Exception):
     """The model folder or Hub id cannot be loaded; the message says what to do."""
 
 
-def _local_class(reference: str | None) -> type | None:
-    """The class an `auto_map` entry names ("modeling_bert_crf.BertCrfForTokenClassification", or with a Hub
-    repo prefix "user/repo--modeling_...") when its module sits beside this file, else None."""
+# What each `auto_map` entry app.py reads must name, and an example.
+AUTO_MAP_EXPECTED = {
+    "AutoConfig": ("a configuration class (a transformers PretrainedConfig)", "configuration_bert_crf.BertCrfConfig"),
+    "AutoModelForTokenClassification": (
+        "a model class (a transformers PreTrainedModel with a CRF)",
+        "modeling_bert_crf.BertCrfForTokenClassification",
+    ),
+}
+
+
+def _config_file(model: str) -> str:
+    """How messages name the config.json of a folder or Hub id."""
+    return str(Path(model) / "config.json") if Path(model).is_dir() else f"config.json of {model}"
+
+
+def _local_class(model: str, auto_map: dict[str, Any], key: str) -> type | None:
+    """The class the `auto_map` entry `key` names ("modeling_bert_crf.BertCrfForTokenClassification", or with a Hub
+    repo prefix "user/repo--modeling_...") when its module sits beside this file, else None; a ModelNotFound naming
+    the file, the key and what was expected when the entry names no such class, or a class of another kind."""
+    reference = auto_map.get(key)
     if not reference:
         return None
-    module_name, _, class_name = reference.split("--")[-1].rpartition(".")
+    expected, example = AUTO_MAP_EXPECTED[key]
+    where = f'{_config_file(model)}: auto_map["{key}"] is {reference!r}'
+    module_name, _, class_name = reference.split("--")[-1].rpartition(".") if isinstance(reference, str) else ("",) * 3
+    if not (module_name and class_name):
+        raise ModelNotFound(f'{where}: expected "module.Class" naming {expected}, e.g. "{example}"')
     if not (APP_DIR / f"{module_name}.py").is_file():
         return None
-    return getattr(importlib.import_module(module_name), class_name, None)
+    found = getattr(importlib.import_module(module_name), class_name, None)
+    base = transformers.PretrainedConfig if key == "AutoConfig" else transformers.PreTrainedModel
+    if isinstance(found, type) and issubclass(found, base):
+        return found
+    if found is None:
+        what = f"which {module_name}.py beside {Path(__file__).name} does not define"
+    elif isinstance(found, type) and issubclass(found, transformers.PretrainedConfig):
+        what = "a configuration class"
+    elif isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
+        what = "a model class"
+    elif isinstance(found, type):
+        bases = ", ".join(base.__name__ for base in found.__mro__[1:-1]) or "object"
+        what = f"a class that is neither a model nor a configuration (bases: {bases})"
+    else:
+        what = f"a {type(found).__name__}, not a class"
+    raise ModelNotFound(f'{where}, {what}: expected {expected}, e.g. "{example}"')
 
 
 def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
@@ -85,6 +122,11 @@ def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool
     except OSError as error:
         raise ModelNotFound(f"{model} is no model folder here, and its config cannot be loaded: {error}") from None
     auto_map = config_dict.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise ModelNotFound(
+            f"{_config_file(model)}: auto_map is {auto_map!r}: expected an object naming the classes of the model's "
+            'code, e.g. {"AutoModelForTokenClassification": "modeling_bert_crf.BertCrfForTokenClassification"}'
+        )
     if not auto_map:  # a stock transformers model: its own pipeline, long texts in overlapping windows
         tokenizer = transformers.AutoTokenizer.from_pretrained(model)
         stride = min(tokenizer.model_max_length, 512) // 4 if tokenizer.is_fast else None
@@ -96,20 +138,27 @@ def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool
             stride=stride,
             aggregation_strategy="simple",
         )
-    config_class = _local_class(auto_map.get("AutoConfig"))
-    model_class = _local_class(auto_map.get("AutoModelForTokenClassification"))
+    config_class = _local_class(model, auto_map, "AutoConfig")
+    model_class = _local_class(model, auto_map, "AutoModelForTokenClassification")
     if config_class is not None and model_class is not None:
         from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
         # AutoTokenizer looks the model type up when the tokenizer config names no class.
         transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         config = config_class.from_pretrained(model)
-        return BertCrfTokenClassificationPipeline(
-            model=model_class.from_pretrained(model, config=config).eval(),
-            tokenizer=transformers.AutoTokenizer.from_pretrained(model, config=config),
-            task="token-classification",
-            device=device,
-        )
+        tagger = model_class.from_pretrained(model, config=config).eval()
+        try:
+            return BertCrfTokenClassificationPipeline(
+                model=tagger,
+                tokenizer=transformers.AutoTokenizer.from_pretrained(model, config=config),
+                task="token-classification",
+                device=device,
+            )
+        except ValueError as error:  # a model without a CRF
+            raise ModelNotFound(
+                f'{_config_file(model)}: auto_map["AutoModelForTokenClassification"] is '
+                f"{auto_map['AutoModelForTokenClassification']!r}: {error}"
+            ) from None
     if not trust_remote_code:
         raise ModelNotFound(
             f"{model} needs model code that is not beside {Path(__file__).name} ({auto_map}): pass "
@@ -221,9 +270,9 @@ def model_title(model: str) -> str:
 
 
 def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) -> gr.Blocks:
-    """The page: a text box, the text with its entities highlighted by type, a table of the entities and their
-    scores, and examples to click. Its API: `/predict` (what the page shows) and `/entities` (the pipeline's
-    entity dicts)."""
+    """The page: a text box (its limit in characters shown below its label), the text with its entities highlighted
+    by type, a table of the entities and their scores, and examples to click. Its API: `/predict` (what the page
+    shows) and `/entities` (the pipeline's entity dicts)."""
     types = entity_types(ner)
     spare = iter(PALETTE * (1 + len(types) // len(PALETTE)))
     colors = {t: TYPE_COLORS.get(t) or next(spare) for t in types}
@@ -235,7 +284,13 @@ def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) ->
         )
         with gr.Row():
             with gr.Column():
-                text = gr.Textbox(label="Text", lines=6, max_lines=30, placeholder=examples[0] if examples else "")
+                text = gr.Textbox(
+                    label="Text",
+                    info=f"At most {_state['max_chars']:,} characters in all (--max_chars)",
+                    lines=6,
+                    max_lines=30,
+                    placeholder=examples[0] if examples else "",
+                )
                 submit = gr.Button("Find entities", variant="primary", elem_id="submit")
             with gr.Column():
                 highlighted = gr.HighlightedText(label="Entities", color_map=colors, elem_id="entities")
@@ -246,8 +301,9 @@ def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) ->
                     interactive=False,
                     elem_id="scores",
                 )
-        submit.click(predict, inputs=text, outputs=[highlighted, table], api_name="predict")
-        text.submit(predict, inputs=text, outputs=[highlighted, table], api_visibility="private")
+        # One tagging at a time across the page's events and the API: each request is bounded, and so is the wait.
+        submit.click(predict, inputs=text, outputs=[highlighted, table], api_name="predict", concurrency_id="ner")
+        text.submit(predict, inputs=text, outputs=[highlighted, table], api_visibility="private", concurrency_id="ner")
         if examples:
             gr.Examples(
                 examples=[[e] for e in examples],
@@ -258,6 +314,11 @@ def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) ->
                 cache_examples=False,
             )
         gr.api(entities, api_name="entities")
+    # One tagging at a time, whichever event or API call asks (Gradio runs one per event by default, and the page has
+    # four): each request is bounded, and so is the work running at once. gr.Examples takes no concurrency_id.
+    for function in demo.fns.values():
+        if function.fn in (predict, entities):
+            function.concurrency_id = "ner"
     return demo
 
 
@@ -292,7 +353,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="default Gradio's (7860, or the next free port)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument(
-        "--max_chars", type=int, default=DEFAULT_MAX_CHARS, help=f"longest text accepted (default {DEFAULT_MAX_CHARS})"
+        "--max_chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help=f"most characters of one request, the text box's whole text (default {DEFAULT_MAX_CHARS}, as handler.py)",
     )
     parser.add_argument(
         "--trust_remote_code", action="store_true", help="run the model's own code when it is not beside app.py"

@@ -188,6 +188,82 @@ def test_a_missing_model_says_what_to_do(tmp_path, monkeypatch, capsys):
     assert "--max_chars must be a positive integer" in capsys.readouterr().err
 
 
+AUTO_MAP_MISTAKES = [
+    (
+        "AutoModelForTokenClassification",
+        "configuration_bert_crf.BertCrfConfig",
+        "a configuration class: expected a model",
+    ),
+    (
+        "AutoModelForTokenClassification",
+        "pipeline_bert_crf.BertCrfTokenClassificationPipeline",
+        "a class that is neither a model nor a configuration \\(bases: ChunkPipeline, Pipeline, .*\\): expected a model",
+    ),
+    ("AutoModelForTokenClassification", "modeling_bert_crf.NoSuchModel", "which modeling_bert_crf.py beside app.py"),
+    ("AutoModelForTokenClassification", "bert_crf_utils.OUTSIDE", "a str, not a class: expected a model class"),
+    ("AutoModelForTokenClassification", "modeling_bert_crf", 'expected "module.Class" naming a model class'),
+    (
+        "AutoModelForTokenClassification",
+        ["modeling_bert_crf.BertCrfForTokenClassification"],
+        'expected "module.Class"',
+    ),
+    ("AutoModelForTokenClassification", "modeling_bert_crf.BertModel", "needs a model with a CRF, got BertModel"),
+    ("AutoConfig", "modeling_bert_crf.BertCrfForTokenClassification", "a model class: expected a configuration class"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, reference, message",
+    AUTO_MAP_MISTAKES,
+    ids=[m[1] if isinstance(m[1], str) else "list" for m in AUTO_MAP_MISTAKES],
+)
+def test_an_auto_map_that_names_no_model(crf_checkpoint, tmp_path, key, reference, message):
+    """A folder whose config.json maps a class to something of another kind: which file, which key, what was
+    expected, and no traceback."""
+    folder = tmp_path / "model"
+    shutil.copytree(crf_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"][key] = reference
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    expected = re.escape(f'app.py: {folder}/config.json: auto_map["{key}"] is {reference!r}') + f"[:,] .*{message}"
+    with pytest.raises(SystemExit, match=expected):
+        app.main(["--model", str(folder)])
+
+
+def test_an_auto_map_that_is_no_object(crf_checkpoint, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(crf_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = ["modeling_bert_crf.BertCrfForTokenClassification"]
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(
+        SystemExit, match=re.escape(f"app.py: {folder}/config.json: auto_map is [") + ".*expected an object"
+    ):
+        app.main(["--model", str(folder)])
+
+
+def test_the_demo_is_bounded_as_the_handler(served, monkeypatch):
+    """The text box's whole text is one request, bounded as handler.py bounds a request's characters: the page says
+    so under the box, and one tagging runs at a time, whichever event or API call asked for it."""
+    import handler
+
+    assert app.DEFAULT_MAX_CHARS == handler.DEFAULT_LIMITS["max_request_chars"]
+    assert app.parse_args([]).max_chars == app.DEFAULT_MAX_CHARS
+    monkeypatch.setitem(app._state, "max_chars", 1234)
+    demo = app.build_demo(served, "tiny")
+    (box,) = [block for block in demo.blocks.values() if isinstance(block, gr.Textbox)]
+    assert box.info == "At most 1,234 characters in all (--max_chars)"
+    tagging = [f for f in demo.fns.values() if f.fn in (app.predict, app.entities)]
+    assert len(tagging) == 4  # the button, the text box's Enter, the examples and /entities
+    assert {f.concurrency_id for f in tagging} == {"ner"}
+    with pytest.raises(
+        gr.Error,
+        match=r"The text has 1235 characters, more than this demo's limit of 1234 \(start it with --max_chars",
+    ):
+        app.predict("张" * 1235)
+    app.predict("张" * 1234)
+
+
 def test_main_serves_the_model_it_is_given(crf_checkpoint, crf_pipeline, monkeypatch, capsys):
     """In the repository: `python app.py --model FOLDER --host --port` loads FOLDER with the repository's code and
     launches on that address; without --host, Gradio's GRADIO_SERVER_NAME (a Space's 0.0.0.0) or 127.0.0.1."""
