@@ -49,12 +49,19 @@ def read_texts(path: str) -> tuple[list[str], list[list[str]]]:
 
     NER files (column, JSON lines or CLUENER spans, sniffed by `data_files`) give one line per sentence: the tokens
     joined (without spaces when every token is one character, as in Chinese data) plus the token list itself,
-    because training tokenizes the tokens as separate words. Anything `data_files` cannot read is plain text."""
+    because training tokenizes the tokens as separate words. A file that is not a column file (nor JSON of a known
+    format) is plain text; a JSON export that fails to read is an error, not text."""
     from bertcrf import data_files, ner_data
 
     try:
+        kind = data_files.sniff_format(path)
+    except ner_data.DataFormatError:  # a first line that opens but is not JSON: text
+        kind = "column"
+    try:
         examples = data_files.read_file(path)
     except ner_data.DataFormatError:
+        if kind != "column":
+            raise
         return list(ner_data.read_text_lines(path)), []
     lines = []
     for example in examples:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 
 import pytest
 
@@ -45,7 +46,10 @@ def test_a_user_error_is_one_message_and_status_1(error, capsys, monkeypatch):
         cli.run(_fails(error))
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert err.splitlines() == [f"tag.py: error: {error}", "(set BERTCRF_TRACEBACK=1 for the traceback)"]
+    assert err.splitlines() == [
+        f"tag.py: error: {error}",
+        "(add --traceback or set BERTCRF_TRACEBACK=1 for the traceback)",
+    ]
 
 
 def test_the_traceback_on_request_and_for_bugs(monkeypatch):
@@ -56,6 +60,21 @@ def test_the_traceback_on_request_and_for_bugs(monkeypatch):
     with pytest.raises(KeyError):  # not a user's mistake: the traceback stays
         cli.run(_fails(KeyError("tags")))
     assert cli.run(lambda *args: args, 1, 2) == (1, 2)
+
+
+def test_the_traceback_flag(monkeypatch):
+    # --traceback is taken off the command line before the script parses it, and shows the traceback.
+    monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "0")  # restored after: run() sets it
+    monkeypatch.setattr("sys.argv", ["tag.py", "--model", "m", "--traceback"])
+    seen = []
+
+    def main():
+        seen.append(list(sys.argv))
+        raise ValueError("bad value")
+
+    with pytest.raises(ValueError, match="bad value"):
+        cli.run(main)
+    assert seen == [["tag.py", "--model", "m"]]
 
 
 def _exit_message(main, argv, capsys):

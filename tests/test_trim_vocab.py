@@ -166,6 +166,14 @@ def test_ner_files_are_read_as_tokens(tmp_path):
     assert trim_vocab.read_texts(str(plain)) == (["中国银行", "北京"], [])
 
 
+def test_read_texts_refuses_an_export_it_cannot_read(tmp_path):
+    # A Label Studio export with no annotated task is an error, not JSON lines to read as plain text.
+    export = tmp_path / "tasks.json"
+    export.write_text('[{"id": 1, "data": {"text": "中国银行"}, "annotations": []}]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="tasks.json"):
+        trim_vocab.read_texts(str(export))
+
+
 def test_keep_chars_and_no_cjk(tiny, tmp_path):
     source, _, _ = tiny
     text = tmp_path / "t.txt"
