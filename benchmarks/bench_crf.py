@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from machine import cpu_info, cpu_label, present_flags  # noqa: E402
 from modeling_bert_crf import CRF  # noqa: E402
 
 
@@ -43,27 +43,6 @@ CASES = [
     ("nll fwd+bwd", 16, 128, 41, 2.0),
     ("nll fwd+bwd", 64, 128, 9, None),
 ]
-
-
-# Vector extensions that decide which kernels torch runs (AVX-512 machines run wider max and add kernels).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
-
-
-def cpu_info() -> dict:
-    """Model name and the CPU_FLAGS present, from /proc/cpuinfo (Linux), and the kernel level torch chose."""
-    fields: dict = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())  # the first processor's
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    return dict(
-        model_name=fields.get("model name") or platform.processor() or platform.machine(),
-        flags=[flag for flag in CPU_FLAGS if flag in flags],
-        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
-    )
 
 
 def median_ms_pair(ref: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -123,10 +102,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     cpu = cpu_info()
-    print(
-        f"CPU: {cpu['model_name']}; flags: {' '.join(cpu['flags']) or 'none of ' + ' '.join(CPU_FLAGS)}; "
-        f"torch kernels: {cpu['torch_cpu_capability']}; threads: {torch.get_num_threads()}"
-    )
+    cpu = dict(cpu, flags=present_flags(cpu), torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
+    print(f"CPU: {cpu_label()}; torch kernels: {cpu['torch_cpu_capability']}; threads: {torch.get_num_threads()}")
     rows = []
     header = "| task | batch x len x tags | pytorch-crf ms | ours ms | speed-up | target |"
     print(header)

@@ -29,36 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_info, cpu_label
+
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data" / "resume"
 VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 TRAINED = ROOT / "outputs" / "bench-inference-resume-minilm"
-
-
-def cpu_info() -> dict:
-    """This machine's CPU model name and which of CPU_FLAGS it has (from /proc/cpuinfo; empty where unreadable)."""
-    name, flags = "unknown", set()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and name == "unknown":
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return {"model_name": name, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
-
-
-def cpu_label(cpu: dict) -> str:
-    """`AMD EPYC (avx2, avx512f, avx512_vnni)`: the model name and the CPU_FLAGS it has."""
-    present = [flag for flag, has in cpu["flags"].items() if has]
-    return f"{cpu['model_name']} ({', '.join(present) or 'none of ' + ', '.join(CPU_FLAGS)})"
 
 
 def load_variant(variant: str, model_dir: Path, onnx_dir: Path):

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from encoders import ENCODERS, encoder_path, extend_vocab, learning_rate
+from machine import cpu_label
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,8 +190,6 @@ def save(rows: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    from bench_inference import cpu_info, cpu_label
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -205,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
-    cpu = cpu_label(cpu_info())
+    cpu = cpu_label()
     out, rows = Path(args.out), []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.keep or tmp)

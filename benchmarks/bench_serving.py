@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -48,27 +47,12 @@ import handler  # noqa: E402
 from bertcrf import ner_data  # noqa: E402
 from configuration_bert_crf import BertCrfConfig  # noqa: E402
 from encoders import E5_ZH  # noqa: E402
+from machine import cpu_label  # noqa: E402
 from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
 
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 CLUENER_DEV = ROOT.parent / "shared" / "data" / "cluener" / "dev.json"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
-
-
-def cpu_label() -> str:
-    """`AMD EPYC (avx2, avx512f, avx512_vnni)`: the CPU's model name and the CPU_FLAGS it has (/proc/cpuinfo)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())  # the first processor's
-    except OSError:
-        pass
-    flags = set(fields.get("flags", "").split())
-    present = [flag for flag in CPU_FLAGS if flag in flags]
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    return f"{name} ({', '.join(present) or 'none of ' + ', '.join(CPU_FLAGS)})"
 
 
 def checkpoint(folder: Path) -> str:
