@@ -20,9 +20,9 @@ All are checked before any tokenization or model work. Characters bound the work
 sub-token or fewer (a Chinese character one, a Latin word fewer than its letters), windows share at most half their
 sub-tokens (`stride`), and texts of different lengths run in separate groups, so that padding in a batch cannot
 multiply the work; counting them needs no tokenizer, and the caller can count them too. With the defaults and the
-demo's encoder (multilingual-e5-small trimmed to Chinese) on 2 CPU cores (AMD EPYC), a maximal request took 6.4 s
-(one text of 10,000 Chinese characters), 11.6 s in the smallest windows (`max_length` 16, `stride` 7), the
-costliest parameters measured; 4 long texts among 252 of one character took 8 s in groups, 60 s in one call
+demo's encoder (multilingual-e5-small trimmed to Chinese) on 2 CPU cores (AMD EPYC, quiet), a maximal request took
+6.1 s (one text of 10,000 Chinese characters), 11.6 s in the smallest windows (`max_length` 16, `stride` 7), the
+costliest parameters measured; 4 long texts among 252 of one character took 7 s in groups, 75 s in one call
 (benchmarks/bench_serving.py).
 """
 
