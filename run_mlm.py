@@ -18,6 +18,7 @@ as is. Runs under `accelerate launch` like run_ner.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -32,7 +33,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainerCa
 from transformers.modeling_outputs import MaskedLMOutput
 
 from bert_crf_utils import join_words
-from bertcrf import arguments, data_files, launch, ner_data, outputs, training
+from bertcrf import arguments, cli, data_files, launch, ner_data, outputs, training
+from bertcrf.crf_models import check_model_path
 
 
 logger = logging.getLogger("run_mlm")
@@ -379,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
     launch.setup_logging(training_args)
     set_seed(training_args.seed)
+    check_model_path(model_args.model_name_or_path)  # before the data is read
     lines = gather_lines(data_args)
     tokenizer, model = load_tokenizer_and_model(model_args, lines, data_args)
     train_set, eval_set = build_datasets(lines, tokenizer, data_args, training_args)
@@ -411,4 +414,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    launch.cli(main)
+    launch.cli(functools.partial(cli.run, main))

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import evaluate_pipeline
+import run_mlm
 import run_ner
 from bertcrf import cli, ner_data
 from conftest import DEMO_DIR, REPO_ROOT
@@ -21,6 +22,7 @@ SCRIPTS = (
     "export_onnx.py",
     "trim_vocab.py",
     "convert_e5.py",
+    "run_mlm.py",
 )
 
 
@@ -107,6 +109,13 @@ def test_run_ner_data_errors_are_messages(tiny_checkpoint, tmp_path, capsys, mon
     assert "/nonexistent: no such folder" in err and "Repo id must" not in err
     err = _exit_message(run_ner.main, argv[:4] + ["--output_dir", str(tmp_path / "out"), "--head", "mlp"], capsys)
     assert "--head must be crf or softmax, got 'mlp'" in err
+
+
+def test_run_mlm_names_a_missing_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    argv = ["--model_name_or_path", "/nonexistent", "--ner_files", str(DEMO_DIR / "dev.txt")]
+    err = _exit_message(run_mlm.main, [*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    assert "/nonexistent: no such folder" in err and "Repo id must" not in err
 
 
 def test_evaluate_pipeline_errors_are_messages(crf_checkpoint, tmp_path, capsys, monkeypatch):
