@@ -6,6 +6,7 @@ here once. Travels with checkpoints as remote code and with ONNX exports.
 from __future__ import annotations
 
 import unicodedata
+from bisect import bisect_left
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 
@@ -522,3 +523,78 @@ def bare_prefix_id(token_to_id: Callable[[str], int | None], unk_id: int | None)
     """The id of the lone word-start mark "▁" in a vocabulary that has it (SentencePiece), else None (WordPiece)."""
     found = token_to_id(METASPACE)
     return None if found is None or found == unk_id else found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lexicons
+
+# Where a character lies in a lexicon word that covers it: first, middle, last, or the whole (one-character) word.
+LEXICON_POSITIONS = ("B", "M", "E", "S")
+LEXICON_FILE = "lexicon.tsv"
+
+
+class Lexicon:
+    """Typed words to find in text: every occurrence of every word, overlapping ones included.
+
+    The words are kept sorted; a search from each character extends the piece one character at a time while it is
+    the prefix of some word (a binary search that only moves forward), so a character costs the length of the
+    longest word piece starting there, whatever the lexicon's size, and the lexicon costs one list and one dict
+    (a trie of jieba's 349k words would be a million Python dicts)."""
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        types: dict[str, set[str]] = {}
+        for word, kind in entries:
+            if not word or not kind:
+                raise ValueError(f"a lexicon entry needs a word and a type, got {(word, kind)!r}")
+            types.setdefault(word, set()).add(kind)
+        self.words = sorted(types)
+        self.types = {word: tuple(sorted(kinds)) for word, kinds in types.items()}
+        self.type_names = sorted({kind for kinds in self.types.values() for kind in kinds})
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def matches(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end exclusive, type) of every occurrence of a lexicon word in `text`, by start, then end."""
+        words, count = self.words, len(self.words)
+        found = []
+        for start in range(len(text)):
+            low = 0
+            for end in range(start + 1, len(text) + 1):
+                piece = text[start:end]
+                low = bisect_left(words, piece, low)  # a longer piece sorts after the shorter: never back
+                if low == count or not words[low].startswith(piece):
+                    break
+                if words[low] == piece:
+                    found += [(start, end, kind) for kind in self.types[piece]]
+        return found
+
+    def char_features(self, text: str) -> list[set[tuple[str, str]]]:
+        """For each character of `text`, the (position, type) pairs of the lexicon words that cover it (see
+        LEXICON_POSITIONS)."""
+        features: list[set[tuple[str, str]]] = [set() for _ in text]
+        for start, end, kind in self.matches(text):
+            if end - start == 1:
+                features[start].add(("S", kind))
+                continue
+            features[start].add(("B", kind))
+            for inside in range(start + 1, end - 1):
+                features[inside].add(("M", kind))
+            features[end - 1].add(("E", kind))
+        return features
+
+    def to_tsv(self) -> str:
+        """`word<TAB>type` lines (one per type of a word), sorted: the form a checkpoint folder carries (`load`)."""
+        return "".join(f"{word}\t{kind}\n" for word in self.words for kind in self.types[word])
+
+    @classmethod
+    def load(cls, path: str) -> Lexicon:
+        """A lexicon written as `to_tsv` writes it (a checkpoint's `lexicon.tsv`)."""
+        entries = []
+        with open(path, encoding="utf-8") as source:
+            for number, line in enumerate(source, 1):
+                word, tab, kind = line.rstrip("\n").partition("\t")
+                if not tab or not word or not kind or "\t" in kind:
+                    raise ValueError(f"{path}:{number}: expected word<TAB>type, found {line.rstrip(chr(10))!r}")
+                entries.append((word, kind))
+        return cls(entries)

@@ -11,10 +11,12 @@ import pytest
 
 import bert_crf_utils
 from bert_crf_utils import (
+    LEXICON_FILE,
     SCHEME_LETTERS,
     SCHEME_PARTS,
     SCHEME_PREFIXES,
     TAG_SCHEMES,
+    Lexicon,
     Window,
     best_windows,
     fed_words,
@@ -228,3 +230,48 @@ def test_stitch_rows_takes_plain_spans_and_reports_missing_words():
     assert stitch_rows([], 0) == []
     with pytest.raises(RuntimeError, match=r"units \[3\] are in no window"):
         stitch_rows([(0, 3)], 4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lexicon
+
+
+def _all_occurrences(words: dict[str, set[str]], text: str) -> list[tuple[int, int, str]]:
+    """The oracle: every substring of `text` looked up."""
+    return sorted(
+        (start, end, kind)
+        for start in range(len(text))
+        for end in range(start + 1, len(text) + 1)
+        for kind in words.get(text[start:end], ())
+    )
+
+
+def test_lexicon_matches_every_occurrence_as_brute_force():
+    rng = random.Random(0)
+    for _ in range(200):
+        words: dict[str, set[str]] = {}
+        for _ in range(rng.randint(1, 12)):
+            word = "".join(rng.choice("abc") for _ in range(rng.randint(1, 4)))
+            words.setdefault(word, set()).add(rng.choice(["PER", "LOC"]))
+        lexicon = Lexicon((w, k) for w, kinds in words.items() for k in kinds)
+        text = "".join(rng.choice("abcd") for _ in range(rng.randint(0, 12)))
+        assert sorted(lexicon.matches(text)) == _all_occurrences(words, text), (words, text)
+
+
+def test_lexicon_char_features_and_tsv_round_trip(tmp_path):
+    lexicon = Lexicon([("北京", "LOC"), ("北京大学", "ORG"), ("京", "LOC"), ("北京", "WORD")])
+    assert lexicon.type_names == ["LOC", "ORG", "WORD"]
+    features = lexicon.char_features("在北京大学")
+    assert features[0] == set()
+    assert features[1] == {("B", "LOC"), ("B", "ORG"), ("B", "WORD")}
+    assert features[2] == {("E", "LOC"), ("M", "ORG"), ("E", "WORD"), ("S", "LOC")}
+    assert features[4] == {("E", "ORG")}
+    path = tmp_path / LEXICON_FILE
+    path.write_text(lexicon.to_tsv(), encoding="utf-8")
+    again = Lexicon.load(str(path))
+    assert again.words == lexicon.words and again.types == lexicon.types
+    path.write_text("北京\tLOC\n上海\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lexicon.tsv:2: expected word<TAB>type, found '上海'"):
+        Lexicon.load(str(path))
+    with pytest.raises(ValueError, match="needs a word and a type"):
+        Lexicon([("", "LOC")])
