@@ -6,7 +6,6 @@ here once. Travels with checkpoints as remote code and with ONNX exports.
 from __future__ import annotations
 
 import unicodedata
-from bisect import bisect_left
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 
@@ -536,10 +535,10 @@ LEXICON_FILE = "lexicon.tsv"
 class Lexicon:
     """Typed words to find in text: every occurrence of every word, overlapping ones included.
 
-    The words are kept sorted; a search from each character extends the piece one character at a time while it is
-    the prefix of some word (a binary search that only moves forward), so a character costs the length of the
-    longest word piece starting there, whatever the lexicon's size, and the lexicon costs one list and one dict
-    (a trie of jieba's 349k words would be a million Python dicts)."""
+    A dict from each word to its types, and from each first character to the lengths of the words it starts: a
+    character costs one lookup per such length (a few for Chinese), whatever the lexicon's size. A trie of jieba's
+    349k words would be a million Python dicts; a binary search over the sorted words measured no faster than
+    looking up every piece up to the longest word (benchmarks/bench_lexicon.py)."""
 
     def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
         types: dict[str, set[str]] = {}
@@ -550,23 +549,24 @@ class Lexicon:
         self.words = sorted(types)
         self.types = {word: tuple(sorted(kinds)) for word, kinds in types.items()}
         self.type_names = sorted({kind for kinds in self.types.values() for kind in kinds})
+        lengths: dict[str, set[int]] = {}
+        for word in self.words:
+            lengths.setdefault(word[0], set()).add(len(word))
+        self.lengths = {first: tuple(sorted(sizes)) for first, sizes in lengths.items()}
 
     def __len__(self) -> int:
         return len(self.words)
 
     def matches(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end exclusive, type) of every occurrence of a lexicon word in `text`, by start, then end."""
-        words, count = self.words, len(self.words)
         found = []
-        for start in range(len(text)):
-            low = 0
-            for end in range(start + 1, len(text) + 1):
-                piece = text[start:end]
-                low = bisect_left(words, piece, low)  # a longer piece sorts after the shorter: never back
-                if low == count or not words[low].startswith(piece):
+        for start, char in enumerate(text):
+            for size in self.lengths.get(char, ()):
+                end = start + size
+                if end > len(text):  # a cut-off piece could be a shorter word, found at its own length
                     break
-                if words[low] == piece:
-                    found += [(start, end, kind) for kind in self.types[piece]]
+                for kind in self.types.get(text[start:end], ()):
+                    found.append((start, end, kind))
         return found
 
     def char_features(self, text: str) -> list[set[tuple[str, str]]]:
