@@ -6,7 +6,7 @@ here once. Travels with checkpoints as remote code and with ONNX exports.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 
 OUTSIDE = "O"
@@ -108,6 +108,26 @@ def spans_to_tags(spans: Iterable[Span], length: int, scheme: str) -> list[str]:
             tags[end - 1] = f"{last}-{etype}"
         previous = span
     return tags
+
+
+SpanLike = TypeVar("SpanLike", bound=tuple)  # (type, start, end, ...): a Span, or one that carries its location
+
+
+def keep_flat_spans(spans: Iterable[SpanLike]) -> tuple[list[SpanLike], list[tuple[SpanLike, SpanLike]]]:
+    """The spans flat tags can hold, and each dropped span with the kept one it overlaps.
+
+    Longest first, then leftmost (then first given): the outer span of a nested pair survives, and of two
+    overlapping spans of equal length the earlier one. Kept spans come back in start order."""
+    ordered = sorted(enumerate(spans), key=lambda item: (-(item[1][2] - item[1][1]), item[1][1], item[0]))
+    kept: list[SpanLike] = []
+    dropped: list[tuple[SpanLike, SpanLike]] = []
+    for _, span in ordered:
+        blocker = next((k for k in kept if span[1] < k[2] and k[1] < span[2]), None)
+        if blocker is None:
+            kept.append(span)
+        else:
+            dropped.append((span, blocker))
+    return sorted(kept, key=lambda s: s[1]), dropped
 
 
 def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
@@ -241,6 +261,45 @@ def allowed_transitions(id2label: dict[int, str], scheme: str) -> tuple[list[boo
     end = [_is_allowed(scheme, p, None) for p in parsed]
     trans = [[_is_allowed(scheme, p, q) for q in parsed] for p in parsed]
     return start, end, trans
+
+
+def span_constraints(
+    spans: Iterable[Span], length: int, id2label: dict[int, str], scheme: str
+) -> tuple[list[list[bool]], list[tuple[Span, Span]]]:
+    """Which labels each of `length` units may take when `spans` (type, start, end exclusive) are forced: a span of
+    an entity type must be exactly one entity of that type (its first unit opens it, the unit after it does not
+    continue it); a span of type "O" is forbidden ground, all O. Decoding with the other labels masked out (their
+    emissions set very low) re-decodes the rest of the sentence under the scheme's transitions, so a neighbouring
+    entity can change. Overlapping spans: the longest is kept (see `keep_flat_spans`); the dropped ones come back
+    with the span that kept them out. IOB1 cannot be forced unit by unit (whether an entity opens with B- depends on
+    the unit before): a ValueError, as for a type the model lacks."""
+    if scheme == "IOB1":
+        raise ValueError("dictionary spans cannot be forced in IOB1 tags: train the model in BIO (run_ner.py does)")
+    labels = [id2label[i] for i in range(len(id2label))]
+    index = {label: i for i, label in enumerate(labels)}
+    allowed = [[True] * len(labels) for _ in range(length)]
+    kept, dropped = keep_flat_spans(list(spans))
+    for kind, start, end in kept:
+        if not 0 <= start < end <= length:
+            raise ValueError(f"span {(kind, start, end)} is outside a sequence of {length} units")
+        if kind == OUTSIDE:
+            forced = [OUTSIDE] * (end - start)
+        elif scheme == "none":
+            forced = [kind] * (end - start)
+        else:
+            forced = spans_to_tags([(kind, 0, end - start)], end - start, scheme)
+        missing = sorted(set(forced) - set(index))
+        if missing:
+            raise ValueError(f"the model has no label {missing[0]!r} for the dictionary type {kind!r}")
+        for position, tag in zip(range(start, end), forced):
+            allowed[position] = [i == index[tag] for i in range(len(labels))]
+        if kind != OUTSIDE and scheme != "none":
+            inside = {inside_prefix(scheme)} | ({"E"} if scheme in ("BIOES", "BMES") else set())
+            if end < length:  # the entity ends here: the next unit does not continue it
+                for i, parts in enumerate(map(split_tag, labels)):
+                    if parts is not None and parts[0] in inside and parts[1] == kind:
+                        allowed[end][i] = False
+    return allowed, dropped
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ edges is left out of it, with a warning.
 
 Character spans become tags through `spans_to_tags`, in the reader's `scheme`. Of overlapping spans the longer (of
 equal ones the earlier) is kept and each dropped one is reported with its location, through the same
-`ner_data.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line (doccano,
+`bert_crf_utils.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line (doccano,
 brat) or the task (Label Studio), what was found and what was expected. Counts are logged at INFO.
 """
 

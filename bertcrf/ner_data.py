@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from bert_crf_utils import (  # noqa: F401  (re-exported)
     drop_bare_prefix,
     expand_word_tag,
     fed_words,
+    keep_flat_spans,
     plan_windows,
     spans_to_tags,
     special_wrapping,
@@ -218,26 +219,6 @@ def read_span_json(path: str | Path, scheme: str = "BIO") -> list[dict[str, Any]
     if not examples:
         raise DataFormatError(path, None, "no records", "at least one JSON line")
     return examples
-
-
-SpanLike = TypeVar("SpanLike", bound=tuple)  # (type, start, end, ...): a Span, or one that carries its location
-
-
-def keep_flat_spans(spans: Iterable[SpanLike]) -> tuple[list[SpanLike], list[tuple[SpanLike, SpanLike]]]:
-    """The spans flat tags can hold, and each dropped span with the kept one it overlaps.
-
-    Longest first, then leftmost (then first given): the outer span of a nested pair survives, and of two
-    overlapping spans of equal length the earlier one. Kept spans come back in start order."""
-    ordered = sorted(enumerate(spans), key=lambda item: (-(item[1][2] - item[1][1]), item[1][1], item[0]))
-    kept: list[SpanLike] = []
-    dropped: list[tuple[SpanLike, SpanLike]] = []
-    for _, span in ordered:
-        blocker = next((k for k in kept if span[1] < k[2] and k[1] < span[2]), None)
-        if blocker is None:
-            kept.append(span)
-        else:
-            dropped.append((span, blocker))
-    return sorted(kept, key=lambda s: s[1]), dropped
 
 
 def _record_spans(path: str | Path, line_no: int, text: str, label: Any) -> list[Span]:

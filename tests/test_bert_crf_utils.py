@@ -3,10 +3,12 @@ words: its callers (configs, ner_data, the pipeline, the ONNX runtime) use these
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import bert_crf_utils
@@ -18,10 +20,12 @@ from bert_crf_utils import (
     TAG_SCHEMES,
     Lexicon,
     Window,
+    allowed_transitions,
     best_windows,
     fed_words,
     inside_prefix,
     plan_windows,
+    span_constraints,
     spans_to_tags,
     stitch_rows,
     tags_to_spans,
@@ -275,3 +279,78 @@ def test_lexicon_char_features_and_tsv_round_trip(tmp_path):
         Lexicon.load(str(path))
     with pytest.raises(ValueError, match="needs a word and a type"):
         Lexicon([("", "LOC")])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dictionary spans forced on the decoder
+
+
+def _best_with_spans(emissions, start, end, trans, legal, spans):
+    """The oracle: the best legal label sequence in which each entity span is exactly an entity and each O span all
+    O, by scoring every sequence."""
+    id2label, scheme = legal
+    allowed_start, allowed_end, allowed_trans = allowed_transitions(id2label, scheme)
+    best, best_score = None, -np.inf
+    for path in itertools.product(range(len(id2label)), repeat=emissions.shape[0]):
+        if not (allowed_start[path[0]] and allowed_end[path[-1]]):
+            continue
+        if not all(allowed_trans[a][b] for a, b in zip(path, path[1:])):
+            continue
+        tags = [id2label[i] for i in path]
+        entities = set(tags_to_spans(tags, scheme))
+        if any(
+            (kind == "O" and any(t != "O" for t in tags[a:b])) or (kind != "O" and (kind, a, b) not in entities)
+            for kind, a, b in spans
+        ):
+            continue
+        score = start[path[0]] + end[path[-1]] + emissions[np.arange(len(path)), path].sum()
+        score += sum(trans[a, b] for a, b in zip(path, path[1:]))
+        if score > best_score:
+            best, best_score = list(path), score
+    return best
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_forced_spans_decode_as_the_brute_force_best(scheme):
+    import torch
+
+    from modeling_crf import CRF
+
+    labels = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC") for p in SCHEME_LETTERS[scheme]]
+    id2label = dict(enumerate(labels))
+    rng = np.random.default_rng(0)
+    crf = CRF(len(labels), batch_first=True)
+    crf.set_constraints(*allowed_transitions(id2label, scheme))
+    changed = 0
+    for _ in range(25):
+        length = int(rng.integers(2, 5))
+        with torch.no_grad():
+            for parameter in (crf.start_transitions, crf.end_transitions, crf.transitions):
+                parameter.copy_(torch.as_tensor(rng.normal(size=tuple(parameter.shape)), dtype=torch.float32))
+        emissions = rng.normal(size=(length, len(labels))).astype(np.float32)
+        a = int(rng.integers(0, length))
+        b = int(rng.integers(a + 1, length + 1))
+        spans = [(str(rng.choice(["PER", "LOC", "O"])), a, b)]
+        allowed, dropped = span_constraints(spans, length, id2label, scheme)
+        assert dropped == []
+        masked = np.where(np.asarray(allowed), emissions, -1e4)
+        free = crf.decode(torch.as_tensor(emissions)[None])[0]
+        forced = crf.decode(torch.as_tensor(masked)[None])[0]
+        params = [p.detach().numpy() for p in (crf.start_transitions, crf.end_transitions, crf.transitions)]
+        assert forced == _best_with_spans(emissions, *params, (id2label, scheme), spans), (spans, emissions)
+        changed += forced != free
+    assert changed > 5  # the constraint mattered in many draws
+
+
+def test_span_constraints_overlaps_and_errors():
+    id2label = dict(enumerate(["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]))
+    allowed, dropped = span_constraints([("PER", 1, 2), ("ORG", 0, 3)], 4, id2label, "BIO")
+    assert dropped == [(("PER", 1, 2), ("ORG", 0, 3))]  # the longest wins
+    assert [id2label[row.index(True)] for row in allowed[:3]] == ["B-ORG", "I-ORG", "I-ORG"]
+    assert allowed[3] == [True, True, True, True, False]  # the entity ends: no I-ORG after it
+    with pytest.raises(ValueError, match="the model has no label 'B-LOC' for the dictionary type 'LOC'"):
+        span_constraints([("LOC", 0, 1)], 2, id2label, "BIO")
+    with pytest.raises(ValueError, match="cannot be forced in IOB1"):
+        span_constraints([("PER", 0, 1)], 2, id2label, "IOB1")
+    with pytest.raises(ValueError, match="outside a sequence of 2 units"):
+        span_constraints([("PER", 1, 3)], 2, id2label, "BIO")
