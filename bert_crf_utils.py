@@ -302,6 +302,18 @@ def span_constraints(
     return allowed, dropped
 
 
+def dictionary_units(lexicon: Lexicon, text: str, word_spans: Sequence[tuple[int, int]]) -> list[Span]:
+    """(type, first unit, end unit exclusive) of each occurrence of `lexicon`'s words in `text` that begins and ends
+    on the boundaries of the words (units) at `word_spans`; one inside a word cannot be held by word tags."""
+    starts = {start: i for i, (start, _) in enumerate(word_spans)}
+    ends = {end: i + 1 for i, (_, end) in enumerate(word_spans)}
+    return [
+        (kind, starts[start], ends[end])
+        for start, end, kind in lexicon.matches(text)
+        if start in starts and end in ends and starts[start] < ends[end]
+    ]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Words, windows and stitching
 

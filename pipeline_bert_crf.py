@@ -11,7 +11,7 @@ torch, transformers and the configuration file.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from transformers.pipelines.base import ChunkPipeline
@@ -21,9 +21,11 @@ from transformers.pipelines.base import ChunkPipeline
 try:
     from .bert_crf_utils import (
         OUTSIDE,
+        Lexicon,
         Window,
         backend_words,
         bare_prefix_id,
+        dictionary_units,
         drop_bare_prefix,
         fed_words,
         group_entities,
@@ -31,7 +33,9 @@ try:
         join_words,
         max_positions,
         plan_windows,
+        span_constraints,
         special_wrapping,
+        split_tag,
         split_text,
         stitch_rows,
         window_budget,
@@ -40,9 +44,11 @@ try:
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import (
         OUTSIDE,
+        Lexicon,
         Window,
         backend_words,
         bare_prefix_id,
+        dictionary_units,
         drop_bare_prefix,
         fed_words,
         group_entities,
@@ -50,7 +56,9 @@ except ImportError:  # imported as a top-level module
         join_words,
         max_positions,
         plan_windows,
+        span_constraints,
         special_wrapping,
+        split_tag,
         split_text,
         stitch_rows,
         window_budget,
@@ -60,6 +68,8 @@ except ImportError:  # imported as a top-level module
 AGGREGATION_STRATEGIES = ("none", "simple")
 # A long text's windows run in batches by default: on CPU a batch of 8 windows takes far less time than 8 passes.
 DEFAULT_BATCH_SIZE = 8
+# The emission of a label a dictionary rules out: far below any score, yet finite, so marginals stay defined.
+RULED_OUT = -1e4
 
 
 class _Chunk:
@@ -139,6 +149,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         is_split_into_words: bool | None = None,
         delimiter: str | None = None,
         ignore_labels: Sequence[str] | None = None,
+        dictionary: Mapping[str, str] | Lexicon | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
@@ -178,7 +189,26 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             if not labels_ok or not all(isinstance(label, str) for label in ignore_labels):
                 raise ValueError(f"ignore_labels must be a list of labels (strings), got {ignore_labels!r}")
             postprocess["ignore_labels"] = list(ignore_labels)
+        if dictionary is not None:
+            postprocess["dictionary"] = self._checked_dictionary(dictionary)
         return preprocess, {}, postprocess
+
+    def _checked_dictionary(self, dictionary: Mapping[str, str] | Lexicon) -> Lexicon:
+        """A user dictionary as a Lexicon of one type per word: an entity type of the model, or O to forbid."""
+        lexicon = dictionary if isinstance(dictionary, Lexicon) else None
+        if lexicon is None:
+            if not isinstance(dictionary, Mapping):
+                raise ValueError(f"dictionary must map words to types (or be a Lexicon), got {dictionary!r}")
+            lexicon = Lexicon(dictionary.items())
+        several = next((word for word in lexicon.words if len(lexicon.types[word]) > 1), None)
+        if several is not None:
+            raise ValueError(f"dictionary word {several!r} has several types {list(lexicon.types[several])}: give one")
+        known = {parts[1] for parts in map(split_tag, self.model.config.id2label.values()) if parts and parts[1]}
+        known.add(OUTSIDE)
+        unknown = sorted(set(lexicon.type_names) - known)
+        if unknown:
+            raise ValueError(f"dictionary type {unknown[0]!r} is not one of the model's types {sorted(known)}")
+        return lexicon
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         check_batch_size(kwargs.get("batch_size"))
@@ -287,11 +317,17 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         all_outputs: list[dict[str, Any]],
         aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] | None = None,
+        dictionary: Lexicon | None = None,
     ) -> list[dict[str, Any]]:
         text, spans = all_outputs[0]["chunk"].text, all_outputs[0]["chunk"].spans
         if not spans:
             return []
-        if len(all_outputs) == 1:
+        forced = dictionary_units(dictionary, text, spans) if dictionary is not None else []
+        if forced:
+            config = self.model.config
+            allowed, _ = span_constraints(forced, len(spans), config.id2label, config.resolved_tag_scheme)
+            tags, scores = self._decode_stitched(all_outputs, len(spans), allowed)
+        elif len(all_outputs) == 1:
             tags = all_outputs[0]["tags"][0, : len(spans)].tolist()
             scores = all_outputs[0]["scores"][0, : len(spans)].tolist()
         else:
@@ -315,11 +351,17 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         entities = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
         return [e for e in entities if e["entity_group"] not in ignore]
 
-    def _decode_stitched(self, all_outputs: list[dict[str, Any]], num_words: int) -> tuple[list[int], list[float]]:
-        """One Viterbi pass over a text split in windows, each word scored by its most central window."""
+    def _decode_stitched(
+        self, all_outputs: list[dict[str, Any]], num_words: int, allowed: list[list[bool]] | None = None
+    ) -> tuple[list[int], list[float]]:
+        """One Viterbi pass over a text split in windows, each word scored by its most central window; with
+        `allowed` (words x labels, see `span_constraints`) the other labels are ruled out."""
         picks = stitch_rows([o["chunk"].window for o in all_outputs], num_words)
         rows = [all_outputs[k]["emissions"][0, row] for k, row in picks]
         emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
+        if allowed is not None:
+            permitted = torch.tensor(allowed, dtype=torch.bool, device=emissions.device).unsqueeze(0)
+            emissions = emissions.masked_fill(~permitted, RULED_OUT)  # (1, words, labels)
         mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         crf = self.model.crf
         with torch.no_grad():

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 import torch
 
+from bert_crf_utils import Lexicon
 from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters, load_crf_pipeline
 
 
@@ -663,3 +664,34 @@ def test_non_string_input(crf_pipeline, bad):
 def test_pre_split_non_string_word(crf_pipeline):
     with pytest.raises(ValueError, match="list of words"):
         crf_pipeline(["北", 3], is_split_into_words=True)
+
+
+@pytest.mark.parametrize("max_length", [None, 16])  # one window, and a text stitched from many
+def test_dictionary_forces_and_forbids_spans(crf_pipeline, max_length):
+    text = cjk_text(40, seed=3)
+    options = {"aggregation_strategy": "simple"} | ({"max_length": max_length} if max_length else {})
+    free = crf_pipeline(text, **options)
+    assert free, "the tiny model should find some entity here"
+    # Force a span the model does not tag as it stands, with the other type than it gives there.
+    word = text[5:9]
+    given = {e["entity_group"] for e in free if e["start"] < 9 and 5 < e["end"]}
+    kind = "LOC" if "PER" in given else "PER"
+    forced = crf_pipeline(text, dictionary={word: kind}, **options)
+    assert (kind, 5, 9) in {(e["entity_group"], e["start"], e["end"]) for e in forced}
+    assert forced != free
+    # Forbid every entity the model found: none is left on those characters.
+    forbid = {text[e["start"] : e["end"]]: "O" for e in free}
+    cleared = crf_pipeline(text, dictionary=forbid, **options)
+    assert not any(text[e["start"] : e["end"]] in forbid for e in cleared)
+    assert crf_pipeline(text, dictionary={}, **options) == free
+
+
+def test_dictionary_errors(crf_pipeline):
+    with pytest.raises(
+        ValueError, match=r"dictionary type 'GPE' is not one of the model's types \['LOC', 'O', 'ORG', 'PER'\]"
+    ):
+        crf_pipeline("张三", dictionary={"张三": "GPE"})
+    with pytest.raises(ValueError, match=r"dictionary word '张三' has several types \['LOC', 'PER'\]: give one"):
+        crf_pipeline("张三", dictionary=Lexicon([("张三", "PER"), ("张三", "LOC")]))
+    with pytest.raises(ValueError, match="dictionary must map words to types"):
+        crf_pipeline("张三", dictionary=["张三"])
