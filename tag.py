@@ -40,8 +40,10 @@ from typing import Any, BinaryIO, Iterator, TextIO
 
 from tqdm.auto import tqdm
 
+from bert_crf_utils import Lexicon
 from bertcrf import annotations, cli, ner_data
 from bertcrf.crf_models import load_crf_pipeline
+from bertcrf.lexicon import read_lexicon
 from bertcrf.safe_files import atomic_write, check_not_input
 from pipeline_bert_crf import BertCrfTokenClassificationPipeline
 
@@ -59,11 +61,14 @@ def tag_lines(
     batch_size: int,
     aggregation_strategy: str,
     progress: bool = True,
+    dictionary: Lexicon | None = None,
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(text, pipeline result) for each line, in order; blank lines give no result. With "none", every word is
-    listed, O words included."""
+    listed, O words included. `dictionary` words are forced as entities of their type, or forbidden (type O)."""
     texts = (line for line in lines if line.strip())
     options: dict[str, Any] = {"aggregation_strategy": aggregation_strategy}
+    if dictionary is not None:
+        options["dictionary"] = dictionary
     if aggregation_strategy == "none":
         options["ignore_labels"] = []
     results = iter(pipe(texts, batch_size=batch_size, **options))  # a generator in: results come lazily, in order
@@ -102,6 +107,14 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="label-studio: the predictions' model_version (default: the model's name)",
     )
+    parser.add_argument(
+        "--dictionary",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="word<TAB>TYPE files: each occurrence of a word (on word boundaries) is tagged as one entity of TYPE, "
+        "or as no entity with TYPE O, and the rest of the text decoded around it; overlaps: the longest wins",
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -123,13 +136,14 @@ def main(argv: list[str] | None = None) -> None:
                 lines = list(read_lines(source, args.input))
     except (OSError, ner_data.DataFormatError) as error:
         parser.error(str(error))
+    dictionary = read_lexicon(args.dictionary, "tsv") if args.dictionary else None
     with contextlib.ExitStack() as stack:  # closes the output file, never stdout
         # A file appears only once complete (written beside it, then renamed): an interrupted run keeps the old one.
         # Opened before the model loads, so that an output folder that is missing or read-only stops at once.
         out = sys.stdout if args.output == "-" else stack.enter_context(atomic_write(args.output))
         pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
         strategy = "none" if args.format == "column" else "simple"
-        tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress), 1)
+        tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress, dictionary), 1)
         if args.format == "label-studio":
             version = args.model_version or model_name(args.model)
             texts = ((number, text, result) for number, (text, result) in tagged)

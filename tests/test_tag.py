@@ -345,3 +345,26 @@ def test_the_script_prints_user_errors_without_a_traceback(tmp_path, omp_env):
         command, env=dict(omp_env, BERTCRF_TRACEBACK="1"), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+
+
+def test_dictionary_forces_and_forbids(crf_checkpoint, crf_pipeline, tmp_path):
+    text = "武汉至上海的航班今天全部取消。"
+    source = write_input(tmp_path / "in.txt", [text])
+    free = crf_pipeline(text, aggregation_strategy="simple")
+    assert free, "the tiny model should find some entity here"
+    dictionary = tmp_path / "dict.tsv"
+    out = tmp_path / "out.jsonl"
+    argv = ["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
+    dictionary.write_text("航班今天\tORG\n", encoding="utf-8")
+    tag.main([*argv, "--dictionary", str(dictionary)])
+    entities = read_jsonl(out)[0]["entities"]
+    assert ("ORG", "航班今天", 6, 10) in {(e["entity_group"], e["word"], e["start"], e["end"]) for e in entities}
+    dictionary.write_text("".join(f"{e['word']}\tO\n" for e in free), encoding="utf-8")
+    tag.main([*argv, "--dictionary", str(dictionary)])
+    assert not {e["word"] for e in read_jsonl(out)[0]["entities"]} & {e["word"] for e in free}
+    dictionary.write_text("航班\tGPE\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="dictionary type 'GPE' is not one of the model's types"):
+        tag.main([*argv, "--dictionary", str(dictionary)])
+    dictionary.write_text("航班 GPE\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dict.tsv:1: expected word<TAB>TYPE"):
+        tag.main([*argv, "--dictionary", str(dictionary)])
