@@ -6,7 +6,7 @@ here once. Travels with checkpoints as remote code and with ONNX exports.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 
 OUTSIDE = "O"
@@ -300,6 +300,25 @@ def span_constraints(
                     if parts is not None and parts[0] in inside and parts[1] == kind:
                         allowed[end][i] = False
     return allowed, dropped
+
+
+def checked_dictionary(dictionary: Any, labels: Iterable[str]) -> Lexicon:
+    """A user dictionary (a mapping of words to types, or a Lexicon) as a Lexicon of one type per word, each an
+    entity type of the model's `labels` or O (forbid); a ValueError naming what is wrong otherwise."""
+    if isinstance(dictionary, Lexicon):
+        lexicon = dictionary
+    elif isinstance(dictionary, Mapping):
+        lexicon = Lexicon(dictionary.items())
+    else:
+        raise ValueError(f"dictionary must map words to types (or be a Lexicon), got {dictionary!r}")
+    several = next((word for word in lexicon.words if len(lexicon.types[word]) > 1), None)
+    if several is not None:
+        raise ValueError(f"dictionary word {several!r} has several types {list(lexicon.types[several])}: give one")
+    known = {parts[1] for parts in map(split_tag, labels) if parts and parts[1]} | {OUTSIDE}
+    unknown = sorted(set(lexicon.type_names) - known)
+    if unknown:
+        raise ValueError(f"dictionary type {unknown[0]!r} is not one of the model's types {sorted(known)}")
+    return lexicon
 
 
 def dictionary_units(lexicon: Lexicon, text: str, word_spans: Sequence[tuple[int, int]]) -> list[Span]:

@@ -24,14 +24,18 @@ from tokenizers import Tokenizer
 
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
 from bert_crf_utils import (
+    Lexicon,
     backend_words,
     bare_prefix_id,
+    checked_dictionary,
+    dictionary_units,
     drop_bare_prefix,
     fed_words,
     group_entities,
     isolates_cjk,
     join_words,
     plan_windows,
+    span_constraints,
     split_text,
     stitch_rows,
     window_budget,
@@ -74,6 +78,10 @@ def marginals(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transit
     return np.exp(scores - _logsumexp(scores, axis=1)[:, None])
 
 
+# The emission of a label a dictionary rules out, as in the PyTorch pipeline: far below any score, yet finite.
+RULED_OUT = -1e4
+
+
 class OnnxNerTagger:
     """An exported bert-crf model: ONNX Runtime for the encoder, numpy for the CRF."""
 
@@ -112,6 +120,7 @@ class OnnxNerTagger:
         is_split_into_words: bool = False,
         batch_size: int = 32,
         stride: int | None = None,
+        dictionary: Any = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         if not isinstance(inputs, (str, list, tuple)):
             raise ValueError(
@@ -120,7 +129,7 @@ class OnnxNerTagger:
             )
         single = isinstance(inputs, str) or (is_split_into_words and _is_word_list(inputs))
         texts = [inputs] if single else list(inputs)
-        results = self.tag_batch(texts, is_split_into_words, batch_size, stride)
+        results = self.tag_batch(texts, is_split_into_words, batch_size, stride, dictionary)
         return results[0] if single else results
 
     def tag_batch(
@@ -129,9 +138,13 @@ class OnnxNerTagger:
         is_split_into_words: bool = False,
         batch_size: int = 32,
         stride: int | None = None,
+        dictionary: Any = None,
     ) -> list[list[dict[str, Any]]]:
+        """Entities of each text. `dictionary` ({word: TYPE or "O"}, or a Lexicon) forces each occurrence of a word
+        on word boundaries as one entity of its type, or forbids it, as the PyTorch pipeline does."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lexicon = checked_dictionary(dictionary, self.labels) if dictionary is not None else None
         prepared = [self._prepare(text, is_split_into_words, stride, index) for index, text in enumerate(texts)]
         windows = [(i, w) for i, item in enumerate(prepared) for w in item["windows"]]
         emissions: list[list[np.ndarray]] = [[] for _ in prepared]
@@ -140,7 +153,7 @@ class OnnxNerTagger:
             logits = self._run([w.input_ids for _, w in chunk])  # (batch, seq, labels)
             for row, (i, w) in enumerate(chunk):
                 emissions[i].append(logits[row, w.chain])
-        return [self._entities(item, rows) for item, rows in zip(prepared, emissions)]
+        return [self._entities(item, rows, lexicon) for item, rows in zip(prepared, emissions)]
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -190,11 +203,18 @@ class OnnxNerTagger:
         feeds = {"input_ids": ids, "attention_mask": mask}
         return self.session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
 
-    def _entities(self, item: dict[str, Any], rows: list[np.ndarray]) -> list[dict[str, Any]]:
+    def _entities(
+        self, item: dict[str, Any], rows: list[np.ndarray], lexicon: Lexicon | None = None
+    ) -> list[dict[str, Any]]:
         spans, text = item["spans"], item["text"]
         if not spans:
             return []
         emissions = np.stack([rows[k][row] for k, row in stitch_rows(item["windows"], len(spans))])
+        forced = dictionary_units(lexicon, text, spans) if lexicon is not None else []
+        if forced:
+            id2label = dict(enumerate(self.labels))
+            allowed, _ = span_constraints(forced, len(spans), id2label, self.scheme)
+            emissions = np.where(np.asarray(allowed), emissions, RULED_OUT)  # (words, labels)
         path = viterbi(emissions, self.start, self.end, self.transitions)
         probs = marginals(emissions, self.start, self.end, self.transitions)
         scores = [float(probs[i, t]) for i, t in enumerate(path)]

@@ -25,6 +25,7 @@ try:
         Window,
         backend_words,
         bare_prefix_id,
+        checked_dictionary,
         dictionary_units,
         drop_bare_prefix,
         fed_words,
@@ -35,7 +36,6 @@ try:
         plan_windows,
         span_constraints,
         special_wrapping,
-        split_tag,
         split_text,
         stitch_rows,
         window_budget,
@@ -48,6 +48,7 @@ except ImportError:  # imported as a top-level module
         Window,
         backend_words,
         bare_prefix_id,
+        checked_dictionary,
         dictionary_units,
         drop_bare_prefix,
         fed_words,
@@ -58,7 +59,6 @@ except ImportError:  # imported as a top-level module
         plan_windows,
         span_constraints,
         special_wrapping,
-        split_tag,
         split_text,
         stitch_rows,
         window_budget,
@@ -190,25 +190,8 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 raise ValueError(f"ignore_labels must be a list of labels (strings), got {ignore_labels!r}")
             postprocess["ignore_labels"] = list(ignore_labels)
         if dictionary is not None:
-            postprocess["dictionary"] = self._checked_dictionary(dictionary)
+            postprocess["dictionary"] = checked_dictionary(dictionary, self.model.config.id2label.values())
         return preprocess, {}, postprocess
-
-    def _checked_dictionary(self, dictionary: Mapping[str, str] | Lexicon) -> Lexicon:
-        """A user dictionary as a Lexicon of one type per word: an entity type of the model, or O to forbid."""
-        lexicon = dictionary if isinstance(dictionary, Lexicon) else None
-        if lexicon is None:
-            if not isinstance(dictionary, Mapping):
-                raise ValueError(f"dictionary must map words to types (or be a Lexicon), got {dictionary!r}")
-            lexicon = Lexicon(dictionary.items())
-        several = next((word for word in lexicon.words if len(lexicon.types[word]) > 1), None)
-        if several is not None:
-            raise ValueError(f"dictionary word {several!r} has several types {list(lexicon.types[several])}: give one")
-        known = {parts[1] for parts in map(split_tag, self.model.config.id2label.values()) if parts and parts[1]}
-        known.add(OUTSIDE)
-        unknown = sorted(set(lexicon.type_names) - known)
-        if unknown:
-            raise ValueError(f"dictionary type {unknown[0]!r} is not one of the model's types {sorted(known)}")
-        return lexicon
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         check_batch_size(kwargs.get("batch_size"))

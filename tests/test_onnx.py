@@ -56,6 +56,24 @@ def test_fp32_matches_pytorch_on_every_dev_sentence(exported, crf_checkpoint, de
             assert g["score"] == pytest.approx(w["score"], abs=1e-3)
 
 
+def test_dictionary_as_the_pytorch_pipeline(exported, crf_checkpoint, dev_texts):
+    pipe = load_crf_pipeline(crf_checkpoint)
+    tagger = OnnxNerTagger(exported)
+    texts = dev_texts[:20] + ["".join(dev_texts[:12])]  # and one text longer than a window
+    free = pipe(texts, aggregation_strategy="simple")
+    # Forbid the first entity of each text, force its first four characters as a person: both change the output.
+    dictionary = {text[e["start"] : e["end"]]: "O" for text, found in zip(texts, free) for e in found[:1]}
+    dictionary.update({text[:4]: "PER" for text in texts if text[:4] not in dictionary})
+    ours = tagger(texts, batch_size=16, dictionary=dictionary)
+    reference = pipe(texts, aggregation_strategy="simple", dictionary=dictionary)
+    assert [_spans(r) for r in reference] != [_spans(f) for f in free]
+    for text, got, want in zip(texts, ours, reference):
+        assert _spans(got) == _spans(want), text
+        assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-3)
+    with pytest.raises(ValueError, match="dictionary type 'GPE' is not one of the model's types"):
+        tagger(texts[0], dictionary={"北京": "GPE"})
+
+
 def test_int8_stays_close_to_fp32(exported, dev_texts):
     fp32 = OnnxNerTagger(exported)(dev_texts)
     int8 = OnnxNerTagger(exported, quantized=True)(dev_texts)
