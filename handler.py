@@ -4,13 +4,16 @@ run_ner.py copies this file into every output folder. The endpoint calls `Endpoi
 handler with `{"inputs": str | list[str] | list[list[str]], "parameters": {...}}` per request; parameters are the
 pipeline's, checked here: `aggregation_strategy` ("none" or "simple", default "simple"), `is_split_into_words`
 (bool), `stride` (int >= 0, at most half a window), `max_length` (int from 16 to the model's positions),
-`ignore_labels` (list of strings), `batch_size` (int >= 1) and `delimiter` (string). Others are rejected.
+`ignore_labels` (list of strings), `batch_size` (int >= 1), `delimiter` (string) and `dictionary` (an object of
+words to types: each occurrence is forced as one entity of its type, or forbidden with "O"; its words' characters
+count against `max_request_chars` on their own). Others are rejected.
 
 Each request is limited, so that one request cannot hold the endpoint for minutes or exhaust its memory. A limit
 is the `EndpointHandler` keyword argument if given, else the environment variable (read when the handler is
 built), else the default:
 
-- `max_request_chars`, `BERT_CRF_MAX_REQUEST_CHARS`, 10000: characters of all the request's texts together;
+- `max_request_chars`, `BERT_CRF_MAX_REQUEST_CHARS`, 10000: characters of all the request's texts together (and,
+  apart, of its dictionary's words);
 - `max_text_chars`, `BERT_CRF_MAX_TEXT_CHARS`, 10000: characters per text (pre-split words: the characters of the
   text they make, joined with the delimiter, and at least one per word);
 - `max_items`, `BERT_CRF_MAX_ITEMS`, 256: texts per request;
@@ -50,6 +53,7 @@ PARAMETERS = (
     "ignore_labels",
     "batch_size",
     "delimiter",
+    "dictionary",
 )
 AGGREGATION_STRATEGIES = ("none", "simple")
 # Windows of fewer tokens cost a forward pass for a handful of characters (max_length 3: one per character).
@@ -161,6 +165,18 @@ class EndpointHandler:
                 raise self._exceeds(f'"batch_size" is {batch_size}', "max_batch_size")
         if "delimiter" in checked and not isinstance(checked["delimiter"], str):
             raise ValueError(f'"delimiter" must be a string, got {checked["delimiter"]!r}')
+        if "dictionary" in checked:
+            dictionary = checked["dictionary"]
+            if not isinstance(dictionary, dict) or not all(
+                isinstance(word, str) and word and isinstance(kind, str) and kind for word, kind in dictionary.items()
+            ):
+                raise ValueError(
+                    '"dictionary" must be an object of words to types (an entity type, or "O" to forbid), e.g. '
+                    f'{{"京东": "ORG", "哈密瓜": "O"}}; got {type(dictionary).__name__} {str(dictionary)[:80]}'
+                )
+            size = sum(map(len, dictionary))
+            if size > self.max_request_chars:  # its words are matched in every text: bounded as the texts are
+                raise self._exceeds(f'"dictionary" holds {size} characters of words', "max_request_chars")
         return checked
 
     def _check_inputs(self, inputs: Any, parameters: dict[str, Any]) -> tuple[list[Any], list[int], bool]:

@@ -344,3 +344,18 @@ def test_bad_limit_in_the_environment(crf_checkpoint, monkeypatch, value):
 def test_bad_limit_argument(crf_checkpoint, name, value):
     with pytest.raises(ValueError, match=f"^{name} must be a positive integer, got {value!r}$"):
         handler.EndpointHandler(str(crf_checkpoint), **{name: value})
+
+
+def test_dictionary_parameter(endpoint, crf_pipeline, limited):
+    text = TEXTS[0]
+    dictionary = {text[:4]: "PER"}
+    result = endpoint({"inputs": text, "parameters": {"dictionary": dictionary}})
+    assert_same(result, crf_pipeline(text, aggregation_strategy="simple", dictionary=dictionary))
+    assert ("PER", 0, 4) in {(e["entity_group"], e["start"], e["end"]) for e in result}
+    for bad in (["北京"], {"北京": 3}, {"": "LOC"}, {"北京": ""}):
+        with pytest.raises(ValueError, match=r'^"dictionary" must be an object of words to types'):
+            endpoint({"inputs": text, "parameters": {"dictionary": bad}})
+    with pytest.raises(ValueError, match="dictionary type 'GPE' is not one of the model's types"):
+        endpoint({"inputs": text, "parameters": {"dictionary": {"北京": "GPE"}}})
+    with pytest.raises(ValueError, match=r'^"dictionary" holds 121 characters of words, more than the limit of 120'):
+        limited({"inputs": "北京", "parameters": {"dictionary": {"北" * 121: "LOC"}}})
