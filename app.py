@@ -58,7 +58,7 @@ TYPE_COLORS = {"PER": "#f59e0b", "LOC": "#22c55e", "ORG": "#3b82f6"}
 PALETTE = ["#ec4899", "#a855f7", "#14b8a6", "#ef4444", "#84cc16", "#06b6d4", "#f97316", "#6366f1"]
 TABLE_HEADERS = ["entity", "type", "score", "start", "end"]
 
-_state: dict[str, Any] = {"ner": None, "max_chars": DEFAULT_MAX_CHARS}
+_state: dict[str, Any] = {"ner": None, "max_chars": DEFAULT_MAX_CHARS, "dictionary": None}
 
 
 class ModelNotFound(Exception):
@@ -167,9 +167,37 @@ def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool
     return transformers.pipeline("token-classification", model=model, device=device, trust_remote_code=True)
 
 
-def set_pipeline(ner: Any, max_chars: int = DEFAULT_MAX_CHARS) -> None:
-    """Serve `ner` (a pipeline from `load_pipeline`): `predict` and the web page use it."""
-    _state["ner"], _state["max_chars"] = ner, max_chars
+def set_pipeline(ner: Any, max_chars: int = DEFAULT_MAX_CHARS, dictionary: dict[str, str] | None = None) -> None:
+    """Serve `ner` (a pipeline from `load_pipeline`): `predict` and the web page use it, with `dictionary`
+    ({word: TYPE or "O"}) forced on every text when given. A dictionary the model cannot take is a ValueError."""
+    _state["ner"], _state["max_chars"], _state["dictionary"] = ner, max_chars, None
+    if dictionary:
+        # Checked and indexed once, by the pipeline's own code (the checkpoint's bert_crf_utils).
+        check = getattr(sys.modules[type(ner).__module__], "checked_dictionary", None)
+        if check is None:
+            raise ValueError(
+                f"the model's pipeline code ({type(ner).__module__}) predates dictionaries: copy this repository's "
+                "pipeline_bert_crf.py and bert_crf_utils.py into the model folder"
+            )
+        _state["dictionary"] = check(dictionary, ner.model.config.id2label.values())
+
+
+def read_dictionary(path: str) -> dict[str, str]:
+    """`word<TAB>TYPE` lines (TYPE O forbids the word) as a dict; a ValueError naming the file and line of a
+    malformed one, or a word given two types."""
+    dictionary: dict[str, str] = {}
+    with open(path, encoding="utf-8-sig") as source:
+        for number, line in enumerate(source, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            word, tab, kind = line.partition("\t")
+            if not tab or not word.strip() or not kind.strip() or "\t" in kind:
+                raise ValueError(f"{path}:{number}: expected word<TAB>TYPE, found {line!r}")
+            if dictionary.get(word.strip(), kind.strip()) != kind.strip():
+                raise ValueError(f"{path}:{number}: {word.strip()!r} is {dictionary[word.strip()]} on an earlier line")
+            dictionary[word.strip()] = kind.strip()
+    return dictionary
 
 
 def _pipeline() -> Any:
@@ -192,7 +220,8 @@ def entities(text: str) -> list[dict[str, Any]]:
     if not text.strip():
         return []
     try:
-        found = _pipeline()(text, aggregation_strategy="simple")
+        options = {"dictionary": _state["dictionary"]} if _state["dictionary"] is not None else {}
+        found = _pipeline()(text, aggregation_strategy="simple", **options)
     except ValueError as error:  # a lone surrogate, which JSON can carry
         raise gr.Error(str(error)) from None
     # The stock pipeline's `word` is decoded from sub-tokens ("张 三"): the text's own characters instead.
@@ -359,6 +388,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"most characters of one request, the text box's whole text (default {DEFAULT_MAX_CHARS}, as handler.py)",
     )
     parser.add_argument(
+        "--dictionary",
+        default=None,
+        metavar="FILE",
+        help="word<TAB>TYPE lines forced on every text: each occurrence one entity of TYPE, or none with TYPE O",
+    )
+    parser.add_argument(
         "--trust_remote_code", action="store_true", help="run the model's own code when it is not beside app.py"
     )
     args = parser.parse_args(argv)
@@ -373,7 +408,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ner = load_pipeline(check_model(args.model), args.device, args.trust_remote_code)
     except ModelNotFound as error:
         sys.exit(f"app.py: {error}")
-    set_pipeline(ner, args.max_chars)
+    try:
+        set_pipeline(ner, args.max_chars, read_dictionary(args.dictionary) if args.dictionary else None)
+    except (OSError, ValueError) as error:
+        sys.exit(f"app.py: --dictionary: {error}")
     code = Path(sys.modules[type(ner).__module__].__file__ or "?").parent
     print(f"Serving {args.model} with {type(ner).__name__} from {code}", flush=True)
     examples = list(dict.fromkeys([*card_examples(args.model), *EXAMPLES]))

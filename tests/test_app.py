@@ -370,3 +370,23 @@ def test_output_folder_serves_its_own_model(space_folder, server, crf_pipeline):
     assert WIDGET_TEXT in config and app.EXAMPLES[0] in config
     assert "## tiny-crf\n" in json.loads(config)["components"][0]["props"]["value"], "named as its card names it"
     assert config.index(WIDGET_TEXT) < config.index(app.EXAMPLES[0])
+
+
+def test_dictionary_is_forced_on_every_text(crf_checkpoint, tmp_path):
+    ner = app.load_pipeline(str(crf_checkpoint), "cpu")
+    path = tmp_path / "dict.tsv"
+    path.write_text(f"{SENTENCE[:4]}\tPER\n\n", encoding="utf-8")
+    try:
+        app.set_pipeline(ner, dictionary=app.read_dictionary(str(path)))
+        found = app.entities(SENTENCE)
+        assert ("PER", 0, 4) in {(e["entity_group"], e["start"], e["end"]) for e in found}
+        with pytest.raises(ValueError, match="dictionary type 'GPE' is not one of the model's types"):
+            app.set_pipeline(ner, dictionary={"北京": "GPE"})
+    finally:
+        app.set_pipeline(None)
+    path.write_text("北京\tLOC\n上海 LOC\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dict.tsv:2: expected word<TAB>TYPE, found '上海 LOC'"):
+        app.read_dictionary(str(path))
+    path.write_text("北京\tLOC\n北京\tORG\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dict.tsv:2: '北京' is LOC on an earlier line"):
+        app.read_dictionary(str(path))
