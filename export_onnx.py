@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from transformers import AutoTokenizer
 from bert_crf_utils import max_positions, special_wrapping
 from bertcrf import cli
 from bertcrf.crf_models import check_model_path, load_crf_model
-from bertcrf.safe_files import current_umask, listing, replace_folder, same_path, within
+from bertcrf.safe_files import listing, replace_folder, same_path, staged_folder, within
 from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
 
 
@@ -272,21 +271,14 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
     check_model_path(model_path)
     check_output(model_path, out)
     model = load_crf_model(model_path, eager_attention=True).eval()
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.", suffix=".partial", dir=out.resolve().parent))
-    try:
+    with staged_folder(out, lambda staging, _: publish(staging, out, model_path)) as staging:
         _export_into(staging, model, model_path, int8, opset)
-        publish(staging, out, model_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
     return out
 
 
 def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool, opset: int) -> None:
     """Write the serving folder's files into the empty folder `out`; crf.json, written last, lists them."""
-    os.chmod(out, 0o777 & ~current_umask())  # mkdtemp makes it private
     # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     max_length = min(tokenizer.model_max_length, max_positions(model.config))

@@ -12,7 +12,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Callable, Iterable, Iterator, Mapping
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -119,17 +119,18 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(output: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(output: str | os.PathLike, publish: Callable[[Path, Path], None] | None = None) -> Iterator[Path]:
     """A new empty folder beside `output` to write into. When the block completes it becomes `output` (renamed
-    into place; a folder that stood there is removed after, see `check_output_folder` for when that is allowed);
-    when the block fails or is interrupted it is removed and `output` stays as it was."""
+    into place; a folder that stood there is removed after, see `check_output_folder` for when that is allowed),
+    or `publish(staging, target)` moves it there (export_onnx.py merges file by file); when the block or the move
+    fails or is interrupted, the staging folder is removed and `output` stays as it was."""
     target = Path(output).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield staging
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
-        replace_folder(staging, target)
+        (publish or replace_folder)(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
