@@ -3,8 +3,8 @@ pre-annotations out. One home for these formats: `bertcrf.data_files.read_file` 
 through here. This module uses `bertcrf.ner_data`'s helpers and never imports `data_files`.
 
 Readers return examples as every reader of `bertcrf.ner_data` does (`{"id", "tokens", "tags"}`, tags None for a
-doccano record without spans), plus "text" (the annotated text) and "offsets" (each token's character span in it), so that
-tags map back to character spans exactly (`example_entities`).
+doccano record without spans), plus "text" (the annotated text) and "offsets" (each token's character span in
+it), so that tags map back to character spans exactly (`example_entities`).
 
 Tokens (`token_offsets`): a text with a CJK ideograph and no ASCII whitespace is split per character, as CLUENER
 is (a U+3000 is a token then, as in the demo data); any other text into `split_text`'s words (each CJK ideograph
@@ -14,8 +14,8 @@ edges is left out of it, with a warning.
 
 Character spans become tags through `spans_to_tags`, in the reader's `scheme`. Of overlapping spans the longer (of
 equal ones the earlier) is kept and each dropped one is reported with its location, through the same
-`bert_crf_utils.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line (doccano,
-brat) or the task (Label Studio), what was found and what was expected. Counts are logged at INFO.
+`bert_crf_utils.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line
+(doccano, brat) or the task (Label Studio), what was found and what was expected. Counts are logged at INFO.
 """
 
 from __future__ import annotations
@@ -265,13 +265,18 @@ def grapheme_starts(text: str) -> list[int]:
     return [m.start() for m in regex.finditer(r"\X", text)] + [len(text)]
 
 
+def unit_table(text: str, unit: str) -> list[int]:
+    """The character position of each position of `text` counted in `unit` ("utf-16" or "grapheme"), and its end."""
+    return utf16_positions(text) if unit == "utf-16" else grapheme_starts(text)
+
+
 def from_unit(text: str, position: int, unit: str, table: list[int] | None = None) -> int | None:
     """The character position of `position` counted in `unit` ("characters", "utf-16" or "grapheme"), or None where
     no character boundary is there (inside a surrogate pair, past the end). `table` is the unit's table of `text`
     (`utf16_positions` or `grapheme_starts`), when the caller keeps one."""
     if unit == "characters":
         return position if 0 <= position <= len(text) else None
-    table = table if table is not None else (utf16_positions if unit == "utf-16" else grapheme_starts)(text)
+    table = table if table is not None else unit_table(text, unit)
     if not 0 <= position < len(table) or table[position] < 0:
         return None
     return table[position]
@@ -324,7 +329,9 @@ def read_doccano(path: str | Path, scheme: str = "BIO", offsets: str = "auto") -
     unit = _doccano_unit(str(path), records) if offsets == "auto" else offsets
     examples = []
     for where, text, spans in records:
-        entities = None if spans is None else [_doccano_entity(text, span, unit, where) for span in spans]
+        # One table of the text's unit positions for all its spans.
+        table = unit_table(text, unit) if spans and unit != "characters" else None
+        entities = None if spans is None else [_doccano_entity(text, span, unit, where, table) for span in spans]
         examples.append(_text_example(f"{path}:{where.line}", text, entities, scheme, counts))
     counts.log()
     return examples
@@ -365,12 +372,12 @@ def _doccano_spans(record: Mapping[str, Any], where: Location) -> list[_RawSpan]
     return spans
 
 
-def _doccano_entity(text: str, span: _RawSpan, unit: str, where: Location) -> Entity:
+def _doccano_entity(text: str, span: _RawSpan, unit: str, where: Location, table: list[int] | None) -> Entity:
     start, end, label = span
     if unit != "characters" and 0 <= start < end:
-        first, last = from_unit(text, start, unit), from_unit(text, end, unit)
+        first, last = from_unit(text, start, unit, table), from_unit(text, end, unit, table)
         if first is None or last is None:
-            size = len(utf16_positions(text)) - 1 if unit == "utf-16" else len(grapheme_starts(text)) - 1
+            size = len(table or unit_table(text, unit)) - 1
             inside = "inside a character (a surrogate pair)" if unit == "utf-16" else "past the end"
             raise where.error(
                 f"{label} span [{start}, {end}) in {unit} offsets, one of them {inside} of the text of {size} "
@@ -490,9 +497,9 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
     are logged with the one read. Tasks without one are left out, counted in a warning: skipped tasks (only
     cancelled annotations), which the converter leaves out too, and tasks nobody annotated, also those with
     predictions (the converter would write an unannotated task as all O; pre-annotations nobody confirmed are not
-    gold data either). A file with no annotated task is an error. Predictions are never read; an export that lists them by id only (`"predictions":
-    [286]`, as Label Studio exports a project holding predictions) is fine. Relations and text-level results
-    (choices, ...) are counted and read past."""
+    gold data either). A file with no annotated task is an error. Predictions are never read; an export that
+    lists them by id only (`"predictions": [286]`, as Label Studio exports a project holding predictions) is fine.
+    Relations and text-level results (choices, ...) are counted and read past."""
     tasks = _load_json(path)
     if not isinstance(tasks, list):
         raise DataFormatError(path, None, f"a JSON {type(tasks).__name__}", "a JSON list of Label Studio tasks")
@@ -677,10 +684,11 @@ def _result_entities(chosen: Mapping[str, Any], text: str, where: Location, coun
             if not _same_but_whitespace(text[start:end], surface):
                 # Older Label Studio versions counted UTF-16 code units (an emoji is two): read such offsets back.
                 utf16 = utf16 if utf16 is not None else utf16_positions(text)
-                inside = 0 <= start < end < len(utf16) and min(utf16[start], utf16[end]) >= 0
-                if inside and _same_but_whitespace(text[utf16[start] : utf16[end]], surface):
+                first, last = from_unit(text, start, "utf-16", utf16), from_unit(text, end, "utf-16", utf16)
+                inside = start < end and first is not None and last is not None
+                if inside and _same_but_whitespace(text[first:last], surface):
                     counts.changed["spans in UTF-16 offsets (older Label Studio), converted to characters"] += 1
-                    start, end = utf16[start], utf16[end]
+                    start, end = first, last
             if text[start:end] != surface and _same_but_whitespace(text[start:end], surface):
                 # Label Studio writes runs of spaces in value.text as one; start and end stay right.
                 counts.changed["spans whose value.text differs from the text at start:end only in whitespace"] += 1
