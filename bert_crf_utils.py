@@ -688,3 +688,26 @@ class Lexicon:
                     raise ValueError(f"{path}:{number}: expected word<TAB>type, found {line.rstrip(chr(10))!r}")
                 entries.append((word, kind))
         return cls(entries)
+
+
+def lexicon_bits(
+    lexicon: Lexicon, text: str, spans: Sequence[tuple[int, int]], type_names: Sequence[str]
+) -> list[int]:
+    """Each word's lexicon features as the bits of one int: bit `p * len(type_names) + t` is on when a lexicon word
+    of type `type_names[t]` covers one of the word's characters at position `LEXICON_POSITIONS[p]` (begin, middle,
+    end, single). Types outside `type_names` are ignored. The one conversion from matched words to model inputs:
+    training data, the pipeline and the ONNX tagger all call it, on the text and the word spans they tag."""
+    index = {kind: t for t, kind in enumerate(type_names)}
+    char_bits = [0] * len(text)
+    for position, features in enumerate(lexicon.char_features(text)):
+        for where, kind in features:
+            t = index.get(kind)
+            if t is not None:
+                char_bits[position] |= 1 << (LEXICON_POSITIONS.index(where) * len(type_names) + t)
+    bits = []
+    for start, end in spans:
+        word = 0
+        for position in range(start, end):
+            word |= char_bits[position]
+        bits.append(word)
+    return bits

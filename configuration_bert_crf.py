@@ -41,6 +41,8 @@ class BertCrfConfig(CrfConfigMixin, BertConfig):
     Args:
         tag_scheme, constrain_decoding, loss_reduction, special_token_ids: the CRF head's settings, see
             [`CrfConfigMixin`].
+        lexicon_types, lexicon_file, lexicon_combination, layer_mix: lexicon features and the layer mix, see
+            [`CrfConfigMixin._set_encoder_settings`].
         kwargs: passed on to [`BertConfig`] (label maps, `classifier_dropout`, sizes, ...).
     """
 
@@ -52,8 +54,13 @@ class BertCrfConfig(CrfConfigMixin, BertConfig):
         constrain_decoding: bool = True,
         loss_reduction: str = "mean",
         special_token_ids: list[int] | None = None,
+        lexicon_types: list[str] | None = None,
+        lexicon_file: str | None = None,
+        lexicon_combination: str = "input",
+        layer_mix: bool = False,
         **kwargs: Any,
     ) -> None:
         self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
+        self._set_encoder_settings(lexicon_types, lexicon_file, lexicon_combination, layer_mix)
         super().__init__(**self._crf_pipeline_kwargs(kwargs))
         self._check_labels_and_dropout()

@@ -34,6 +34,12 @@ except ImportError:  # imported as a top-level module
 
 
 LOSS_REDUCTIONS = ("mean", "sum", "token_mean")
+# Where matched lexicon words enter an encoder tagger: added to the input embeddings (the encoder learns how to use
+# them), or as a learned bias on the emission scores. Adding them to the last hidden states, or concatenating them
+# there, before the linear classifier is a linear function of the features too: the same model class as "emissions".
+LEXICON_COMBINATIONS = ("input", "emissions")
+# Features are packed as bits of one int64 per token (4 positions x types), so that they pad and export like ids.
+MAX_LEXICON_TYPES = 15
 
 
 CUSTOM_PIPELINE = {
@@ -83,6 +89,57 @@ class CrfConfigMixin:
         self.constrain_decoding = constrain_decoding
         self.loss_reduction = loss_reduction
         self.special_token_ids = list(special_token_ids) if special_token_ids is not None else None
+
+    def _set_encoder_settings(
+        self,
+        lexicon_types: list[str] | None,
+        lexicon_file: str | None,
+        lexicon_combination: str,
+        layer_mix: bool,
+    ) -> None:
+        """The encoder taggers' options beyond the CRF: lexicon features and a learned mix of the encoder's layers.
+
+        Args:
+            lexicon_types: the word types of the lexicon whose matches are the model's extra input (e.g. `["LOC",
+                "ORG", "PER", "WORD"]`); `None` for a model without a lexicon. Each character gets, per type, whether
+                a lexicon word of that type begins, continues, ends or is it (`bert_crf_utils.lexicon_bits`).
+            lexicon_file: the file beside the weights that holds the lexicon (`lexicon.tsv`), set with
+                `lexicon_types`.
+            lexicon_combination: one of LEXICON_COMBINATIONS: "input" adds a learned embedding of the features to
+                the input embeddings, "emissions" adds a learned score per label to the emissions.
+            layer_mix: whether the classifier reads a learned softmax-weighted sum of every layer's states (and the
+                embeddings'), scaled by a learned factor, instead of the last layer's.
+        """
+        if lexicon_types is not None:
+            if (
+                not isinstance(lexicon_types, (list, tuple))
+                or not lexicon_types
+                or not all(isinstance(t, str) and t for t in lexicon_types)
+                or len(set(lexicon_types)) != len(lexicon_types)
+            ):
+                raise ValueError(f"lexicon_types must be a list of distinct non-empty strings, got {lexicon_types!r}")
+            if len(lexicon_types) > MAX_LEXICON_TYPES:
+                raise ValueError(
+                    f"lexicon_types holds at most {MAX_LEXICON_TYPES} types, got {len(lexicon_types)}: "
+                    f"{lexicon_types!r}"
+                )
+            if not isinstance(lexicon_file, str) or not lexicon_file:
+                raise ValueError(
+                    f"lexicon_file must name the lexicon's file when lexicon_types is set, got {lexicon_file!r}"
+                )
+        if lexicon_combination not in LEXICON_COMBINATIONS:
+            raise ValueError(f"lexicon_combination must be one of {LEXICON_COMBINATIONS}, got {lexicon_combination!r}")
+        if not isinstance(layer_mix, bool):
+            raise ValueError(f"layer_mix must be a bool, got {layer_mix!r}")
+        self.lexicon_types = list(lexicon_types) if lexicon_types is not None else None
+        self.lexicon_file = lexicon_file if lexicon_types is not None else None
+        self.lexicon_combination = lexicon_combination
+        self.layer_mix = layer_mix
+
+    @property
+    def num_lexicon_features(self) -> int:
+        """How many lexicon features each token has: 4 positions (B, M, E, S) per lexicon type; 0 without one."""
+        return 4 * len(self.lexicon_types) if getattr(self, "lexicon_types", None) else 0
 
     def _crf_pipeline_kwargs(self, kwargs: dict) -> dict:
         """`kwargs` with the CRF pipeline registered: `pipeline("token-classification", model=...,

@@ -18,7 +18,8 @@ except ImportError:  # imported as a top-level module
 
 class RobertaCrfConfig(CrfConfigMixin, RobertaConfig):
     r"""Configuration of [`RobertaCrfForTokenClassification`]: a [`RobertaConfig`] plus the CRF head's settings
-    (`tag_scheme`, `constrain_decoding`, `loss_reduction`, `special_token_ids`: see [`CrfConfigMixin`]); `kwargs` go
+    (`tag_scheme`, `constrain_decoding`, `loss_reduction`, `special_token_ids`: see [`CrfConfigMixin`]; the
+    lexicon and layer-mix options: see `CrfConfigMixin._set_encoder_settings`); `kwargs` go
     to [`RobertaConfig`] (label maps, `classifier_dropout`, sizes, ...).
     """
 
@@ -30,8 +31,13 @@ class RobertaCrfConfig(CrfConfigMixin, RobertaConfig):
         constrain_decoding: bool = True,
         loss_reduction: str = "mean",
         special_token_ids: list[int] | None = None,
+        lexicon_types: list[str] | None = None,
+        lexicon_file: str | None = None,
+        lexicon_combination: str = "input",
+        layer_mix: bool = False,
         **kwargs: Any,
     ) -> None:
         self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
+        self._set_encoder_settings(lexicon_types, lexicon_file, lexicon_combination, layer_mix)
         super().__init__(**self._crf_pipeline_kwargs(kwargs))
         self._check_labels_and_dropout()

@@ -8,6 +8,7 @@ imports nothing beyond torch, transformers and the repo's other shipping files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -17,8 +18,10 @@ from transformers.utils import ModelOutput
 
 
 try:  # the pipeline travels with the model: save_pretrained copies this relative import beside the weights
+    from .bert_crf_utils import LEXICON_FILE, Lexicon
     from .pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: F401
 except ImportError:
+    from bert_crf_utils import LEXICON_FILE, Lexicon
     from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: F401
 
 try:
@@ -761,15 +764,56 @@ class CrfTaggingMixin:
 CrfTokenClassifierOutput = BertCrfTokenClassifierOutput
 
 
+class LexiconFeatures(nn.Module):
+    """A learned vector per lexicon feature, summed over the features a token has: `(batch, seq)` feature bits in
+    (see `bert_crf_utils.lexicon_bits`), `(batch, seq, size)` out. Starts at zero, so a new lexicon model computes
+    what the same model without one does until training finds a use for the features."""
+
+    def __init__(self, num_features: int, size: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.weight = nn.Parameter(torch.zeros(num_features, size))
+
+    def forward(self, bits: torch.Tensor) -> torch.Tensor:
+        powers = torch.pow(2, torch.arange(self.num_features, device=bits.device, dtype=torch.long))  # (features,)
+        # Integer division and remainder rather than bit shifts: ONNX's BitShift takes unsigned types only.
+        on = torch.remainder(torch.div(bits.long().unsqueeze(-1), powers, rounding_mode="floor"), 2)  # (b, s, f)
+        return on.to(self.weight.dtype) @ self.weight  # (batch, seq, size)
+
+
+class ScalarMix(nn.Module):
+    """A learned softmax-weighted sum of the embeddings' and every layer's states, times a learned scale: the
+    classifier then reads the layers that carry most token-level information (for a sentence-embedding encoder
+    such as e5, its middle layers rather than the last). Starts as the plain average."""
+
+    def __init__(self, num_states: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_states))
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(states) != self.weights.numel():
+            raise ValueError(f"expected {self.weights.numel()} hidden states to mix, got {len(states)}")
+        stacked = torch.stack(states, dim=0)  # (states, batch, seq, hidden)
+        weights = torch.softmax(self.weights, dim=0).to(stacked.dtype)  # (states,)
+        return self.scale * torch.einsum("l,lbsh->bsh", weights, stacked)  # (batch, seq, hidden)
+
+
 def init_crf_weights(module: nn.Module, config: Any) -> None:
-    """`_init_weights` for a [`CRF`]: pytorch-crf's uniform transition scores (skipped for loaded weights by
-    transformers' loading-aware `init`) and the decoding constraints of `config`, rebuilt on every load since the
-    penalty buffers are not saved."""
+    """`_init_weights` for the head's own modules (each step skipped for loaded weights by transformers'
+    loading-aware `init`): a [`CRF`]'s uniform transition scores, as pytorch-crf's, and the decoding constraints of
+    `config`, rebuilt on every load since the penalty buffers are not saved; zero lexicon vectors; an even layer
+    mix."""
     if isinstance(module, CRF):
         init.uniform_(module.start_transitions, -0.1, 0.1)
         init.uniform_(module.end_transitions, -0.1, 0.1)
         init.uniform_(module.transitions, -0.1, 0.1)
         module.set_constraints(*config.allowed_transitions())
+    elif isinstance(module, LexiconFeatures):
+        init.zeros_(module.weight)
+    elif isinstance(module, ScalarMix):
+        init.zeros_(module.weights)
+        init.ones_(module.scale)
 
 
 class EncoderCrfMixin(CrfTaggingMixin):
@@ -786,12 +830,47 @@ class EncoderCrfMixin(CrfTaggingMixin):
 
     def build_head(self, config: Any) -> None:
         """The layers above the body, as every family's `*ForTokenClassification` builds them: dropout
-        (`classifier_dropout`, else `hidden_dropout_prob`), a linear classifier and the CRF."""
+        (`classifier_dropout`, else `hidden_dropout_prob`), a linear classifier and the CRF; with
+        `config.lexicon_types`, the lexicon features (`lexicon_embeddings`, into the input embeddings or the
+        emissions), and with `config.layer_mix`, the layer mix."""
         self.num_labels = config.num_labels
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.crf = CRF(config.num_labels, batch_first=True)
+        self.lexicon_embeddings = None
+        if getattr(config, "lexicon_types", None):
+            into_input = config.lexicon_combination == "input"
+            size = self.get_input_embeddings().embedding_dim if into_input else config.num_labels
+            self.lexicon_embeddings = LexiconFeatures(config.num_lexicon_features, size)
+        self.layer_mix = ScalarMix(config.num_hidden_layers + 1) if getattr(config, "layer_mix", False) else None
+        # The lexicon whose matches feed `lexicon_embeddings`: read from the checkpoint folder by from_pretrained,
+        # written beside the weights by save_pretrained.
+        self.lexicon: Optional[Lexicon] = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, then the lexicon of a lexicon model: `lexicon=` (a `Lexicon`, for a
+        new lexicon model built from an encoder checkpoint), else the one in the same folder or Hub repo
+        (`config.lexicon_file`). A checkpoint whose config names a lexicon it lacks is an error: its tags would
+        silently differ from the trained model's."""
+        lexicon = kwargs.pop("lexicon", None)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        name = getattr(model.config, "lexicon_file", None)
+        if lexicon is not None:
+            model.lexicon = lexicon
+        elif getattr(model.config, "lexicon_types", None) and name:
+            model.lexicon = Lexicon.load(_checkpoint_file(pretrained_model_name_or_path, name, kwargs))
+        return loaded
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, with the lexicon of a lexicon model beside the weights."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.lexicon is not None and kwargs.get("is_main_process", True):
+            name = self.config.lexicon_file or LEXICON_FILE
+            with open(os.path.join(save_directory, name), "w", encoding="utf-8") as out:
+                out.write(self.lexicon.to_tsv())
 
     def embedding_modules(self) -> list[nn.Module]:
         """The modules below the first encoder layer, frozen with it by `freeze_encoder_layers`."""
@@ -826,6 +905,7 @@ class EncoderCrfMixin(CrfTaggingMixin):
         output_attentions: Optional[bool],
         output_hidden_states: Optional[bool],
         return_dict: Optional[bool],
+        lexicon_features: Optional[torch.Tensor] = None,
         **body_inputs: Any,
     ) -> BertCrfTokenClassifierOutput | tuple:
         """The encoder on `input_ids` and the family's other inputs (`body_inputs`), the classifier, then the CRF's
@@ -834,8 +914,7 @@ class EncoderCrfMixin(CrfTaggingMixin):
             body_inputs["output_attentions"] = output_attentions
         if output_hidden_states is not None:
             body_inputs["output_hidden_states"] = output_hidden_states
-        outputs = self.base_model(input_ids, attention_mask=attention_mask, return_dict=True, **body_inputs)
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (batch, seq, labels)
+        logits, outputs = self._emissions_and_outputs(input_ids, attention_mask, lexicon_features, body_inputs)
         loss, predictions = self.crf_outputs(logits, input_ids, attention_mask, labels, word_start_mask)
         output = BertCrfTokenClassifierOutput(
             loss=loss,
@@ -849,14 +928,57 @@ class EncoderCrfMixin(CrfTaggingMixin):
         return output if return_dict else output.to_tuple()
 
     def emissions(
-        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs: Any
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        lexicon_features: Optional[torch.Tensor] = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """Emission scores `(batch, seq, labels)` alone: the encoder and the classifier, without decoding. Other
         keyword arguments go to the encoder (e.g. `token_type_ids`, ERNIE's `task_type_ids`)."""
-        hidden = self.base_model(
-            input_ids, attention_mask=attention_mask, return_dict=True, **kwargs
-        ).last_hidden_state
-        return self.classifier(self.dropout(hidden))
+        return self._emissions_and_outputs(input_ids, attention_mask, lexicon_features, kwargs)[0]
+
+    def _emissions_and_outputs(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
+        lexicon_features: Optional[torch.Tensor],
+        body_inputs: dict[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
+        """Emission scores `(batch, seq, labels)` and the encoder's outputs. A lexicon model given no
+        `lexicon_features` reads them as all off (no word matched)."""
+        lexicon = self.lexicon_embeddings if lexicon_features is not None else None
+        into_input = lexicon is not None and self.config.lexicon_combination == "input"
+        if into_input:
+            if body_inputs.get("inputs_embeds") is None:
+                body_inputs["inputs_embeds"] = self.get_input_embeddings()(input_ids)  # (batch, seq, embedding)
+            body_inputs["inputs_embeds"] = body_inputs["inputs_embeds"] + lexicon(lexicon_features)
+        if self.layer_mix is not None:
+            body_inputs["output_hidden_states"] = True
+        outputs = self.base_model(
+            None if into_input else input_ids, attention_mask=attention_mask, return_dict=True, **body_inputs
+        )
+        hidden = outputs.last_hidden_state if self.layer_mix is None else self.layer_mix(outputs.hidden_states)
+        logits = self.classifier(self.dropout(hidden))  # (batch, seq, labels)
+        if lexicon is not None and not into_input:
+            logits = logits + lexicon(lexicon_features)  # (batch, seq, labels)
+        return logits, outputs
+
+
+def _checkpoint_file(folder_or_repo: Any, name: str, kwargs: dict[str, Any]) -> str:
+    """A file of a checkpoint: in its folder, or fetched from its Hub repo with from_pretrained's Hub options."""
+    if os.path.isdir(str(folder_or_repo)):
+        path = os.path.join(str(folder_or_repo), kwargs.get("subfolder") or "", name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} not found: the checkpoint's config names this lexicon file (lexicon_types), save the model "
+                "with save_pretrained to write it"
+            )
+        return path
+    from transformers.utils import cached_file
+
+    hub_options = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+    return cached_file(str(folder_or_repo), name, **{k: kwargs[k] for k in hub_options if k in kwargs})
 
 
 __all__ = [
@@ -866,4 +988,6 @@ __all__ = [
     "BertCrfTokenClassifierOutput",
     "CrfTokenClassifierOutput",
     "init_crf_weights",
+    "LexiconFeatures",
+    "ScalarMix",
 ]

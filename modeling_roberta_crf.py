@@ -50,6 +50,7 @@ class RobertaCrfForTokenClassification(EncoderCrfMixin, RobertaPreTrainedModel):
         inputs_embeds: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         word_start_mask: Optional[torch.Tensor] = None,
+        lexicon_features: Optional[torch.Tensor] = None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
@@ -60,6 +61,9 @@ class RobertaCrfForTokenClassification(EncoderCrfMixin, RobertaPreTrainedModel):
             continuation sub-tokens).
         word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
             1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        lexicon_features (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            A lexicon model's features of each position as bits (see `bert_crf_utils.lexicon_bits`); all off
+            when not given.
         """
         return self.crf_forward(
             input_ids,
@@ -69,6 +73,7 @@ class RobertaCrfForTokenClassification(EncoderCrfMixin, RobertaPreTrainedModel):
             output_attentions,
             output_hidden_states,
             return_dict,
+            lexicon_features=lexicon_features,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,

@@ -32,6 +32,7 @@ try:
         group_entities,
         isolates_cjk,
         join_words,
+        lexicon_bits,
         max_positions,
         plan_windows,
         span_constraints,
@@ -55,6 +56,7 @@ except ImportError:  # imported as a top-level module
         group_entities,
         isolates_cjk,
         join_words,
+        lexicon_bits,
         max_positions,
         plan_windows,
         span_constraints,
@@ -273,23 +275,46 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         windows = plan_windows(pieces, self._head, self._tail, budget, stride) or [
             Window(0, 0, self._head + self._tail, [])
         ]
+        word_bits = self._lexicon_bits(text, spans)
         for index, window in enumerate(windows):
             length = len(window.input_ids)
             word_start_mask = torch.zeros(1, length, dtype=torch.long)
             word_start_mask[0, window.chain] = 1
-            yield {
+            inputs = {
                 "input_ids": torch.tensor([window.input_ids]),
                 "attention_mask": torch.ones(1, length, dtype=torch.long),
                 "word_start_mask": word_start_mask,
+            }
+            if word_bits is not None:  # on each word's first sub-token, as in training
+                features = torch.zeros(1, length, dtype=torch.long)
+                features[0, window.chain] = torch.tensor(word_bits[window.start : window.end], dtype=torch.long)
+                inputs["lexicon_features"] = features
+            yield {
+                **inputs,
                 "chunk": _Chunk((window.start, window.end), *((text, spans) if index == 0 else (None, None))),
                 "is_last": index == len(windows) - 1,
             }
+
+    def _lexicon_bits(self, text: str, spans: list[tuple[int, int]]) -> list[int] | None:
+        """A lexicon model's features of each word (`lexicon_bits`), None for a model without a lexicon."""
+        types = getattr(self.model.config, "lexicon_types", None)
+        if not types:
+            return None
+        lexicon = getattr(self.model, "lexicon", None)
+        if lexicon is None:
+            raise ValueError(
+                f"the model was trained with a lexicon ({self.model.config.lexicon_file}) but has none: load it with "
+                "from_pretrained from its folder, or set model.lexicon"
+            )
+        return lexicon_bits(lexicon, text, spans, types)
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         meta = {k: model_inputs.pop(k) for k in ("chunk", "is_last")}
         model_inputs = _right_aligned(model_inputs)
         logits = self.model.emissions(
-            input_ids=model_inputs["input_ids"], attention_mask=model_inputs["attention_mask"]
+            input_ids=model_inputs["input_ids"],
+            attention_mask=model_inputs["attention_mask"],
+            **({"lexicon_features": model_inputs["lexicon_features"]} if "lexicon_features" in model_inputs else {}),
         )
         # Decoding each window here runs the CRF once per batch; postprocess re-decodes only texts split in windows.
         emissions, tags, scores, _ = self.model.decode_packed(logits, model_inputs["word_start_mask"])

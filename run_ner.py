@@ -35,6 +35,7 @@ from bertcrf.training import (
     checkpoint_config,
     encode_splits,
     evaluate_splits,
+    lexicon_of,
     load_model,
     load_raw_splits,
     load_tokenizer,
@@ -75,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     raw = prepare_words(raw, tokenizer, data_args, resuming=checkpoint is not None)
     model = load_model(model_args, labels, scheme, tokenizer)
     max_len = window_length(data_args, tokenizer, model.config)
-    encoded = encode_splits(raw, tokenizer, model.config.label2id, scheme, max_len, data_args, training_args)
+    encoded = encode_splits(
+        raw, tokenizer, model.config.label2id, scheme, max_len, data_args, training_args, lexicon_of(model)
+    )
     trainer, metrics = build_trainer(model, tokenizer, encoded, scheme, model_args, data_args, training_args)
     results: dict[str, float] = {}
     if training_args.do_train:

@@ -15,7 +15,9 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from bertcrf.data_files import DATA_FORMATS, DOCCANO_OFFSETS
+from bertcrf.lexicon import LEXICON_FORMATS
 from configuration_bert_crf import TAG_SCHEMES
+from configuration_crf import LEXICON_COMBINATIONS
 
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,47 @@ class ModelArguments:
     head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the classifier."})
     crf_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the CRF transitions."})
     freeze_layers: int = field(default=0, metadata={"help": "Freeze embeddings and this many lowest layers."})
+    num_hidden_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the encoder's lowest N layers (the rest of the checkpoint's are not loaded): about N/L "
+            "of the encoder's cost for training and tagging. Default: all."
+        },
+    )
+    layer_mix: bool = field(
+        default=False,
+        metadata={"help": "Classify a learned weighted sum of every encoder layer's states instead of the last's."},
+    )
+    layer_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Layer-wise learning-rate decay: encoder layer k of L learns at learning_rate * decay^(L-k), the "
+            "embeddings at decay^L (1.0: one rate for the whole encoder)."
+        },
+    )
+    lexicon: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Lexicon file(s) whose word matches become model inputs (saved with the model as lexicon.tsv): "
+            "jieba's `word freq pos` lines (its dict.txt) or `word<TAB>TYPE` lines."
+        },
+    )
+    lexicon_format: str = field(default="auto", metadata={"help": f"Lexicon format, one of {LEXICON_FORMATS}."})
+    lexicon_type_map: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON mapping of the files\' types to feature types, e.g. {"nr": "PER", "ns": "LOC"} (null drops '
+            "a type). Default: jieba's tags as PER, LOC, ORG, MISC; TSV types as written."
+        },
+    )
+    lexicon_other_type: str = field(
+        default="WORD",
+        metadata={"help": 'Feature type of lexicon words whose type the map lacks ("" leaves them out).'},
+    )
+    lexicon_combination: str = field(
+        default="input",
+        metadata={"help": f"Where lexicon features enter: one of {LEXICON_COMBINATIONS}."},
+    )
     tag_scheme: str | None = field(
         default=None,
         metadata={"help": f"Scheme the model tags in, one of {TAG_SCHEMES}. Default: the data's (IOB1 becomes BIO)."},
@@ -229,3 +272,31 @@ def validate_args(model_args: ModelArguments, data_args: DataTrainingArguments) 
         raise ValueError(f"--head must be crf or softmax, got {model_args.head!r}")
     if model_args.freeze_layers < 0:
         raise ValueError(f"--freeze_layers must be >= 0, got {model_args.freeze_layers}")
+    if model_args.num_hidden_layers is not None and model_args.num_hidden_layers < 1:
+        raise ValueError(f"--num_hidden_layers must be >= 1, got {model_args.num_hidden_layers}")
+    if not 0.0 < model_args.layer_lr_decay <= 1.0:
+        raise ValueError(f"--layer_lr_decay must be in (0, 1], got {model_args.layer_lr_decay}")
+    if model_args.lexicon_format not in LEXICON_FORMATS:
+        raise ValueError(f"--lexicon_format must be one of {LEXICON_FORMATS}, got {model_args.lexicon_format!r}")
+    if model_args.lexicon_combination not in LEXICON_COMBINATIONS:
+        raise ValueError(
+            f"--lexicon_combination must be one of {LEXICON_COMBINATIONS}, got {model_args.lexicon_combination!r}"
+        )
+    lexicon_type_map(model_args)
+    if model_args.head == "softmax" and (model_args.lexicon or model_args.layer_mix):
+        raise ValueError("--lexicon and --layer_mix need the CRF head (--head crf)")
+
+
+def lexicon_type_map(model_args: ModelArguments) -> dict[str, str | None] | None:
+    """--lexicon_type_map parsed: a JSON object of strings to strings or null; a ValueError naming the value."""
+    if model_args.lexicon_type_map is None:
+        return None
+    try:
+        mapping = json.loads(model_args.lexicon_type_map)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--lexicon_type_map must be a JSON object, got {model_args.lexicon_type_map!r} ({error})")
+    if not isinstance(mapping, dict) or not all(v is None or isinstance(v, str) for v in mapping.values()):
+        raise ValueError(
+            f"--lexicon_type_map must map types to feature types or null, got {model_args.lexicon_type_map!r}"
+        )
+    return mapping

@@ -91,7 +91,21 @@ UNUSED_PRETRAINING_WEIGHTS = re.compile(
 )
 # The token classifier's own head: it may be new (missing from the checkpoint), and a trained tagger's may go unused
 # (a CRF tagger's CRF under the softmax head).
-HEAD_WEIGHTS = re.compile(r"^(classifier|crf)\.")
+HEAD_WEIGHTS = re.compile(r"^(classifier|crf|lexicon_embeddings|layer_mix)\.")
+ENCODER_LAYER = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
+def without_cut_layers(info: dict[str, Iterable[str]], kept: int | None) -> dict:
+    """`info` without the unused weights of the encoder layers a `--num_hidden_layers` cut left out (layers from
+    `kept` on). `kept` None: unchanged."""
+    if kept is None:
+        return info
+
+    def dropped(key: str) -> bool:
+        match = ENCODER_LAYER.search(key)
+        return match is not None and int(match.group(2)) >= kept
+
+    return dict(info, unexpected_keys=[k for k in info.get("unexpected_keys", ()) if not dropped(k)])
 
 
 def check_loading_info(info: dict[str, Iterable[str]], source: str) -> None:

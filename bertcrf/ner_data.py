@@ -365,7 +365,8 @@ def encode_examples(
     """Tokenize examples into model rows, one per window.
 
     Each row has input_ids, attention_mask, token_type_ids, word_start_mask (1 at chain positions), labels (when
-    the example has tags and `label2id` is given), example_index, unit_offset (index of the row's first chain unit
+    the example has tags and `label2id` is given), lexicon_features (when the example has "lexicon", its words'
+    feature bits: on each word's first sub-token), example_index, unit_offset (index of the row's first chain unit
     within its example) and length. A chain unit is a word, or with `label_all_tokens` a word's sub-token.
     Also returns, per example, the number of chain units of each word (for stitching and `unit_tags_to_words`).
     """
@@ -405,7 +406,11 @@ def encode_examples(
             row_ids = window.input_ids  # [CLS] ids [SEP] for BERT
             starts = [0] * len(row_ids)
             labels = [-100] * len(row_ids)
+            word_bits = example.get("lexicon")
+            features = [0] * len(row_ids) if word_bits is not None else None
             for w, position in zip(range(window.start, window.end), window.chain):
+                if features is not None:  # on the word's first sub-token, where the pipeline puts it
+                    features[position] = word_bits[w]
                 # A word's chain units are its first sub-token, or all of them with label_all_tokens.
                 n_units = units_per_word[w]
                 starts[position : position + n_units] = [1] * n_units
@@ -426,6 +431,8 @@ def encode_examples(
             }
             if labelled and window.chain:
                 row["labels"] = labels
+            if features is not None:
+                row["lexicon_features"] = features
             rows.append(row)
     if truncated_words:
         logger.warning("%d words longer than %d sub-tokens were cut to fit a window", truncated_words, budget)

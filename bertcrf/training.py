@@ -19,9 +19,10 @@ import torch
 import transformers
 from transformers import Trainer, TrainingArguments
 
-from bert_crf_utils import max_positions
+from bert_crf_utils import LEXICON_FILE, Lexicon, join_words, lexicon_bits, max_positions
 from bertcrf import crf_models, data_files, ner_data
-from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments
+from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, lexicon_type_map
+from bertcrf.lexicon import read_lexicon
 from bertcrf.outputs import show_examples, tidy_output_dir, write_predictions
 from configuration_crf import CrfConfigMixin
 from modeling_bert_crf import CrfTaggingMixin
@@ -182,6 +183,68 @@ def resolve_labels(
     return labels
 
 
+# The encoder options of a tagger's config, set afresh from the command line (a trained tagger's are kept unless
+# the command line changes them, see encoder_settings).
+ENCODER_KEYS = ("lexicon_types", "lexicon_file", "lexicon_combination", "layer_mix")
+
+
+def load_lexicon(model_args: ModelArguments) -> Lexicon | None:
+    """The lexicon of --lexicon (files, format, type map, other type), or None without one."""
+    if not model_args.lexicon:
+        return None
+    return read_lexicon(
+        model_args.lexicon,
+        model_args.lexicon_format,
+        lexicon_type_map(model_args),
+        model_args.lexicon_other_type or None,
+    )
+
+
+def encoder_settings(base: Any, model_args: ModelArguments, lexicon: Lexicon | None) -> dict[str, Any]:
+    """The lexicon and layer-mix settings of a new tagger config: the command line's; a trained tagger's lexicon
+    when no --lexicon is given (its lexicon.tsv is then read with its weights). A new lexicon for a tagger trained
+    with another one must have the same feature types, or its learned vectors would mean other features."""
+    trained_types = getattr(base, "lexicon_types", None)
+    settings: dict[str, Any] = {
+        "layer_mix": model_args.layer_mix or bool(getattr(base, "layer_mix", False)),
+        "lexicon_combination": model_args.lexicon_combination,
+    }
+    if lexicon is not None:
+        if trained_types and list(trained_types) != lexicon.type_names:
+            raise ValueError(
+                f"{model_args.model_name_or_path} was trained with lexicon types {trained_types}; the --lexicon "
+                f"files give {lexicon.type_names}: map them to the same types (--lexicon_type_map)"
+            )
+        settings.update(lexicon_types=lexicon.type_names, lexicon_file=LEXICON_FILE)
+    elif trained_types:
+        settings.update(
+            lexicon_types=list(trained_types),
+            lexicon_file=getattr(base, "lexicon_file", None) or LEXICON_FILE,
+            lexicon_combination=getattr(base, "lexicon_combination", "input"),
+        )
+    return settings
+
+
+def cut_layers(values: dict[str, Any], num_hidden_layers: int | None) -> int | None:
+    """Keep the lowest `num_hidden_layers` encoder layers in the config `values`; returns the checkpoint's layer
+    count when cut, else None. Asking for more layers than the checkpoint has is a ValueError."""
+    if num_hidden_layers is None:
+        return None
+    total = values.get("num_hidden_layers")
+    if total is None or num_hidden_layers > total:
+        raise ValueError(f"--num_hidden_layers {num_hidden_layers}: the checkpoint has {total} encoder layers")
+    if num_hidden_layers == total:
+        return None
+    values["num_hidden_layers"] = num_hidden_layers
+    return total
+
+
+def lexicon_of(model: torch.nn.Module) -> tuple[Lexicon, list[str]] | None:
+    """A lexicon model's lexicon and feature types, else None."""
+    lexicon, types = getattr(model, "lexicon", None), getattr(model.config, "lexicon_types", None)
+    return (lexicon, list(types)) if lexicon is not None and types else None
+
+
 def checkpoint_config(model_args: ModelArguments) -> CrfConfigMixin | None:
     """The config of `--model_name_or_path` (or `--config_name`) when it is a trained CRF tagger of an encoder family
     (bert_crf, ernie_crf, roberta_crf, ...), else None."""
@@ -272,9 +335,11 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
     family = crf_models.family_of(getattr(base, "model_type", None))
     # Built from the body's config dict: a family config's from_pretrained on another type warns of a mismatch. The
     # CRF settings (and the CRF pipeline) of a trained tagger are set afresh, or dropped for the softmax head.
-    dropped = {"model_type", "architectures", "auto_map", "transformers_version", *CRF_CONFIG_KEYS}
+    dropped = {"model_type", "architectures", "auto_map", "transformers_version", *CRF_CONFIG_KEYS, *ENCODER_KEYS}
     values = {k: v for k, v in base.to_dict().items() if k not in dropped}
     values.update(label_maps)
+    cut = cut_layers(values, model_args.num_hidden_layers)
+    lexicon = load_lexicon(model_args)
     if model_args.head == "softmax":
         model_class: type = family.softmax_class
         config = model_class.config_class(**values)
@@ -286,6 +351,7 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
             constrain_decoding=model_args.constrain_decoding,
             loss_reduction=model_args.loss_reduction,
             special_token_ids=sorted(set(tokenizer.all_special_ids)),
+            **encoder_settings(base, model_args, lexicon),
         )
     if model_args.classifier_dropout is not None:
         config.classifier_dropout = model_args.classifier_dropout
@@ -294,9 +360,20 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
         config=config,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         output_loading_info=True,
+        **({"lexicon": lexicon} if lexicon is not None else {}),
         **common,
     )
-    crf_models.check_loading_info(info, model_args.model_name_or_path)
+    kept = model_args.num_hidden_layers if cut is not None else None
+    crf_models.check_loading_info(crf_models.without_cut_layers(info, kept), model_args.model_name_or_path)
+    if lexicon is not None:
+        logger.info(
+            "Lexicon of %d words, feature types %s, into the %s",
+            len(lexicon),
+            lexicon.type_names,
+            model.config.lexicon_combination,
+        )
+    if cut is not None:
+        logger.info("Kept the encoder's lowest %d of %d layers", model_args.num_hidden_layers, cut)
     logger.info("%s from the %s checkpoint %s", model_class.__name__, base.model_type, model_args.model_name_or_path)
     if len(tokenizer) > model.config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
@@ -338,8 +415,11 @@ def encode_splits(
     max_len: int,
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
+    lexicon: tuple[Lexicon, list[str]] | None = None,
 ) -> dict[str, EncodedSplit]:
-    """Tokenize each split into windows: tiling windows for training, overlapping ones to evaluate and predict."""
+    """Tokenize each split into windows: tiling windows for training, overlapping ones to evaluate and predict.
+    With a `lexicon` (and its feature types: `lexicon_of(model)`), each row also has the lexicon features of its
+    words' first sub-tokens."""
     window = ner_data.WindowConfig(
         max_seq_length=max_len,
         stride=data_args.doc_stride if data_args.doc_stride is not None else max_len // 4,
@@ -358,7 +438,10 @@ def encode_splits(
         )
         with training_args.main_process_first(desc=f"{split} tokenization"):
             table = datasets.Dataset.from_list(
-                [{"tokens": e["tokens"], "words": e["words"], "tags": e["tags"]} for e in examples]
+                [
+                    {"tokens": e["tokens"], "words": e["words"], "tags": e["tags"], **word_lexicon(e, lexicon)}
+                    for e in examples
+                ]
             )
             dataset = table.map(
                 encode,
@@ -391,6 +474,15 @@ def encode_splits(
     return out
 
 
+def word_lexicon(example: dict[str, Any], lexicon: tuple[Lexicon, list[str]] | None) -> dict[str, list[int]]:
+    """`{"lexicon": bits of each word}` of an example (matched on its words as written, joined as the pipeline
+    joins pre-split words), or nothing without a lexicon."""
+    if lexicon is None:
+        return {}
+    text, spans = join_words(example["tokens"])
+    return {"lexicon": lexicon_bits(lexicon[0], text, spans, lexicon[1])}
+
+
 def _encode_batch(
     batch: dict[str, list[Any]],
     indices: list[int],
@@ -413,6 +505,8 @@ def _encode_batch(
     ]
     if label2id is not None:
         columns.append("labels")
+    if "lexicon" in batch:
+        columns.append("lexicon_features")
     out: dict[str, list[Any]] = {c: [r[c] for r in rows] for c in columns}
     out["units"] = [units[r["example_index"]] for r in rows]
     out["example_index"] = [indices[i] for i in out["example_index"]]
@@ -422,7 +516,13 @@ def _encode_batch(
 class PaddingCollator:
     """Pads each batch to its longest row (dynamic padding), or to `max_length`."""
 
-    PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "word_start_mask": 0, "labels": -100}
+    PAD_VALUES = {
+        "attention_mask": 0,
+        "token_type_ids": 0,
+        "word_start_mask": 0,
+        "labels": -100,
+        "lexicon_features": 0,
+    }
 
     def __init__(self, pad_token_id: int, max_length: int | None = None, multiple_of: int | None = None) -> None:
         self.pad_token_id, self.max_length, self.multiple_of = pad_token_id, max_length, multiple_of
@@ -445,28 +545,34 @@ class PaddingCollator:
 def build_optimizer(
     model: torch.nn.Module, training_args: TrainingArguments, model_args: ModelArguments
 ) -> torch.optim.Optimizer:
-    """AdamW with separate groups for the BERT body, the classifier and the CRF, each with its own learning rate;
-    no weight decay on biases, LayerNorm weights or CRF transitions."""
+    """AdamW with separate groups for the encoder body, the head (classifier, lexicon features, layer mix) and the
+    CRF, each with its own learning rate; no weight decay on biases, LayerNorm weights, CRF transitions or the
+    lexicon and layer-mix parameters. With `--layer_lr_decay` below 1, encoder layer k of L learns at
+    learning_rate * decay^(L-k) and everything below the first layer (embeddings) at decay^L."""
     rates = {
         "body": training_args.learning_rate,
         "head": model_args.head_learning_rate,
         "crf": model_args.crf_learning_rate,
     }
-    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    decay_rate = getattr(model_args, "layer_lr_decay", 1.0)
+    num_layers = getattr(model.config, "num_hidden_layers", 0)
+    groups: dict[tuple[str, int, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = "crf" if name.startswith("crf.") else "head" if name.startswith("classifier.") else "body"
-        decay = part != "crf" and param.ndim > 1 and "LayerNorm" not in name and "layer_norm" not in name
-        groups.setdefault((part, decay), []).append(param)
+        part = parameter_part(name)
+        depth = layer_depth(name, num_layers) if part == "body" and decay_rate < 1.0 else num_layers
+        decay = part in ("body", "head") and param.ndim > 1 and "LayerNorm" not in name and "layer_norm" not in name
+        decay = decay and not name.startswith(("lexicon_embeddings.", "layer_mix."))
+        groups.setdefault((part, depth, decay), []).append(param)
     param_groups = [
         {
             "params": params,
-            "lr": rates[part],
+            "lr": rates[part] * decay_rate ** (num_layers - depth),
             "weight_decay": training_args.weight_decay if decay else 0.0,
-            "name": f"{part}{'' if decay else '_no_decay'}",
+            "name": f"{part}{'' if depth == num_layers else f'_layer{depth}'}{'' if decay else '_no_decay'}",
         }
-        for (part, decay), params in sorted(groups.items())
+        for (part, depth, decay), params in sorted(groups.items())
     ]
     return torch.optim.AdamW(
         param_groups,
@@ -474,6 +580,24 @@ def build_optimizer(
         betas=(training_args.adam_beta1, training_args.adam_beta2),
         eps=training_args.adam_epsilon,
     )
+
+
+def parameter_part(name: str) -> str:
+    """Which learning rate a parameter gets: "crf", "head" (classifier, lexicon features, layer mix) or "body"."""
+    if name.startswith("crf."):
+        return "crf"
+    if name.startswith(("classifier.", "lexicon_embeddings.", "layer_mix.")):
+        return "head"
+    return "body"
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """Layer-wise decay depth of an encoder parameter: k + 1 for encoder layer k, 0 below the first layer
+    (embeddings), `num_layers` above the last (e.g. ELECTRA's embedding projection sits below: 0)."""
+    match = crf_models.ENCODER_LAYER.search(name)
+    if match is not None:
+        return min(int(match.group(2)) + 1, num_layers)
+    return 0 if "embeddings" in name else num_layers
 
 
 class NerMetrics:
