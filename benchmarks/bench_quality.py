@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from encoders import ENCODERS, encoder_path, extend_vocab, learning_rate
+from encoders import ENCODERS, RECIPES, encoder_path, extend_vocab, learning_rate, recipe_argv
 from machine import cpu_label
 
 
@@ -54,7 +54,9 @@ DATASETS = {
 }
 
 
-def run_argv(encoder: str, name: str, head: str, args: argparse.Namespace, out: Path) -> list[str]:
+def run_argv(
+    encoder: str, name: str, head: str, args: argparse.Namespace, out: Path, recipe: str = "base"
+) -> list[str]:
     spec = DATASETS[name]
     model = encoder_path(encoder, spec["zh"], DATA / spec["train"], name)
     argv = ["--model_name_or_path", model, "--head", head]
@@ -75,14 +77,14 @@ def run_argv(encoder: str, name: str, head: str, args: argparse.Namespace, out: 
     samples = args.msra_train_samples if name == "msra" else args.max_train_samples
     if samples:
         argv += ["--max_train_samples", str(samples)]
-    return argv
+    return argv + recipe_argv(recipe)
 
 
-def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdir: Path) -> dict:
+def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdir: Path, recipe: str = "base") -> dict:
     import run_ner
 
-    folder = workdir / f"{encoder}-{name}-{head}"
-    argv = run_argv(encoder, name, head, args, folder)
+    folder = workdir / f"{encoder}-{name}-{head}{'' if recipe == 'base' else '-' + recipe}"
+    argv = run_argv(encoder, name, head, args, folder, recipe)
     print("run_ner.py " + " ".join(argv), flush=True)
     start = time.perf_counter()
     results = run_ner.main(argv)
@@ -92,6 +94,7 @@ def run_one(encoder: str, name: str, head: str, args: argparse.Namespace, workdi
         "encoder": encoder,
         "dataset": name,
         "head": head,
+        "recipe": recipe,
         "epochs": args.epochs or DATASETS[name]["epochs"],
         "learning_rate": learning_rate(encoder),
         "max_train_samples": args.msra_train_samples if name == "msra" else args.max_train_samples,
@@ -145,12 +148,14 @@ def _f1(value: float | None) -> str:
 
 def render(rows: list[dict]) -> str:
     lines = [
-        "| encoder | dataset | head | epochs | lr | train sample | dev F1 | test F1 | train s | train sent/s | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| encoder | dataset | head | recipe | epochs | lr | train sample | dev F1 | test F1 | train s | train sent/s "
+        "| CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.get('encoder', 'minilm')} | {r['dataset']} | {r['head']} | {r.get('epochs', '?')} | "
+            f"| {r.get('encoder', 'minilm')} | {r['dataset']} | {r['head']} | {r.get('recipe', 'base')} | "
+            f"{r.get('epochs', '?')} | "
             f"{r.get('learning_rate', '?')} | {r.get('max_train_samples') or 'all'} | {_f1(r['dev_f1'])} | "
             f"{_f1(r['test_f1'])} | {r['train_seconds']:.0f} | {r['train_sentences_per_s']:.1f} | {r.get('cpu', '?')} |"
         )
@@ -158,16 +163,24 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         if r.get("per_type_f1"):
             types = ", ".join(f"{t} {100 * f:.1f}" for t, f in sorted(r["per_type_f1"].items()))
-            lines.append(f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']}, F1 by type: {types}")
+            lines.append(
+                f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']} {r.get('recipe', 'base')}, F1 by type: {types}"
+            )
         if len(r.get("f1_by_length") or {}) > 1:
             groups = "; ".join(
                 f"{label}: {100 * g['f1']:.1f} ({g['sentences']} sentences, {g['gold_entities']} entities)"
                 for label, g in r["f1_by_length"].items()
             )
-            lines.append(f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']}, F1 by sentence length: {groups}")
+            lines.append(
+                f"- {r.get('encoder', 'minilm')} {r['dataset']} {r['head']} {r.get('recipe', 'base')}, F1 by sentence length: {groups}"
+            )
     lines.append("")
     for encoder, name in sorted({(r.get("encoder", "minilm"), r["dataset"]) for r in rows}):
-        pair = {r["head"]: r for r in rows if r.get("encoder", "minilm") == encoder and r["dataset"] == name}
+        pair = {
+            r["head"]: r
+            for r in rows
+            if r.get("encoder", "minilm") == encoder and r["dataset"] == name and r.get("recipe", "base") == "base"
+        }
         if {"crf", "softmax"} <= set(pair):
             split = "test_f1" if pair["crf"]["test_f1"] is not None else "dev_f1"
             delta = 100 * (pair["crf"][split] - pair["softmax"][split])
@@ -180,7 +193,7 @@ def save(rows: list[dict], out: Path) -> None:
     previous = json.loads(out.with_suffix(".json").read_text())["rows"] if out.with_suffix(".json").exists() else []
 
     def key(r: dict) -> tuple:
-        return (r.get("encoder", "minilm"), r["dataset"], r["head"])
+        return (r.get("encoder", "minilm"), r["dataset"], r["head"], r.get("recipe", "base"))
 
     new = {key(r) for r in rows}
     merged = [r for r in previous if key(r) not in new] + rows
@@ -194,6 +207,14 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--heads", nargs="+", default=["crf", "softmax"], choices=["crf", "softmax"])
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        default=["base"],
+        choices=list(RECIPES),
+        help="run_ner.py options on top of the dataset's settings (benchmarks/encoders.py RECIPES); the CRF head only "
+        "for all but base",
+    )
     parser.add_argument("--epochs", type=float, default=None, help="Override every dataset's epochs.")
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--msra_train_samples", type=int, default=10000)
@@ -210,10 +231,11 @@ def main() -> None:
         workdir = Path(args.keep or tmp)
         for encoder in args.encoders:
             for name in args.datasets:
-                for head in args.heads:
-                    rows.append({**run_one(encoder, name, head, args, workdir), "cpu": cpu})
-                    print(json.dumps(rows[-1]), flush=True)
-                    save(rows, out)
+                for recipe in args.recipes:
+                    for head in args.heads if recipe == "base" else ["crf"]:
+                        rows.append({**run_one(encoder, name, head, args, workdir, recipe), "cpu": cpu})
+                        print(json.dumps(rows[-1]), flush=True)
+                        save(rows, out)
     print(render(json.loads(out.with_suffix(".json").read_text())["rows"]))
     print(f"wrote {out}.json and {out}.md")
 

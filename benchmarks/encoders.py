@@ -56,3 +56,30 @@ def encoder_path(encoder: str, chinese: bool, train_file: str | Path | None = No
             ["--model", str(E5), "--output", str(trimmed), "--text", str(train_file), "--keep_cjk", "False"]
         )
     return str(trimmed)
+
+
+# The recipe options issue 23 measures on a fixed sample: run_ner.py arguments added to a run. "jieba" stands for
+# jieba's dictionary (`pip install jieba`; a benchmark-only dependency).
+RECIPES = {
+    "base": [],
+    "lexicon": ["--lexicon", "jieba", "--lexicon_combination", "input"],
+    "lexicon-emissions": ["--lexicon", "jieba", "--lexicon_combination", "emissions"],
+    "mix": ["--layer_mix", "True"],
+    "lexicon-mix": ["--lexicon", "jieba", "--lexicon_combination", "input", "--layer_mix", "True"],
+    "cut6": ["--num_hidden_layers", "6"],
+    "llrd": ["--layer_lr_decay", "0.8"],
+}
+
+
+def jieba_dictionary() -> str:
+    """The path of jieba's dict.txt (349k words with part-of-speech tags)."""
+    try:
+        import jieba
+    except ImportError:
+        sys.exit("this recipe needs jieba's dictionary: pip install jieba")
+    return str(Path(jieba.__file__).parent / "dict.txt")
+
+
+def recipe_argv(name: str) -> list[str]:
+    """run_ner.py arguments of a recipe, with jieba's dictionary resolved."""
+    return [jieba_dictionary() if a == "jieba" else a for a in RECIPES[name]]
