@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from bert_crf_utils import max_positions, special_wrapping
+from bert_crf_utils import LEXICON_FILE, max_positions, special_wrapping
 from bertcrf import cli
 from bertcrf.crf_models import check_model_path, load_crf_model
 from bertcrf.safe_files import listing, replace_folder, same_path, staged_folder, within
@@ -56,7 +56,7 @@ RUNTIME_FILES = ("ner_onnx.py", "bert_crf_utils.py")
 # crf.json's list of the files the export wrote (name -> SHA-256), which a later export may replace.
 MANIFEST_KEY = "exported_files"
 # What an export writes besides the tokenizer's files (checked before the work; the exact list after it).
-EXPORT_FILES = ("model.onnx", "model.int8.onnx", "crf.json", "README.md", *RUNTIME_FILES)
+EXPORT_FILES = ("model.onnx", "model.int8.onnx", "crf.json", "README.md", LEXICON_FILE, *RUNTIME_FILES)
 EXPORT_README = """# A bert-crf named-entity tagger in ONNX
 
 Exported by export_onnx.py from {source}. Needs three packages, not torch and not the bert-crf repository:
@@ -90,6 +90,15 @@ class _Emissions(torch.nn.Module):
         return self.model.emissions(input_ids, attention_mask=attention_mask)
 
 
+class _LexiconEmissions(_Emissions):
+    """The graph of a lexicon model: token ids and each token's lexicon feature bits in, emission scores out."""
+
+    def forward(  # type: ignore[override]
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lexicon_features: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model.emissions(input_ids, attention_mask=attention_mask, lexicon_features=lexicon_features)
+
+
 def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
     """What the numpy runtime needs besides the graph: CRF scores, constraints, labels and tokenizer facts."""
     crf = model.crf
@@ -103,6 +112,8 @@ def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
         "special_tail": tail,
         "pad_id": tokenizer.pad_token_id,
         "unk_token": tokenizer.unk_token,
+        # A lexicon model's feature types, in bit order; its words are in lexicon.tsv beside the graph.
+        "lexicon_types": list(config.lexicon_types) if getattr(config, "lexicon_types", None) else None,
         **{
             name: getattr(crf, name).detach().cpu().tolist()
             for name in (
@@ -285,19 +296,25 @@ def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool,
     example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
     mask = torch.ones_like(example)
     mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
-    names = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=opset)
+    lexicon = getattr(model, "lexicon", None) if getattr(model.config, "lexicon_types", None) else None
+    inputs = ["input_ids", "attention_mask"] + (["lexicon_features"] if lexicon is not None else [])
+    names = dict(input_names=inputs, output_names=["logits"], opset_version=opset)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if isinstance(model, EncoderCrfMixin):
             # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
+            graph, example_inputs = _Emissions(model), (example, mask)
+            if lexicon is not None:  # bits that vary, so no feature is folded away as a constant
+                features = torch.arange(example.numel(), dtype=torch.long).reshape(example.shape) * 7919 % 2**20
+                graph, example_inputs = _LexiconEmissions(model), (example, mask, features)
             torch.onnx.export(
-                _Emissions(model),
-                (example, mask),
+                graph,
+                example_inputs,
                 str(out / "model.onnx"),
                 dynamo=True,
                 external_data=False,
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
                 **names,
             )
         else:
@@ -314,6 +331,8 @@ def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool,
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     tokenizer.save_pretrained(out)
+    if lexicon is not None:
+        (out / LEXICON_FILE).write_text(lexicon.to_tsv(), encoding="utf-8")
     here = Path(__file__).resolve().parent
     for name in RUNTIME_FILES:
         shutil.copyfile(here / name, out / name)

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
 from bert_crf_utils import (
+    LEXICON_FILE,
     Lexicon,
     backend_words,
     bare_prefix_id,
@@ -34,6 +35,7 @@ from bert_crf_utils import (
     group_entities,
     isolates_cjk,
     join_words,
+    lexicon_bits,
     plan_windows,
     span_constraints,
     split_text,
@@ -105,6 +107,9 @@ class OnnxNerTagger:
         self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
         self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))
         self._known_words: dict[str, bool] = {}  # whether a word gets tokens, shared across texts
+        # A lexicon model's words and feature types: its matches are an input of the graph, as in PyTorch.
+        self.lexicon_types: list[str] | None = meta.get("lexicon_types")
+        self.lexicon = Lexicon.load(str(folder / LEXICON_FILE)) if self.lexicon_types else None
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -150,7 +155,13 @@ class OnnxNerTagger:
         emissions: list[list[np.ndarray]] = [[] for _ in prepared]
         for begin in range(0, len(windows), batch_size):
             chunk = windows[begin : begin + batch_size]
-            logits = self._run([w.input_ids for _, w in chunk])  # (batch, seq, labels)
+            features = None
+            if self.lexicon is not None:  # each word's bits on its first sub-token, as the pipeline places them
+                features = [[0] * len(w.input_ids) for _, w in chunk]
+                for row, (i, w) in zip(features, chunk):
+                    for position, bits in zip(w.chain, prepared[i]["lexicon"][w.start : w.end]):
+                        row[position] = bits
+            logits = self._run([w.input_ids for _, w in chunk], features)  # (batch, seq, labels)
             for row, (i, w) in enumerate(chunk):
                 emissions[i].append(logits[row, w.chain])
         return [self._entities(item, rows, lexicon) for item, rows in zip(prepared, emissions)]
@@ -188,12 +199,13 @@ class OnnxNerTagger:
         pieces = drop_bare_prefix(pieces, self._bare_id)
         budget = window_budget(self.max_length, self.head, self.tail)
         windows = plan_windows(pieces, self.head, self.tail, budget, stride)
-        return {"text": text, "spans": spans, "windows": windows}
+        bits = lexicon_bits(self.lexicon, text, spans, self.lexicon_types) if self.lexicon is not None else None
+        return {"text": text, "spans": spans, "windows": windows, "lexicon": bits}
 
     def _token_ids(self, word: str) -> list[int]:
         return self.tokenizer.encode(word, add_special_tokens=False).ids
 
-    def _run(self, rows: list[list[int]]) -> np.ndarray:
+    def _run(self, rows: list[list[int]], features: list[list[int]] | None = None) -> np.ndarray:
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -201,6 +213,11 @@ class OnnxNerTagger:
             ids[i, : len(r)] = r
             mask[i, : len(r)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
+        if features is not None:
+            bits = np.zeros((len(rows), width), dtype=np.int64)
+            for i, f in enumerate(features):
+                bits[i, : len(f)] = f
+            feeds["lexicon_features"] = bits
         return self.session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
 
     def _entities(
