@@ -354,3 +354,29 @@ def test_span_constraints_overlaps_and_errors():
         span_constraints([("PER", 0, 1)], 2, id2label, "IOB1")
     with pytest.raises(ValueError, match="outside a sequence of 2 units"):
         span_constraints([("PER", 1, 3)], 2, id2label, "BIO")
+
+
+def test_lexicon_bits_against_every_substring():
+    from bert_crf_utils import LEXICON_POSITIONS, Lexicon, lexicon_bits
+
+    entries = [("北京", "LOC"), ("北京大学", "ORG"), ("京", "LOC"), ("大学", "WORD"), ("学生", "WORD"), ("张", "X")]
+    lexicon = Lexicon(entries)
+    types = ["LOC", "ORG", "WORD"]  # X is not a feature type: ignored
+    text = "北京大学生在北京"
+    spans = [(0, 1), (1, 2), (2, 4), (4, 5), (5, 6), (6, 8)]  # words of one and two characters
+    expected_chars = [0] * len(text)
+    for start in range(len(text)):
+        for end in range(start + 1, len(text) + 1):
+            for word, kind in entries:
+                if word != text[start:end] or kind not in types:
+                    continue
+                for i in range(start, end):
+                    where = "S" if end - start == 1 else "B" if i == start else "E" if i == end - 1 else "M"
+                    expected_chars[i] |= 1 << (LEXICON_POSITIONS.index(where) * len(types) + types.index(kind))
+    expected = [0] * len(spans)
+    for w, (start, end) in enumerate(spans):
+        for i in range(start, end):
+            expected[w] |= expected_chars[i]
+    assert lexicon_bits(lexicon, text, spans, types) == expected
+    assert expected[2] != 0 and expected[0] != expected[1]
+    assert lexicon_bits(lexicon, "", [], types) == []

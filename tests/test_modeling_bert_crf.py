@@ -639,3 +639,137 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     assert torch.equal(got["logits"], expected.logits)
     assert torch.equal(got["predictions"], expected.predictions)
     assert torch.equal(got["transition_penalty"], model.crf.transition_penalty)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lexicon features and the layer mix
+
+
+LEXICON_TYPES = ["LOC", "PER"]
+
+
+def lexicon_model(combination="input", seed=0, layer_mix=False):
+    from bert_crf_utils import Lexicon
+
+    model = build_tiny_model(
+        seed,
+        lexicon_types=LEXICON_TYPES,
+        lexicon_file="lexicon.tsv",
+        lexicon_combination=combination,
+        layer_mix=layer_mix,
+    )
+    model.lexicon = Lexicon([("北京", "LOC"), ("张三", "PER"), ("三", "PER")])
+    return model
+
+
+def random_bits(shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2 ** (4 * len(LEXICON_TYPES)), shape, generator=gen)
+
+
+def test_lexicon_feature_vectors_sum_the_vectors_of_the_bits_that_are_on():
+    from modeling_crf import LexiconFeatures
+
+    features = LexiconFeatures(6, 3)
+    with torch.no_grad():
+        features.weight.copy_(torch.randn(6, 3))
+    bits = torch.tensor([[0, 1, 2, 5, 63, 40]])  # (1, 6)
+    out = features(bits)  # (1, 6, 3)
+    for position, value in enumerate(bits[0].tolist()):
+        expected = sum((features.weight[k] for k in range(6) if value >> k & 1), torch.zeros(3))
+        torch.testing.assert_close(out[0, position], expected)
+
+
+@pytest.mark.parametrize("combination", ["input", "emissions"])
+def test_a_new_lexicon_model_computes_what_the_model_without_one_does(combination):
+    plain = build_tiny_model(0)
+    model = lexicon_model(combination, seed=0)
+    ids = torch.randint(5, 100, (2, 9))
+    bits = random_bits((2, 9))
+    # The lexicon vectors start at zero: same emissions as the plain model, with or without features.
+    torch.testing.assert_close(model.emissions(ids, lexicon_features=bits), plain.emissions(ids))
+    torch.testing.assert_close(model.emissions(ids), plain.emissions(ids))
+
+
+def test_lexicon_features_enter_the_emissions_as_a_learned_bias():
+    model = lexicon_model("emissions")
+    with torch.no_grad():
+        model.lexicon_embeddings.weight.normal_()
+    ids, bits = torch.randint(5, 100, (2, 9)), random_bits((2, 9))
+    expected = model.emissions(ids) + model.lexicon_embeddings(bits)
+    torch.testing.assert_close(model.emissions(ids, lexicon_features=bits), expected)
+    assert model.lexicon_embeddings.weight.shape == (8, NUM_LABELS)
+
+
+def test_lexicon_features_enter_the_input_embeddings():
+    model = lexicon_model("input")
+    with torch.no_grad():
+        model.lexicon_embeddings.weight.normal_()
+    ids, bits = torch.randint(5, 100, (2, 9)), random_bits((2, 9))
+    embeds = model.bert.embeddings.word_embeddings(ids) + model.lexicon_embeddings(bits)
+    hidden = model.bert(inputs_embeds=embeds).last_hidden_state
+    torch.testing.assert_close(model.emissions(ids, lexicon_features=bits), model.classifier(hidden))
+    assert not torch.allclose(model.emissions(ids, lexicon_features=bits), model.emissions(ids))
+    # The training forward pass uses the same emissions.
+    out = model(ids, lexicon_features=bits, word_start_mask=torch.ones_like(ids))
+    torch.testing.assert_close(out.logits, model.emissions(ids, lexicon_features=bits))
+
+
+def test_layer_mix_starts_as_the_average_of_all_states_and_learns_weights():
+    model = build_tiny_model(0, layer_mix=True)
+    ids = torch.randint(5, 100, (2, 7))
+    states = model.bert(ids, output_hidden_states=True).hidden_states
+    assert model.layer_mix.weights.shape == (len(states),) == (TINY_BERT_KWARGS["num_hidden_layers"] + 1,)
+    expected = model.classifier(torch.stack(states).mean(0))
+    torch.testing.assert_close(model.emissions(ids), expected)
+    with torch.no_grad():
+        model.layer_mix.weights.copy_(torch.tensor([-1e4, -1e4, 0.0]))
+        model.layer_mix.scale.fill_(2.0)
+    torch.testing.assert_close(model.emissions(ids), model.classifier(2.0 * states[-1]))
+    labels = torch.zeros_like(ids)
+    model.train()
+    model(ids, labels=labels).loss.backward()
+    assert model.layer_mix.weights.grad is not None and model.layer_mix.scale.grad is not None
+
+
+def test_lexicon_model_saves_and_loads_its_lexicon(tmp_path):
+    model = lexicon_model("input", layer_mix=True)
+    with torch.no_grad():
+        model.lexicon_embeddings.weight.normal_()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "lexicon.tsv").read_text(encoding="utf-8") == "三\tPER\n北京\tLOC\n张三\tPER\n"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["lexicon_types"] == LEXICON_TYPES and config["lexicon_file"] == "lexicon.tsv"
+    loaded = BertCrfForTokenClassification.from_pretrained(tmp_path).eval()
+    assert loaded.lexicon.words == model.lexicon.words
+    ids, bits = torch.randint(5, 100, (2, 9)), random_bits((2, 9))
+    torch.testing.assert_close(
+        loaded.emissions(ids, lexicon_features=bits), model.emissions(ids, lexicon_features=bits)
+    )
+    (tmp_path / "lexicon.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lexicon\.tsv not found: the checkpoint's config names"):
+        BertCrfForTokenClassification.from_pretrained(tmp_path)
+
+
+def test_a_model_without_lexicon_writes_none(tmp_path):
+    build_tiny_model(0).save_pretrained(tmp_path)
+    assert not (tmp_path / "lexicon.tsv").exists()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["lexicon_types"] is None and config["layer_mix"] is False
+    assert BertCrfForTokenClassification.from_pretrained(tmp_path).lexicon is None
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(lexicon_types=["PER", "PER"], lexicon_file="x"), "lexicon_types must be a list of distinct"),
+        (dict(lexicon_types=[], lexicon_file="x"), "lexicon_types must be a list of distinct"),
+        (dict(lexicon_types=[f"T{i}" for i in range(16)], lexicon_file="x"), "lexicon_types holds at most 15"),
+        (dict(lexicon_types=["PER"]), "lexicon_file must name the lexicon's file"),
+        (dict(lexicon_combination="concat"), "lexicon_combination must be one of"),
+        (dict(layer_mix="yes"), "layer_mix must be a bool, got 'yes'"),
+    ],
+)
+def test_bad_lexicon_and_layer_mix_settings(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        BertCrfConfig(**overrides)

@@ -1058,3 +1058,191 @@ def test_two_processes_evaluate_like_one(trained, demo, tmp_path, omp_env):
     assert scores(two) == scores(one)
     name = "predictions_validation.txt"
     assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lexicon features, the layer mix, a cut encoder, layer-wise learning-rate decay
+
+
+def write_demo_lexicon(folder):
+    """A word<TAB>TYPE file of the demo training entities and a jieba-style file of a few words."""
+    typed = set()
+    for sentence in read_sentences(DEMO_DIR / "train.txt"):
+        tokens, tags = [t for t, _ in sentence], [g for _, g in sentence]
+        for kind, first, last in ner_data.tags_to_spans(tags, "BIO"):
+            typed.add(("".join(tokens[first:last]), kind))
+    tsv = Path(folder) / "entities.tsv"
+    tsv.write_text("".join(f"{word}\t{kind}\n" for word, kind in sorted(typed)), encoding="utf-8")
+    jieba = Path(folder) / "jieba.txt"
+    jieba.write_text("北京 100 ns\n公司 50 n\n在\n", encoding="utf-8")
+    return tsv, jieba
+
+
+@pytest.fixture(scope="module")
+def lexicon_trained(tmp_path_factory, tiny_checkpoint, demo):
+    folder = tmp_path_factory.mktemp("lexicon")
+    tsv, jieba = write_demo_lexicon(folder)
+    options = dict(TRAIN_OPTIONS, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    out = folder / "run"
+    results = run_ner.main(
+        argv_of(
+            model_name_or_path=tiny_checkpoint,
+            train_file=demo["train"],
+            validation_file=demo["dev"],
+            test_file=demo["test"],
+            output_dir=out,
+            layer_mix=True,
+            layer_lr_decay=0.9,
+            **options,
+        )[:-4]
+        + ["--lexicon", str(tsv), str(jieba), *QUIET]
+    )
+    return {"out": out, "results": results, "tsv": tsv, "jieba": jieba}
+
+
+@pytest.mark.slow
+def test_lexicon_model_trains_saves_and_tags_alike_everywhere(lexicon_trained, demo, tmp_path):
+    import export_onnx
+    from ner_onnx import OnnxNerTagger
+
+    out = lexicon_trained["out"]
+    config = load_json(out / "config.json")
+    assert config["lexicon_types"] == ["LOC", "ORG", "PER", "WORD"] and config["lexicon_file"] == "lexicon.tsv"
+    assert config["layer_mix"] is True and config["lexicon_combination"] == "input"
+    lexicon = (out / "lexicon.tsv").read_text(encoding="utf-8").splitlines()
+    assert "北京\tLOC" in lexicon and "公司\tWORD" in lexicon and "在\tWORD" in lexicon
+    model = BertCrfForTokenClassification.from_pretrained(out)
+    assert model.lexicon_embeddings.weight.abs().sum() > 0, "training learned lexicon vectors"
+
+    # This process's pipeline, a fresh process's remote-code pipeline and the ONNX folder agree entity for entity.
+    from transformers import AutoTokenizer
+
+    records = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [r["text"] for r in records]
+
+    def spans_of(tagged):
+        return [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in tagged]
+
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    here = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, aggregation_strategy="simple")
+    expected = spans_of(here(texts))
+    assert sum(map(len, expected)) > 0
+    script = (
+        "import json, sys\n"
+        "from transformers import pipeline\n"
+        f"tag = pipeline('token-classification', model={str(out)!r}, aggregation_strategy='simple', "
+        "trust_remote_code=True)\n"
+        "assert type(tag).__module__.startswith('transformers_modules'), type(tag).__module__\n"
+        "assert type(tag.model).__module__.startswith('transformers_modules'), type(tag.model).__module__\n"
+        "texts = json.loads(sys.stdin.read())\n"
+        "print(json.dumps([[(e['entity_group'], e['start'], e['end']) for e in tag(t)] for t in texts]))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = [[tuple(e) for e in entities] for entities in json.loads(done.stdout.strip().splitlines()[-1])]
+    assert remote == expected
+
+    export_onnx.export(str(out), str(tmp_path / "onnx"))
+    assert (tmp_path / "onnx" / "lexicon.tsv").read_text(encoding="utf-8") == (out / "lexicon.tsv").read_text(
+        encoding="utf-8"
+    )
+    assert spans_of(OnnxNerTagger(tmp_path / "onnx")(texts)) == expected
+
+    # The features matter: without any lexicon match the same model tags some sentence differently.
+    from bert_crf_utils import Lexicon
+
+    model.lexicon = Lexicon([("\u0000", "WORD")])
+    assert spans_of(here(texts)) != expected
+
+
+def test_a_lexicon_model_without_its_lexicon_cannot_tag(lexicon_trained):
+    from transformers import AutoTokenizer
+
+    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+
+    model = BertCrfForTokenClassification.from_pretrained(lexicon_trained["out"])
+    model.lexicon = None
+    tokenizer = AutoTokenizer.from_pretrained(lexicon_trained["out"])
+    tag = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=r"trained with a lexicon \(lexicon.tsv\) but has none"):
+        tag("张三在北京")
+
+
+def test_continuing_a_lexicon_model_keeps_its_lexicon_and_refuses_other_types(lexicon_trained, demo, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = lexicon_trained["out"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    labels = BertCrfForTokenClassification.from_pretrained(out).config.id2label
+    label_list = [labels[i] for i in range(len(labels))]
+    args = run_ner.parse_args(argv_of(model_name_or_path=out, train_file=demo["train"], output_dir=tmp_path / "a"))
+    model = training.load_model(args[0], label_list, "BIO", tokenizer)
+    assert model.config.lexicon_types == ["LOC", "ORG", "PER", "WORD"] and len(model.lexicon) > 10
+    assert model.config.layer_mix is True
+
+    other = tmp_path / "other.tsv"
+    other.write_text("北京\tCITY\n", encoding="utf-8")
+    argv = argv_of(model_name_or_path=out, train_file=demo["train"], output_dir=tmp_path / "b")
+    args = run_ner.parse_args(argv[:-4] + ["--lexicon", str(other), *QUIET])
+    with pytest.raises(ValueError, match=r"trained with lexicon types \['LOC', 'ORG', 'PER', 'WORD'\]; the --lexicon"):
+        training.load_model(args[0], label_list, "BIO", tokenizer)
+
+
+def test_layer_lr_decay_and_cut_layers(tiny_checkpoint, demo, tmp_path):
+    from transformers import AutoTokenizer
+
+    argv = argv_of(
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        output_dir=tmp_path,
+        do_train=True,
+        learning_rate=1e-3,
+        head_learning_rate=2e-3,
+        layer_lr_decay=0.5,
+        layer_mix=True,
+    )
+    model_args, _, training_args = run_ner.parse_args(argv)
+    labels = ner_data.label_list([["B-PER", "I-PER", "O"]], "BIO")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    model = training.load_model(model_args, labels, "BIO", tokenizer)
+    optimizer = training.build_optimizer(model, training_args, model_args)
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    by_name = {n: rate[id(p)] for n, p in model.named_parameters()}
+    assert by_name["bert.encoder.layer.1.attention.self.query.weight"] == pytest.approx(1e-3)  # the top layer
+    assert by_name["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(5e-4)
+    assert by_name["bert.embeddings.word_embeddings.weight"] == pytest.approx(2.5e-4)
+    assert by_name["classifier.weight"] == by_name["layer_mix.weights"] == pytest.approx(2e-3)
+    assert len(rate) == len(by_name)
+
+    cut = run_ner.parse_args(
+        argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path, num_hidden_layers=1)
+    )[0]
+    model = training.load_model(cut, labels, "BIO", tokenizer)
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    too_many = run_ner.parse_args(
+        argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path, num_hidden_layers=3)
+    )[0]
+    with pytest.raises(ValueError, match="--num_hidden_layers 3: the checkpoint has 2 encoder layers"):
+        training.load_model(too_many, labels, "BIO", tokenizer)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lexicon_type_map", "{nr: PER}"], "--lexicon_type_map must be a JSON object"),
+        (["--lexicon_type_map", '{"nr": 1}'], "--lexicon_type_map must map types to feature types or null"),
+        (["--lexicon_combination", "concat"], "--lexicon_combination must be one of"),
+        (["--layer_lr_decay", "0"], r"--layer_lr_decay must be in \(0, 1\], got 0.0"),
+        (["--num_hidden_layers", "0"], "--num_hidden_layers must be >= 1, got 0"),
+        (["--head", "softmax", "--layer_mix", "True"], "--lexicon and --layer_mix need the CRF head"),
+    ],
+)
+def test_bad_recipe_options(tiny_checkpoint, demo, tmp_path, extra, message):
+    argv = argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path)
+    with pytest.raises(ValueError, match=message):
+        run_ner.parse_args(argv[:-4] + extra + QUIET)
