@@ -533,3 +533,55 @@ def sentencepiece_checkpoint(tmp_path_factory):
         model.classifier.bias.zero_()
     model.save_pretrained(folder)
     return folder
+
+
+def write_demo_lexicon(folder):
+    """A word<TAB>TYPE file of the demo training entities and a jieba-style file of a few words."""
+    from bertcrf import ner_data
+
+    typed = set()
+    for example in ner_data.read_column_file(DEMO_DIR / "train.txt"):
+        for kind, first, last in ner_data.tags_to_spans(example["tags"], "BIO"):
+            typed.add(("".join(example["tokens"][first:last]), kind))
+    tsv = Path(folder) / "entities.tsv"
+    tsv.write_text("".join(f"{word}\t{kind}\n" for word, kind in sorted(typed)), encoding="utf-8")
+    jieba = Path(folder) / "jieba.txt"
+    jieba.write_text("北京 100 ns\n公司 50 n\n在\n", encoding="utf-8")
+    return tsv, jieba
+
+
+@pytest.fixture(scope="session")
+def lexicon_checkpoint(tmp_path_factory, tiny_checkpoint):
+    """A tiny BERT-CRF trained by run_ner.py on 64 demo sentences with --lexicon (the demo's entities and a few
+    jieba lines), --layer_mix and --layer_lr_decay (read-only)."""
+    import run_ner
+
+    folder = tmp_path_factory.mktemp("lexicon")
+    tsv, jieba = write_demo_lexicon(folder)
+    out = folder / "run"
+    options = dict(
+        model_name_or_path=tiny_checkpoint,
+        train_file=DEMO_DIR / "train.txt",
+        test_file=DEMO_DIR / "test.txt",
+        output_dir=out,
+        do_train=True,
+        do_predict=True,
+        max_train_samples=64,
+        max_predict_samples=30,
+        num_train_epochs=6,
+        max_seq_length=32,
+        extend_vocab=True,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        head_learning_rate=1e-2,
+        crf_learning_rate=5e-2,
+        save_strategy="no",
+        seed=42,
+        layer_mix=True,
+        layer_lr_decay=0.9,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    argv = [item for key, value in options.items() for item in (f"--{key}", str(value))]
+    run_ner.main(argv + ["--lexicon", str(tsv), str(jieba)])
+    return out

@@ -390,3 +390,17 @@ def test_dictionary_is_forced_on_every_text(crf_checkpoint, tmp_path):
     path.write_text("北京\tLOC\n北京\tORG\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"dict.tsv:2: '北京' is LOC on an earlier line"):
         app.read_dictionary(str(path))
+
+
+def test_a_lexicon_model_serves_with_its_lexicon(lexicon_checkpoint):
+    from conftest import load_crf_pipeline
+
+    ner = app.load_pipeline(str(lexicon_checkpoint), "cpu")
+    assert ner.model.lexicon is not None and len(ner.model.lexicon) > 10
+    expected = load_crf_pipeline(lexicon_checkpoint)
+    app.set_pipeline(ner)
+    try:
+        for text in TEXTS:
+            assert app.entities(text) == expected(text, aggregation_strategy="simple")
+    finally:
+        app.set_pipeline(None)

@@ -359,3 +359,15 @@ def test_dictionary_parameter(endpoint, crf_pipeline, limited):
         endpoint({"inputs": text, "parameters": {"dictionary": {"北京": "GPE"}}})
     with pytest.raises(ValueError, match=r'^"dictionary" holds 121 characters of words, more than the limit of 120'):
         limited({"inputs": "北京", "parameters": {"dictionary": {"北" * 121: "LOC"}}})
+
+
+def test_a_lexicon_model_serves_its_lexicon(lexicon_checkpoint):
+    """The handler's remote-code pipeline reads the checkpoint's lexicon.tsv and tags as this repo's pipeline."""
+    from conftest import load_crf_pipeline
+
+    served = handler.EndpointHandler(str(lexicon_checkpoint))
+    assert served.pipeline.model.lexicon is not None and len(served.pipeline.model.lexicon) > 10
+    expected = load_crf_pipeline(lexicon_checkpoint)(TEXTS, aggregation_strategy="simple")
+    assert any(expected)
+    for got, want in zip(served({"inputs": TEXTS}), expected):
+        assert_same(got, want)

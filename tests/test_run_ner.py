@@ -1064,40 +1064,9 @@ def test_two_processes_evaluate_like_one(trained, demo, tmp_path, omp_env):
 # Lexicon features, the layer mix, a cut encoder, layer-wise learning-rate decay
 
 
-def write_demo_lexicon(folder):
-    """A word<TAB>TYPE file of the demo training entities and a jieba-style file of a few words."""
-    typed = set()
-    for sentence in read_sentences(DEMO_DIR / "train.txt"):
-        tokens, tags = [t for t, _ in sentence], [g for _, g in sentence]
-        for kind, first, last in ner_data.tags_to_spans(tags, "BIO"):
-            typed.add(("".join(tokens[first:last]), kind))
-    tsv = Path(folder) / "entities.tsv"
-    tsv.write_text("".join(f"{word}\t{kind}\n" for word, kind in sorted(typed)), encoding="utf-8")
-    jieba = Path(folder) / "jieba.txt"
-    jieba.write_text("北京 100 ns\n公司 50 n\n在\n", encoding="utf-8")
-    return tsv, jieba
-
-
 @pytest.fixture(scope="module")
-def lexicon_trained(tmp_path_factory, tiny_checkpoint, demo):
-    folder = tmp_path_factory.mktemp("lexicon")
-    tsv, jieba = write_demo_lexicon(folder)
-    options = dict(TRAIN_OPTIONS, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
-    out = folder / "run"
-    results = run_ner.main(
-        argv_of(
-            model_name_or_path=tiny_checkpoint,
-            train_file=demo["train"],
-            validation_file=demo["dev"],
-            test_file=demo["test"],
-            output_dir=out,
-            layer_mix=True,
-            layer_lr_decay=0.9,
-            **options,
-        )[:-4]
-        + ["--lexicon", str(tsv), str(jieba), *QUIET]
-    )
-    return {"out": out, "results": results, "tsv": tsv, "jieba": jieba}
+def lexicon_trained(lexicon_checkpoint):
+    return {"out": lexicon_checkpoint}
 
 
 @pytest.mark.slow

@@ -368,3 +368,17 @@ def test_dictionary_forces_and_forbids(crf_checkpoint, crf_pipeline, tmp_path):
     dictionary.write_text("航班 GPE\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"dict.tsv:1: expected word<TAB>TYPE"):
         tag.main([*argv, "--dictionary", str(dictionary)])
+
+
+def test_a_lexicon_model_tags_with_its_lexicon(lexicon_checkpoint, tmp_path):
+    source = write_input(tmp_path / "in.txt", LINES)
+    out = tmp_path / "out.jsonl"
+    tag.main(["--model", str(lexicon_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    pipe = load_crf_pipeline(lexicon_checkpoint)
+    assert pipe.model.lexicon is not None
+    records = read_jsonl(out)
+    assert any(r["entities"] for r in records)
+    for r in records:
+        assert_entities_match(
+            r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else []
+        )
