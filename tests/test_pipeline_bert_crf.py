@@ -695,3 +695,29 @@ def test_dictionary_errors(crf_pipeline):
         crf_pipeline("张三", dictionary=Lexicon([("张三", "PER"), ("张三", "LOC")]))
     with pytest.raises(ValueError, match="dictionary must map words to types"):
         crf_pipeline("张三", dictionary=["张三"])
+
+
+def test_forcing_a_word_re_decodes_the_entity_it_cuts(lexicon_checkpoint):
+    """On a trained model: a dictionary word that overlaps the end of a found entity cuts it; the entity's other
+    characters are decoded again around the forced word (here: no longer the entity that was found), the rest of
+    the sentence keeps its entities, and forbidding the entity removes it alone."""
+    from conftest import load_crf_pipeline
+
+    tag = load_crf_pipeline(lexicon_checkpoint)
+    text = "张三在北京的华为公司工作。"
+
+    def found(**options):
+        return {(e["entity_group"], e["start"], e["end"]) for e in tag(text, aggregation_strategy="simple", **options)}
+
+    free = found()
+    kind, start, end = next(e for e in sorted(free, key=lambda e: e[1]) if e[2] - e[1] >= 2)
+    other = "ORG" if kind != "ORG" else "PER"
+    word = text[end - 1 : end + 1]
+    assert text.count(word) == 1
+    forced = found(dictionary={word: other})
+    assert (other, end - 1, end + 1) in forced
+    assert (kind, start, end) not in forced
+    assert not any(s < end + 1 and e > end - 1 for _, s, e in forced - {(other, end - 1, end + 1)})
+    assert {e for e in free if e[2] <= start or e[1] >= end + 1} <= forced | {(kind, start, end)}
+    forbidden = found(dictionary={text[start:end]: "O"})
+    assert forbidden == free - {(kind, start, end)}
