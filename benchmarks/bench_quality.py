@@ -14,7 +14,9 @@ Every row is written as soon as it is measured (a later run replaces the rows of
 head), and records the CPU that gave it; training seconds are only comparable between rows of a quiet machine.
 
 Usage: python benchmarks/bench_quality.py [--encoders e5 minilm] [--datasets resume cluener ...] [--heads crf softmax]
-       [--keep outputs/bench-quality]
+       [--recipes base lexicon ...] [--keep outputs/bench-quality [--resumable]]
+A run longer than a session: --keep outputs/bench-quality --resumable saves a checkpoint every 100 steps; the same
+command again resumes from the latest one (run_ner.py continues an interrupted run in its output folder).
 Needs ../shared/data beside the repo (and `make e5` for e5). Writes benchmarks/results/bench_quality.{json,md}.
 """
 
@@ -77,7 +79,10 @@ def run_argv(
     argv += ["--num_train_epochs", str(args.epochs or spec["epochs"])]
     argv += ["--learning_rate", str(learning_rate(encoder))]
     argv += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64", "--max_seq_length", "128"]
-    argv += ["--warmup_steps", "0.1", "--weight_decay", "0.01", "--eval_strategy", "no", "--save_strategy", "no"]
+    argv += ["--warmup_steps", "0.1", "--weight_decay", "0.01", "--eval_strategy", "no"]
+    # A resumable run keeps its latest checkpoint: run the same command again to continue an interrupted one.
+    saving = ["steps", "--save_steps", "100", "--save_total_limit", "1"] if args.resumable else ["no"]
+    argv += ["--save_strategy", *saving]
     argv += ["--logging_steps", "100", "--report_to", "none", "--seed", "42", "--disable_tqdm", "True"]
     argv += ["--return_entity_level_metrics", "True"]
     argv += ["--language", "zh" if spec["zh"] else "en"]
@@ -229,8 +234,15 @@ def main() -> None:
     parser.add_argument(
         "--keep", help="keep each run's folder (model, predictions_*.txt) under this folder, not a temporary one"
     )
+    parser.add_argument(
+        "--resumable",
+        action="store_true",
+        help="save a checkpoint every 100 steps under --keep; the same command again resumes an interrupted run",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_quality"))
     args = parser.parse_args()
+    if args.resumable and not args.keep:
+        sys.exit("--resumable needs --keep (the folder that keeps the checkpoints)")
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
     cpu = cpu_label()

@@ -67,6 +67,7 @@ RECIPES = {
     "mix": ["--layer_mix", "True"],
     "lexicon-mix": ["--lexicon", "jieba", "--lexicon_combination", "input", "--layer_mix", "True"],
     "cut6": ["--num_hidden_layers", "6"],
+    "lexicon-cut6": ["--lexicon", "jieba", "--lexicon_combination", "input", "--num_hidden_layers", "6"],
     "llrd": ["--layer_lr_decay", "0.8"],
 }
 
