@@ -46,7 +46,7 @@ demo: setup
 	rm -rf outputs/demo
 	@$(MAKE) --no-print-directory e5 || echo "make e5 failed: the demo falls back to MiniLM"
 	@if [ -f $(E5_ZH)/model.safetensors ]; then \
-		echo "Encoder: multilingual-e5-small, vocabulary trimmed to Chinese ($(E5_ZH))"; \
+		echo "Encoder: multilingual-e5-small, vocabulary trimmed to Chinese ($(E5_ZH)); no lexicon: jieba's dictionary (run_ner.py --lexicon) lowered the everyday sentences' F1 after training on this small text (benchmarks/RESULTS.md, issue 23)"; \
 		$(PY) run_ner.py configs/demo.json --model_name_or_path $(E5_ZH) --learning_rate 2e-4 --extend_vocab False; \
 	elif [ -f $(ADAPTED)/model.safetensors ]; then \
 		echo "Encoder: $(ADAPTED) (MiniLM adapted by make adapt)"; \
