@@ -648,6 +648,22 @@ class CrfTaggingMixin:
     chosen position contributes nothing to the loss and gets no predictions.
     """
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, with the lexicon of a lexicon model beside the weights, and an
+        `auto_map` that also maps `AutoModel` to the tagger: `AutoModel.from_pretrained(folder,
+        trust_remote_code=True)` then gives the CRF tagger itself, as `AutoModelForTokenClassification` does (a
+        bare encoder would lose the head and the CRF that make the checkpoint)."""
+        if type(self)._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModel"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
+        lexicon = getattr(self, "lexicon", None)
+        if lexicon is not None and kwargs.get("is_main_process", True):
+            name = self.config.lexicon_file or LEXICON_FILE
+            with open(os.path.join(save_directory, name), "w", encoding="utf-8") as out:
+                out.write(lexicon.to_tsv())
+
     def apply_decoding_constraints(self) -> None:
         """Rebuild the CRF's decoding constraints from the config (after changing its labels or tag scheme)."""
         self.crf.set_constraints(*self.config.allowed_transitions())
@@ -864,13 +880,6 @@ class EncoderCrfMixin(CrfTaggingMixin):
             model.lexicon = Lexicon.load(_checkpoint_file(pretrained_model_name_or_path, name, kwargs))
         return loaded
 
-    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, with the lexicon of a lexicon model beside the weights."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self.lexicon is not None and kwargs.get("is_main_process", True):
-            name = self.config.lexicon_file or LEXICON_FILE
-            with open(os.path.join(save_directory, name), "w", encoding="utf-8") as out:
-                out.write(self.lexicon.to_tsv())
 
     def embedding_modules(self) -> list[nn.Module]:
         """The modules below the first encoder layer, frozen with it by `freeze_encoder_layers`."""

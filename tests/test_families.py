@@ -314,6 +314,7 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
         assert config["model_type"] == CRF_TYPES[family]
         assert config["auto_map"] == {
             "AutoConfig": f"{config_module}.{crf_models.family_of(family).config_class.__name__}",
+            "AutoModel": f"{module}.{crf_class.__name__}",
             "AutoModelForTokenClassification": f"{module}.{crf_class.__name__}",
         }
         for name in (

@@ -593,6 +593,7 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["auto_map"] == {
         "AutoConfig": "configuration_bert_crf.BertCrfConfig",
+        "AutoModel": "modeling_bert_crf.BertCrfForTokenClassification",
         "AutoModelForTokenClassification": "modeling_bert_crf.BertCrfForTokenClassification",
     }
 
@@ -773,3 +774,33 @@ def test_a_model_without_lexicon_writes_none(tmp_path):
 def test_bad_lexicon_and_layer_mix_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         BertCrfConfig(**overrides)
+
+
+def test_automodel_loads_the_tagger_with_its_lexicon(tmp_path):
+    """`AutoModel.from_pretrained(folder, trust_remote_code=True)`, the design's promised call, gives the CRF tagger
+    (with its lexicon) in a fresh process, from the folder's own code."""
+    model = lexicon_model("emissions")
+    with torch.no_grad():
+        model.lexicon_embeddings.weight.normal_()
+    model.save_pretrained(tmp_path / "model")
+    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == auto_map["AutoModelForTokenClassification"]
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+        assert type(model).__name__ == "BertCrfForTokenClassification", type(model)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        ids = torch.tensor([[2, 7, 8, 9, 3]])
+        bits = torch.tensor([[0, 1, 2, 3, 0]])
+        print(len(model.lexicon), model.emissions(ids, lexicon_features=bits).sum().item())
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    size, total = done.stdout.split()
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    expected = model.emissions(ids, lexicon_features=torch.tensor([[0, 1, 2, 3, 0]])).sum().item()
+    assert int(size) == 3 and float(total) == pytest.approx(expected, rel=1e-5)

@@ -215,6 +215,7 @@ def test_end_to_end_outputs(trained, demo):
     assert config["model_type"] == "bert_crf"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_bert_crf.BertCrfConfig",
+        "AutoModel": "modeling_bert_crf.BertCrfForTokenClassification",
         "AutoModelForTokenClassification": "modeling_bert_crf.BertCrfForTokenClassification",
     }
     assert config["tag_scheme"] == "BIO"
