@@ -60,8 +60,8 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
     config = pipe.model.config
     scheme = config.resolved_tag_scheme
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    # The evaluator joins words with spaces and maps entities back to words by their start offsets: a word that
-    # the tokenizer drops (U+3000) would have no prediction, so it is fed as the unknown token, as in training.
+    # The evaluator joins words and maps entities back to words by their start offsets: a word that the tokenizer
+    # drops (U+3000) would have no prediction, so it is fed as the unknown token, as in training.
     examples, _ = ner_data.replace_untokenizable(examples, pipe.tokenizer)
     examples = [dict(e, tokens=e["words"]) for e in examples]
     evaluator = PipelineTokenClassificationEvaluator("token-classification")
@@ -76,8 +76,15 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
         metric=evaluate.load(METRIC_PATH),
         input_column="tokens",
         label_column="ner_tags",
-        join_by=" ",
+        join_by=joiner(examples),
     )
+
+
+def joiner(examples: list[dict[str, Any]]) -> str:
+    """How the evaluator joins words into the text it tags: nothing when every word is one character (Chinese, as
+    `join_words` joins them, so lexicon words and the model's context are what they are in training), else a
+    space."""
+    return "" if all(len(word) == 1 for e in examples for word in e["tokens"]) else " "
 
 
 def load_examples(

@@ -33,12 +33,13 @@ def dev_examples():
 
 def word_predictions(pipe, tokens):
     """What evaluate's evaluator reads off the pipeline: per word, the tag at its start character, else O."""
-    text = " ".join(tokens)
+    joiner = evaluate_pipeline.joiner([{"tokens": tokens}])
+    text = joiner.join(tokens)
     by_start = {r["start"]: r["entity"] for r in pipe(text, ignore_labels=[])}
     starts, position = [], 0
     for token in tokens:
         starts.append(position)
-        position += len(token) + 1
+        position += len(token) + len(joiner)
     return [by_start.get(s, "O") for s in starts]
 
 
@@ -189,3 +190,14 @@ def test_main_runs_no_remote_code_and_names_unknown_labels(crf_checkpoint, tmp_p
     assert re.fullmatch(
         r".*dev.txt \(2 sentences\): entity F1 \d+\.\d\d \(precision .*, recall .*\)\n", capsys.readouterr().out
     )
+
+
+def test_chinese_words_are_joined_as_written(lexicon_checkpoint, dev_examples):
+    """Characters are joined without spaces (a lexicon model matches its words, and the context is training's);
+    words of several characters with spaces. A lexicon model scores its own unspaced predictions perfectly."""
+    assert evaluate_pipeline.joiner([{"tokens": ["张", "三"]}, {"tokens": ["北"]}]) == ""
+    assert evaluate_pipeline.joiner([{"tokens": ["张", "三"]}, {"tokens": ["New", "York"]}]) == " "
+    pipe = load_crf_pipeline(lexicon_checkpoint)
+    examples = [dict(e, tags=word_predictions(pipe, e["tokens"])) for e in dev_examples]
+    assert any(t != "O" for e in examples for t in e["tags"])
+    assert float(evaluate_pipeline.evaluate_pipeline(pipe, examples)["overall_f1"]) == 1.0
