@@ -880,7 +880,6 @@ class EncoderCrfMixin(CrfTaggingMixin):
             model.lexicon = Lexicon.load(_checkpoint_file(pretrained_model_name_or_path, name, kwargs))
         return loaded
 
-
     def embedding_modules(self) -> list[nn.Module]:
         """The modules below the first encoder layer, frozen with it by `freeze_encoder_layers`."""
         return [self.base_model.embeddings]
