@@ -698,12 +698,20 @@ def lexicon_bits(
     end, single). Types outside `type_names` are ignored. The one conversion from matched words to model inputs:
     training data, the pipeline and the ONNX tagger all call it, on the text and the word spans they tag."""
     index = {kind: t for t, kind in enumerate(type_names)}
+    b_bit, m_bit, e_bit, s_bit = (LEXICON_POSITIONS.index(p) * len(type_names) for p in ("B", "M", "E", "S"))
     char_bits = [0] * len(text)
-    for position, features in enumerate(lexicon.char_features(text)):
-        for where, kind in features:
-            t = index.get(kind)
-            if t is not None:
-                char_bits[position] |= 1 << (LEXICON_POSITIONS.index(where) * len(type_names) + t)
+    # Straight from the matches: char_features' per-character sets would be built only to be read back here.
+    for start, end, kind in lexicon.matches(text):
+        t = index.get(kind)
+        if t is None:
+            continue
+        if end - start == 1:
+            char_bits[start] |= 1 << (s_bit + t)
+            continue
+        char_bits[start] |= 1 << (b_bit + t)
+        for inside in range(start + 1, end - 1):
+            char_bits[inside] |= 1 << (m_bit + t)
+        char_bits[end - 1] |= 1 << (e_bit + t)
     bits = []
     for start, end in spans:
         word = 0
