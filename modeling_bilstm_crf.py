@@ -16,21 +16,15 @@ from transformers import PreTrainedModel
 
 try:
     from .configuration_bilstm_crf import BiLstmCrfConfig
-    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
+    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin, _is_capturing
 except ImportError:  # imported as a top-level module (tests, scripts in this repo)
     from configuration_bilstm_crf import BiLstmCrfConfig
-    from modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin
+    from modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin, _is_capturing
 
 try:
     from transformers import initialization as init
 except ImportError:  # transformers < 5
     from torch.nn import init
-
-
-def _is_exporting() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    exporting = getattr(compiler, "is_exporting", None)
-    return bool(exporting and exporting()) or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -97,7 +91,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lengths = attention_mask.long().sum(1)  # (batch,)
-        if not _is_exporting():
+        if not _is_capturing():
             prefix = torch.arange(input_ids.size(1), device=input_ids.device) < lengths.unsqueeze(1)  # (batch, seq)
             if not torch.equal(prefix, attention_mask.bool()):
                 raise ValueError(

@@ -34,6 +34,43 @@ except ImportError:  # transformers < 5 has no loading-aware init functions
 FORBIDDEN_SCORE = -10000.0
 
 
+@torch.jit.unused
+def _exporting_now() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    exporting = getattr(compiler, "is_exporting", None)
+    return bool(exporting and exporting()) or torch.jit.is_tracing()
+
+
+@torch.jit.unused
+def _compiling_now() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    return bool(compiling and compiling())
+
+
+def _is_exporting() -> bool:
+    """Whether torch.export (and so torch.onnx's exporter) or a TorchScript trace is capturing this call."""
+    if torch.jit.is_scripting():
+        return False
+    return _exporting_now()
+
+
+def _is_capturing() -> bool:
+    """Whether a graph is being captured (torch.compile, torch.export): no Python branch may then read a tensor's
+    values, so the CRF takes its graph-safe paths (every step masked, log-space sums, no early exits)."""
+    if torch.jit.is_scripting():
+        return False
+    return _compiling_now() or _exporting_now()
+
+
+def _full_steps(mask: torch.Tensor) -> List[bool]:
+    """Per step of a packed mask `(batch, seq)`, whether every row is on (such steps skip the mask select). All
+    False while a graph is captured: reading the mask's values would break the graph."""
+    if _is_capturing():
+        return [False] * mask.size(1)
+    return mask.all(0).tolist()
+
+
 def _shape_str(shape: List[int]) -> str:
     # Formats a 2-d shape like Python's tuple repr, also under TorchScript, so error messages match pytorch-crf.
     return "(" + ", ".join([str(d) for d in shape]) + ")"
@@ -192,7 +229,7 @@ class CRF(nn.Module):
                     f"got {_shape_str(emissions.shape[:2])} and {_shape_str(mask.shape)}"
                 )
             first = mask[:, 0] if self.batch_first else mask[0]
-            if not bool(first.all()):
+            if not _is_capturing() and not bool(first.all()):
                 raise ValueError("mask of the first timestep must all be on")
 
     def _batch_first(
@@ -218,7 +255,7 @@ class CRF(nn.Module):
         original position of each packed slot, for scattering results back.
         """
         order = torch.arange(mask.size(1), device=mask.device).expand(mask.size(0), -1)  # (batch, seq)
-        if mask.size(1) > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        if mask.size(1) > 1 and (_is_capturing() or bool((mask[:, 1:] & ~mask[:, :-1]).any())):
             order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # on positions first, in order
             emissions = emissions.gather(1, order.unsqueeze(2).expand_as(emissions))  # (batch, seq, tags)
             mask = mask.gather(1, order)  # (batch, seq), now a prefix mask
@@ -251,8 +288,11 @@ class CRF(nn.Module):
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z per sequence `(batch,)`, unconstrained; 0 for empty rows."""
         nonempty = mask[:, 0].to(emissions.dtype)  # (batch,)
-        full: List[bool] = mask.all(0).tolist()
-        if not torch.jit.is_scripting():
+        if _is_exporting():
+            alpha = _log_space_forward_scan(emissions, mask, self.start_transitions, self.transitions)[-1]
+            return torch.logsumexp(alpha + self.end_transitions, dim=1) * nonempty
+        full = _full_steps(mask)
+        if not torch.jit.is_scripting() and not _is_capturing():
             with torch.no_grad():
                 alphas, exact = _scaled_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
             # The analytic backward factorizes edge marginals through exp(transitions): safe for moderate scores.
@@ -278,6 +318,10 @@ class CRF(nn.Module):
         end_transitions = self.end_transitions.detach().to(dtype)
         end_penalty = self.end_penalty.to(dtype)
         batch, _, num_tags = emissions.shape
+        if _is_exporting():
+            return _viterbi_scan(emissions, mask, start, end_transitions, end_penalty, transitions)
+        if _is_capturing():
+            return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
         # VITERBI_MIN_RECOMPUTE_BATCH and VITERBI_MIN_RECOMPUTE_SUMS, inlined for TorchScript. Only CPUs run the max
         # with indices as a scalar loop; elsewhere the back-pointers' fewer kernel launches win.
         if emissions.device.type == "cpu" and batch >= 8 and batch * num_tags * num_tags >= 6144:
@@ -290,11 +334,21 @@ class CRF(nn.Module):
         Computed in float64 and normalized per position: forward and backward scores grow with the length of the
         chain, and float32 rounding of scores in the thousands would put probabilities off by a percent.
         """
-        full: List[bool] = mask.all(0).tolist()
         emissions64 = emissions.double()
         start = (self.start_transitions + self.start_penalty).double()
         end = (self.end_transitions + self.end_penalty).double()
         transitions = (self.transitions + self.transition_penalty).double()
+        if _is_capturing():
+            if _is_exporting():
+                alphas = _log_space_forward_scan(emissions64, mask, start, transitions)
+                betas = _log_space_backward_scan(emissions64, mask, end, transitions)
+            else:
+                alphas = _log_space_forward_scores(emissions64, mask, _full_steps(mask), start, transitions)
+                betas = _log_space_backward_scores(emissions64, mask, _full_steps(mask), end, transitions)
+            scores = alphas + betas  # (seq, batch, tags)
+            probs = (scores - torch.logsumexp(scores, dim=2, keepdim=True)).exp().transpose(0, 1)  # (batch, seq, tags)
+            return (probs * mask.unsqueeze(2).to(probs.dtype)).to(emissions.dtype)
+        full: List[bool] = mask.all(0).tolist()
         alphas, exact = _scaled_forward_scores(emissions64, mask, full, start, transitions)  # (seq, batch, tags)
         if not exact:
             alphas = _log_space_forward_scores(emissions64, mask, full, start, transitions)
@@ -309,7 +363,7 @@ class CRF(nn.Module):
         """Per-position log tag posteriors `(batch, seq, tags)` of the unconstrained model, differentiable (exact
         log-space forward-backward; for training, e.g. distillation towards another CRF's marginals). Positions
         past a row's end hold garbage: mask them."""
-        full: List[bool] = mask.all(0).tolist()
+        full = _full_steps(mask)
         alphas = _log_space_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
         betas = _log_space_backward_scores(emissions, mask, full, self.end_transitions, self.transitions)
         scores = alphas + betas  # (seq, batch, tags)
@@ -335,7 +389,7 @@ def _viterbi_back_pointers(
 ) -> torch.Tensor:
     """Viterbi `(batch, seq)` keeping a back-pointer per step and tag: fewest calls per step, for small inputs."""
     batch, seq_len, num_tags = emissions.shape
-    full: List[bool] = mask.all(0).tolist()
+    full = _full_steps(mask)
     steps = emissions.transpose(0, 1)  # (seq, batch, tags) view
     step_on = mask.t().unsqueeze(2)  # (seq, batch, 1)
     transitions = transitions.unsqueeze(0)  # (1, tags, tags)
@@ -555,6 +609,89 @@ def _log_space_backward_scores(
     return torch.stack(betas)
 
 
+# The same recursions for graphs with a dynamic length (torch.export, and through it ONNX): a Python loop would be
+# unrolled to the example's length, so each runs as one `scan` over time, which torch.onnx writes as an ONNX Scan.
+# Every step is masked (no step can be known to be full). Each scan runs over the chain plus one step that is off:
+# an exported graph assumes a dynamic size is at least 2, and the extra step keeps one-word chains inside it.
+
+
+def _scan(combine: Any, init: torch.Tensor, xs: Any, reverse: bool = False) -> Any:
+    from torch._higher_order_ops.scan import scan
+
+    return scan(combine, init, xs, reverse=reverse)
+
+
+def _with_an_off_step(emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time-major emissions `(seq + 1, batch, tags)` and mask `(seq + 1, batch, 1)`, with a last step that is off."""
+    steps = torch.cat([emissions, emissions.new_zeros(emissions.size(0), 1, emissions.size(2))], 1).transpose(0, 1)
+    on = torch.cat([mask, mask.new_zeros(mask.size(0), 1)], 1).t().unsqueeze(2)
+    return steps, on
+
+
+@torch.jit.unused  # graph capture only; TorchScript keeps the loops
+def _viterbi_scan(
+    emissions, mask, start, end_transitions, end_penalty, transitions
+):  # tensors, untyped for TorchScript
+    """Viterbi `(batch, seq)` as two scans: best scores and back-pointers forward, the path backward. Same sums,
+    comparisons and ties as `_viterbi_back_pointers`."""
+    batch, seq_len, num_tags = emissions.shape
+    steps, on = _with_an_off_step(emissions, mask)  # (seq + 1, batch, tags), (seq + 1, batch, 1)
+    first = (torch.arange(seq_len + 1, device=emissions.device) == 0).view(-1, 1, 1)  # (seq + 1, 1, 1)
+    identity = torch.arange(num_tags, device=emissions.device).expand(batch, num_tags)  # (batch, tags)
+
+    def forward_step(score: torch.Tensor, x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        emit, step_on, is_first = x
+        best, prev = (score.unsqueeze(2) + transitions).max(1)  # (batch, tags) each
+        nxt = torch.where(is_first, start + emit, torch.where(step_on, best + emit, score))
+        return nxt, torch.where(step_on & ~is_first, prev, identity)
+
+    final, history = _scan(forward_step, emissions.new_zeros(batch, num_tags), (steps, on, first))
+    last = (final + end_transitions + end_penalty).argmax(1)  # (batch,)
+
+    def backward_step(current: torch.Tensor, back: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return back.gather(1, current.unsqueeze(1)).squeeze(1), current.clone()
+
+    _, path = _scan(backward_step, last, history, reverse=True)  # (seq + 1, batch): tag at each step
+    return path[:seq_len].t()  # (batch, seq)
+
+
+@torch.jit.unused  # graph capture only; TorchScript keeps the loops
+def _log_space_forward_scan(emissions, mask, start, transitions):  # tensors, untyped for TorchScript
+    """`_log_space_forward_scores` as a scan: alpha `(seq, batch, tags)`."""
+    seq_len = emissions.size(1)
+    steps, on = _with_an_off_step(emissions, mask)  # (seq + 1, batch, tags), (seq + 1, batch, 1)
+    first = (torch.arange(seq_len + 1, device=emissions.device) == 0).view(-1, 1, 1)  # (seq + 1, 1, 1)
+
+    def step(alpha: torch.Tensor, x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        emit, step_on, is_first = x
+        summed = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emit  # (batch, tags)
+        nxt = torch.where(is_first, start + emit, torch.where(step_on, summed, alpha))
+        return nxt, nxt.clone()
+
+    _, alphas = _scan(step, emissions.new_zeros(emissions.size(0), emissions.size(2)), (steps, on, first))
+    return alphas[:seq_len]
+
+
+@torch.jit.unused  # graph capture only; TorchScript keeps the loops
+def _log_space_backward_scan(emissions, mask, end, transitions):  # tensors, untyped for TorchScript
+    """`_log_space_backward_scores` as a reverse scan: beta `(seq, batch, tags)`."""
+    batch, seq_len, num_tags = emissions.shape
+    # Step k reads position k + 1: the emissions and mask shifted left, off past the end.
+    ahead, ahead_on = _with_an_off_step(emissions[:, 1:], mask[:, 1:])  # (seq, batch, tags), (seq, batch, 1)
+    ahead = torch.cat([ahead, ahead.new_zeros(1, batch, num_tags)], 0)  # (seq + 1, batch, tags)
+    ahead_on = torch.cat([ahead_on, ahead_on.new_zeros(1, batch, 1)], 0)  # (seq + 1, batch, 1)
+    at_end = end.expand(batch, num_tags)  # (batch, tags)
+
+    def step(beta: torch.Tensor, x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        emit, step_on = x
+        summed = torch.logsumexp(transitions + (emit + beta).unsqueeze(1), dim=2)  # (batch, tags)
+        nxt = torch.where(step_on, summed, at_end)
+        return nxt, nxt.clone()
+
+    _, betas = _scan(step, at_end.clone(), (ahead, ahead_on), reverse=True)
+    return betas[:seq_len]
+
+
 class _LogPartition(torch.autograd.Function):
     """log Z `(batch,)` of packed input from precomputed exact forward scores, with an analytic backward pass.
 
@@ -722,7 +859,8 @@ class CrfTaggingMixin:
         prefix mask `(batch, width)`, where width is the longest chain in the batch.
         """
         lengths = chain.sum(1)  # (batch,)
-        width = int(lengths.max()) if chain.numel() else 0
+        # A captured graph cannot read the longest chain's length: it keeps every position (the rest masked off).
+        width = chain.size(1) if _is_capturing() else (int(lengths.max()) if chain.numel() else 0)
         order = torch.argsort((~chain).to(torch.uint8), dim=1, stable=True)  # chain positions first, in order
         index = order[:, :width]  # (batch, width)
         packed_mask = torch.arange(width, device=chain.device) < lengths.unsqueeze(1)  # (batch, width)

@@ -17,8 +17,13 @@ from modeling_crf import (
     CRF,
     VITERBI_MIN_RECOMPUTE_BATCH,
     VITERBI_MIN_RECOMPUTE_SUMS,
+    _log_space_backward_scan,
+    _log_space_backward_scores,
+    _log_space_forward_scan,
+    _log_space_forward_scores,
     _viterbi_back_pointers,
     _viterbi_recomputed,
+    _viterbi_scan,
 )
 
 
@@ -434,13 +439,15 @@ def integer_crf(num_tags, gen, low=-2, high=2):
 
 
 def viterbi_both_ways(crf, emissions, mask):
-    """Packed input through each helper, as viterbi_packed would call them."""
+    """Packed input through each helper, as viterbi_packed would call them: back-pointers, recomputed, and the
+    scans of a captured graph (run eagerly)."""
     start = (crf.start_transitions + crf.start_penalty).detach()
     transitions = (crf.transitions + crf.transition_penalty).detach()
     args = (start, crf.end_transitions.detach(), crf.end_penalty, transitions)
     return (
         _viterbi_back_pointers(emissions, mask, *args),
         _viterbi_recomputed(emissions, mask, *args),
+        _viterbi_scan(emissions, mask, *args),
     )
 
 
@@ -513,14 +520,47 @@ def test_viterbi_strategies_agree_at_scale(batch, num_tags, integer):
     assert decoded == ref.decode(emissions, mask)
     packed_mask = mask.clone()
     packed_mask[5] = False  # an empty row: decodes to its first tag's argmax, like the back-pointers
-    pointers, recomputed = viterbi_both_ways(ours, emissions, packed_mask)
+    pointers, recomputed, scanned = viterbi_both_ways(ours, emissions, packed_mask)
     assert torch.equal(pointers, recomputed)
+    assert torch.equal(scanned, pointers)
     assert torch.equal(ours.viterbi_packed(emissions, packed_mask), pointers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript deprecation notices
         scripted = torch.jit.script(ours)
     assert scripted.decode(emissions, mask) == decoded
     assert torch.equal(scripted.viterbi_packed(emissions, packed_mask), pointers)
+
+
+@pytest.mark.parametrize("seq_len", [1, 2, 7])
+def test_log_space_scans_equal_the_loops(seq_len):
+    """The forward and backward recursions of a captured graph, run eagerly, against the loops: ragged rows, an
+    empty row, a one-step chain."""
+    gen = torch.Generator().manual_seed(40 + seq_len)
+    crf = integer_crf(5, gen)
+    emissions, _, mask = random_batch(6, seq_len, 5, gen, dtype=torch.float64)
+    mask[2] = False
+    start, end, trans = params64(crf)
+    full = [False] * seq_len
+    alphas = _log_space_forward_scan(emissions, mask, start, trans)
+    betas = _log_space_backward_scan(emissions, mask, end, trans)
+    assert alphas.shape == betas.shape == (seq_len, 6, 5)
+    torch.testing.assert_close(alphas, _log_space_forward_scores(emissions, mask, full, start, trans))
+    torch.testing.assert_close(betas, _log_space_backward_scores(emissions, mask, full, end, trans))
+
+
+def test_scripted_crf_computes_what_the_eager_one_does():
+    """TorchScript compiles the loops; the graph-capture scans stay out of it (pytorch-crf's CRF scripts too)."""
+    gen = torch.Generator().manual_seed(5)
+    crf = integer_crf(4, gen)
+    emissions, tags, mask = random_batch(3, 6, 4, gen, holes=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript deprecation notices
+        scripted = torch.jit.script(crf)
+    torch.testing.assert_close(scripted(emissions, tags, mask), crf(emissions, tags, mask))
+    assert scripted.decode(emissions, mask) == crf.decode(emissions, mask)
+    torch.testing.assert_close(
+        scripted.marginal_probabilities(emissions, mask), crf.marginal_probabilities(emissions, mask)
+    )
 
 
 def test_viterbi_dispatch_uses_the_documented_limits():
