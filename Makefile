@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup browser transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt requirements-app.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,22 @@ browser:
 		echo "No Chromium (apt-get install $(BROWSER_PACKAGES) as root): the browser test will skip"; \
 	fi
 
-test: setup browser
+# transformers' common model tests (ModelTesterMixin) for tests/test_transformers_common.py: the test files of the
+# installed version's source release on PyPI, kept in outputs/transformers-tests/VERSION. Without PyPI that module
+# skips and says why.
+TF_TESTS = outputs/transformers-tests
+transformers-tests: setup
+	@version=$$($(PY) -c 'import transformers; print(transformers.__version__)'); \
+	folder=$(TF_TESTS)/$$version; \
+	if [ -f $$folder/test_modeling_common.py ]; then exit 0; fi; \
+	echo "Fetching the test files of transformers $$version's source release into $$folder"; \
+	rm -rf $$folder.part && mkdir -p $$folder.part && \
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation "transformers==$$version" -d $$folder.part && \
+	tar -xzf $$folder.part/transformers-$$version.tar.gz -C $$folder.part --strip-components 2 "transformers-$$version/tests" && \
+	rm $$folder.part/transformers-$$version.tar.gz && mv $$folder.part $$folder || \
+	{ rm -rf $$folder.part; echo "Could not fetch them: tests/test_transformers_common.py will skip"; }
+
+test: setup browser transformers-tests
 	$(PY) -m pytest -q tests
 
 # The offline default: multilingual-e5-small (it knows Chinese), its vocabulary trimmed to Chinese (make e5 builds

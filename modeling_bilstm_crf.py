@@ -75,6 +75,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
         self.crf = CRF(config.num_labels, batch_first=True)
+        self.crf.set_constraints(*config.allowed_transitions())  # as _init_weights does: see EncoderCrfMixin
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -88,6 +89,13 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
     ) -> torch.Tensor:
         """Emission scores `(batch, seq, labels)` alone, without decoding. Other keyword arguments (the
         `token_type_ids` a BERT tokenizer returns) are ignored."""
+        return self._emissions_and_states(input_ids, attention_mask)[0]
+
+    def _emissions_and_states(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Emission scores and the hidden states: the embeddings', then each BiLSTM layer's `(batch, seq, 2 *
+        hidden)`."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lengths = attention_mask.long().sum(1)  # (batch,)
@@ -99,11 +107,13 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
                     "must be ones, then zeros"
                 )
         hidden = self.dropout(self.embeddings(input_ids))  # (batch, seq, embedding)
+        states = [hidden]
         for forward_lstm, backward_lstm in zip(self.forward_lstms, self.backward_lstms):
             ahead, _ = forward_lstm(hidden)  # (batch, seq, hidden)
             behind, _ = backward_lstm(reverse_padded(hidden, lengths))
             hidden = self.dropout(torch.cat([ahead, reverse_padded(behind, lengths)], dim=2))  # (batch, seq, 2 hidden)
-        return self.classifier(hidden)
+            states.append(hidden)
+        return self.classifier(hidden), tuple(states)
 
     def forward(
         self,
@@ -112,6 +122,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         token_type_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         word_start_mask: Optional[torch.Tensor] = None,
+        output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> BertCrfTokenClassifierOutput | tuple:
@@ -120,12 +131,18 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
             Tag ids, -100 at positions outside the CRF chain (special tokens, padding, continuation sub-tokens).
         word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
             1 at the positions to tag (first sub-token of each word), used when no labels are given.
+        output_hidden_states (`bool`, *optional*):
+            Also return the embeddings' and every BiLSTM layer's states (`config.output_hidden_states` by default).
         """
         if input_ids is None:
             raise ValueError("BiLstmCrfForTokenClassification needs input_ids")
-        logits = self.emissions(input_ids, attention_mask)  # (batch, seq, labels)
+        logits, states = self._emissions_and_states(input_ids, attention_mask)  # (batch, seq, labels), ...
         loss, predictions = self.crf_outputs(logits, input_ids, attention_mask, labels, word_start_mask)
-        output = BertCrfTokenClassifierOutput(loss=loss, logits=logits, predictions=predictions)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        output = BertCrfTokenClassifierOutput(
+            loss=loss, logits=logits, predictions=predictions, hidden_states=states if output_hidden_states else None
+        )
         if return_dict is None:
             return_dict = getattr(self.config, "return_dict", True)
         return output if return_dict else output.to_tuple()

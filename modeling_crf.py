@@ -970,6 +970,10 @@ def init_crf_weights(module: nn.Module, config: Any) -> None:
         init.ones_(module.scale)
 
 
+# The attention kwargs of padding-free training (DataCollatorWithFlattening): several sequences in one row.
+PADDING_FREE_KWARGS = frozenset({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"})
+
+
 class EncoderCrfMixin(CrfTaggingMixin):
     """A transformer encoder, dropout, a linear classifier and a CRF: what the CRF taggers of every encoder family
     (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA) share.
@@ -992,6 +996,9 @@ class EncoderCrfMixin(CrfTaggingMixin):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.crf = CRF(config.num_labels, batch_first=True)
+        # Also set by _init_weights; here too, so that a model built without weight init (transformers'
+        # no_init_weights, then load_state_dict: the penalties are not saved) decodes under its tag scheme.
+        self.crf.set_constraints(*config.allowed_transitions())
         self.lexicon_embeddings = None
         if getattr(config, "lexicon_types", None):
             into_input = config.lexicon_combination == "input"
@@ -1054,8 +1061,18 @@ class EncoderCrfMixin(CrfTaggingMixin):
         lexicon_features: Optional[torch.Tensor] = None,
         **body_inputs: Any,
     ) -> BertCrfTokenClassifierOutput | tuple:
-        """The encoder on `input_ids` and the family's other inputs (`body_inputs`), the classifier, then the CRF's
-        loss and predictions (see [`CrfTaggingMixin.crf_outputs`])."""
+        """The encoder on `input_ids` and the family's other inputs (`body_inputs`, with any further keyword
+        arguments of the family's forward, e.g. attention options, passed on as its stock classifier does), the
+        classifier, then the CRF's loss and predictions (see [`CrfTaggingMixin.crf_outputs`]).
+
+        Padding-free batches (sequences concatenated into one row, delimited by `cu_seq_lens_*`) are refused: the
+        CRF would chain the last word of one sentence to the first of the next."""
+        packed = sorted(set(body_inputs) & PADDING_FREE_KWARGS)
+        if packed:
+            raise ValueError(
+                f"{type(self).__name__} does not take padding-free batches ({', '.join(packed)}): the CRF chain would "
+                "run across the sequences of a row; pass padded rows with an attention_mask"
+            )
         if output_attentions is not None:
             body_inputs["output_attentions"] = output_attentions
         if output_hidden_states is not None:

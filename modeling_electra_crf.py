@@ -6,7 +6,7 @@ siblings: its configuration file and the CRF head (modeling_crf.py), which save_
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -63,6 +63,7 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        **kwargs: Any,
     ) -> BertCrfTokenClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -73,6 +74,9 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
         lexicon_features (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A lexicon model's features of each position as bits (see `bert_crf_utils.lexicon_bits`); all off
             when not given.
+        kwargs:
+            Passed on to the encoder, as the family's stock token classifier does (attention options). Padding-free
+            batches (`cu_seq_lens_*`) are a ValueError: the CRF chain would cross sentence boundaries.
         """
         return self.crf_forward(
             input_ids,
@@ -86,6 +90,7 @@ class ElectraCrfForTokenClassification(EncoderCrfMixin, ElectraPreTrainedModel):
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            **kwargs,
         )
 
 

@@ -6,7 +6,7 @@ siblings: its configuration file and the CRF head (modeling_crf.py), which save_
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -54,6 +54,7 @@ class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedM
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        **kwargs: Any,
     ) -> BertCrfTokenClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -64,6 +65,9 @@ class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedM
         lexicon_features (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             A lexicon model's features of each position as bits (see `bert_crf_utils.lexicon_bits`); all off
             when not given.
+        kwargs:
+            Passed on to the encoder, as the family's stock token classifier does (attention options). Padding-free
+            batches (`cu_seq_lens_*`) are a ValueError: the CRF chain would cross sentence boundaries.
         """
         return self.crf_forward(
             input_ids,
@@ -77,6 +81,7 @@ class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedM
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            **kwargs,
         )
 
 

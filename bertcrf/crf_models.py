@@ -15,6 +15,7 @@ import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from bert_crf_utils import OFFSET_POSITION_TYPES
 from configuration_bert_crf import BertCrfConfig
 from configuration_bilstm_crf import BiLstmCrfConfig
 from configuration_electra_crf import ElectraCrfConfig
@@ -106,6 +107,22 @@ def without_cut_layers(info: dict[str, Iterable[str]], kept: int | None) -> dict
         return match is not None and int(match.group(2)) >= kept
 
     return dict(info, unexpected_keys=[k for k in info.get("unexpected_keys", ()) if not dropped(k)])
+
+
+def check_padding_id(config: Any, tokenizer: Any, source: str) -> None:
+    """Refuse a RoBERTa or XLM-R body whose config's `pad_token_id` is not the tokenizer's padding id. Such bodies
+    number positions from `pad_token_id + 1`, and the Trainer rewrites the config's id to the tokenizer's before
+    training: the saved model would then number every position differently from the body it was trained as."""
+    model_type = getattr(config, "model_type", None)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if model_type not in OFFSET_POSITION_TYPES or pad_id is None or config.pad_token_id == pad_id:
+        return
+    raise ValueError(
+        f"{source}: its {model_type} config has pad_token_id {config.pad_token_id} but the tokenizer pads with id "
+        f"{pad_id}. A {model_type} body numbers positions from pad_token_id + 1, so the fine-tuned model would "
+        "shift every position; use the checkpoint's own tokenizer, or a config (--config_name) whose pad_token_id is "
+        f"{pad_id}"
+    )
 
 
 def check_loading_info(info: dict[str, Iterable[str]], source: str) -> None:

@@ -333,6 +333,7 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
         config_path, trust_remote_code=model_args.trust_remote_code, **common
     )
     family = crf_models.family_of(getattr(base, "model_type", None))
+    crf_models.check_padding_id(base, tokenizer, config_path)
     # Built from the body's config dict: a family config's from_pretrained on another type warns of a mismatch. The
     # CRF settings (and the CRF pipeline) of a trained tagger are set afresh, or dropped for the softmax head.
     dropped = {"model_type", "architectures", "auto_map", "transformers_version", *CRF_CONFIG_KEYS, *ENCODER_KEYS}

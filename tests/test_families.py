@@ -577,3 +577,59 @@ def test_onnx_round_trip_of_every_family(family, trained, tmp_path):
     fp32_spans = {(i, e["entity_group"], e["start"], e["end"]) for i, ents in enumerate(got) for e in ents}
     int8_spans = {(i, e["entity_group"], e["start"], e["end"]) for i, ents in enumerate(int8) for e in ents}
     assert 2 * len(fp32_spans & int8_spans) / (len(fp32_spans) + len(int8_spans)) >= 0.8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Init paths, forward kwargs, padding ids
+
+
+def tagger_of(family: str, family_checkpoint) -> torch.nn.Module:
+    """A tiny CRF tagger of `family`, BERT included (built from the tiny config: there is no BERT family
+    checkpoint here)."""
+    if family == "bert":
+        from conftest import build_tiny_model
+
+        return build_tiny_model()
+    return load(family_checkpoint(family))[0]
+
+
+@pytest.mark.parametrize("family", ["bert", *FAMILIES])
+def test_constraints_hold_without_weight_init(family, family_checkpoint):
+    """A tagger built under transformers' no_init_weights (accelerate's empty-weights loading, quantizers), then
+    given a state dict, decodes under BIO: the penalties are not in the state dict, __init__ sets them."""
+    from transformers.initialization import no_init_weights
+
+    model = tagger_of(family, family_checkpoint)
+    with no_init_weights():
+        bare = type(model)(model.config)
+    bare.load_state_dict(model.state_dict())
+    buffers = dict(bare.named_buffers())
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffers[name], buffer), name
+    inside = [i for i, label in model.config.id2label.items() if label.startswith("I-")]
+    assert inside and all(bare.crf.start_penalty[i] < -1000 for i in inside)  # I-X cannot start a sentence
+
+
+@pytest.mark.parametrize("family", ["bert", *FAMILIES])
+def test_forward_passes_kwargs_on_and_refuses_padding_free_batches(family, family_checkpoint):
+    model = tagger_of(family, family_checkpoint)
+    seen = {}
+    model.base_model.register_forward_pre_hook(lambda _, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    input_ids = torch.tensor([[2, 7, 8, 9, 3], [2, 7, 8, 3, 0]])
+    attention_mask = (input_ids != 0).long()
+    with torch.no_grad():
+        model(input_ids=input_ids, attention_mask=attention_mask, is_causal=False)
+        assert seen["is_causal"] is False
+        with pytest.raises(ValueError, match=r"does not take padding-free batches \(cu_seq_lens_k, cu_seq_lens_q\)"):
+            model(input_ids=input_ids, cu_seq_lens_q=torch.tensor([0, 5]), cu_seq_lens_k=torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta"])
+def test_padding_id_mismatch_of_a_roberta_body_is_refused_by_name(family, family_checkpoint, tmp_path):
+    folder = tmp_path / "other_pad"
+    shutil.copytree(family_checkpoint(family), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["pad_token_id"] = 0  # the tokenizer pads with 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config has pad_token_id 0 but the tokenizer pads with id 1\. .* shift"):
+        load(folder)
