@@ -69,6 +69,7 @@ RECIPES = {
     "cut6": ["--num_hidden_layers", "6"],
     "lexicon-cut6": ["--lexicon", "jieba", "--lexicon_combination", "input", "--num_hidden_layers", "6"],
     "llrd": ["--layer_lr_decay", "0.8"],
+    "lexicon-llrd": ["--lexicon", "jieba", "--lexicon_combination", "input", "--layer_lr_decay", "0.8"],
 }
 
 
