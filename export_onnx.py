@@ -2,11 +2,20 @@
 
     python export_onnx.py --model outputs/demo --output outputs/demo-onnx --int8
 
-Writes model.onnx (encoder + classifier: emission scores, dynamic batch and sequence axes), model.int8.onnx with
-`--int8` (7-bit weights, 8-bit activations quantized per token on the fly, exact on every x86 CPU; see
-quantize_int8), crf.json (transition scores, decoding constraints, labels, tag scheme, window size, special token
-ids), the tokenizer, and the torch-free runtime (ner_onnx.py, bert_crf_utils.py) with a README.md, so that the
-folder serves without this repository. The CRF stays outside the graph: ner_onnx.py decodes with numpy. No code
+Writes model.onnx, model.int8.onnx with `--int8` (7-bit weights, 8-bit activations quantized per token on the fly,
+exact on every x86 CPU; see quantize_int8), crf.json (transition scores, decoding constraints, labels, tag scheme,
+window size, special token ids), the tokenizer, and the torch-free runtime (ner_onnx.py, bert_crf_utils.py) with a
+README.md, so that the folder serves without this repository.
+
+The graph decodes: inputs `input_ids`, `attention_mask` (a lexicon model: `lexicon_features`) and `word_starts`
+(batch, words: each word's first sub-token position, then -1); outputs `logits` (batch, seq, labels: emission
+scores), `tags` (batch, words: the constrained Viterbi path, -1 past a row's words) and `scores` (batch, words: each
+chosen tag's marginal probability). Batch, length and word count are dynamic; the CRF runs as ONNX Scan loops, so
+any runtime that loads the file (onnxruntime for Python, Node.js, Java, C#, C++, the browser) tags without code of
+its own beyond the tokenizer and the word positions. ner_onnx.py decodes a text that fits one window in the graph;
+a longer text's windows are stitched from `logits` and decoded with numpy under the same scores (crf.json), as are
+texts under a dictionary. `--emissions_only` writes the earlier graph (ids in, `logits` out; the CRF all in numpy).
+No code
 from the model folder runs: the tokenizer loads with trust_remote_code=False, the model with this repo's classes.
 
 Nothing is lost in the output folder. The export is written into a temporary folder beside it and moved in once
@@ -74,8 +83,16 @@ In code:
     tagger("梁一鸣在济民中医院工作。")  # [{{"entity_group": ..., "score": ..., "word": ..., "start": ..., "end": ...}}]
     tagger(["...", "..."], batch_size=32)
 
-Files: model.onnx (encoder and classifier: emission scores), {int8_file}crf.json (CRF scores, constraints, labels),
-tokenizer.json, and the runtime: ner_onnx.py (windows, numpy Viterbi and marginals) and bert_crf_utils.py.
+Files: model.onnx ({graph}), {int8_file}crf.json (CRF scores, constraints, labels), tokenizer.json, and the
+runtime: ner_onnx.py (windows; numpy Viterbi and marginals for stitched windows) and bert_crf_utils.py.
+{decoding}"""
+
+DECODING_README = """
+The graph decodes. Inputs: `input_ids`, `attention_mask`{lexicon_input} (batch, seq; int64) and `word_starts`
+(batch, words; int64: the position of each word's first sub-token in its row, in order, then -1). Outputs: `logits`
+(batch, seq, labels), `tags` (batch, words; the label ids of crf.json's `labels`, -1 past a row's words) and
+`scores` (batch, words; each tag's marginal probability). A text longer than `max_length` sub-tokens (crf.json) goes
+in overlapping windows; ner_onnx.py then stitches their `logits` and decodes them with numpy.
 """
 
 
@@ -85,6 +102,7 @@ class _Emissions(torch.nn.Module):
     def __init__(self, model: CrfTaggingMixin) -> None:
         super().__init__()
         self.model = model
+        self.eval()  # a new module trains by default; the exporters restore its mode to the model after export
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.emissions(input_ids, attention_mask=attention_mask)
@@ -97,6 +115,109 @@ class _LexiconEmissions(_Emissions):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lexicon_features: torch.Tensor
     ) -> torch.Tensor:
         return self.model.emissions(input_ids, attention_mask=attention_mask, lexicon_features=lexicon_features)
+
+
+class _Tagger(torch.nn.Module):
+    """The decoding graph: token ids and each word's first sub-token position in; emission scores, the Viterbi tag
+    of each word and its marginal probability out. `word_starts` `(batch, words)` lists each row's word positions
+    in order, then -1 (a row's words first); the tags are -1 there. Decoding applies the tag scheme's constraints
+    (the model's penalties), as in PyTorch. Dynamic batch, length and word count: the CRF runs as ONNX Scans."""
+
+    def __init__(self, model: CrfTaggingMixin) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()  # a new module trains by default; the exporters restore its mode to the model after export
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.model.emissions(input_ids, attention_mask=attention_mask)  # (batch, seq, labels)
+        return self.decode(logits, word_starts)
+
+    def decode(
+        self, logits: torch.Tensor, word_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        on = word_starts >= 0  # (batch, words), a prefix of each row
+        index = word_starts.clamp(min=0).unsqueeze(2).expand(-1, -1, logits.size(2))  # (batch, words, labels)
+        emissions = logits.float().gather(1, index)  # (batch, words, labels)
+        tags = self.model.crf.viterbi_packed(emissions, on)  # (batch, words)
+        probs = self.model.crf.marginals_packed(emissions, on)  # (batch, words, labels)
+        scores = probs.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, words)
+        return logits, tags.masked_fill(~on, -1), scores * on.to(scores.dtype)
+
+
+class _LexiconTagger(_Tagger):
+    """The decoding graph of a lexicon model: also each token's lexicon feature bits in."""
+
+    def forward(  # type: ignore[override]
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lexicon_features: torch.Tensor, word_starts
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.model.emissions(input_ids, attention_mask=attention_mask, lexicon_features=lexicon_features)
+        return self.decode(logits, word_starts)
+
+
+class _Decoder(_Tagger):
+    """The decoding graph's CRF part alone: emission scores and word positions in, tags and scores out."""
+
+    def forward(  # type: ignore[override]
+        self, logits: torch.Tensor, word_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(logits, word_starts)[1:]
+
+
+def example_word_starts(mask: torch.Tensor) -> torch.Tensor:
+    """Word positions `(batch, words)` for the export's example batch: every token after the first of each row but
+    the last, then -1 (rows of different word counts, so the padding path is what gets exported)."""
+    lengths = mask.sum(1) - 2  # (batch,)
+    positions = torch.arange(1, mask.size(1) - 1).expand(mask.size(0), -1)  # (batch, words)
+    return torch.where(positions <= lengths.unsqueeze(1), positions, -1)
+
+
+def _dynamo_export(
+    graph: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    path: Path,
+    max_length: int,
+    opset: int,
+) -> None:
+    """torch.onnx's exporter (torch.export) with dynamic batch, length and word count."""
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
+    words = torch.export.Dim("words", max=max_length)
+    dims = {name: {0: batch, 1: words if name == "word_starts" else seq} for name in inputs}
+    torch.onnx.export(
+        graph,
+        example,
+        str(path),
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=dims,
+        input_names=inputs,
+        output_names=outputs,
+        opset_version=opset,
+    )
+
+
+def join_decoder(encoder_path: Path, decoder_path: Path) -> None:
+    """Feed the decoder graph's `logits` input from the encoder graph's output, in one model written over the
+    encoder's; `logits` stays an output (stitched windows and dictionaries decode from it)."""
+    import onnx
+    from onnx import compose
+
+    encoder, decoder = onnx.load(str(encoder_path)), onnx.load(str(decoder_path))
+    decoder.ir_version = encoder.ir_version = max(encoder.ir_version, decoder.ir_version)
+    versions = {op.domain: op.version for op in [*encoder.opset_import, *decoder.opset_import]}
+    for model in (encoder, decoder):
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(domain, v) for domain, v in versions.items())
+    # The encoder's names get a prefix, not the decoder's: its Scan bodies read outer values by name.
+    encoder = compose.add_prefix(encoder, "encoder/", rename_inputs=False, rename_outputs=False)
+    joined = compose.merge_models(encoder, decoder, io_map=[("logits", "logits")])
+    logits = next(o for o in encoder.graph.output if o.name == "logits")
+    joined.graph.output.insert(0, logits)
+    onnx.checker.check_model(joined)
+    onnx.save(joined, str(encoder_path))
 
 
 def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
@@ -191,12 +312,29 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
         ]
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for n in graph.node for name in n.input}
+    used = _names_used(graph)
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.value_info[:]  # shapes of replaced outputs are re-inferred
     onnx.save(model, str(target))
+
+
+def _names_used(graph) -> set[str]:
+    """The value names the nodes of `graph` read, those of nested graphs included (a Scan's body reads the CRF's
+    scores from the outer graph)."""
+    from onnx import AttributeProto
+
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                used |= _names_used(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    used |= _names_used(subgraph)
+    return used
 
 
 def sha256(path: Path) -> str:
@@ -274,7 +412,7 @@ def publish(staging: Path, out: Path, model_path: str) -> None:
     staging.rmdir()
 
 
-def export(model_path: str, output: str, int8: bool = False, opset: int = 18) -> Path:
+def export(model_path: str, output: str, int8: bool = False, opset: int = 18, emissions_only: bool = False) -> Path:
     """Export `model_path` (a bert-crf or BiLSTM-CRF folder) to the serving folder `output`; returns its path. The
     folder is written aside and moved in when complete; one where that would lose a file is refused first (see
     the module docstring)."""
@@ -283,12 +421,14 @@ def export(model_path: str, output: str, int8: bool = False, opset: int = 18) ->
     check_output(model_path, out)
     model = load_crf_model(model_path, eager_attention=True).eval()
     with staged_folder(out, lambda staging, _: publish(staging, out, model_path)) as staging:
-        _export_into(staging, model, model_path, int8, opset)
+        _export_into(staging, model, model_path, int8, opset, emissions_only)
     logger.info("exported %s to %s%s", model_path, out, " (+ int8)" if int8 else "")
     return out
 
 
-def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool, opset: int) -> None:
+def _export_into(
+    out: Path, model: CrfTaggingMixin, model_path: str, int8: bool, opset: int, emissions_only: bool = False
+) -> None:
     """Write the serving folder's files into the empty folder `out`; crf.json, written last, lists them."""
     # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
@@ -298,27 +438,25 @@ def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool,
     mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
     lexicon = getattr(model, "lexicon", None) if getattr(model.config, "lexicon_types", None) else None
     inputs = ["input_ids", "attention_mask"] + (["lexicon_features"] if lexicon is not None else [])
-    names = dict(input_names=inputs, output_names=["logits"], opset_version=opset)
+    outputs = ["logits"] + ([] if emissions_only else ["tags", "scores"])
+    words = example_word_starts(mask)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if isinstance(model, EncoderCrfMixin):
             # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=max_length)
-            graph, example_inputs = _Emissions(model), (example, mask)
+            example_inputs: tuple[torch.Tensor, ...] = (example, mask)
             if lexicon is not None:  # bits that vary, so no feature is folded away as a constant
                 features = torch.arange(example.numel(), dtype=torch.long).reshape(example.shape) * 7919 % 2**20
-                graph, example_inputs = _LexiconEmissions(model), (example, mask, features)
-            torch.onnx.export(
-                graph,
-                example_inputs,
-                str(out / "model.onnx"),
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
-                **names,
-            )
+                example_inputs = (example, mask, features)
+            if emissions_only:
+                graph: torch.nn.Module = _LexiconEmissions(model) if lexicon is not None else _Emissions(model)
+            else:
+                graph = _LexiconTagger(model) if lexicon is not None else _Tagger(model)
+                example_inputs, inputs = (*example_inputs, words), [*inputs, "word_starts"]
+            _dynamo_export(graph, example_inputs, inputs, outputs, out / "model.onnx", max_length, opset)
         else:
-            # torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it dynamic.
+            # torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it
+            # dynamic. The decoder is exported on its own (torch.export: Scans) and joined to it.
             axes = {0: "batch", 1: "seq"}
             torch.onnx.export(
                 _Emissions(model),
@@ -326,8 +464,20 @@ def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool,
                 str(out / "model.onnx"),
                 dynamo=False,
                 dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
-                **names,
+                input_names=inputs,
+                output_names=["logits"],
+                opset_version=opset,
             )
+            if not emissions_only:
+                decoder = _Decoder(model)
+                with torch.no_grad():
+                    logits = model.emissions(example, attention_mask=mask)
+                decoder_file = out / "decoder.onnx"
+                _dynamo_export(
+                    decoder, (logits, words), ["logits", "word_starts"], outputs[1:], decoder_file, max_length, opset
+                )
+                join_decoder(out / "model.onnx", decoder_file)
+                decoder_file.unlink()
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     tokenizer.save_pretrained(out)
@@ -338,7 +488,12 @@ def _export_into(out: Path, model: CrfTaggingMixin, model_path: str, int8: bool,
         shutil.copyfile(here / name, out / name)
     (out / "README.md").write_text(
         EXPORT_README.format(
-            source=Path(model_path).name or model_path, int8_file="model.int8.onnx (INT8), " if int8 else ""
+            source=Path(model_path).name or model_path,
+            int8_file="model.int8.onnx (INT8), " if int8 else "",
+            graph="encoder and classifier: emission scores" if emissions_only else "encoder, classifier, CRF decoding",
+            decoding=""
+            if emissions_only
+            else DECODING_README.format(lexicon_input=", `lexicon_features`" if lexicon is not None else ""),
         ),
         encoding="utf-8",
     )
@@ -353,10 +508,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="folder for model.onnx, crf.json and the tokenizer")
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (see quantize_int8)")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument(
+        "--emissions_only",
+        action="store_true",
+        help="write the graph without CRF decoding (ids in, emission scores out; ner_onnx.py decodes with numpy)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
-    export(args.model, args.output, args.int8, args.opset)
+    export(args.model, args.output, args.int8, args.opset, args.emissions_only)
 
 
 if __name__ == "__main__":

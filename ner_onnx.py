@@ -8,8 +8,13 @@
 
 Same contract as the PyTorch pipeline (pipeline_bert_crf.py): entities with `word == text[start:end]`, texts of any
 length through overlapping windows stitched into one constrained Viterbi pass, scores from CRF marginals. The folder
-comes from export_onnx.py: model.onnx (encoder + classifier), model.int8.onnx, crf.json and tokenizer.json, with a
-copy of this file and bert_crf_utils.py, so that it serves without the bert-crf repository.
+comes from export_onnx.py: model.onnx (encoder, classifier and CRF decoding), model.int8.onnx, crf.json and
+tokenizer.json, with a copy of this file and bert_crf_utils.py, so that it serves without the bert-crf repository.
+
+A text that fits one window and has no dictionary is decoded inside the graph (its `tags` and `scores` outputs).
+A longer text's windows give their emission scores (the graph's `logits` output), stitched here into one sequence
+and decoded by numpy's Viterbi with the same constrained scores (crf.json); so is a text under a dictionary, whose
+spans constrain the pass. A folder exported with --emissions_only (or before the decoding graph) is all numpy.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ RULED_OUT = -1e4
 
 
 class OnnxNerTagger:
-    """An exported bert-crf model: ONNX Runtime for the encoder, numpy for the CRF."""
+    """An exported bert-crf model: ONNX Runtime for the encoder and CRF, numpy for stitched windows' CRF."""
 
     def __init__(self, folder: str | Path, quantized: bool = False, threads: int | None = None) -> None:
         folder = Path(folder)
@@ -153,6 +158,7 @@ class OnnxNerTagger:
         prepared = [self._prepare(text, is_split_into_words, stride, index) for index, text in enumerate(texts)]
         windows = [(i, w) for i, item in enumerate(prepared) for w in item["windows"]]
         emissions: list[list[np.ndarray]] = [[] for _ in prepared]
+        decoded: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(prepared)
         for begin in range(0, len(windows), batch_size):
             chunk = windows[begin : begin + batch_size]
             features = None
@@ -161,10 +167,14 @@ class OnnxNerTagger:
                 for row, (i, w) in zip(features, chunk):
                     for position, bits in zip(w.chain, prepared[i]["lexicon"][w.start : w.end]):
                         row[position] = bits
-            logits = self._run([w.input_ids for _, w in chunk], features)  # (batch, seq, labels)
+            outputs = self._run([w.input_ids for _, w in chunk], features, [w.chain for _, w in chunk])
+            logits = outputs[0]  # (batch, seq, labels)
             for row, (i, w) in enumerate(chunk):
                 emissions[i].append(logits[row, w.chain])
-        return [self._entities(item, rows, lexicon) for item, rows in zip(prepared, emissions)]
+                # A text in one window, without a dictionary, is decoded by the graph; the others here, below.
+                if len(outputs) == 3 and len(prepared[i]["windows"]) == 1 and lexicon is None:
+                    decoded[i] = (outputs[1][row, : len(w.chain)], outputs[2][row, : len(w.chain)])
+        return [self._entities(item, rows, lexicon, done) for item, rows, done in zip(prepared, emissions, decoded)]
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -205,7 +215,10 @@ class OnnxNerTagger:
     def _token_ids(self, word: str) -> list[int]:
         return self.tokenizer.encode(word, add_special_tokens=False).ids
 
-    def _run(self, rows: list[list[int]], features: list[list[int]] | None = None) -> np.ndarray:
+    def _run(
+        self, rows: list[list[int]], features: list[list[int]] | None, chains: list[list[int]]
+    ) -> list[np.ndarray]:
+        """The graph's outputs: logits, then (a decoding graph) each word's tag and its marginal probability."""
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -218,14 +231,27 @@ class OnnxNerTagger:
             for i, f in enumerate(features):
                 bits[i, : len(f)] = f
             feeds["lexicon_features"] = bits
-        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
+        if "word_starts" in self._input_names:  # each row's word positions, then -1
+            starts = np.full((len(rows), max(len(c) for c in chains)), -1, dtype=np.int64)
+            for i, chain in enumerate(chains):
+                starts[i, : len(chain)] = chain
+            feeds["word_starts"] = starts
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})
 
     def _entities(
-        self, item: dict[str, Any], rows: list[np.ndarray], lexicon: Lexicon | None = None
+        self,
+        item: dict[str, Any],
+        rows: list[np.ndarray],
+        lexicon: Lexicon | None = None,
+        decoded: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[dict[str, Any]]:
         spans, text = item["spans"], item["text"]
         if not spans:
             return []
+        if decoded is not None:
+            tags, probs = decoded
+            return group_entities([self.labels[t] for t in tags], probs.tolist(), spans, text, self.scheme)
+        # Stitched windows and dictionaries: one constrained Viterbi pass over the text's stitched emissions.
         emissions = np.stack([rows[k][row] for k, row in stitch_rows(item["windows"], len(spans))])
         forced = dictionary_units(lexicon, text, spans) if lexicon is not None else []
         if forced:

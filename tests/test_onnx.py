@@ -74,6 +74,70 @@ def test_dictionary_as_the_pytorch_pipeline(exported, crf_checkpoint, dev_texts)
         tagger(texts[0], dictionary={"北京": "GPE"})
 
 
+def _decode_in_numpy(tagger, logits, starts):
+    """Each row's tags and marginals from the graph's logits, by the numpy CRF (the emissions-only path)."""
+    rows = []
+    for row, positions in zip(logits, starts):
+        emissions = row[positions[positions >= 0]]
+        path = viterbi(emissions, tagger.start, tagger.end, tagger.transitions)
+        probs = marginals(emissions, tagger.start, tagger.end, tagger.transitions)
+        rows.append((path, [probs[i, t] for i, t in enumerate(path)]))
+    return rows
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_graph_decodes_as_the_numpy_crf_on_ragged_batches(exported, quantized):
+    tagger = OnnxNerTagger(exported, quantized=quantized)
+    assert [o.name for o in tagger.session.get_outputs()] == ["logits", "tags", "scores"]
+    rng = np.random.default_rng(0)
+    for width, batch in [(2, 1), (3, 4), (17, 3), (40, 2)]:
+        ids = rng.integers(5, 100, size=(batch, width))
+        mask = np.ones((batch, width), dtype=np.int64)
+        mask[-1, max(1, width // 2) :] = 0  # a shorter row
+        ids[mask == 0] = tagger.pad_id
+        # Words at some positions only (sub-tokens between), a one-word row, and -1 past each row's words.
+        starts = np.full((batch, width), -1, dtype=np.int64)
+        for r in range(batch):
+            length = int(mask[r].sum())
+            chosen = np.sort(rng.choice(length, size=1 if r == 0 else rng.integers(1, length + 1), replace=False))
+            starts[r, : len(chosen)] = chosen
+        starts = starts[:, : max(1, int((starts >= 0).sum(1).max()))]
+        logits, tags, scores = tagger.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "word_starts": starts}
+        )
+        for r, (path, probs) in enumerate(_decode_in_numpy(tagger, logits, starts)):
+            n = len(path)
+            assert tags[r, :n].tolist() == path and (tags[r, n:] == -1).all()
+            np.testing.assert_allclose(scores[r, :n], probs, atol=1e-5)
+            assert (scores[r, n:] == 0).all()
+
+
+def test_one_window_texts_are_decoded_by_the_graph(exported, dev_texts, monkeypatch):
+    import ner_onnx
+
+    tagger = OnnxNerTagger(exported)
+    expected = tagger(dev_texts[:20])
+
+    def no_numpy(*args):
+        raise AssertionError("decoded in numpy")
+
+    monkeypatch.setattr(ner_onnx, "viterbi", no_numpy)
+    assert tagger(dev_texts[:20]) == expected
+    with pytest.raises(AssertionError, match="numpy"):  # a long text's stitched windows are
+        tagger("".join(dev_texts[:12]))
+
+
+def test_emissions_only_export_tags_the_same(crf_checkpoint, exported, dev_texts, tmp_path):
+    folder = export_onnx.export(str(crf_checkpoint), str(tmp_path / "emissions"), emissions_only=True)
+    tagger = OnnxNerTagger(folder)
+    assert [i.name for i in tagger.session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [o.name for o in tagger.session.get_outputs()] == ["logits"]
+    texts = dev_texts + ["".join(dev_texts[:12])]
+    for got, want in zip(tagger(texts), OnnxNerTagger(exported)(texts)):
+        assert _spans(got) == _spans(want)
+        assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-5)
+
+
 def test_int8_stays_close_to_fp32(exported, dev_texts):
     fp32 = OnnxNerTagger(exported)(dev_texts)
     int8 = OnnxNerTagger(exported, quantized=True)(dev_texts)
