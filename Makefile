@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup browser node transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt requirements-app.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ $(VENV)/.installed: requirements.txt requirements-test.txt requirements-app.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The export folder's Node.js example (tests/test_node.py) needs Debian's nodejs and npm; its npm packages come from
+# the registry in the test. Installed here when missing and running as root, else that test skips and says why.
+node:
+	@if command -v node > /dev/null && command -v npm > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "Installing nodejs and npm for the Node.js example's test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			nodejs npm > /dev/null) || echo "Node.js could not be installed: the Node.js test will skip"; \
+	else \
+		echo "No Node.js (apt-get install nodejs npm as root): the Node.js test will skip"; \
+	fi
 
 # The web demo's browser test drives Debian's headless Chromium (and a Chinese font for screenshots); installed here
 # when missing and running as root (CI is), else tests/test_app.py skips that test and says why.
@@ -47,7 +59,7 @@ transformers-tests: setup
 	rm $$folder.part/transformers-$$version.tar.gz && mv $$folder.part $$folder || \
 	{ rm -rf $$folder.part; echo "Could not fetch them: tests/test_transformers_common.py will skip"; }
 
-test: setup browser transformers-tests
+test: setup browser node transformers-tests
 	$(PY) -m pytest -q tests
 
 # The offline default: multilingual-e5-small (it knows Chinese), its vocabulary trimmed to Chinese (make e5 builds

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from bert_crf_utils import LEXICON_FILE, max_positions, special_wrapping
+from bert_crf_utils import LEXICON_FILE, backend_words, isolates_cjk, max_positions, special_wrapping
 from bertcrf import cli
 from bertcrf.crf_models import check_model_path, load_crf_model
 from bertcrf.safe_files import listing, replace_folder, same_path, staged_folder, within
@@ -62,10 +62,12 @@ if 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_MAX) * WEIGHT_MAX > INT16_MAX:
 
 # The runtime that travels with every export.
 RUNTIME_FILES = ("ner_onnx.py", "bert_crf_utils.py")
+# The Node.js example (node/ in this repository), copied beside them when the graph decodes.
+NODE_FILES = ("ner_onnx.mjs", "package.json", ".npmrc")
 # crf.json's list of the files the export wrote (name -> SHA-256), which a later export may replace.
 MANIFEST_KEY = "exported_files"
 # What an export writes besides the tokenizer's files (checked before the work; the exact list after it).
-EXPORT_FILES = ("model.onnx", "model.int8.onnx", "crf.json", "README.md", LEXICON_FILE, *RUNTIME_FILES)
+EXPORT_FILES = ("model.onnx", "model.int8.onnx", "crf.json", "README.md", LEXICON_FILE, *RUNTIME_FILES, *NODE_FILES)
 EXPORT_README = """# A bert-crf named-entity tagger in ONNX
 
 Exported by export_onnx.py from {source}. Needs three packages, not torch and not the bert-crf repository:
@@ -93,6 +95,15 @@ The graph decodes. Inputs: `input_ids`, `attention_mask`{lexicon_input} (batch, 
 (batch, seq, labels), `tags` (batch, words; the label ids of crf.json's `labels`, -1 past a row's words) and
 `scores` (batch, words; each tag's marginal probability). A text longer than `max_length` sub-tokens (crf.json) goes
 in overlapping windows; ner_onnx.py then stitches their `logits` and decodes them with numpy.
+
+From Node.js (ner_onnx.mjs: onnxruntime-node and @huggingface/tokenizers, from the npm registry):
+
+    npm install
+    node ner_onnx.mjs . "梁一鸣在济民中医院工作。"
+    node ner_onnx.mjs . --jsonl < texts.txt
+
+It tags as ner_onnx.py does texts that fit one window; a longer text is cut into consecutive windows, each decoded
+alone (an entity across a cut can differ). Offsets are JavaScript string indices. Lexicon models: Python only.
 """
 
 
@@ -233,6 +244,8 @@ def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
         "special_tail": tail,
         "pad_id": tokenizer.pad_token_id,
         "unk_token": tokenizer.unk_token,
+        # Whose words the runtimes tag: the tokenizer's own (BERT's pre-tokenizer) or split from the raw text.
+        "word_split": "tokenizer" if isolates_cjk(backend_words(tokenizer.backend_tokenizer)) else "text",
         # A lexicon model's feature types, in bit order; its words are in lexicon.tsv beside the graph.
         "lexicon_types": list(config.lexicon_types) if getattr(config, "lexicon_types", None) else None,
         **{
@@ -486,6 +499,9 @@ def _export_into(
     here = Path(__file__).resolve().parent
     for name in RUNTIME_FILES:
         shutil.copyfile(here / name, out / name)
+    if not emissions_only:
+        for name in NODE_FILES:
+            shutil.copyfile(here / "node" / name, out / name)
     (out / "README.md").write_text(
         EXPORT_README.format(
             source=Path(model_path).name or model_path,

@@ -108,6 +108,10 @@ class OnnxNerTagger:
         self.end = np.asarray(meta["end_transitions"]) + np.asarray(meta["end_penalty"])
         self.transitions = np.asarray(meta["transitions"]) + np.asarray(meta["transition_penalty"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        # A tokenizer.json may carry truncation (MiniLM's: 128 tokens), which would drop a long text's tail
+        # silently; windows handle length here.
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
         # As the PyTorch pipeline: raw text split here for SentencePiece tokenizers, no lone "▁" fed before a word.
         self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
         self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))

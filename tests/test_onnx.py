@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -479,3 +480,17 @@ def test_a_missing_model_is_named_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 1 and "/nonexistent: no such folder" in err and "Repo id must" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_truncation_in_tokenizer_json_drops_nothing(exported, dev_texts, tmp_path):
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "truncating"
+    shutil.copytree(exported, folder)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(16)  # as MiniLM's tokenizer.json has (128)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    text = "".join(dev_texts[:6])
+    tagger = OnnxNerTagger(folder)
+    assert tagger._prepare(text, False, None)["spans"][-1][1] == len(text.rstrip())
+    assert _spans(tagger(text)) == _spans(OnnxNerTagger(exported)(text))
