@@ -123,8 +123,8 @@ def test_node_tags_english_as_python(node_modules, english_texts, tmp_path):
     import torch
     from transformers import AutoTokenizer
 
-    from conftest import CRF_LABELS, save_with_strong_classifier
     from configuration_bert_crf import BertCrfConfig
+    from conftest import CRF_LABELS, save_with_strong_classifier
     from modeling_bert_crf import BertCrfForTokenClassification
 
     tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
