@@ -2,9 +2,13 @@
 
 Speed: a bert-base-sized BERT-CRF (12 layers, hidden 768; random weights: speed does not depend on them) tags the
 Resume dev sentences end to end (tokenization, encoder, CRF decode and marginal scores, entity dicts) at batch 32
-and batch 1. Each variant runs in its own process, so its peak memory (max RSS) is its own.
+and batch 1. Each variant runs in its own process, so its peak memory (max RSS) is its own. ONNX runs twice: the
+decoding graph (onnx-fp32, onnx-int8: the CRF inside the graph, ner_onnx.py's default) and the emissions-only graph
+(onnx-*-emissions: the CRF in numpy, the path before). "In model" is the share of the time spent inside the model
+(session.run, or the PyTorch model's forward); the rest is Python around it (tokenization, windows, entities).
 Accuracy: the offline MiniLM fine-tuned on Resume by run_ner.py (trained once, cached in outputs/), exported the
-same way; entity F1 (exact type and span) on Resume dev for every variant.
+same way; entity F1 (exact type and span) on Resume dev for every variant, and each INT8 variant's agreement with
+its fp32 counterpart (entity F1 of INT8's entities against fp32's: 100 minus about the share of entities flipped).
 
 Targets (2-core CPU): ONNX Runtime INT8 >= 2.5x PyTorch fp32 sentences/s at batch 32 and >= 3x at batch 1, with F1
 within 0.5 points of fp32.
@@ -36,17 +40,36 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data" / "resume"
-VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
+# onnx-*: the decoding graph (CRF inside; ner_onnx.py's default); onnx-*-emissions: the emissions-only graph with
+# the CRF in numpy (the ONNX path before issue 24).
+VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32-emissions", "onnx-int8-emissions", "onnx-fp32", "onnx-int8")
 TRAINED = ROOT / "outputs" / "bench-inference-resume-minilm"
 
 
-def load_variant(variant: str, model_dir: Path, onnx_dir: Path):
-    """A callable texts -> entity lists, for one variant."""
+def onnx_folder(variant: str, exports: Path) -> Path:
+    """Where a variant's export lies under `exports`: decoding/ or emissions/."""
+    return exports / ("emissions" if variant.endswith("-emissions") else "decoding")
+
+
+def load_variant(variant: str, model_dir: Path, exports: Path):
+    """A callable texts -> entity lists for one variant, and a dict whose "model" entry accumulates the seconds
+    spent in the model itself (session.run, or the PyTorch model's forward): the rest is Python around it."""
+    timed = {"model": 0.0}
     if variant.startswith("onnx"):
         from ner_onnx import OnnxNerTagger
 
-        tagger = OnnxNerTagger(onnx_dir, quantized=variant.endswith("int8"))
-        return lambda texts, batch: tagger(texts, batch_size=batch)
+        tagger = OnnxNerTagger(onnx_folder(variant, exports), quantized="-int8" in variant)
+        run = tagger.session.run
+
+        def timed_run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return run(*args, **kwargs)
+            finally:
+                timed["model"] += time.perf_counter() - start
+
+        tagger.session.run = timed_run
+        return (lambda texts, batch: tagger(texts, batch_size=batch)), timed
     import torch
     from transformers import AutoTokenizer
 
@@ -56,38 +79,52 @@ def load_variant(variant: str, model_dir: Path, onnx_dir: Path):
     model = BertCrfForTokenClassification.from_pretrained(model_dir).eval()
     if variant.endswith("int8"):
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    began = []
+    model.register_forward_pre_hook(lambda module, args: began.append(time.perf_counter()))
+    model.register_forward_hook(
+        lambda module, args, output: timed.__setitem__("model", timed["model"] + time.perf_counter() - began.pop())
+    )
     pipe = BertCrfTokenClassificationPipeline(
         model=model,
         tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True),
         task="token-classification",
         device="cpu",
     )
-    return lambda texts, batch: pipe(texts, batch_size=batch, aggregation_strategy="simple")
+    return (lambda texts, batch: pipe(texts, batch_size=batch, aggregation_strategy="simple")), timed
 
 
 def run_variant(args: argparse.Namespace) -> None:
-    """Child process: time one variant (and score it when gold spans are given); print one JSON line."""
+    """Child process: time one variant (or, given gold spans, score it and keep its entities); print one JSON
+    line."""
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
-    tag = load_variant(args.variant, Path(args.model_dir), Path(args.onnx_dir))
+    tag, timed = load_variant(args.variant, Path(args.model_dir), Path(args.onnx_dir))
     out: dict = {"variant": args.variant, "cpu": cpu_info()}
     if args.gold:
         gold = json.loads(Path(args.gold).read_text(encoding="utf-8"))
         predicted = tag(texts, 32)
-        found = {(i, e["entity_group"], e["start"], e["end"]) for i, ents in enumerate(predicted) for e in ents}
-        wanted = {(i, t, s, e) for i, spans in enumerate(gold) for t, s, e in spans}
-        hits = len(found & wanted)
-        out["f1"] = 2 * hits / max(len(found) + len(wanted), 1)
+        found = [[(e["entity_group"], e["start"], e["end"]) for e in ents] for ents in predicted]
+        Path(args.predictions).write_text(json.dumps(found), encoding="utf-8")
+        out["f1"] = entity_f1(found, gold)
     else:
         for batch, count in ((32, len(texts)), (1, args.batch1_sentences)):
             subset = texts[:count]
             tag(subset[: min(batch, 4)], batch)  # warm-up
+            timed["model"] = 0.0
             start = time.perf_counter()
             tag(subset, batch)
             seconds = time.perf_counter() - start
             out[f"batch{batch}_sent_per_s"] = len(subset) / seconds
             out[f"batch{batch}_ms_per_sent"] = 1000 * seconds / len(subset)
+            out[f"batch{batch}_model_share"] = timed["model"] / seconds
     out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def entity_f1(predicted: list, reference: list) -> float:
+    """Exact (type, start, end) entity F1 of `predicted` against `reference`, one list of spans per text."""
+    found = {(i, *span) for i, spans in enumerate(predicted) for span in spans}
+    wanted = {(i, *span) for i, spans in enumerate(reference) for span in spans}
+    return 2 * len(found & wanted) / max(len(found) + len(wanted), 1)
 
 
 def peak_rss_mb() -> float:
@@ -99,7 +136,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(variant: str, model_dir: Path, onnx_dir: Path, texts: Path, extra: list[str]) -> dict:
+def child(variant: str, model_dir: Path, exports: Path, texts: Path, extra: list[str]) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -108,7 +145,7 @@ def child(variant: str, model_dir: Path, onnx_dir: Path, texts: Path, extra: lis
         "--model_dir",
         str(model_dir),
         "--onnx_dir",
-        str(onnx_dir),
+        str(exports),
         "--texts",
         str(texts),
         *extra,
@@ -201,6 +238,71 @@ def trained_resume_model() -> Path:
     return TRAINED
 
 
+def export_both(export_onnx, model: Path, exports: Path) -> None:
+    """The decoding graph and the emissions-only graph of `model`, each with INT8, under `exports`."""
+    export_onnx.export(str(model), str(onnx_folder("onnx-fp32", exports)), int8=True)
+    export_onnx.export(str(model), str(onnx_folder("onnx-fp32-emissions", exports)), int8=True, emissions_only=True)
+
+
+def score_on_resume(rows: list[dict], export_onnx, dev: list[dict], texts: Path, tmp: Path) -> None:
+    """Each row's Resume dev F1 with the fine-tuned MiniLM, and its entity agreement (F1) with PyTorch fp32 and,
+    for INT8 ONNX, with the same graph in fp32: how many entities quantization flips."""
+    from bert_crf_utils import tags_to_spans
+
+    model_dir = trained_resume_model()
+    export_both(export_onnx, model_dir, tmp / "resume-onnx")
+    gold = tmp / "gold.json"
+    gold.write_text(json.dumps([tags_to_spans(e["tags"], "BMES") for e in dev]), encoding="utf-8")
+    found = {}
+    for row in rows:
+        predictions = tmp / f"{row['variant']}.json"
+        extra = ["--gold", str(gold), "--predictions", str(predictions)]
+        row["f1"] = child(row["variant"], model_dir, tmp / "resume-onnx", texts, extra)["f1"]
+        found[row["variant"]] = [[tuple(span) for span in spans] for spans in json.loads(predictions.read_text())]
+    for row in rows:
+        row["agreement_torch_fp32"] = entity_f1(found[row["variant"]], found["torch-fp32"])
+        fp32 = row["variant"].replace("-int8", "-fp32")
+        if fp32 != row["variant"]:
+            row["agreement_fp32"] = entity_f1(found[row["variant"]], found[fp32])
+
+
+def render(rows: list[dict], sizes: dict) -> list[str]:
+    fp32 = rows[0]
+    lines = [
+        "| variant | batch 32 sent/s | ms/sent | x fp32 | in model | batch 1 sent/s | ms/sent | x fp32 | in model "
+        "| model MB | peak RSS MB | Resume dev F1 | agreement with its fp32 | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f1 = f"{100 * r['f1']:.2f}" if "f1" in r else "-"
+        agreement = f"{100 * r['agreement_fp32']:.2f}" if "agreement_fp32" in r else "-"
+        size = f"{sizes[r['variant']]:.0f}" if r["variant"] in sizes else "-"
+        lines.append(
+            f"| {r['variant']} | {r['batch32_sent_per_s']:.1f} | {r['batch32_ms_per_sent']:.1f} | "
+            f"{r['batch32_sent_per_s'] / fp32['batch32_sent_per_s']:.2f}x | {100 * r['batch32_model_share']:.0f}% | "
+            f"{r['batch1_sent_per_s']:.1f} | {r['batch1_ms_per_sent']:.1f} | "
+            f"{r['batch1_sent_per_s'] / fp32['batch1_sent_per_s']:.2f}x | {100 * r['batch1_model_share']:.0f}% | "
+            f"{size} | {r['peak_rss_mb']:.0f} | {f1} | {agreement} | {cpu_label(r['cpu'])} |"
+        )
+    by = {r["variant"]: r for r in rows}
+    int8 = by["onnx-int8"]
+    speed32 = int8["batch32_sent_per_s"] / fp32["batch32_sent_per_s"]
+    speed1 = int8["batch1_sent_per_s"] / fp32["batch1_sent_per_s"]
+    lines.append(
+        f"\nONNX INT8 vs PyTorch fp32: {speed32:.2f}x at batch 32 (target 2.5x), {speed1:.2f}x at batch 1 (target 3x)"
+    )
+    for kind in ("fp32", "int8"):
+        new, old = by[f"onnx-{kind}"], by[f"onnx-{kind}-emissions"]
+        lines.append(
+            f"Decoding graph vs emissions-only graph, {kind}: "
+            f"{new['batch32_sent_per_s'] / old['batch32_sent_per_s']:.2f}x at batch 32, "
+            f"{new['batch1_sent_per_s'] / old['batch1_sent_per_s']:.2f}x at batch 1 (target: not slower)"
+        )
+    if "f1" in int8:
+        lines.append(f"INT8 F1 - fp32 F1: {100 * (int8['f1'] - fp32['f1']):+.2f} points (target within 0.5)")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch1_sentences", type=int, default=64)
@@ -212,6 +314,7 @@ def main() -> None:
     parser.add_argument("--onnx_dir")
     parser.add_argument("--texts")
     parser.add_argument("--gold")
+    parser.add_argument("--predictions")
     args = parser.parse_args()
     if args.variant:
         run_variant(args)
@@ -227,46 +330,18 @@ def main() -> None:
         texts = tmp / "texts.json"
         texts.write_text(json.dumps(["".join(e["tokens"]) for e in dev], ensure_ascii=False), encoding="utf-8")
         base = bert_base_checkpoint(tmp / "bert-base")
-        export_onnx.export(str(base), str(tmp / "bert-base-onnx"), int8=True)
+        export_both(export_onnx, base, tmp / "bert-base-onnx")
         rows = [
             child(v, base, tmp / "bert-base-onnx", texts, ["--batch1_sentences", str(args.batch1_sentences)])
             for v in VARIANTS
         ]
-        sizes = {
-            "torch-fp32": folder_mb(base, ["model.safetensors"]),
-            "onnx-fp32": folder_mb(tmp / "bert-base-onnx", ["model.onnx"]),
-            "onnx-int8": folder_mb(tmp / "bert-base-onnx", ["model.int8.onnx"]),
-        }
+        sizes = {"torch-fp32": folder_mb(base, ["model.safetensors"])}
+        for variant in VARIANTS[2:]:
+            name = "model.int8.onnx" if "-int8" in variant else "model.onnx"
+            sizes[variant] = folder_mb(onnx_folder(variant, tmp / "bert-base-onnx"), [name])
         if not args.skip_f1:
-            model_dir = trained_resume_model()
-            export_onnx.export(str(model_dir), str(tmp / "resume-onnx"), int8=True)
-            gold = tmp / "gold.json"
-            gold.write_text(json.dumps([ner_data.tags_to_spans(e["tags"], "BMES") for e in dev]), encoding="utf-8")
-            for row in rows:
-                row["f1"] = child(row["variant"], model_dir, tmp / "resume-onnx", texts, ["--gold", str(gold)])["f1"]
-
-    fp32 = rows[0]
-    lines = [
-        "| variant | batch 32 sent/s | ms/sent | x fp32 | batch 1 sent/s | ms/sent | x fp32 | model MB | peak RSS MB | Resume dev F1 | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        f1 = f"{100 * r['f1']:.2f}" if "f1" in r else "-"
-        size = f"{sizes[r['variant']]:.0f}" if r["variant"] in sizes else "-"
-        lines.append(
-            f"| {r['variant']} | {r['batch32_sent_per_s']:.1f} | {r['batch32_ms_per_sent']:.1f} | "
-            f"{r['batch32_sent_per_s'] / fp32['batch32_sent_per_s']:.2f}x | {r['batch1_sent_per_s']:.1f} | "
-            f"{r['batch1_ms_per_sent']:.1f} | {r['batch1_sent_per_s'] / fp32['batch1_sent_per_s']:.2f}x | {size} | "
-            f"{r['peak_rss_mb']:.0f} | {f1} | {cpu_label(r['cpu'])} |"
-        )
-    int8 = next(r for r in rows if r["variant"] == "onnx-int8")
-    speed32 = int8["batch32_sent_per_s"] / fp32["batch32_sent_per_s"]
-    speed1 = int8["batch1_sent_per_s"] / fp32["batch1_sent_per_s"]
-    lines.append(
-        f"\nONNX INT8 vs PyTorch fp32: {speed32:.2f}x at batch 32 (target 2.5x), {speed1:.2f}x at batch 1 (target 3x)"
-    )
-    if "f1" in int8:
-        lines.append(f"INT8 F1 - fp32 F1: {100 * (int8['f1'] - fp32['f1']):+.2f} points (target within 0.5)")
+            score_on_resume(rows, export_onnx, dev, texts, tmp)
+    lines = render(rows, sizes)
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
