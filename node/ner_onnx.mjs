@@ -161,13 +161,10 @@ export class OnnxNerTagger {
 // ---------------------------------------------------------------------------------------------------------------
 // Words: [start, end) spans in UTF-16 indices
 
-const isCjk = (cp) =>
-  (cp >= 0x4e00 && cp <= 0x9fff) ||
-  (cp >= 0x3400 && cp <= 0x4dbf) ||
-  (cp >= 0x20000 && cp <= 0x2a6df) ||
-  (cp >= 0x2a700 && cp <= 0x2ceaf) ||
-  (cp >= 0xf900 && cp <= 0xfaff) ||
-  (cp >= 0x2f800 && cp <= 0x2fa1f);
+// CJK ideographs as bert_crf_utils.is_cjk (and split_text) decide, and as BERT's normalizer does.
+const PY_CJK = [[0x4e00, 0x9fff], [0x3400, 0x4dbf], [0x20000, 0x2a6df], [0x2a700, 0x2ceaf], [0xf900, 0xfaff], [0x2f800, 0x2fa1f]];
+const BERT_CJK = [...PY_CJK.filter(([low]) => low !== 0x2a700), [0x2a700, 0x2b81f], [0x2b920, 0x2ceaf]];
+const within = (ranges, cp) => ranges.some(([low, high]) => cp >= low && cp <= high);
 // Python's str.isspace and str.isalnum, and Unicode marks.
 const PY_SPACE = /^[\t\n\v\f\r\x1c-\x1f\x85\p{Zs}\u2028\u2029]$/u;
 const ALNUM = /^[\p{L}\p{N}]$/u;
@@ -179,7 +176,7 @@ export function splitText(text) {
   let start = null;
   let i = 0;
   for (const ch of text) {
-    const alone = isCjk(ch.codePointAt(0)) || !(ALNUM.test(ch) || PY_SPACE.test(ch) || MARK.test(ch));
+    const alone = within(PY_CJK, ch.codePointAt(0)) || !(ALNUM.test(ch) || PY_SPACE.test(ch) || MARK.test(ch));
     if (PY_SPACE.test(ch) || alone) {
       if (start !== null) spans.push([start, i]);
       start = null;
@@ -196,15 +193,6 @@ export function splitText(text) {
 const BERT_SPACE = /^[\t\n\r\p{White_Space}]$/u;
 const BERT_DROPPED = /^[\0\ufffd\p{Cc}\p{Cf}\p{Cn}\p{Co}\p{Cs}]$/u;
 const BERT_PUNCT = /^[!-/:-@[-`{-~\p{P}]$/u;
-const bertCjk = (cp) =>
-  (cp >= 0x4e00 && cp <= 0x9fff) ||
-  (cp >= 0x3400 && cp <= 0x4dbf) ||
-  (cp >= 0x20000 && cp <= 0x2a6df) ||
-  (cp >= 0x2a700 && cp <= 0x2b73f) ||
-  (cp >= 0x2b740 && cp <= 0x2b81f) ||
-  (cp >= 0x2b920 && cp <= 0x2ceaf) ||
-  (cp >= 0xf900 && cp <= 0xfaff) ||
-  (cp >= 0x2f800 && cp <= 0x2fa1f);
 
 export function bertWords(text) {
   const spans = [];
@@ -220,7 +208,7 @@ export function bertWords(text) {
     i += ch.length;
     if (ch !== "\t" && ch !== "\n" && ch !== "\r" && BERT_DROPPED.test(ch)) continue;
     if (BERT_SPACE.test(ch)) close();
-    else if (bertCjk(ch.codePointAt(0)) || BERT_PUNCT.test(ch)) {
+    else if (within(BERT_CJK, ch.codePointAt(0)) || BERT_PUNCT.test(ch)) {
       close();
       spans.push([here, i]);
     } else {

@@ -102,20 +102,22 @@ def english_texts():
     return [*texts, "Müller's café in São Paulo (Brazil) costs €5 — or $7.", "naïve co-operation, e.g. U.S.-based"]
 
 
+def export_and_compare(checkpoint, node_modules, texts, folder, word_split, quantized=False):
+    """Export `checkpoint` to `folder`, check crf.json's word split, and compare Node's entities with Python's."""
+    folder = export_onnx.export(str(checkpoint), str(folder), int8=quantized)
+    assert json.loads((folder / "crf.json").read_text())["word_split"] == word_split
+    python = OnnxNerTagger(folder, quantized=quantized)
+    node = tag_with_node(folder, node_modules, texts, *(["--int8"] if quantized else []))
+    assert_same_entities(texts, node, python(texts), fits_one_window(python, texts))
+
+
 @pytest.mark.parametrize("quantized", [False, True])
 def test_node_tags_chinese_as_python(crf_checkpoint, node_modules, chinese_texts, tmp_path, quantized):
-    folder = export_onnx.export(str(crf_checkpoint), str(tmp_path / "onnx"), int8=quantized)
-    python = OnnxNerTagger(folder, quantized=quantized)
-    node = tag_with_node(folder, node_modules, chinese_texts, *(["--int8"] if quantized else []))
-    assert_same_entities(chinese_texts, node, python(chinese_texts), fits_one_window(python, chinese_texts))
+    export_and_compare(crf_checkpoint, node_modules, chinese_texts, tmp_path / "onnx", "tokenizer", quantized)
 
 
 def test_node_tags_sentencepiece_words_as_python(sentencepiece_checkpoint, node_modules, chinese_texts, tmp_path):
-    folder = export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx"))
-    assert json.loads((folder / "crf.json").read_text())["word_split"] == "text"
-    python = OnnxNerTagger(folder)
-    node = tag_with_node(folder, node_modules, chinese_texts)
-    assert_same_entities(chinese_texts, node, python(chinese_texts), fits_one_window(python, chinese_texts))
+    export_and_compare(sentencepiece_checkpoint, node_modules, chinese_texts, tmp_path / "onnx", "text")
 
 
 def test_node_tags_english_as_python(node_modules, english_texts, tmp_path):
@@ -138,11 +140,7 @@ def test_node_tags_english_as_python(node_modules, english_texts, tmp_path):
     )
     torch.manual_seed(3)
     checkpoint = save_with_strong_classifier(BertCrfForTokenClassification(config), tokenizer, tmp_path / "ckpt", 0.5)
-    folder = export_onnx.export(str(checkpoint), str(tmp_path / "onnx"))
-    assert json.loads((folder / "crf.json").read_text())["word_split"] == "tokenizer"
-    python = OnnxNerTagger(folder)
-    node = tag_with_node(folder, node_modules, english_texts)
-    assert_same_entities(english_texts, node, python(english_texts), fits_one_window(python, english_texts))
+    export_and_compare(checkpoint, node_modules, english_texts, tmp_path / "onnx", "tokenizer")
 
 
 def test_node_refuses_an_emissions_only_graph_by_name(crf_checkpoint, node_modules, tmp_path):
