@@ -513,6 +513,25 @@ def join_words(words: Sequence[str], delimiter: str | None = None) -> tuple[str,
     return joiner.join(words), spans
 
 
+def word_results(
+    labels: Sequence[str], scores: Sequence[float], spans: Sequence[tuple[int, int]], text: str, ignore: set[str]
+) -> list[dict[str, Any]]:
+    """Each word's label (aggregation "none"): `{"entity", "score", "index", "word", "start", "end"}`, leaving out
+    the words whose label is in `ignore`."""
+    return [
+        {
+            "entity": label,
+            "score": scores[i],
+            "index": i,
+            "word": text[spans[i][0] : spans[i][1]],
+            "start": spans[i][0],
+            "end": spans[i][1],
+        }
+        for i, label in enumerate(labels)
+        if label not in ignore
+    ]
+
+
 def group_entities(
     labels: Sequence[str], scores: Sequence[float], spans: Sequence[tuple[int, int]], text: str, scheme: str
 ) -> list[dict[str, Any]]:

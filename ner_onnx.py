@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
 from bert_crf_utils import (
     LEXICON_FILE,
+    OUTSIDE,
     Lexicon,
     backend_words,
     bare_prefix_id,
@@ -47,6 +48,7 @@ from bert_crf_utils import (
     stitch_rows,
     window_budget,
     word_pieces,
+    word_results,
 )
 
 
@@ -135,6 +137,8 @@ class OnnxNerTagger:
         batch_size: int = 32,
         stride: int | None = None,
         dictionary: Any = None,
+        aggregation_strategy: str = "simple",
+        ignore_labels: Sequence[str] | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         if not isinstance(inputs, (str, list, tuple)):
             raise ValueError(
@@ -143,7 +147,9 @@ class OnnxNerTagger:
             )
         single = isinstance(inputs, str) or (is_split_into_words and _is_word_list(inputs))
         texts = [inputs] if single else list(inputs)
-        results = self.tag_batch(texts, is_split_into_words, batch_size, stride, dictionary)
+        results = self.tag_batch(
+            texts, is_split_into_words, batch_size, stride, dictionary, aggregation_strategy, ignore_labels
+        )
         return results[0] if single else results
 
     def tag_batch(
@@ -153,11 +159,18 @@ class OnnxNerTagger:
         batch_size: int = 32,
         stride: int | None = None,
         dictionary: Any = None,
+        aggregation_strategy: str = "simple",
+        ignore_labels: Sequence[str] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Entities of each text. `dictionary` ({word: TYPE or "O"}, or a Lexicon) forces each occurrence of a word
-        on word boundaries as one entity of its type, or forbids it, as the PyTorch pipeline does."""
+        on word boundaries as one entity of its type, or forbids it, as the PyTorch pipeline does. As in the
+        pipeline, `aggregation_strategy="none"` gives each word with its label instead, and `ignore_labels` (default
+        ["O"]) are left out."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if aggregation_strategy not in ("none", "simple"):
+            raise ValueError(f"aggregation_strategy must be one of ('none', 'simple'), got {aggregation_strategy!r}")
+        output = (aggregation_strategy, set(ignore_labels) if ignore_labels is not None else {OUTSIDE})
         lexicon = checked_dictionary(dictionary, self.labels) if dictionary is not None else None
         prepared = [self._prepare(text, is_split_into_words, stride, index) for index, text in enumerate(texts)]
         windows = [(i, w) for i, item in enumerate(prepared) for w in item["windows"]]
@@ -178,7 +191,9 @@ class OnnxNerTagger:
                 # A text in one window, without a dictionary, is decoded by the graph; the others here, below.
                 if len(outputs) == 3 and len(prepared[i]["windows"]) == 1 and lexicon is None:
                     decoded[i] = (outputs[1][row, : len(w.chain)], outputs[2][row, : len(w.chain)])
-        return [self._entities(item, rows, lexicon, done) for item, rows, done in zip(prepared, emissions, decoded)]
+        return [
+            self._entities(item, rows, lexicon, done, output) for item, rows, done in zip(prepared, emissions, decoded)
+        ]
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -248,13 +263,14 @@ class OnnxNerTagger:
         rows: list[np.ndarray],
         lexicon: Lexicon | None = None,
         decoded: tuple[np.ndarray, np.ndarray] | None = None,
+        output: tuple[str, set[str]] = ("simple", {OUTSIDE}),
     ) -> list[dict[str, Any]]:
         spans, text = item["spans"], item["text"]
         if not spans:
             return []
         if decoded is not None:
             tags, probs = decoded
-            return group_entities([self.labels[t] for t in tags], probs.tolist(), spans, text, self.scheme)
+            return self._results([self.labels[t] for t in tags], probs.tolist(), spans, text, output)
         # Stitched windows and dictionaries: one constrained Viterbi pass over the text's stitched emissions.
         emissions = np.stack([rows[k][row] for k, row in stitch_rows(item["windows"], len(spans))])
         forced = dictionary_units(lexicon, text, spans) if lexicon is not None else []
@@ -265,7 +281,15 @@ class OnnxNerTagger:
         path = viterbi(emissions, self.start, self.end, self.transitions)
         probs = marginals(emissions, self.start, self.end, self.transitions)
         scores = [float(probs[i, t]) for i, t in enumerate(path)]
-        return group_entities([self.labels[t] for t in path], scores, spans, text, self.scheme)
+        return self._results([self.labels[t] for t in path], scores, spans, text, output)
+
+    def _results(
+        self, labels: list[str], scores: list[float], spans: Any, text: str, output: tuple[str, set[str]]
+    ) -> list[dict[str, Any]]:
+        strategy, ignore = output
+        if strategy == "none":
+            return word_results(labels, scores, spans, text, ignore)
+        return [e for e in group_entities(labels, scores, spans, text, self.scheme) if e["entity_group"] not in ignore]
 
 
 def _check_encodable(text: str, index: int) -> None:

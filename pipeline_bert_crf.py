@@ -41,6 +41,7 @@ try:
         stitch_rows,
         window_budget,
         word_pieces,
+        word_results,
     )
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import (
@@ -65,6 +66,7 @@ except ImportError:  # imported as a top-level module
         stitch_rows,
         window_budget,
         word_pieces,
+        word_results,
     )
 
 AGGREGATION_STRATEGIES = ("none", "simple")
@@ -344,18 +346,7 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         labels = [id2label[t] for t in tags]
         ignore = set(ignore_labels) if ignore_labels is not None else {OUTSIDE}
         if aggregation_strategy == "none":
-            return [
-                {
-                    "entity": label,
-                    "score": scores[i],
-                    "index": i,
-                    "word": text[spans[i][0] : spans[i][1]],
-                    "start": spans[i][0],
-                    "end": spans[i][1],
-                }
-                for i, label in enumerate(labels)
-                if label not in ignore
-            ]
+            return word_results(labels, scores, spans, text, ignore)
         entities = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
         return [e for e in entities if e["entity_group"] not in ignore]
 

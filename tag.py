@@ -1,16 +1,22 @@
 #!/usr/bin/env python
-"""Tag text files with a bert-crf checkpoint: raw text lines in, JSON lines of entities, a column file or
-pre-annotations for Label Studio or doccano out.
+"""Tag text with a bert-crf checkpoint (or its ONNX export): a file, a stream or a dataset of any size in; JSON
+lines of entities, a column file or pre-annotations for Label Studio or doccano out; one process or many.
 
     python tag.py --model outputs/demo --input news.txt --output news.jsonl
     cat news.txt | python tag.py --model outputs/demo --format column > news.tsv
     python tag.py --model outputs/demo --input news.txt --format label-studio --output tasks.json
+    python tag.py --model outputs/demo --input tickets.jsonl --text_field body --output tickets.tagged.jsonl
+    python tag.py --onnx outputs/demo-onnx --int8 --input archive.parquet --output archive.jsonl
+    accelerate launch --num_processes 2 tag.py --model outputs/demo --input news.txt --output news.jsonl
 
-Each input line is one text. Texts of any length are tagged through overlapping windows; entities carry character
-offsets into their line and scores from the CRF's marginals. Formats:
+Inputs, read as a stream (never held in memory): a text file or standard input, one text per line; JSON lines,
+the text in --text_field ("text"); a parquet, CSV or JSON file, or a Hub dataset by name (--split, --subset),
+through `datasets` streaming. Records are numbered from 1 (the line of a text or JSON-lines file, the row of a
+dataset). Texts of any length are tagged through overlapping windows; entities carry character offsets into their
+text and scores from the CRF's marginals. Formats:
 
 - jsonl: `{"line": n, "text": ..., "entities": [{"entity_group", "score", "word", "start", "end"}, ...]}`; a blank
-  line gives an empty result, so output lines match input lines.
+  line gives an empty result, so output lines match input records.
 - column: one `word<TAB>tag` line per word the tokenizer sees, a blank line after each text (an empty block for a
   blank line).
 - label-studio: one JSON list of tasks `{"id": n, "data": {"text"}, "predictions": [{"model_version", "score",
@@ -20,78 +26,60 @@ offsets into their line and scores from the CRF's marginals. Formats:
 - doccano: JSONL `{"line": n, "text": ..., "label": [[start, end, TYPE], ...]}` (doccano imports "line" as
   metadata).
 
-Neither tool can annotate an empty text: in the last two formats blank lines (whitespace only) are skipped, and
-the task id or "line" is the input line number, so every task still names its line.
+Neither tool can annotate an empty text: in the last two formats blank texts (whitespace only) are skipped, and
+the task id or "line" is the record number, so every task still names its line.
 
-An --output file is written beside its target and renamed into place when complete, so an interrupted run never
-leaves a truncated file where a complete one stood; an --output that is the --input (by path, link or inode) is
-refused. Errors about the input, the model or the options are printed without a traceback (BERTCRF_TRACEBACK=1
-shows it).
+Output is written in chunks of --chunk_size records to OUTPUT.parts/ (each complete chunk renamed into place),
+then joined into OUTPUT: a run stopped at any point (Ctrl-C, kill -9) continues from its complete chunks when the
+same command runs again, and the joined file equals an uninterrupted run's. An existing OUTPUT, or chunks left by
+a run with another input, model or options, stop the command unless --overwrite; an --output that is the --input
+(by path, link or inode) is refused. Under `accelerate launch --num_processes N` (one machine or several: then
+OUTPUT's folder must be shared), chunk k is tagged by process k mod N on its own device, and the output is byte
+for byte that of one process (with the same threads per process). --onnx runs an export_onnx.py folder with ONNX
+Runtime; a single process then needs no torch. Errors about the input, the model or the options are printed
+without a traceback (BERTCRF_TRACEBACK=1 shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import sys
+import os
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, TextIO
+from typing import Any, Iterable, Iterator
 
-from tqdm.auto import tqdm
-
-from bert_crf_utils import Lexicon
-from bertcrf import annotations, cli, ner_data
-from bertcrf.crf_models import load_crf_pipeline
+from bertcrf import cli, ner_data, tagging
 from bertcrf.lexicon import read_lexicon
-from bertcrf.safe_files import atomic_write, check_not_input
-from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+from bertcrf.safe_files import check_not_input
 
 
-def read_lines(handle: BinaryIO, name: str) -> Iterator[str]:
-    """The lines of a UTF-8 byte stream; only "\n" ends a line, so a lone "\r" inside a line keeps its output line
-    aligned with its input line. Bytes that are not UTF-8 stop with `name`:line."""
-    for _, line in ner_data.text_lines(name, handle):
-        yield line
-
-
-def tag_lines(
-    pipe: BertCrfTokenClassificationPipeline,
-    lines: list[str],
-    batch_size: int,
-    aggregation_strategy: str,
-    progress: bool = True,
-    dictionary: Lexicon | None = None,
-) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(text, pipeline result) for each line, in order; blank lines give no result. With "none", every word is
-    listed, O words included. `dictionary` words are forced as entities of their type, or forbidden (type O)."""
-    texts = (line for line in lines if line.strip())
-    options: dict[str, Any] = {"aggregation_strategy": aggregation_strategy}
-    if dictionary is not None:
-        options["dictionary"] = dictionary
-    if aggregation_strategy == "none":
-        options["ignore_labels"] = []
-    results = iter(pipe(texts, batch_size=batch_size, **options))  # a generator in: results come lazily, in order
-    for line in tqdm(lines, desc="Tagging", unit="line", disable=not progress):
-        yield line, (next(results) if line.strip() else [])
-
-
-def write_jsonl(out: TextIO, number: int, text: str, entities: list[dict[str, Any]]) -> None:
-    rounded = [dict(e, score=round(float(e["score"]), 4)) for e in entities]
-    out.write(json.dumps({"line": number, "text": text, "entities": rounded}, ensure_ascii=False) + "\n")
-
-
-def write_column(out: TextIO, words: list[dict[str, Any]]) -> None:
-    for w in words:
-        out.write(f"{w['word']}\t{w['entity']}\n")
-    out.write("\n")
-
-
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a bert-crf folder or Hub id")
-    parser.add_argument("--input", default="-", help="text file, one text per line (default: stdin)")
+    parser.add_argument("--model", help="a bert-crf folder or Hub id (or --onnx)")
+    parser.add_argument(
+        "--onnx",
+        metavar="FOLDER",
+        help="an export_onnx.py folder, run with ONNX Runtime (torch is not needed) instead of --model",
+    )
+    parser.add_argument("--int8", action="store_true", help="--onnx: the INT8 graph (model.int8.onnx)")
+    parser.add_argument(
+        "--input",
+        default="-",
+        help="a text file (one text per line), JSON lines, a parquet/CSV/JSON file or a Hub dataset name "
+        "(default: standard input, text)",
+    )
+    parser.add_argument(
+        "--input_format",
+        choices=tagging.INPUT_FORMATS,
+        default="auto",
+        help="auto (default): by the suffix (.jsonl/.ndjson, .parquet, .csv, .json; else text), or a Hub dataset "
+        "for a name like owner/name that is not a file here",
+    )
+    parser.add_argument("--text_field", default="text", help="JSON lines and datasets: the field with the text")
+    parser.add_argument("--split", default="train", help="a Hub dataset's split (default: train)")
+    parser.add_argument("--subset", default=None, help="a Hub dataset's configuration name")
     parser.add_argument("--output", default="-", help="output file (default: stdout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output (and its chunks)")
     parser.add_argument("--format", choices=("jsonl", "column", "label-studio", "doccano"), default="jsonl")
     parser.add_argument("--from_name", default="label", help="label-studio: the name of the project's Labels tag")
     parser.add_argument("--to_name", default="text", help="label-studio: the name of the project's Text tag")
@@ -116,53 +104,156 @@ def main(argv: list[str] | None = None) -> None:
         "or as no entity with TYPE O, and the rest of the text decoded around it; overlaps: the longest wins",
     )
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument(
+        "--chunk_size",
+        type=int,
+        default=1000,
+        help="records per chunk: the unit written, resumed and shared between processes (default: 1000)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the process's accelerate device)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per process (default: the cores over the processes)"
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--trust_remote_code",
         action="store_true",
         help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.output != "-" and args.input != "-":
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if (args.model is None) == (args.onnx is None):
+        parser.error("give one of --model (a bert-crf folder or Hub id) and --onnx (an export_onnx.py folder)")
+    if args.int8 and args.onnx is None:
+        parser.error("--int8 goes with --onnx (the exported folder's model.int8.onnx)")
+    for option in ("batch_size", "chunk_size", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option} must be >= 1, got {value}")
+    return args
+
+
+def open_input(args: argparse.Namespace) -> tagging.Source:
+    if args.output != "-" and args.input != "-" and os.path.exists(args.input):
         check_not_input(args.output, {"--input": args.input}, "--output")
-    try:
-        if args.input == "-":
-            lines = list(read_lines(sys.stdin.buffer, "<stdin>"))
-        else:
-            ner_data.check_file(args.input, "text")
-            with open(args.input, "rb") as source:
-                lines = list(read_lines(source, args.input))
-    except (OSError, ner_data.DataFormatError) as error:
-        parser.error(str(error))
+    return tagging.open_source(args.input, args.input_format, args.text_field, args.split, args.subset)
+
+
+def launched_processes() -> int:
+    """How many processes `accelerate launch` (or torchrun) started for this job; 1 for a plain run."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_shard(args: argparse.Namespace) -> tuple[tagging.Shard, str | None]:
+    """This process's place in the job and its device: accelerate's when launched with several processes (one
+    device each: cuda:LOCAL_RANK on GPUs), nothing to import for one."""
+    if launched_processes() == 1:
+        return tagging.Shard(), args.device
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.device == "cpu")
+    device = args.device or ("cpu" if args.onnx else str(state.device))
+    return tagging.Shard(state.process_index, state.num_processes, state.wait_for_everyone), device
+
+
+def cpu_threads(args: argparse.Namespace) -> int:
+    """--threads, else OMP_NUM_THREADS, else this machine's cores shared by the processes on it."""
+    if args.threads:
+        return args.threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # accelerate launch sets it per process
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // local)
+
+
+def load_tagger(args: argparse.Namespace, device: str | None, aggregation: str) -> tagging.Tagger:
+    """A callable texts -> results: the ONNX Runtime tagger (torch-free) or the PyTorch pipeline."""
     dictionary = read_lexicon(args.dictionary, "tsv") if args.dictionary else None
-    with contextlib.ExitStack() as stack:  # closes the output file, never stdout
-        # A file appears only once complete (written beside it, then renamed): an interrupted run keeps the old one.
-        # Opened before the model loads, so that an output folder that is missing or read-only stops at once.
-        out = sys.stdout if args.output == "-" else stack.enter_context(atomic_write(args.output))
-        pipe = load_crf_pipeline(args.model, args.device, args.trust_remote_code)
-        strategy = "none" if args.format == "column" else "simple"
-        tagged = enumerate(tag_lines(pipe, lines, args.batch_size, strategy, not args.no_progress, dictionary), 1)
-        if args.format == "label-studio":
-            version = args.model_version or model_name(args.model)
-            texts = ((number, text, result) for number, (text, result) in tagged)
-            annotations.write_label_studio(out, texts, version, args.from_name, args.to_name)
-        elif args.format == "doccano":
-            texts = ((number, text, result) for number, (text, result) in tagged)
-            annotations.write_doccano(out, texts, args.doccano_offsets)
-        else:
-            for number, (text, result) in tagged:
-                if args.format == "jsonl":
-                    write_jsonl(out, number, text, result)
-                else:
-                    write_column(out, result)
+    options: dict[str, Any] = {"aggregation_strategy": aggregation}
+    if dictionary is not None:
+        options["dictionary"] = dictionary
+    if aggregation == "none":
+        options["ignore_labels"] = []
+    threads = cpu_threads(args)
+    if args.onnx:
+        from ner_onnx import OnnxNerTagger
+
+        onnx_tagger = OnnxNerTagger(args.onnx, quantized=args.int8, threads=threads)
+
+        def tag_onnx(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
+            for batch in tagging.chunks(((0, t) for t in texts), args.batch_size):
+                yield from onnx_tagger.tag_batch([t for _, t in batch], batch_size=args.batch_size, **options)
+
+        return tag_onnx
+    import torch
+
+    from bertcrf.crf_models import load_crf_pipeline
+
+    if not (device or "").startswith("cuda"):
+        torch.set_num_threads(threads)
+    pipe = load_crf_pipeline(args.model, device, args.trust_remote_code)
+
+    def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
+        return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order
+
+    return tag_torch
+
+
+def make_job(args: argparse.Namespace) -> tagging.Job:
+    """The output and what it depends on besides the input: a run continues only chunks made the same way."""
+    model = args.onnx or args.model
+    fmt = tagging.output_format(
+        args.format, args.model_version or model_name(model), args.from_name, args.to_name, args.doccano_offsets
+    )
+    identity = {
+        "model": model_identity(model),
+        "int8": args.int8,
+        "format": args.format,
+        "batch_size": args.batch_size,
+        "dictionary": [model_identity(d) for d in args.dictionary or []],
+        **{k: getattr(args, k) for k in ("from_name", "to_name", "doccano_offsets", "model_version")},
+    }
+    return tagging.Job(args.output, fmt, args.chunk_size, {"job": identity}, args.overwrite, not args.no_progress)
+
+
+def model_identity(path: str) -> dict[str, Any]:
+    """A folder or file by its resolved path and the size and time of its files; a Hub id as it is."""
+    where = Path(path)
+    if not where.exists():
+        return {"name": path}
+    files = sorted(p for p in ([where] if where.is_file() else where.iterdir()) if p.is_file())
+    return {"path": str(where.resolve()), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
 def model_name(model: str) -> str:
     """A model's name for Label Studio's model_version: its folder's name, or its Hub id."""
     path = Path(model)
     return path.resolve().name if path.is_dir() else model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    with input_errors(parser):
+        source = open_input(args)
+    job = make_job(args)
+    shard, device = make_shard(args)
+    tagging.prepare(source, job, shard)
+    tagger = load_tagger(args, device, job.fmt.aggregation)
+    with input_errors(parser):
+        tagging.run(source, tagger, job, shard)
+
+
+@contextlib.contextmanager
+def input_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """A mistake in the input stops with its file and line, as a mistake on the command line does."""
+    try:
+        yield
+    except ner_data.DataFormatError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

@@ -458,6 +458,21 @@ def doccano_record(
     return {**extra, "text": text, "label": label}, widened
 
 
+def check_doccano_offsets(offsets: str) -> None:
+    if offsets not in DOCCANO_OFFSETS or offsets == "auto":
+        raise ValueError(f"doccano offsets to write must be one of {DOCCANO_OFFSETS[1:]}, got {offsets!r}")
+
+
+def doccano_line(
+    number: int, text: str, entities: Sequence[Mapping[str, Any]], offsets: str = "utf-16"
+) -> tuple[str | None, int]:
+    """One line of `write_doccano`'s output (None for a blank text) and the number of entities widened."""
+    if not text.strip():
+        return None, 0
+    record, moved = doccano_record(text, entities, offsets, line=number)
+    return json.dumps(record, ensure_ascii=False) + "\n", moved
+
+
 def write_doccano(
     out: TextIO, texts: Iterable[tuple[int, str, Sequence[Mapping[str, Any]]]], offsets: str = "utf-16"
 ) -> int:
@@ -465,13 +480,12 @@ def write_doccano(
     non-blank text (doccano cannot import an empty one; "line" keeps each record's input line and is imported as
     metadata). Offsets are in `offsets` units (see `doccano_record`): doccano's UTF-16 code units by default, so
     that a text with an emoji or 𠀐 shows each entity where it is. Returns the number of records."""
-    if offsets not in DOCCANO_OFFSETS or offsets == "auto":
-        raise ValueError(f"doccano offsets to write must be one of {DOCCANO_OFFSETS[1:]}, got {offsets!r}")
+    check_doccano_offsets(offsets)
     written = widened = 0
     for number, text, entities in texts:
-        if text.strip():
-            record, moved = doccano_record(text, entities, offsets, line=number)
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line, moved = doccano_line(number, text, entities, offsets)
+        if line is not None:
+            out.write(line)
             written += 1
             widened += moved
     if widened:
@@ -746,14 +760,35 @@ def write_label_studio(
     """Write one JSON list of Label Studio tasks for (line number, text, pipeline entities): a task per non-blank
     text, its id and `data.line` the input line number (Label Studio cannot annotate an empty text). Returns the
     number of tasks."""
-    tasks = [
-        label_studio_task(number, text, entities, model_version, from_name, to_name)
-        for number, text, entities in texts
-        if text.strip()
-    ]
-    json.dump(tasks, out, ensure_ascii=False, indent=1)
-    out.write("\n")
-    return len(tasks)
+    written = 0
+    for number, text, entities in texts:
+        item = label_studio_item(number, text, entities, model_version, from_name, to_name)
+        if item is not None:
+            out.write((LABEL_STUDIO_SEPARATOR if written else LABEL_STUDIO_HEAD) + item)
+            written += 1
+    out.write(LABEL_STUDIO_TAIL if written else LABEL_STUDIO_EMPTY)
+    return written
+
+
+# `json.dump(tasks, out, ensure_ascii=False, indent=1)` and a newline, written one task at a time: the list's
+# opening and closing lines, the separator between tasks, and an empty list.
+LABEL_STUDIO_HEAD, LABEL_STUDIO_SEPARATOR, LABEL_STUDIO_TAIL, LABEL_STUDIO_EMPTY = "[\n", ",\n", "\n]\n", "[]\n"
+
+
+def label_studio_item(
+    number: int,
+    text: str,
+    entities: Sequence[Mapping[str, Any]],
+    model_version: str,
+    from_name: str = "label",
+    to_name: str = "text",
+) -> str | None:
+    """One task of `write_label_studio`'s list as it appears there (None for a blank text): indented one level.
+    Split on "\n" only: JSON escapes every line break inside a string, but not U+2028, which splitlines() cuts."""
+    if not text.strip():
+        return None
+    task = label_studio_task(number, text, entities, model_version, from_name, to_name)
+    return "\n".join(" " + line for line in json.dumps(task, ensure_ascii=False, indent=1).split("\n"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

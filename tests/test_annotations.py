@@ -791,6 +791,7 @@ def run_tag(checkpoint, tmp_path, fmt, *options):
             "--format",
             fmt,
             "--no_progress",
+            "--overwrite",
             *options,
         ]
     )

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import tag
+from bertcrf import tagging
 from conftest import REPO_ROOT, demo_characters, load_crf_pipeline, untrusted_copy
 
 
@@ -265,31 +266,47 @@ def test_an_output_that_is_the_input_is_refused_before_loading(tmp_path, monkeyp
         output.symlink_to(source)
     elif link == "hardlink":
         os.link(source, output)
-    monkeypatch.setattr(tag, "load_crf_pipeline", _refuse_to_load)
+    monkeypatch.setattr(tag, "load_tagger", _refuse_to_load)
     with pytest.raises(ValueError, match=r"--output .* is the --input file .*same file by path, link or inode"):
         tag.main(["--model", "unused", "--input", str(source), "--output", str(output), "--no_progress"])
     assert source.read_bytes() == before
 
 
-def test_an_interrupted_run_keeps_the_previous_output(crf_checkpoint, tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_the_previous_output_and_continues(crf_checkpoint, tmp_path, monkeypatch):
     source = write_input(tmp_path / "in.txt", LINES)
     out = tmp_path / "out.jsonl"
-    tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
+    argv = ["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
+    tag.main([*argv, "--chunk_size", "3"])
     complete = out.read_bytes()
+    with pytest.raises(FileExistsError, match="out.jsonl exists: add --overwrite"):
+        tag.main([*argv, "--chunk_size", "3"])
     written = []
+    real_item = tagging.jsonl_item
 
-    def write_then_stop(stream, number, text, entities):
-        if len(written) == 2:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of the file
+    def item_then_stop(number, text, entities):
+        if len(written) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second chunk
         written.append(number)
-        stream.write(json.dumps({"line": number}) + "\n")
+        return real_item(number, text, entities)
 
-    monkeypatch.setattr(tag, "write_jsonl", write_then_stop)
+    monkeypatch.setattr(tagging, "jsonl_item", item_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"])
-    assert written == [1, 2]
+        tag.main([*argv, "--chunk_size", "2", "--overwrite"])
+    assert written == [1, 2, 3, 4]
+    assert out.read_bytes() == complete  # the old output stands
+    parts = tmp_path / "out.jsonl.parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["00000000.part", "00000001.part", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl", "out.jsonl.parts"]
+    monkeypatch.setattr(tagging, "jsonl_item", item_then_stop)
+    written.clear()
+    with pytest.raises(
+        FileExistsError, match=r"out.jsonl.parts holds chunks of an earlier run with another chunk_size"
+    ):
+        tag.main([*argv, "--chunk_size", "3"])  # chunks of 2 lines are not mixed with chunks of 3
+    tag.main([*argv, "--chunk_size", "2"])  # the same command continues: lines 5 on only
+    assert written == [5, 6, 7, 8]
     assert out.read_bytes() == complete
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
 
 
 def test_a_new_output_file_gets_the_usual_permissions(crf_checkpoint, tmp_path):
@@ -355,6 +372,7 @@ def test_dictionary_forces_and_forbids(crf_checkpoint, crf_pipeline, tmp_path):
     dictionary = tmp_path / "dict.tsv"
     out = tmp_path / "out.jsonl"
     argv = ["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
+    argv.append("--overwrite")
     dictionary.write_text("航班今天\tORG\n", encoding="utf-8")
     tag.main([*argv, "--dictionary", str(dictionary)])
     entities = read_jsonl(out)[0]["entities"]
