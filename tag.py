@@ -152,10 +152,15 @@ def make_shard(args: argparse.Namespace) -> tuple[tagging.Shard, str | None]:
     device each: cuda:LOCAL_RANK on GPUs), nothing to import for one."""
     if launched_processes() == 1:
         return tagging.Shard(), args.device
+    import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=args.device == "cpu")
-    device = args.device or ("cpu" if args.onnx else str(state.device))
+    # Without cpu=True, accelerate on a machine without GPUs leaves the processes unconnected (each its own job).
+    on_cpu = bool(args.onnx) or args.device == "cpu" or (args.device is None and not torch.cuda.is_available())
+    state = PartialState(cpu=on_cpu)
+    if state.num_processes != launched_processes():
+        raise RuntimeError(f"accelerate joined {state.num_processes} of {launched_processes()} processes")
+    device = "cpu" if on_cpu else args.device or str(state.device)
     return tagging.Shard(state.process_index, state.num_processes, state.wait_for_everyone), device
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -67,7 +68,7 @@ class Source:
 
 def input_format(path: str, requested: str = "auto") -> str:
     """The format of `path`: `requested`, or by its suffix (.jsonl/.ndjson, .parquet, .csv, .json; else text), or
-    "hub" for a name like owner/name that is not a file or folder here."""
+    "hub" for a name like owner/name that is not a file or folder here (a name without owner needs "hub")."""
     if requested not in INPUT_FORMATS:
         raise ValueError(f"input format must be one of {INPUT_FORMATS}, got {requested!r}")
     if requested != "auto":
@@ -77,7 +78,7 @@ def input_format(path: str, requested: str = "auto") -> str:
     suffix = Path(path).suffix.lower()
     if suffix in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[suffix]
-    if not os.path.exists(path) and path.count("/") <= 1 and not path.startswith((".", "/", "~")) and path.strip():
+    if not os.path.exists(path) and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", path) and not Path(path).suffix:
         return "hub"
     return "text"
 
