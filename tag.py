@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from bertcrf import cli, ner_data, tagging
 from bertcrf.lexicon import read_lexicon
-from bertcrf.safe_files import check_not_input
+from bertcrf.safe_files import check_not_input, write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="write the job's records, characters, seconds, records/s, characters/s and share of time in the model "
+        "as JSON (from the first chunk to the joined output; loading the model is not counted)",
+    )
+    parser.add_argument(
         "--trust_remote_code",
         action="store_true",
         help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)",
@@ -174,8 +181,12 @@ def cpu_threads(args: argparse.Namespace) -> int:
     return max(1, len(os.sched_getaffinity(0)) // local)
 
 
-def load_tagger(args: argparse.Namespace, device: str | None, aggregation: str) -> tagging.Tagger:
-    """A callable texts -> results: the ONNX Runtime tagger (torch-free) or the PyTorch pipeline."""
+def load_tagger(
+    args: argparse.Namespace, device: str | None, aggregation: str, stats: tagging.Stats | None = None
+) -> tagging.Tagger:
+    """A callable texts -> results: the ONNX Runtime tagger (torch-free) or the PyTorch pipeline. With `stats`, the
+    time spent in the model (ONNX Runtime's session, the model's emissions and CRF decoding) is added to it."""
+    stats = stats or tagging.Stats()
     dictionary = read_lexicon(args.dictionary, "tsv") if args.dictionary else None
     options: dict[str, Any] = {"aggregation_strategy": aggregation}
     if dictionary is not None:
@@ -187,6 +198,7 @@ def load_tagger(args: argparse.Namespace, device: str | None, aggregation: str) 
         from ner_onnx import OnnxNerTagger
 
         onnx_tagger = OnnxNerTagger(args.onnx, quantized=args.int8, threads=threads)
+        onnx_tagger.session.run = tagging.timed(onnx_tagger.session.run, stats)
 
         def tag_onnx(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
             for batch in tagging.chunks(((0, t) for t in texts), args.batch_size):
@@ -200,6 +212,8 @@ def load_tagger(args: argparse.Namespace, device: str | None, aggregation: str) 
     if not (device or "").startswith("cuda"):
         torch.set_num_threads(threads)
     pipe = load_crf_pipeline(args.model, device, args.trust_remote_code)
+    for name in ("emissions", "decode_packed"):  # what the pipeline calls of the model
+        setattr(pipe.model, name, tagging.timed(getattr(pipe.model, name), stats))
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
         return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order
@@ -247,9 +261,19 @@ def main(argv: list[str] | None = None) -> None:
     job = make_job(args)
     shard, device = make_shard(args)
     tagging.prepare(source, job, shard)
-    tagger = load_tagger(args, device, job.fmt.aggregation)
+    stats = tagging.Stats()
+    tagger = load_tagger(args, device, job.fmt.aggregation, stats)
     with input_errors(parser):
-        tagging.run(source, tagger, job, shard)
+        tagging.run(source, tagger, job, shard, stats)
+    if args.stats and shard.main:
+        write_stats(args, shard, stats)
+
+
+def write_stats(args: argparse.Namespace, shard: tagging.Shard, stats: tagging.Stats) -> None:
+    """The job's throughput as JSON (process 0's view: the whole job's records over its wall time, and its own
+    share of time in the model)."""
+    summary = {**stats.summary(), "processes": shard.world, "threads_per_process": cpu_threads(args)}
+    write_text(args.stats, json.dumps(summary, indent=1) + "\n")
 
 
 @contextlib.contextmanager

@@ -259,6 +259,46 @@ def tag_chunk(tagger: Tagger, records: Sequence[Record], fmt: OutputFormat, adva
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class Stats:
+    """What a job did, as seen from one process: the job's records and characters (every process reads them all),
+    those it tagged itself, the wall time from its first chunk to the joined output, and its time in the model."""
+
+    records: int = 0
+    characters: int = 0
+    tagged: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "records": self.records,
+            "characters": self.characters,
+            "seconds": round(self.seconds, 6),
+            "records_per_s": round(self.records / seconds, 2),
+            "characters_per_s": round(self.characters / seconds, 1),
+            "model_share": round(self.model_seconds / seconds, 4),
+        }
+
+
+def timed(method: Callable[..., Any], stats: Stats) -> Callable[..., Any]:
+    """`method`, adding the seconds each call takes to `stats.model_seconds`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            stats.model_seconds += time.perf_counter() - start
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Processes
 
 
@@ -325,12 +365,14 @@ def job_manifest(source: Source, job: Job) -> dict[str, Any]:
     return {"version": MANIFEST_VERSION, **source.identity, "chunk_size": job.chunk_size, **job.options}
 
 
-def run(source: Source, tagger: Tagger, job: Job, shard: Shard | None = None) -> int:
-    """Tag `source` into `job.output`; returns the number of records this process tagged."""
+def run(source: Source, tagger: Tagger, job: Job, shard: Shard | None = None, stats: Stats | None = None) -> Stats:
+    """Tag `source` into `job.output`; returns what this process saw and did (`stats`, whose model time the
+    tagger may be adding to, or new)."""
     shard = shard or Shard()
+    stats = stats or Stats()
     prepare(source, job, shard)
     if job.output == "-":
-        return _to_stream(source, tagger, job, sys.stdout)
+        return _to_stream(source, tagger, job, sys.stdout, stats)
     parts = parts_folder(job.output)
     shard.barrier()  # every process has checked the folder before the first one changes it
     if shard.main:
@@ -339,7 +381,8 @@ def run(source: Source, tagger: Tagger, job: Job, shard: Shard | None = None) ->
         parts.mkdir(exist_ok=True)
         write_text(parts / MANIFEST, json.dumps(job_manifest(source, job), indent=1, ensure_ascii=False) + "\n")
     shard.barrier()
-    progress = Progress(source, job, shard, parts)
+    began = time.perf_counter()
+    progress = Progress(source, job, shard, parts, stats)
     try:
         total_chunks = _tag_shard(source, tagger, job, shard, parts, progress)
     except BaseException:
@@ -354,7 +397,8 @@ def run(source: Source, tagger: Tagger, job: Job, shard: Shard | None = None) ->
         shutil.rmtree(parts)
     progress.close()
     _log_counts(job.fmt)
-    return progress.tagged
+    stats.seconds = time.perf_counter() - began
+    return stats
 
 
 def _log_counts(fmt: OutputFormat) -> None:
@@ -397,7 +441,8 @@ def _tag_shard(source: Source, tagger: Tagger, job: Job, shard: Shard, parts: Pa
     count = 0
     for index, records in enumerate(chunks(source.read(), job.chunk_size)):
         count += 1
-        progress.seen += len(records)
+        progress.stats.records += len(records)
+        progress.stats.characters += sum(len(text) for _, text in records)
         target = chunk_path(parts, index)
         if index % shard.world != shard.rank or target.exists():
             continue
@@ -405,7 +450,7 @@ def _tag_shard(source: Source, tagger: Tagger, job: Job, shard: Shard, parts: Pa
         text = tag_chunk(tagger, records, job.fmt, progress.advance)
         with atomic_write(target) as out:
             out.write(text)
-        progress.tagged += len(records)
+        progress.stats.tagged += len(records)
     return count
 
 
@@ -413,11 +458,11 @@ class Progress:
     """Process 0's bar over the whole job: the records of complete chunks (whichever process tagged them, polled
     now and then) and those of the chunk it is tagging; hidden on the other processes."""
 
-    def __init__(self, source: Source, job: Job, shard: Shard, parts: Path | None = None) -> None:
+    def __init__(self, source: Source, job: Job, shard: Shard, parts: Path | None, stats: Stats) -> None:
         self.shown = job.progress and shard.main
         self.bar = tqdm(total=source.total, desc="Tagging", unit="line", disable=not self.shown)
-        self.parts, self.chunk_size = parts, job.chunk_size
-        self.complete = self.own = self.seen = self.tagged = 0
+        self.parts, self.chunk_size, self.stats = parts, job.chunk_size, stats
+        self.complete = self.own = 0
         self.polled = 0.0
 
     def start_chunk(self) -> None:
@@ -445,7 +490,7 @@ class Progress:
         while (done := sum(1 for i in range(total_chunks) if chunk_path(self.parts, i).exists())) < total_chunks:
             self.show(done * self.chunk_size)
             time.sleep(0.2)
-        self.show(self.seen)
+        self.show(self.stats.records)
 
     def close(self) -> None:
         self.bar.close()
@@ -463,9 +508,10 @@ def join_chunks(parts: Path, total_chunks: int, output: str | Path, fmt: OutputF
         out.write(fmt.tail if written else fmt.empty)
 
 
-def _to_stream(source: Source, tagger: Tagger, job: Job, out: TextIO) -> int:
+def _to_stream(source: Source, tagger: Tagger, job: Job, out: TextIO, stats: Stats) -> Stats:
     """One process, standard output: each chunk written as soon as it is tagged."""
-    progress = Progress(source, job, Shard())
+    began = time.perf_counter()
+    progress = Progress(source, job, Shard(), None, stats)
     written = False
     for records in chunks(source.read(), job.chunk_size):
         text = tag_chunk(tagger, records, job.fmt, progress.bar.update)
@@ -473,8 +519,11 @@ def _to_stream(source: Source, tagger: Tagger, job: Job, out: TextIO) -> int:
             out.write((job.fmt.separator if written else job.fmt.head) + text)
             written = True
         out.flush()
-        progress.tagged += len(records)
+        stats.records += len(records)
+        stats.tagged += len(records)
+        stats.characters += sum(len(t) for _, t in records)
     out.write(job.fmt.tail if written else job.fmt.empty)
     progress.close()
     _log_counts(job.fmt)
-    return progress.tagged
+    stats.seconds = time.perf_counter() - began
+    return stats

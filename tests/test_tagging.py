@@ -77,9 +77,7 @@ def test_input_format_unknown():
 
 def test_json_lines_text_field_and_blank_lines(crf_checkpoint, tmp_path):
     text_out = run_tag(crf_checkpoint, write_lines(tmp_path / "in.txt", LINES), tmp_path / "a.jsonl")
-    records = [
-        json.dumps({"id": i, "body": line}, ensure_ascii=False) if line else "" for i, line in enumerate(LINES)
-    ]
+    records = [json.dumps({"id": i, "body": line}, ensure_ascii=False) if line else "" for i, line in enumerate(LINES)]
     source = write_lines(tmp_path / "in.jsonl", records)
     jsonl_out = run_tag(crf_checkpoint, source, tmp_path / "b.jsonl", "--text_field", "body")
     assert jsonl_out == text_out  # the same records, numbered by line
@@ -207,7 +205,7 @@ def test_shards_join_into_the_single_process_output(tmp_path, fmt):
 
     def process(rank):
         time.sleep(0.01 * (2 - rank))  # the last process to start is process 0, which joins the chunks
-        tagged[rank] = tagging.run(source, tagger, job("three"), tagging.Shard(rank, 3, barrier.wait))
+        tagged[rank] = tagging.run(source, tagger, job("three"), tagging.Shard(rank, 3, barrier.wait)).tagged
 
     threads = [threading.Thread(target=process, args=(rank,)) for rank in range(3)]
     for thread in threads:
@@ -241,8 +239,15 @@ def test_accelerate_launch_two_processes(crf_checkpoint, tmp_path, omp_env):
     proc = subprocess.run(command, cwd=REPO_ROOT, env=omp_env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_bytes() == single
-    assert proc.stderr.count("Tagging: 100%") == 1  # one bar for the whole job
+    assert "Tagging: 100%|██████████| 28/28" in proc.stderr  # the whole job's bar
     assert not (tmp_path / "two.jsonl.parts").exists()
+
+
+def test_one_bar_for_the_whole_job_on_process_0(tmp_path):
+    source = tagging.Source("s", lambda: iter(()), {"input": "s"}, 10)
+    job = tagging.Job(str(tmp_path / "out"), tagging.output_format("jsonl"))
+    shown = [tagging.Progress(source, job, tagging.Shard(rank, 2), tmp_path, tagging.Stats()).shown for rank in (0, 1)]
+    assert shown == [True, False]
 
 
 def test_several_processes_need_an_output_file():
@@ -324,6 +329,18 @@ def test_onnx_runs_without_torch(onnx_folder, tmp_path, omp_env):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=omp_env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(out.read_text(encoding="utf-8").splitlines()) == len(LINES)
+
+
+@pytest.mark.parametrize("runtime", ["--model", "--onnx"])
+def test_stats(crf_checkpoint, onnx_folder, tmp_path, runtime):
+    source = write_lines(tmp_path / "in.txt", LINES)
+    model = crf_checkpoint if runtime == "--model" else onnx_folder
+    run_tag(model, source, tmp_path / "out.jsonl", "--stats", str(tmp_path / "stats.json"), model_option=runtime)
+    stats = json.loads((tmp_path / "stats.json").read_text(encoding="utf-8"))
+    assert stats["records"] == len(LINES) and stats["characters"] == sum(map(len, LINES))
+    assert stats["records_per_s"] == pytest.approx(stats["records"] / stats["seconds"], rel=0.01)
+    assert 0 < stats["model_share"] < 1
+    assert stats["processes"] == 1
 
 
 def test_model_and_onnx_are_one_choice(tmp_path, capsys):
