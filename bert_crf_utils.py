@@ -67,8 +67,15 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> list[Span]:
             spans.append((current[0], current[1], end))
         current = None
 
+    parsed: dict[str, tuple[str, str] | None] = {}  # a text has few distinct tags: split each once
     for i, tag in enumerate(tags):
-        parts = split_tag(tag)
+        if tag == OUTSIDE:
+            if current is not None:
+                close(i)
+            continue
+        if tag not in parsed:
+            parsed[tag] = split_tag(tag)
+        parts = parsed[tag]
         if parts is None or parts[0] == OUTSIDE:
             close(i)
             continue

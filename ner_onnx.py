@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
 from bert_crf_utils import (
+    KNOWN_WORDS_LIMIT,
     LEXICON_FILE,
     OUTSIDE,
     Lexicon,
@@ -118,6 +119,11 @@ class OnnxNerTagger:
         self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
         self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))
         self._known_words: dict[str, bool] = {}  # whether a word gets tokens, shared across texts
+        # Pre-split words are tokenized one by one (normalizer, pre-tokenizer, model), so each word's ids can be
+        # remembered instead of encoding the whole list again: at batch 1 that encode was a tenth of a small
+        # model's call. Not where a Metaspace prefixes only the first word, which a word alone would not show.
+        self._word_ids: dict[str, list[int]] = {}
+        self._per_word = "first" not in _prepend_schemes(json.loads(self.tokenizer.to_str()).get("pre_tokenizer"))
         # A lexicon model's words and feature types: its matches are an input of the graph, as in PyTorch.
         self.lexicon_types: list[str] | None = meta.get("lexicon_types")
         self.lexicon = Lexicon.load(str(folder / LEXICON_FILE)) if self.lexicon_types else None
@@ -212,6 +218,8 @@ class OnnxNerTagger:
             fed = fed_words(
                 [text[start:end] for start, end in spans], self._token_ids, self.unk_token, self._known_words
             )
+            if self._per_word:
+                return self._windows(text, [self._token_ids(word) for word in fed], spans, stride)
             encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
             _check_encodable(text, index)
@@ -225,6 +233,12 @@ class OnnxNerTagger:
             return {"text": text, "spans": [], "windows": []}
         # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.
         pieces, spans = word_pieces(encoding.ids, encoding.word_ids, encoding.offsets, spans)
+        return self._windows(text, pieces, spans, stride)
+
+    def _windows(self, text: str, pieces: list[list[int]], spans: list[Any], stride: int | None) -> dict[str, Any]:
+        """A text's windows from its words' sub-token ids (every word with at least one) and character spans."""
+        if not pieces:
+            return {"text": text, "spans": [], "windows": []}
         pieces = drop_bare_prefix(pieces, self._bare_id)
         budget = window_budget(self.max_length, self.head, self.tail)
         windows = plan_windows(pieces, self.head, self.tail, budget, stride)
@@ -232,7 +246,13 @@ class OnnxNerTagger:
         return {"text": text, "spans": spans, "windows": windows, "lexicon": bits}
 
     def _token_ids(self, word: str) -> list[int]:
-        return self.tokenizer.encode(word, add_special_tokens=False).ids
+        """A word's sub-token ids, tokenized alone (remembered: a text's words mostly repeat)."""
+        ids = self._word_ids.get(word)
+        if ids is None:
+            if len(self._word_ids) > KNOWN_WORDS_LIMIT:
+                self._word_ids.clear()
+            ids = self._word_ids[word] = self.tokenizer.encode(word, add_special_tokens=False).ids
+        return ids
 
     def _run(
         self, rows: list[list[int]], features: list[list[int]] | None, chains: list[list[int]]
@@ -290,6 +310,16 @@ class OnnxNerTagger:
         if strategy == "none":
             return word_results(labels, scores, spans, text, ignore)
         return [e for e in group_entities(labels, scores, spans, text, self.scheme) if e["entity_group"] not in ignore]
+
+
+def _prepend_schemes(node: Any) -> set[str]:
+    """The Metaspace prepend schemes anywhere in a tokenizer.json pre-tokenizer."""
+    if isinstance(node, dict):
+        found = {node["prepend_scheme"]} if node.get("type") == "Metaspace" and "prepend_scheme" in node else set()
+        return found.union(*(_prepend_schemes(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_prepend_schemes(v) for v in node))
+    return set()
 
 
 def _check_encodable(text: str, index: int) -> None:

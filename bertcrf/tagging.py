@@ -95,7 +95,8 @@ def open_source(
         return Source("<stdin>", read, {"input": "<stdin>", "format": fmt, "text_field": text_field})
     if fmt == "hub":
         identity = {"input": path, "format": fmt, "subset": subset, "split": split, "text_field": text_field}
-        return Source(path, lambda: _dataset_records(path, None, text_field, split, subset), identity)
+        stream = open_dataset(path, None, split, subset)
+        return Source(path, lambda: dataset_records(stream, path, text_field), identity, split_rows(stream, split))
     check_file(path, "input")
     stat = os.stat(path)
     identity = {
@@ -110,7 +111,8 @@ def open_source(
         # Read once before tagging: a bad line stops the job now rather than hours in, and the bar gets its total.
         return Source(path, read, identity, sum(1 for _ in read()))
     total = parquet_rows(path) if fmt == "parquet" else None
-    return Source(path, lambda: _dataset_records(fmt, path, text_field, "train", None), identity, total)
+    stream = open_dataset(fmt, path, "train", None)
+    return Source(path, lambda: dataset_records(stream, path, text_field), identity, total)
 
 
 def parquet_rows(path: str | Path) -> int | None:
@@ -157,20 +159,27 @@ def _stdin_records(fmt: str, text_field: str) -> Iterator[Record]:
     return text_lines("<stdin>", sys.stdin.buffer)
 
 
-def _dataset_records(
-    builder_or_name: str, data_file: str | None, text_field: str, split: str, subset: str | None
-) -> Iterator[Record]:
-    """Rows of a `datasets` source streamed one at a time: a local file through its builder (parquet, csv, json)
-    or a Hub dataset by name."""
+def open_dataset(builder_or_name: str, data_file: str | None, split: str, subset: str | None) -> Any:
+    """A `datasets` source streamed (`streaming=True`: rows are read as they are iterated): a local file through
+    its builder (parquet, csv, json) or a Hub dataset by name. Opened before the model loads, so that a name that
+    does not resolve stops the job at once."""
     import datasets
 
-    name = data_file or builder_or_name
     if data_file is not None:
-        stream = datasets.load_dataset(builder_or_name, data_files=data_file, split=split, streaming=True)
-    else:
-        stream = datasets.load_dataset(builder_or_name, subset, split=split, streaming=True)
+        return datasets.load_dataset(builder_or_name, data_files=data_file, split=split, streaming=True)
+    return datasets.load_dataset(builder_or_name, subset, split=split, streaming=True)
+
+
+def dataset_records(stream: Iterable[Any], name: str, text_field: str) -> Iterator[Record]:
     for number, row in enumerate(stream, 1):
         yield number, record_text(row, text_field, name, None, item=f"row {number}")
+
+
+def split_rows(stream: Any, split: str) -> int | None:
+    """The split's row count where the dataset's card states it."""
+    splits = getattr(getattr(stream, "info", None), "splits", None) or {}
+    info = splits.get(split) if hasattr(splits, "get") else None
+    return getattr(info, "num_examples", None) or None
 
 
 def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

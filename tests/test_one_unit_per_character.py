@@ -17,6 +17,7 @@ from bert_crf_utils import (
 )
 from bertcrf import crf_models, ner_data
 from bertcrf.ner_data import WindowConfig, encode_examples
+from conftest import DEMO_DIR
 
 
 TEXT = "梁一鸣在济民中医院工作，newyork 2024年！"
@@ -100,6 +101,44 @@ def test_onnx_runtime_follows_the_same_rule(sentencepiece_checkpoint, tmp_path):
     assert [[(e["entity_group"], e["start"], e["end"]) for e in r] for r in ours] == [
         [(e["entity_group"], e["start"], e["end"]) for e in r] for r in reference
     ]
+
+
+def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint, tmp_path):
+    """ner_onnx.py remembers each word's ids instead of encoding a text's word list again: the same windows."""
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    from ner_onnx import OnnxNerTagger
+
+    tagger = OnnxNerTagger(export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx")))
+    assert tagger._split_raw and tagger._per_word
+    texts = [
+        TEXT,
+        TEXT * 6,
+        "北京\u3000上海 😀",
+        "Apple CEO Tim Cook 在 2024年",
+        "\u200b张三\u0301",
+        "ａｂｃ　ＡＢ",
+        "▁ ▁",
+    ]
+    texts += ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")]
+    for text in texts:
+        tagger._per_word = True
+        remembered = tagger._prepare(text, False, None)
+        tagger._per_word = False
+        encoded = tagger._prepare(text, False, None)
+        assert remembered["spans"] == encoded["spans"], text
+        assert [(w.input_ids, w.chain) for w in remembered["windows"]] == [
+            (w.input_ids, w.chain) for w in encoded["windows"]
+        ], text
+
+
+def test_a_metaspace_prefixing_the_first_word_only_is_encoded_whole():
+    from ner_onnx import _prepend_schemes
+
+    first = {"type": "Sequence", "pretokenizers": [{"type": "Metaspace", "prepend_scheme": "first"}]}
+    assert _prepend_schemes(first) == {"first"}
+    assert _prepend_schemes({"type": "Metaspace", "prepend_scheme": "always", "split": True}) == {"always"}
+    assert _prepend_schemes(None) == set()
 
 
 def test_extend_vocab_on_a_sentencepiece_tokenizer_says_what_to_do(sentencepiece_checkpoint):

@@ -126,6 +126,15 @@ def test_a_null_row_in_a_dataset_is_named(tmp_path, capsys):
         list(source.read())
 
 
+def test_a_hub_dataset_that_cannot_be_reached_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(tag, "load_tagger", lambda *a: pytest.fail("the model was loaded"))
+    with pytest.raises(OSError, match="owner/no-such-corpus"):
+        tag.main(["--model", "m", "--input", "owner/no-such-corpus", "--output", str(tmp_path / "o.jsonl")])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_input_is_read_one_chunk_at_a_time(tmp_path):
     consumed = []
 
