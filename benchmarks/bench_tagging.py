@@ -183,14 +183,14 @@ def encoder_flops(config: dict, lengths: list[int]) -> float:
     return sum(layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h) for n in lengths)
 
 
-def padded_lengths(lengths: list[int], chunk: int, batch: int = 32) -> list[int]:
-    """Each window's length as computed: batches of `batch` windows in input order within each chunk of `chunk`
-    texts (one window each here), every window padded to its batch's longest."""
+def padded_lengths(lengths: list[list[int]], chunk: int, batch: int = 32) -> list[int]:
+    """Each window's length as computed: the windows of each chunk of `chunk` texts (`lengths`: each text's windows)
+    in batches of `batch` in input order, every window padded to its batch's longest (the pipeline's batching)."""
     padded = []
     for begin in range(0, len(lengths), chunk):
-        part = lengths[begin : begin + chunk]
-        for first in range(0, len(part), batch):
-            group = part[first : first + batch]
+        windows = [n for text in lengths[begin : begin + chunk] for n in text]
+        for first in range(0, len(windows), batch):
+            group = windows[first : first + batch]
             padded += [max(group)] * len(group)
     return padded
 
@@ -199,14 +199,15 @@ def config_of(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
 
 
-def window_lengths(onnx_folder: Path, sentences: list[str]) -> list[int]:
-    """The token count of each window the taggers feed for `sentences` (ner_onnx.py's windows, which the PyTorch
-    pipeline's equal)."""
+def window_lengths(onnx_folder: Path, sentences: list[str]) -> list[list[int]]:
+    """The token count of each window the taggers feed for each of `sentences` (ner_onnx.py's windows, which the
+    PyTorch pipeline's equal)."""
     from ner_onnx import OnnxNerTagger
 
     tagger = OnnxNerTagger(onnx_folder)
     return [
-        len(w.input_ids) for i, text in enumerate(sentences) for w in tagger._prepare(text, False, None, i)["windows"]
+        [len(w.input_ids) for w in tagger._prepare(text, False, None, i)["windows"]]
+        for i, text in enumerate(sentences)
     ]
 
 
@@ -292,9 +293,7 @@ def throughput_rows(name: str, sentences: list[str], rates: dict, count: int, re
     corpus = write_corpus(WORK / f"corpus-{count}.txt", sentences, count)
     texts = [sentences[i % len(sentences)] for i in range(count)]
     lengths = window_lengths(onnx, texts)
-    if len(lengths) != len(texts):
-        raise RuntimeError("a corpus sentence needs several windows: padded FLOPs assume one each")
-    flops = encoder_flops(config_of(checkpoint), lengths)
+    flops = encoder_flops(config_of(checkpoint), [n for text in lengths for n in text])
     padded_flops = encoder_flops(config_of(checkpoint), padded_lengths(lengths, max(1, count // 8)))
     rows = []
     for runtime in RUNTIMES:
