@@ -10,7 +10,8 @@ same first N of them in every row. Models, speed not depending on weights: "e5",
 labels, and "bert-base", a random 12-layer, hidden-768 BERT-CRF with the same tokenizer. Runtimes: PyTorch fp32
 (`tag.py --model`), ONNX Runtime fp32 and INT8 (`tag.py --onnx [--int8]`, the decoding graph). Layouts: 1 process
 with 1 thread, 1 process with 2 threads, 2 processes with 1 thread each (`accelerate launch --multi_gpu
---num_processes 2`, gloo on CPU). Batch 32, chunks of N/8 lines (so that 2 processes get 4 each).
+--num_processes 2`, gloo on CPU). Batch 32, chunks of 100 lines (4 batches; tag.py sorts each chunk's texts by
+length), 8 chunks of e5's 800 lines and 4 of bert-base's 400.
 
 Each row: sentences/s and characters/s from tag.py's --stats (its first chunk to the joined output; loading the
 model is not counted); "outside model": the share of process 0's wall time not spent in the model (session.run,
@@ -21,7 +22,7 @@ layers and of attention's two products, on each sentence's real tokens, no paddi
 share of the machine's measured rate on the same threads: fp32 `torch.matmul` of 2048 x 2048 matrices, and for
 INT8 ONNX Runtime's `MatMulInteger` (uint8 x int8) of the same size. 2 processes x 1 thread are held against the
 2-thread rate. "with padding": the same over the FLOPs actually computed, each window padded to its batch's
-longest (batches of 32 in input order within each chunk).
+longest (batches of 32 windows, each chunk's texts shortest first, as tag.py orders them).
 
 Memory: tag.py --onnx with a tiny random model (2 layers, hidden 64: the engine's memory, not the model's) on 10k,
 100k and 1M lines (MSRA test repeated), peak RSS of the process.
@@ -55,11 +56,14 @@ MODELS = {  # name: (config overrides, sentences per row)
     "e5": ({}, 800),
     "bert-base": (
         {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
-        200,
+        400,
     ),
     "tiny": ({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}, 0),
 }
 RUNTIMES = ("torch-fp32", "onnx-fp32", "onnx-int8")
+# Chunks of 100 lines: several batches of 32 each (tag.py sorts a chunk's texts by length), and at least 4 chunks
+# a model, so that 2 processes get 2 or more each.
+CHUNK = 100
 LAYOUTS = ((1, 1), (1, 2), (2, 1))  # (processes, threads per process)
 MEMORY_LINES = (10_000, 100_000, 1_000_000)
 
@@ -183,12 +187,14 @@ def encoder_flops(config: dict, lengths: list[int]) -> float:
     return sum(layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h) for n in lengths)
 
 
-def padded_lengths(lengths: list[list[int]], chunk: int, batch: int = 32) -> list[int]:
-    """Each window's length as computed: the windows of each chunk of `chunk` texts (`lengths`: each text's windows)
-    in batches of `batch` in input order, every window padded to its batch's longest (the pipeline's batching)."""
+def padded_lengths(lengths: list[list[int]], texts: list[str], chunk: int, batch: int = 32) -> list[int]:
+    """Each window's length as computed: within each chunk of `chunk` texts, the texts shortest first (as tag.py
+    orders them; `lengths`: each text's windows), their windows in batches of `batch`, every window padded to its
+    batch's longest (the pipeline's batching)."""
     padded = []
     for begin in range(0, len(lengths), chunk):
-        windows = [n for text in lengths[begin : begin + chunk] for n in text]
+        order = sorted(range(begin, min(begin + chunk, len(lengths))), key=lambda i: len(texts[i]))
+        windows = [n for i in order for n in lengths[i]]
         for first in range(0, len(windows), batch):
             group = windows[first : first + batch]
             padded += [max(group)] * len(group)
@@ -294,13 +300,13 @@ def throughput_rows(name: str, sentences: list[str], rates: dict, count: int, re
     texts = [sentences[i % len(sentences)] for i in range(count)]
     lengths = window_lengths(onnx, texts)
     flops = encoder_flops(config_of(checkpoint), [n for text in lengths for n in text])
-    padded_flops = encoder_flops(config_of(checkpoint), padded_lengths(lengths, max(1, count // 8)))
+    padded_flops = encoder_flops(config_of(checkpoint), padded_lengths(lengths, texts, CHUNK))
     rows = []
     for runtime in RUNTIMES:
         model = checkpoint if runtime == "torch-fp32" else onnx
         for processes, threads in LAYOUTS:
             command = tag_command(runtime, model, processes)
-            stats = run_tag(command, corpus, WORK / f"{name}-{runtime}.jsonl", threads, max(1, count // 8), [])
+            stats = run_tag(command, corpus, WORK / f"{name}-{runtime}.jsonl", threads, CHUNK, [])
             limit = rates[processes * threads]["int8" if runtime == "onnx-int8" else "fp32"]
             achieved = flops / stats["seconds"] / 1e9
             row = {
@@ -427,7 +433,8 @@ def save(rows: list[dict], memory: list[dict], rates: dict, batch1: list[dict] |
     data = {
         "cpu": cpu_label(),
         "matmul_rates": rates,
-        "rows": rows or earlier.get("rows", []),
+        # another model's rows of an earlier run stay (each row names its matmul limit)
+        "rows": [r for r in earlier.get("rows", []) if r["model"] not in {x["model"] for x in rows}] + rows,
         "memory": memory or earlier.get("memory", []),
         "batch1": batch1 or earlier.get("batch1", []),
     }
@@ -455,6 +462,7 @@ def main() -> None:
     parser.add_argument("--memory_only", action="store_true")
     parser.add_argument("--batch1_only", action="store_true", help="only the batch-1 rows")
     parser.add_argument("--batch1_sentences", type=int, default=200)
+    parser.add_argument("--skip_batch1", action="store_true", help="keep the batch-1 rows of an earlier run")
     args = parser.parse_args()
     if not MSRA_TEST.is_file() or not (E5_ZH / "model.safetensors").is_file():
         raise SystemExit(f"needs {MSRA_TEST} and {E5_ZH} (make e5)")
@@ -475,7 +483,7 @@ def main() -> None:
             count = args.sentences or MODELS[name][1]
             rows += throughput_rows(name, sentences, rates, count, lambda r: report(rows + r))
             save(rows, memory, rates)
-    batch1 = [] if args.memory_only else batch1_rows(sentences, args.batch1_sentences)
+    batch1 = [] if (args.memory_only or args.skip_batch1) else batch1_rows(sentences, args.batch1_sentences)
     save(rows, memory, rates, batch1)
     if args.memory or args.memory_only:
         memory = memory_rows(sentences)
