@@ -38,6 +38,7 @@ from bert_crf_utils import (
     checked_dictionary,
     dictionary_units,
     drop_bare_prefix,
+    encodes_words_alone,
     fed_words,
     group_entities,
     isolates_cjk,
@@ -119,11 +120,9 @@ class OnnxNerTagger:
         self._split_raw = not isolates_cjk(backend_words(self.tokenizer))
         self._bare_id = bare_prefix_id(self.tokenizer.token_to_id, self.tokenizer.token_to_id(self.unk_token))
         self._known_words: dict[str, bool] = {}  # whether a word gets tokens, shared across texts
-        # Pre-split words are tokenized one by one (normalizer, pre-tokenizer, model), so each word's ids can be
-        # remembered instead of encoding the whole list again: at batch 1 that encode was a tenth of a small
-        # model's call. Not where a Metaspace prefixes only the first word, which a word alone would not show.
+        # Each word's ids, remembered where a pre-split word is tokenized as it is alone (see encodes_words_alone).
         self._word_ids: dict[str, list[int]] = {}
-        self._per_word = "first" not in _prepend_schemes(json.loads(self.tokenizer.to_str()).get("pre_tokenizer"))
+        self._per_word = encodes_words_alone(self.tokenizer)
         # A lexicon model's words and feature types: its matches are an input of the graph, as in PyTorch.
         self.lexicon_types: list[str] | None = meta.get("lexicon_types")
         self.lexicon = Lexicon.load(str(folder / LEXICON_FILE)) if self.lexicon_types else None
@@ -310,16 +309,6 @@ class OnnxNerTagger:
         if strategy == "none":
             return word_results(labels, scores, spans, text, ignore)
         return [e for e in group_entities(labels, scores, spans, text, self.scheme) if e["entity_group"] not in ignore]
-
-
-def _prepend_schemes(node: Any) -> set[str]:
-    """The Metaspace prepend schemes anywhere in a tokenizer.json pre-tokenizer."""
-    if isinstance(node, dict):
-        found = {node["prepend_scheme"]} if node.get("type") == "Metaspace" and "prepend_scheme" in node else set()
-        return found.union(*(_prepend_schemes(v) for v in node.values()))
-    if isinstance(node, list):
-        return set().union(*(_prepend_schemes(v) for v in node))
-    return set()
 
 
 def _check_encodable(text: str, index: int) -> None:

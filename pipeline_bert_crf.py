@@ -20,6 +20,7 @@ from transformers.pipelines.base import ChunkPipeline
 # Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with run_ner and the ONNX runtime).
 try:
     from .bert_crf_utils import (
+        KNOWN_WORDS_LIMIT,
         OUTSIDE,
         Lexicon,
         Window,
@@ -28,6 +29,7 @@ try:
         checked_dictionary,
         dictionary_units,
         drop_bare_prefix,
+        encodes_words_alone,
         fed_words,
         group_entities,
         isolates_cjk,
@@ -45,6 +47,7 @@ try:
     )
 except ImportError:  # imported as a top-level module
     from bert_crf_utils import (
+        KNOWN_WORDS_LIMIT,
         OUTSIDE,
         Lexicon,
         Window,
@@ -53,6 +56,7 @@ except ImportError:  # imported as a top-level module
         checked_dictionary,
         dictionary_units,
         drop_bare_prefix,
+        encodes_words_alone,
         fed_words,
         group_entities,
         isolates_cjk,
@@ -144,6 +148,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
             self._batch_size = DEFAULT_BATCH_SIZE
         self._known_words: dict[str, bool] = {}
         self._known_for: Any = None
+        # Each word's ids, remembered where a pre-split word is tokenized as it is alone (see encodes_words_alone).
+        self._per_word = encodes_words_alone(backend)
+        self._word_ids: dict[str, list[int]] = {}
 
     def _sanitize_parameters(
         self,
@@ -236,8 +243,21 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
     def _fed_words(self, words: Sequence[str]) -> list[str]:
         """`fed_words` with this pipeline's cache of known words (dropped when the tokenizer is swapped)."""
         if self._known_for is not self.tokenizer:
-            self._known_words, self._known_for = {}, self.tokenizer
-        return fed_words(words, self.tokenizer.tokenize, self.tokenizer.unk_token, self._known_words)
+            self._known_words, self._word_ids, self._known_for = {}, {}, self.tokenizer
+            self._per_word = encodes_words_alone(self.tokenizer.backend_tokenizer)
+        return fed_words(words, self._token_ids, self.tokenizer.unk_token, self._known_words)
+
+    def _token_ids(self, word: str) -> list[int]:
+        """A word's sub-token ids, tokenized alone (remembered: a text's words mostly repeat)."""
+        ids = self._word_ids.get(word)
+        if ids is None:
+            if len(self._word_ids) > KNOWN_WORDS_LIMIT:
+                self._word_ids.clear()
+            ids = self._word_ids[word] = self._encode_alone(word)
+        return ids
+
+    def _encode_alone(self, word: str) -> list[int]:
+        return self.tokenizer.backend_tokenizer.encode(word, add_special_tokens=False).ids
 
     def preprocess(
         self,
@@ -251,7 +271,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
         ids: list[int] = []
         word_ids: list[int | None] = []
         offsets: list[tuple[int, int]] = []
-        if fed or spans is None:
+        if spans is not None and self._per_word:
+            pieces = [self._token_ids(word) for word in fed]
+        elif fed or spans is None:
             encoding = self.tokenizer(
                 fed,
                 is_split_into_words=spans is not None,
@@ -261,8 +283,9 @@ class BertCrfTokenClassificationPipeline(ChunkPipeline):
                 verbose=False,
             )
             ids, word_ids, offsets = encoding["input_ids"], encoding.word_ids(), encoding["offset_mapping"]
-        # Split words keep their spans; in raw text a word spans its sub-tokens' characters.
-        pieces, spans = word_pieces(ids, word_ids, offsets, spans)
+        if not (spans is not None and self._per_word):
+            # Split words keep their spans; in raw text a word spans its sub-tokens' characters.
+            pieces, spans = word_pieces(ids, word_ids, offsets, spans)
         pieces = drop_bare_prefix(pieces, self._bare_id)
         limit = max_length or min(self.tokenizer.model_max_length, max_positions(self.model.config))
         budget = window_budget(limit, self._head, self._tail)

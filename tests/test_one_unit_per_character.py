@@ -132,8 +132,39 @@ def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint
         ], text
 
 
+@pytest.mark.parametrize("checkpoint", ["sentencepiece_checkpoint", "crf_checkpoint"])
+def test_pipeline_words_tokenized_one_by_one_as_in_one_call(checkpoint, request):
+    """The pipeline remembers each pre-split word's ids (raw SentencePiece text, or is_split_into_words) instead of
+    encoding the word list again: the same windows, so the same words and tags."""
+    pipe = crf_models.load_crf_pipeline(str(request.getfixturevalue(checkpoint)), device="cpu")
+    assert pipe._per_word
+    texts = [
+        TEXT,
+        TEXT * 6,
+        "北京\u3000上海 😀",
+        "Apple CEO Tim Cook 在 2024年",
+        "\u200b张三\u0301",
+        "ａｂｃ　ＡＢ",
+        "▁ ▁",
+    ]
+    texts += ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")][:40]
+    inputs = (
+        [(t, False) for t in texts] + [(t.split() or ["x"], True) for t in texts] + [(list(t), True) for t in texts]
+    )
+    for text, split in inputs:
+        if not split and not pipe._split_raw:
+            continue
+        pipe._per_word = True
+        remembered = list(pipe.preprocess(text, is_split_into_words=split))
+        pipe._per_word = False
+        encoded = list(pipe.preprocess(text, is_split_into_words=split))
+        assert [w["chunk"].spans for w in remembered[:1]] == [w["chunk"].spans for w in encoded[:1]], text
+        assert [w["input_ids"].tolist() for w in remembered] == [w["input_ids"].tolist() for w in encoded], text
+        assert [w["word_start_mask"].tolist() for w in remembered] == [w["word_start_mask"].tolist() for w in encoded]
+
+
 def test_a_metaspace_prefixing_the_first_word_only_is_encoded_whole():
-    from ner_onnx import _prepend_schemes
+    from bert_crf_utils import _prepend_schemes
 
     first = {"type": "Sequence", "pretokenizers": [{"type": "Metaspace", "prepend_scheme": "first"}]}
     assert _prepend_schemes(first) == {"first"}
