@@ -103,15 +103,10 @@ def test_onnx_runtime_follows_the_same_rule(sentencepiece_checkpoint, tmp_path):
     ]
 
 
-def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint, tmp_path):
-    """ner_onnx.py remembers each word's ids instead of encoding a text's word list again: the same windows."""
-    pytest.importorskip("onnxruntime")
-    import export_onnx
-    from ner_onnx import OnnxNerTagger
-
-    tagger = OnnxNerTagger(export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx")))
-    assert tagger._split_raw and tagger._per_word
-    texts = [
+def awkward_and_demo_texts() -> list[str]:
+    """Texts whose words a tokenizer treats unevenly (spaces, emoji, zero-width and combining marks, full-width
+    letters, a lone "▁"), then the demo's dev sentences."""
+    awkward = [
         TEXT,
         TEXT * 6,
         "北京\u3000上海 😀",
@@ -120,7 +115,18 @@ def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint
         "ａｂｃ　ＡＢ",
         "▁ ▁",
     ]
-    texts += ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")]
+    return awkward + ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")]
+
+
+def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint, tmp_path):
+    """ner_onnx.py remembers each word's ids instead of encoding a text's word list again: the same windows."""
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    from ner_onnx import OnnxNerTagger
+
+    tagger = OnnxNerTagger(export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx")))
+    assert tagger._split_raw and tagger._per_word
+    texts = awkward_and_demo_texts()
     for text in texts:
         tagger._per_word = True
         remembered = tagger._prepare(text, False, None)
@@ -138,16 +144,7 @@ def test_pipeline_words_tokenized_one_by_one_as_in_one_call(checkpoint, request)
     encoding the word list again: the same windows, so the same words and tags."""
     pipe = crf_models.load_crf_pipeline(str(request.getfixturevalue(checkpoint)), device="cpu")
     assert pipe._per_word
-    texts = [
-        TEXT,
-        TEXT * 6,
-        "北京\u3000上海 😀",
-        "Apple CEO Tim Cook 在 2024年",
-        "\u200b张三\u0301",
-        "ａｂｃ　ＡＢ",
-        "▁ ▁",
-    ]
-    texts += ["".join(e["tokens"]) for e in ner_data.read_column_file(DEMO_DIR / "dev.txt")][:40]
+    texts = awkward_and_demo_texts()[:47]
     inputs = (
         [(t, False) for t in texts] + [(t.split() or ["x"], True) for t in texts] + [(list(t), True) for t in texts]
     )
