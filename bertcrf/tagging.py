@@ -371,6 +371,10 @@ def prepare(source: Source, job: Job, shard: Shard | None = None) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"{job.output}: the folder {folder} cannot be written")
     job.fresh = check_resumable(job, job_manifest(source, job), parts_folder(job.output), source)
+    if not job.fresh and shard.main:  # shown without any logging set up: the user sees why it is quicker
+        done = sum(1 for _ in parts_folder(job.output).glob("*.part"))
+        logger.warning("continuing the run in %s: %d complete chunks of %d records kept", parts_folder(job.output),
+                       done, job.chunk_size)  # fmt: skip
 
 
 def job_manifest(source: Source, job: Job) -> dict[str, Any]:
@@ -434,7 +438,6 @@ def check_resumable(job: Job, manifest: dict[str, Any], parts: Path, source: Sou
         except (OSError, ValueError):
             before = {}
         if before == manifest:
-            logger.info("continuing the run in %s", parts)
             return False
         if job.overwrite:
             return True

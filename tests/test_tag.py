@@ -272,7 +272,9 @@ def test_an_output_that_is_the_input_is_refused_before_loading(tmp_path, monkeyp
     assert source.read_bytes() == before
 
 
-def test_an_interrupted_run_keeps_the_previous_output_and_continues(crf_checkpoint, tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_the_previous_output_and_continues(
+    crf_checkpoint, tmp_path, monkeypatch, capsys, caplog
+):
     source = write_input(tmp_path / "in.txt", LINES)
     out = tmp_path / "out.jsonl"
     argv = ["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
@@ -304,6 +306,7 @@ def test_an_interrupted_run_keeps_the_previous_output_and_continues(crf_checkpoi
     ):
         tag.main([*argv, "--chunk_size", "3"])  # chunks of 2 lines are not mixed with chunks of 3
     tag.main([*argv, "--chunk_size", "2"])  # the same command continues: lines 5 on only
+    assert "out.jsonl.parts: 2 complete chunks of 2 records kept" in caplog.text  # a warning: shown unconfigured
     assert written == [5, 6, 7, 8]
     assert out.read_bytes() == complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
