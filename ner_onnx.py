@@ -209,25 +209,21 @@ class OnnxNerTagger:
             words = list(text)
             text, spans = join_words(words)
             _check_encodable(text, index)
-            fed = fed_words(words, self._token_ids, self.unk_token, self._known_words)
-            encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
-        elif isinstance(text, str) and self._split_raw:
-            _check_encodable(text, index)
-            spans = split_text(text)
-            fed = fed_words(
-                [text[start:end] for start, end in spans], self._token_ids, self.unk_token, self._known_words
-            )
-            if self._per_word:
-                return self._windows(text, [self._token_ids(word) for word in fed], spans, stride)
-            encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         elif isinstance(text, str):
             _check_encodable(text, index)
-            spans = None
-            encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
+            spans = split_text(text) if self._split_raw else None
+            words = [text[start:end] for start, end in spans] if spans is not None else []
         else:
             raise ValueError(
                 f"expected a string (or is_split_into_words=True with a list of words), got {type(text).__name__}"
             )
+        if spans is None:  # raw text the tokenizer splits itself
+            encoding = self.tokenizer.encode(text, add_special_tokens=False) if text else None
+        else:
+            fed = fed_words(words, self._token_ids, self.unk_token, self._known_words)
+            if self._per_word:
+                return self._windows(text, [self._token_ids(word) for word in fed], spans, stride)
+            encoding = self.tokenizer.encode(fed, is_pretokenized=True, add_special_tokens=False) if fed else None
         if encoding is None or not encoding.ids:
             return {"text": text, "spans": [], "windows": []}
         # Pre-split words keep their spans; in raw text a word spans its sub-tokens' characters.

@@ -198,11 +198,11 @@ def load_tagger(
         from ner_onnx import OnnxNerTagger
 
         onnx_tagger = OnnxNerTagger(args.onnx, quantized=args.int8, threads=threads)
-        onnx_tagger.session.run = tagging.timed(onnx_tagger.session.run, stats)
+        tagging.time_model_calls(onnx_tagger, stats)
 
         def tag_onnx(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
-            for batch in tagging.chunks(((0, t) for t in texts), args.batch_size):
-                yield from onnx_tagger.tag_batch([t for _, t in batch], batch_size=args.batch_size, **options)
+            for batch in tagging.chunks(texts, args.batch_size):
+                yield from onnx_tagger.tag_batch(batch, batch_size=args.batch_size, **options)
 
         return tag_onnx
     import torch
@@ -212,8 +212,7 @@ def load_tagger(
     if not (device or "").startswith("cuda"):
         torch.set_num_threads(threads)
     pipe = load_crf_pipeline(args.model, device, args.trust_remote_code)
-    for name in ("emissions", "decode_packed"):  # what the pipeline calls of the model
-        setattr(pipe.model, name, tagging.timed(getattr(pipe.model, name), stats))
+    tagging.time_model_calls(pipe, stats)
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
         return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order

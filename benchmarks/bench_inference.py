@@ -52,15 +52,18 @@ def onnx_folder(variant: str, exports: Path) -> Path:
 
 
 def load_variant(variant: str, model_dir: Path, exports: Path):
-    """A callable texts -> entity lists for one variant, and a dict whose "model" entry accumulates the seconds
-    spent in the model itself (session.run, or the PyTorch model's emissions and CRF decoding): the rest is Python around it."""
-    timed = {"model": 0.0}
+    """A callable texts -> entity lists for one variant, and the Stats whose model_seconds accumulate the time
+    spent in the model itself (session.run, or the PyTorch model's emissions and CRF decoding): the rest is Python
+    around it."""
+    from bertcrf.tagging import Stats, time_model_calls
+
+    stats = Stats()
     if variant.startswith("onnx"):
         from ner_onnx import OnnxNerTagger
 
         tagger = OnnxNerTagger(onnx_folder(variant, exports), quantized="-int8" in variant)
-        tagger.session.run = _timed(tagger.session.run, timed)
-        return (lambda texts, batch: tagger(texts, batch_size=batch)), timed
+        time_model_calls(tagger, stats)
+        return (lambda texts, batch: tagger(texts, batch_size=batch)), stats
     import torch
     from transformers import AutoTokenizer
 
@@ -70,37 +73,21 @@ def load_variant(variant: str, model_dir: Path, exports: Path):
     model = BertCrfForTokenClassification.from_pretrained(model_dir).eval()
     if variant.endswith("int8"):
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    # The pipeline calls emissions() and decode_packed(), not forward(): time those two, the model's share of a
-    # call as the decoding graph's session.run is.
-    for name in ("emissions", "decode_packed"):
-        setattr(model, name, _timed(getattr(model, name), timed))
     pipe = BertCrfTokenClassificationPipeline(
         model=model,
         tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True),
         task="token-classification",
         device="cpu",
     )
-    return (lambda texts, batch: pipe(texts, batch_size=batch, aggregation_strategy="simple")), timed
-
-
-def _timed(method, timed: dict):
-    """`method`, adding the seconds each call takes to timed["model"]."""
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            timed["model"] += time.perf_counter() - start
-
-    return wrapper
+    time_model_calls(pipe, stats)
+    return (lambda texts, batch: pipe(texts, batch_size=batch, aggregation_strategy="simple")), stats
 
 
 def run_variant(args: argparse.Namespace) -> None:
     """Child process: time one variant (or, given gold spans, score it and keep its entities); print one JSON
     line."""
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
-    tag, timed = load_variant(args.variant, Path(args.model_dir), Path(args.onnx_dir))
+    tag, stats = load_variant(args.variant, Path(args.model_dir), Path(args.onnx_dir))
     out: dict = {"variant": args.variant, "cpu": cpu_info()}
     if args.gold:
         gold = json.loads(Path(args.gold).read_text(encoding="utf-8"))
@@ -112,13 +99,13 @@ def run_variant(args: argparse.Namespace) -> None:
         for batch, count in ((32, len(texts)), (1, args.batch1_sentences)):
             subset = texts[:count]
             tag(subset[: min(batch, 4)], batch)  # warm-up
-            timed["model"] = 0.0
+            stats.model_seconds = 0.0
             start = time.perf_counter()
             tag(subset, batch)
             seconds = time.perf_counter() - start
             out[f"batch{batch}_sent_per_s"] = len(subset) / seconds
             out[f"batch{batch}_ms_per_sent"] = 1000 * seconds / len(subset)
-            out[f"batch{batch}_model_share"] = timed["model"] / seconds
+            out[f"batch{batch}_model_share"] = stats.model_seconds / seconds
     out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
 

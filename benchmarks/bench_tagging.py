@@ -333,7 +333,7 @@ def batch1_rows(sentences: list[str], count: int, threads: int = 1) -> list[dict
     import torch
 
     from bertcrf.crf_models import load_crf_pipeline
-    from bertcrf.tagging import Stats, timed
+    from bertcrf.tagging import Stats, time_model_calls
     from ner_onnx import OnnxNerTagger
 
     torch.set_num_threads(threads)
@@ -346,14 +346,13 @@ def batch1_rows(sentences: list[str], count: int, threads: int = 1) -> list[dict
             stats = Stats()
             if runtime == "torch-fp32":
                 pipe = load_crf_pipeline(str(checkpoint), "cpu")
-                for method in ("emissions", "decode_packed"):
-                    setattr(pipe.model, method, timed(getattr(pipe.model, method), stats))
+                time_model_calls(pipe, stats)
                 call = lambda text: pipe(text, aggregation_strategy="simple")  # noqa: E731
             else:
                 tagger = OnnxNerTagger(
                     onnx_export(name, checkpoint), quantized=runtime == "onnx-int8", threads=threads
                 )
-                tagger.session.run = timed(tagger.session.run, stats)
+                time_model_calls(tagger, stats)
                 call = tagger
             for text in texts[:4]:  # warm-up
                 call(text)

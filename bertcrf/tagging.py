@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -43,6 +43,7 @@ from bertcrf.safe_files import atomic_write, write_text
 logger = logging.getLogger(__name__)
 
 Record = tuple[int, str]  # (record number from 1, text)
+T = TypeVar("T")
 # Texts in, one result (a list of entity or word dicts) per text out, lazily and in order.
 Tagger = Callable[[Iterable[str]], Iterator[list[dict[str, Any]]]]
 
@@ -182,8 +183,9 @@ def split_rows(stream: Any, split: str) -> int | None:
     return getattr(info, "num_examples", None) or None
 
 
-def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    iterator = iter(records)
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last shorter), read lazily."""
+    iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
@@ -205,6 +207,15 @@ class OutputFormat:
     # Words or entities the format needs: every word with its tag ("none") or entities ("simple").
     aggregation: str = "simple"
     counts: dict[str, int] = field(default_factory=dict)
+
+    def write_joined(self, out: TextIO, parts: Iterable[str]) -> None:
+        """Write `parts` (chunks' outputs, each its items already joined) as one file of this format."""
+        written = False
+        for text in parts:
+            if text:
+                out.write((self.separator if written else self.head) + text)
+                written = True
+        out.write(self.tail if written else self.empty)
 
 
 def output_format(
@@ -231,15 +242,14 @@ def output_format(
         )
     if name == "doccano":
         annotations.check_doccano_offsets(doccano_offsets)
-        fmt = OutputFormat(lambda number, text, entities: None)
+        counts = {"widened": 0}
 
         def doccano(number: int, text: str, entities: list[dict[str, Any]]) -> str | None:
             line, widened = annotations.doccano_line(number, text, entities, doccano_offsets)
-            fmt.counts["widened"] = fmt.counts.get("widened", 0) + widened
+            counts["widened"] += widened
             return line
 
-        fmt.item = doccano
-        return fmt
+        return OutputFormat(doccano, counts=counts)
     raise ValueError(f"output format must be one of jsonl, column, label-studio, doccano; got {name!r}")
 
 
@@ -295,6 +305,16 @@ class Stats:
             "characters_per_s": round(self.characters / seconds, 1),
             "model_share": round(self.model_seconds / seconds, 4),
         }
+
+
+def time_model_calls(runtime: Any, stats: Stats) -> None:
+    """Add the seconds `runtime` spends in its model to `stats.model_seconds`: an ONNX tagger's `session.run`, or
+    what the CRF pipeline calls of its model (`emissions` and `decode_packed`; never `forward`)."""
+    if hasattr(runtime, "session"):
+        runtime.session.run = timed(runtime.session.run, stats)
+        return
+    for name in ("emissions", "decode_packed"):
+        setattr(runtime.model, name, timed(getattr(runtime.model, name), stats))
 
 
 def timed(method: Callable[..., Any], stats: Stats) -> Callable[..., Any]:
@@ -514,30 +534,24 @@ class Progress:
 def join_chunks(parts: Path, total_chunks: int, output: str | Path, fmt: OutputFormat) -> None:
     """The chunks' outputs, in order, into `output` (written beside it and renamed into place)."""
     with atomic_write(output) as out:
-        written = False
-        for index in range(total_chunks):
-            text = chunk_path(parts, index).read_text(encoding="utf-8")
-            if text:
-                out.write((fmt.separator if written else fmt.head) + text)
-                written = True
-        out.write(fmt.tail if written else fmt.empty)
+        fmt.write_joined(out, (chunk_path(parts, i).read_text(encoding="utf-8") for i in range(total_chunks)))
 
 
 def _to_stream(source: Source, tagger: Tagger, job: Job, out: TextIO, stats: Stats) -> Stats:
     """One process, standard output: each chunk written as soon as it is tagged."""
     began = time.perf_counter()
     progress = Progress(source, job, Shard(), None, stats)
-    written = False
-    for records in chunks(source.read(), job.chunk_size):
-        text = tag_chunk(tagger, records, job.fmt, progress.bar.update)
-        if text:
-            out.write((job.fmt.separator if written else job.fmt.head) + text)
-            written = True
-        out.flush()
-        stats.records += len(records)
-        stats.tagged += len(records)
-        stats.characters += sum(len(t) for _, t in records)
-    out.write(job.fmt.tail if written else job.fmt.empty)
+
+    def tagged_chunks() -> Iterator[str]:
+        for records in chunks(source.read(), job.chunk_size):
+            yield tag_chunk(tagger, records, job.fmt, progress.bar.update)
+            out.flush()  # the chunk before is out as this one is tagged
+            stats.records += len(records)
+            stats.tagged += len(records)
+            stats.characters += sum(len(t) for _, t in records)
+
+    job.fmt.write_joined(out, tagged_chunks())
+    out.flush()
     progress.close()
     _log_counts(job.fmt)
     stats.seconds = time.perf_counter() - began

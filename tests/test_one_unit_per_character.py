@@ -119,7 +119,8 @@ def awkward_and_demo_texts() -> list[str]:
 
 
 def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint, tmp_path):
-    """ner_onnx.py remembers each word's ids instead of encoding a text's word list again: the same windows."""
+    """ner_onnx.py remembers each pre-split word's ids (raw SentencePiece text, or is_split_into_words) instead of
+    encoding the word list again: the same windows."""
     pytest.importorskip("onnxruntime")
     import export_onnx
     from ner_onnx import OnnxNerTagger
@@ -127,11 +128,14 @@ def test_onnx_words_tokenized_one_by_one_as_in_one_call(sentencepiece_checkpoint
     tagger = OnnxNerTagger(export_onnx.export(str(sentencepiece_checkpoint), str(tmp_path / "onnx")))
     assert tagger._split_raw and tagger._per_word
     texts = awkward_and_demo_texts()
-    for text in texts:
+    inputs = (
+        [(t, False) for t in texts] + [(t.split() or ["x"], True) for t in texts] + [(list(t), True) for t in texts]
+    )
+    for text, split in inputs:
         tagger._per_word = True
-        remembered = tagger._prepare(text, False, None)
+        remembered = tagger._prepare(text, split, None)
         tagger._per_word = False
-        encoded = tagger._prepare(text, False, None)
+        encoded = tagger._prepare(text, split, None)
         assert remembered["spans"] == encoded["spans"], text
         assert [(w.input_ids, w.chain) for w in remembered["windows"]] == [
             (w.input_ids, w.chain) for w in encoded["windows"]
