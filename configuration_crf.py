@@ -68,6 +68,10 @@ class CrfConfigMixin:
         special_token_ids (`list[int]`, *optional*):
             Ids that never enter the CRF chain when the forward pass gets neither labels nor a word-start mask.
             When unset, the first and the last attended positions ([CLS] and [SEP], <s> and </s>) are left out.
+        confidence_temperature (`float`, defaults to `1.0`):
+            Every CRF potential is divided by it before the marginals that score tags and entities (fitted on a dev
+            split by run_ner.py's calibration). Tags do not depend on it. Read from `kwargs` (any config takes it)
+            and checked by `_check_labels_and_dropout`.
     """
 
     def _set_crf_settings(
@@ -148,6 +152,10 @@ class CrfConfigMixin:
         return kwargs
 
     def _check_labels_and_dropout(self) -> None:
+        temperature = getattr(self, "confidence_temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"confidence_temperature must be a positive number, got {temperature!r}")
+        self.confidence_temperature = float(temperature)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
         classifier_dropout = getattr(self, "classifier_dropout", None)

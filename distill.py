@@ -179,7 +179,7 @@ def build_student(
     if distill_args.init_embeddings_from_teacher:
         with torch.no_grad():
             student.get_input_embeddings().weight.copy_(teacher_embeddings)
-    student.crf.set_constraints(*config.allowed_transitions())
+    student.crf.follow_config(config)
     return student
 
 

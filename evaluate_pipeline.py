@@ -19,7 +19,8 @@ import evaluate
 import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
-from bertcrf import cli, data_files, ner_data
+from bert_crf_utils import group_entities
+from bertcrf import calibration, cli, data_files, ner_data
 from bertcrf.crf_models import load_crf_pipeline
 
 
@@ -39,6 +40,22 @@ class PipelineTokenClassificationEvaluator(TokenClassificationEvaluator):
             return model_or_pipeline
         return super().prepare_pipeline(model_or_pipeline, tokenizer, feature_extractor, device)
 
+    def predictions_processor(self, predictions: list[list[dict]], words: list[list[str]], join_by: str) -> dict:
+        """evaluate's word tags; the pipeline's entities (grouped as its "simple" aggregation groups them) and the
+        gold entities' character spans are kept for the calibration of the entity scores."""
+        self.last_entities = [
+            group_entities(
+                [p["entity"] for p in prediction],
+                [p["score"] for p in prediction],
+                [(p["start"], p["end"]) for p in prediction],
+                join_by.join(row),
+                self.scheme,
+            )
+            for prediction, row in zip(predictions, words)
+        ]
+        self.last_word_offsets = [self.words_to_offsets(row, join_by) for row in words]
+        return super().predictions_processor(predictions, words, join_by)
+
 
 def to_dataset(examples: list[dict[str, Any]], labels: list[str]) -> datasets.Dataset:
     features = datasets.Features(
@@ -56,7 +73,8 @@ def to_dataset(examples: list[dict[str, Any]], labels: list[str]) -> datasets.Da
 
 def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Entity scores of `pipe` on tagged examples (tags in the model's scheme), via evaluate's evaluator, strict for
-    the model's tag scheme."""
+    the model's tag scheme, and the calibration of the pipeline's entity scores: `entity_ece` (see
+    `bertcrf.calibration`) over `predicted_entities`."""
     config = pipe.model.config
     scheme = config.resolved_tag_scheme
     labels = [config.id2label[i] for i in range(config.num_labels)]
@@ -65,12 +83,13 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
     examples, _ = ner_data.replace_untokenizable(examples, pipe.tokenizer)
     examples = [dict(e, tokens=e["words"]) for e in examples]
     evaluator = PipelineTokenClassificationEvaluator("token-classification")
+    evaluator.scheme = scheme
     if scheme in ner_data.SEQEVAL_SCHEMES:
         evaluator.METRIC_KWARGS = {
             "mode": "strict",
             "scheme": "BMES" if scheme == "BMES" else ner_data.SEQEVAL_SCHEMES[scheme],
         }
-    return evaluator.compute(
+    result = evaluator.compute(
         model_or_pipeline=pipe,
         data=to_dataset(examples, labels),
         metric=evaluate.load(METRIC_PATH),
@@ -78,6 +97,18 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
         label_column="ner_tags",
         join_by=joiner(examples),
     )
+    gold = [
+        {
+            (kind, offsets[first][0], offsets[last - 1][1])
+            for kind, first, last in ner_data.tags_to_spans(e["tags"], scheme)
+        }
+        for e, offsets in zip(examples, evaluator.last_word_offsets)
+    ]
+    found = [[(e["entity_group"], e["start"], e["end"], e["score"]) for e in text] for text in evaluator.last_entities]
+    scores, right = calibration.span_confidences(gold, found)
+    result["entity_ece"] = calibration.expected_calibration_error(scores, right)
+    result["predicted_entities"] = len(scores)
+    return result
 
 
 def joiner(examples: list[dict[str, Any]]) -> str:
@@ -152,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.brief:
         print(
             f"{args.data} ({len(examples)} sentences): entity F1 {100 * result['overall_f1']:.2f} "
-            f"(precision {100 * result['overall_precision']:.2f}, recall {100 * result['overall_recall']:.2f})"
+            f"(precision {100 * result['overall_precision']:.2f}, recall {100 * result['overall_recall']:.2f}); "
+            f"entity score calibration error (ECE) {result['entity_ece']:.3f} over {result['predicted_entities']} "
+            "predicted entities"
         )
     else:
         print(json.dumps(result, indent=2, default=float))

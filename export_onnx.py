@@ -248,6 +248,8 @@ def crf_metadata(model: CrfTaggingMixin, tokenizer, max_length: int) -> dict:
         "word_split": "tokenizer" if isolates_cjk(backend_words(tokenizer.backend_tokenizer)) else "text",
         # A lexicon model's feature types, in bit order; its words are in lexicon.tsv beside the graph.
         "lexicon_types": list(config.lexicon_types) if getattr(config, "lexicon_types", None) else None,
+        # The confidence temperature (config.json's), for the numpy marginals; the graph holds it as a constant.
+        "temperature": crf.temperature,
         **{
             name: getattr(crf, name).detach().cpu().tolist()
             for name in (

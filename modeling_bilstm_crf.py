@@ -57,7 +57,7 @@ class BiLstmCrfPreTrainedModel(PreTrainedModel):
             init.uniform_(module.start_transitions, -0.1, 0.1)
             init.uniform_(module.end_transitions, -0.1, 0.1)
             init.uniform_(module.transitions, -0.1, 0.1)
-            module.set_constraints(*self.config.allowed_transitions())
+            module.follow_config(self.config)
 
 
 class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel):
@@ -75,7 +75,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
         self.crf = CRF(config.num_labels, batch_first=True)
-        self.crf.set_constraints(*config.allowed_transitions())  # as _init_weights does: see EncoderCrfMixin
+        self.crf.follow_config(config)  # as _init_weights does: see EncoderCrfMixin
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

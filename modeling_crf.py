@@ -88,7 +88,9 @@ class CRF(nn.Module):
       scores such a mask wrongly). The first timestep must still be on, as in pytorch-crf;
     - `decode_padded` returns the Viterbi path as a tensor, `marginal_probabilities` the per-token posteriors;
     - `set_constraints` forbids transitions (for a tag scheme) in decoding and marginals; the likelihood stays
-      unconstrained so that gold paths which break the scheme still train.
+      unconstrained so that gold paths which break the scheme still train;
+    - `temperature` divides every potential before the marginals (confidence calibration): the Viterbi path, the
+      argmax of the same scores at any temperature, and the likelihood do not see it.
 
     Args:
         num_tags: Number of tags.
@@ -108,6 +110,7 @@ class CRF(nn.Module):
         self.register_buffer("start_penalty", torch.zeros(num_tags), persistent=False)
         self.register_buffer("end_penalty", torch.zeros(num_tags), persistent=False)
         self.register_buffer("transition_penalty", torch.zeros(num_tags, num_tags), persistent=False)
+        self.temperature = 1.0  # a plain float: captured graphs (ONNX, torch.export) hold it as a constant
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,6 +145,11 @@ class CRF(nn.Module):
                 if tuple(allowed_t.shape) != shape:
                     raise ValueError(f"constraint table must have shape {shape}, got {tuple(allowed_t.shape)}")
                 buffer.copy_(torch.where(allowed_t, 0.0, FORBIDDEN_SCORE))
+
+    def follow_config(self, config: Any) -> None:
+        """Take a tagger config's decoding constraints (`allowed_transitions()`) and its `confidence_temperature`."""
+        self.set_constraints(*config.allowed_transitions())
+        self.temperature = float(getattr(config, "confidence_temperature", 1.0))
 
     def forward(
         self,
@@ -329,15 +337,18 @@ class CRF(nn.Module):
         return _viterbi_back_pointers(emissions, mask, start, end_transitions, end_penalty, transitions)
 
     def marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints.
+        """Per-position tag posteriors `(batch, seq, tags)` for packed input, respecting the constraints, at the
+        CRF's `temperature`.
 
         Computed in float64 and normalized per position: forward and backward scores grow with the length of the
         chain, and float32 rounding of scores in the thousands would put probabilities off by a percent.
         """
-        emissions64 = emissions.double()
-        start = (self.start_transitions + self.start_penalty).double()
-        end = (self.end_transitions + self.end_penalty).double()
-        transitions = (self.transitions + self.transition_penalty).double()
+        # Every potential divided by the temperature: the marginals of the calibrated distribution.
+        scale = 1.0 / self.temperature
+        emissions64 = emissions.double() * scale
+        start = (self.start_transitions + self.start_penalty).double() * scale
+        end = (self.end_transitions + self.end_penalty).double() * scale
+        transitions = (self.transitions + self.transition_penalty).double() * scale
         if _is_capturing():
             if _is_exporting():
                 alphas = _log_space_forward_scan(emissions64, mask, start, transitions)
@@ -803,7 +814,7 @@ class CrfTaggingMixin:
 
     def apply_decoding_constraints(self) -> None:
         """Rebuild the CRF's decoding constraints from the config (after changing its labels or tag scheme)."""
-        self.crf.set_constraints(*self.config.allowed_transitions())
+        self.crf.follow_config(self.config)
 
     def chain_mask(
         self,
@@ -962,7 +973,7 @@ def init_crf_weights(module: nn.Module, config: Any) -> None:
         init.uniform_(module.start_transitions, -0.1, 0.1)
         init.uniform_(module.end_transitions, -0.1, 0.1)
         init.uniform_(module.transitions, -0.1, 0.1)
-        module.set_constraints(*config.allowed_transitions())
+        module.follow_config(config)
     elif isinstance(module, LexiconFeatures):
         init.zeros_(module.weight)
     elif isinstance(module, ScalarMix):
@@ -998,7 +1009,7 @@ class EncoderCrfMixin(CrfTaggingMixin):
         self.crf = CRF(config.num_labels, batch_first=True)
         # Also set by _init_weights; here too, so that a model built without weight init (transformers'
         # no_init_weights, then load_state_dict: the penalties are not saved) decodes under its tag scheme.
-        self.crf.set_constraints(*config.allowed_transitions())
+        self.crf.follow_config(config)
         self.lexicon_embeddings = None
         if getattr(config, "lexicon_types", None):
             into_input = config.lexicon_combination == "input"

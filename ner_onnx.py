@@ -111,6 +111,8 @@ class OnnxNerTagger:
         self.start = np.asarray(meta["start_transitions"]) + np.asarray(meta["start_penalty"])
         self.end = np.asarray(meta["end_transitions"]) + np.asarray(meta["end_penalty"])
         self.transitions = np.asarray(meta["transitions"]) + np.asarray(meta["transition_penalty"])
+        # Scores come from the marginals at the model's confidence temperature (1 in exports that predate it).
+        self.temperature: float = meta.get("temperature", 1.0)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         # A tokenizer.json may carry truncation (MiniLM's: 128 tokens), which would drop a long text's tail
         # silently; windows handle length here.
@@ -294,7 +296,9 @@ class OnnxNerTagger:
             allowed, _ = span_constraints(forced, len(spans), id2label, self.scheme)
             emissions = np.where(np.asarray(allowed), emissions, RULED_OUT)  # (words, labels)
         path = viterbi(emissions, self.start, self.end, self.transitions)
-        probs = marginals(emissions, self.start, self.end, self.transitions)
+        probs = marginals(
+            *(scores / self.temperature for scores in (emissions, self.start, self.end, self.transitions))
+        )
         scores = [float(probs[i, t]) for i, t in enumerate(path)]
         return self._results([self.labels[t] for t in path], scores, spans, text, output)
 

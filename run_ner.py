@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     if training_args.do_train:
         results.update(train(trainer, checkpoint, len(raw["train"])))
-    results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args))
+    calibrate = model_args.calibrate and training_args.do_train
+    results.update(evaluate_splits(trainer, encoded, metrics, scheme, data_args, training_args, calibrate))
     save_outputs(trainer, tokenizer, training_args, results, with_handler=True)
     if trainer.is_world_process_zero() and training_args.do_train:
         write_model_card(

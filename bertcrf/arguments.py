@@ -92,6 +92,13 @@ class ModelArguments:
     constrain_decoding: bool = field(default=True, metadata={"help": "Forbid illegal tag transitions in decoding."})
     loss_reduction: str = field(default="mean", metadata={"help": "CRF loss reduction: mean, sum or token_mean."})
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the classifier."})
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit the CRF's confidence temperature on the validation split (with --do_eval) "
+            "so that entity scores match how often such entities are right; stored in config.json."
+        },
+    )
     head: str = field(
         default="crf",
         metadata={

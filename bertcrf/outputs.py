@@ -218,6 +218,8 @@ def save_outputs(
         return
     trainer.save_metrics("all", results, combined=False)
     if training_args.do_train:
+        # The weights were saved when training ended; the confidence temperature is fitted after, into config.json.
+        trainer.model.config.save_pretrained(training_args.output_dir)
         tokenizer.save_pretrained(training_args.output_dir)
         if with_handler:
             copy_file(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")

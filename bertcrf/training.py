@@ -20,7 +20,7 @@ import transformers
 from transformers import Trainer, TrainingArguments
 
 from bert_crf_utils import LEXICON_FILE, Lexicon, join_words, lexicon_bits, max_positions
-from bertcrf import crf_models, data_files, ner_data
+from bertcrf import calibration, crf_models, data_files, ner_data
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, lexicon_type_map
 from bertcrf.lexicon import read_lexicon
 from bertcrf.outputs import show_examples, tidy_output_dir, write_predictions
@@ -610,6 +610,7 @@ class NerMetrics:
         self.trainer: Trainer | None = None  # set once the Trainer exists
         self.last_predictions: list[list[str]] = []
         self.last_scores: list[list[float]] = []
+        self.last_emissions: list[np.ndarray] = []
 
     def row_order(self) -> list[int]:
         """The dataset row behind each row of the Trainer's outputs. With `train_sampling_strategy=group_by_length`
@@ -621,14 +622,20 @@ class NerMetrics:
 
     def decode(self, logits: np.ndarray) -> list[list[str]]:
         """Word-level tags for every example of the split from the Trainer's window logits (their scores, the
-        probability of each word's tag, are kept in `last_scores`)."""
+        probability of each word's tag, are kept in `last_scores`; the stitched emissions in `last_emissions`)."""
         assert self.trainer is not None, "NerMetrics.trainer must be set"
         order = self.row_order()
         if len(order) != len(logits):
             raise RuntimeError(f"{len(logits)} rows of logits for {len(order)} dataset rows")
         units = [sum(u) for u in self.split.units]
-        emissions = ner_data.stitch_emissions(logits, [self.split.rows[i] for i in order], units)
-        paths, scores = decode_emissions(self.trainer.model, emissions)
+        self.last_emissions = ner_data.stitch_emissions(logits, [self.split.rows[i] for i in order], units)
+        return self.rescore()
+
+    def rescore(self) -> list[list[str]]:
+        """Decode `last_emissions` again with the model as it is now (its confidence temperature, say): word tags,
+        with each word's score in `last_scores`."""
+        assert self.trainer is not None, "NerMetrics.trainer must be set"
+        paths, scores = decode_emissions(self.trainer.model, self.last_emissions)
         tags, self.last_scores = [], []
         for i, (path, unit_scores) in enumerate(zip(paths, scores)):
             tags.append(
@@ -638,6 +645,11 @@ class NerMetrics:
             self.last_scores.append([unit_scores[k] for k in firsts] if len(unit_scores) else [])
         return tags
 
+    def confidences(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last decoded entities' scores and whether each is right (see `calibration.entity_confidences`)."""
+        gold = [e["tags"] for e in self.split.examples]
+        return calibration.entity_confidences(gold, self.last_predictions, self.last_scores, self.scheme)
+
     def __call__(self, eval_prediction: transformers.EvalPrediction) -> dict[str, float]:
         logits = (
             eval_prediction.predictions[0]
@@ -646,7 +658,29 @@ class NerMetrics:
         )
         self.last_predictions = self.decode(logits)
         gold = [e["tags"] for e in self.split.examples]
-        return score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
+        scores = score_entities(gold, self.last_predictions, self.scheme, self.entity_level)
+        if scores:
+            scores["ece"] = calibration.expected_calibration_error(*self.confidences())
+        return scores
+
+
+def fit_confidence_temperature(model: torch.nn.Module, metrics: NerMetrics) -> dict[str, float]:
+    """Fit the CRF's confidence temperature on the split `metrics` decoded last (see `calibration`), set it on the
+    model and its config, and re-score that split at it. Returns the split's ECE before and after, and the
+    temperature."""
+    before = calibration.expected_calibration_error(*metrics.confidences())
+
+    def confidences_at(temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        model.crf.temperature = temperature
+        metrics.rescore()
+        return metrics.confidences()
+
+    temperature = calibration.fit_temperature(confidences_at)
+    model.config.confidence_temperature = temperature
+    model.crf.follow_config(model.config)
+    metrics.last_predictions = metrics.rescore()
+    after = calibration.expected_calibration_error(*metrics.confidences())
+    return {"eval_ece_uncalibrated": before, "eval_ece": after, "confidence_temperature": temperature}
 
 
 def decode_emissions(
@@ -797,12 +831,18 @@ def evaluate_splits(
     scheme: str,
     data_args: DataTrainingArguments,
     training_args: TrainingArguments,
+    calibrate: bool = False,
 ) -> dict[str, float]:
-    """Evaluate (--do_eval) and predict (--do_predict): scores, and predictions files written by the main process."""
+    """Evaluate (--do_eval) and predict (--do_predict): scores, and predictions files written by the main process.
+    With `calibrate` (and a CRF), the confidence temperature is fitted on the validation split before the test."""
     results: dict[str, float] = {}
     for split in ("validation", "test"):
         if split in encoded and (training_args.do_eval if split == "validation" else training_args.do_predict):
             scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
+            if split == "validation" and calibrate and hasattr(trainer.model, "crf") and "eval_ece" in scores:
+                scores.update(fit_confidence_temperature(trainer.model, metrics[split]))
+                predictions = metrics[split].last_predictions
+                trainer.save_metrics("eval", scores)
             results.update(scores)
             if trainer.is_world_process_zero():
                 word_scores = metrics[split].last_scores
@@ -819,4 +859,21 @@ def evaluate_splits(
         )
         if summary:
             print(f"Entity F1 (seqeval strict, {scheme}): {summary}")
+        print_calibration(results)
     return results
+
+
+def print_calibration(results: dict[str, float]) -> None:
+    """The entity scores' expected calibration error per split, and the temperature when one was fitted."""
+    errors = ", ".join(
+        f"{name} {results[key]:.3f}" for name, key in (("dev", "eval_ece"), ("test", "predict_ece")) if key in results
+    )
+    if not errors:
+        return
+    fitted = (
+        f" at confidence temperature {results['confidence_temperature']:.3g} fitted on dev (dev before: "
+        f"{results['eval_ece_uncalibrated']:.3f})"
+        if "confidence_temperature" in results
+        else ""
+    )
+    print(f"Entity score calibration error (ECE, {calibration.ECE_BINS} bins): {errors}{fitted}")

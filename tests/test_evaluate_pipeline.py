@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import evaluate_pipeline
-from bertcrf import data_files
+from bertcrf import data_files, ner_data
 from conftest import DEMO_DIR, load_crf_pipeline, untrusted_copy
 
 
@@ -188,8 +189,29 @@ def test_main_runs_no_remote_code_and_names_unknown_labels(crf_checkpoint, tmp_p
     capsys.readouterr()
     evaluate_pipeline.main(["--model", str(folder), "--data", str(data), "--unknown_labels_to_o", "--brief"])
     assert re.fullmatch(
-        r".*dev.txt \(2 sentences\): entity F1 \d+\.\d\d \(precision .*, recall .*\)\n", capsys.readouterr().out
+        r".*dev.txt \(2 sentences\): entity F1 \d+\.\d\d \(precision .*, recall .*\); entity score calibration "
+        r"error \(ECE\) \d\.\d{3} over \d+ predicted entities\n",
+        capsys.readouterr().out,
     )
+
+
+def test_entity_ece_is_computed_from_the_pipelines_own_entity_scores(crf_pipeline, dev_examples):
+    """The ECE that evaluate_pipeline reports is the one of the entities and scores that the pipeline itself gives
+    (aggregation "simple": an entity's score is the mean of its words')."""
+    from bertcrf import calibration
+
+    examples = dev_examples[:20]
+    result = evaluate_pipeline.evaluate_pipeline(crf_pipeline, examples)
+    scores, right = [], []
+    for example in examples:
+        text = "".join(example["tokens"])
+        gold = {(t, s, e) for t, s, e in ner_data.tags_to_spans(example["tags"], "BIO")}
+        for entity in crf_pipeline(text, aggregation_strategy="simple"):
+            scores.append(entity["score"])
+            right.append((entity["entity_group"], entity["start"], entity["end"]) in gold)
+    assert result["predicted_entities"] == len(scores) > 0
+    expected = calibration.expected_calibration_error(np.array(scores), np.array(right))
+    assert result["entity_ece"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_chinese_words_are_joined_as_written(lexicon_checkpoint, dev_examples):
