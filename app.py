@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from huggingface_hub import ModelCard, metadata_load  # noqa: E402
 
 
 # Inside an output folder (a Space), the folder's own model; in the repository, the one `make demo` trains.
@@ -254,51 +254,61 @@ def entity_types(ner: Any) -> list[str]:
     return list(types)
 
 
-def _front_matter(model: str) -> str:
-    """The YAML front matter of the model card (README.md) of a folder or Hub id; empty when there is none."""
+def _readme(model: str) -> str | None:
+    """The path of the model card (README.md) of a folder or Hub id; None when there is none."""
     try:
-        readme = transformers.utils.cached_file(
+        return transformers.utils.cached_file(
             model,
             "README.md",
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
         )
     except OSError:
-        return ""
-    if not readme:
-        return ""
-    front = re.match(r"---\n(.*?)\n---\n", Path(readme).read_text(encoding="utf-8", errors="replace"), re.DOTALL)
-    return front.group(1) + "\n" if front else ""
+        return None
 
 
-def _scalar(value: str) -> str | None:
-    """A YAML scalar as the model card writes it: plain, single-quoted or JSON-quoted; None if unreadable."""
-    if value[:1] == '"':
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    if value[:1] == "'":
-        return value[1:-1].replace("''", "'")
-    return value
+def _card(model: str) -> ModelCard | None:
+    """The model card of a folder or Hub id, read by huggingface_hub; None when there is none."""
+    readme = _readme(model)
+    return ModelCard.load(readme, ignore_metadata_errors=True) if readme else None
 
 
 def card_examples(model: str) -> list[str]:
-    """The `widget` example texts of the model card's front matter (`widget: - text: ...`), if it has any."""
-    widget = re.search(r"^widget:\n((?:[ \t-].*\n?)*)", _front_matter(model), re.MULTILINE)
-    values = re.findall(r"^[ \t-]*text:[ \t]*(.+?)[ \t]*$", widget.group(1) if widget else "", re.MULTILINE)
-    return [text for text in map(_scalar, values) if text]
+    """The `widget` example texts of the model card's metadata (`widget: - text: ...`), if it has any."""
+    card = _card(model)
+    widget = card.data.to_dict().get("widget") if card is not None else None
+    return [w["text"] for w in widget or [] if isinstance(w, dict) and isinstance(w.get("text"), str) and w["text"]]
 
 
 def model_title(model: str) -> str:
     """What the page calls the model: the name in the card's model-index (the Hub id or the training run's folder;
     a Space's folder is called "app"), else the folder's name or the Hub id."""
-    entry = re.search(r"^model-index:\n[ \t]*-[ \t]*name:[ \t]*(.+?)[ \t]*$", _front_matter(model), re.MULTILINE)
-    name = _scalar(entry.group(1)) if entry else None
+    card = _card(model)
+    name = card.data.model_name if card is not None else None
+    if name is None and card is not None:  # a model-index with a name and no results, which ModelCard drops
+        index = metadata_load(_readme(model)).get("model-index")
+        name = index[0].get("name") if isinstance(index, list) and index and isinstance(index[0], dict) else None
     return name or (Path(model).resolve().name if Path(model).is_dir() else model)
 
 
-def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) -> gr.Blocks:
+def card_figures(model: str) -> str:
+    """The card's evaluations as one Markdown line each: data, split, entity F1 and the scores' calibration error."""
+    card = _card(model)
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for result in (card.data.eval_results or []) if card is not None else []:
+        rows.setdefault((result.dataset_name, result.dataset_split or ""), {})[result.metric_type] = (
+            result.metric_value
+        )
+    lines = [
+        f"- {name} ({split}): entity F1 {100 * values['f1']:.1f}"
+        + (f", score calibration error (ECE) {values['ece']:.3f}" if "ece" in values else "")
+        for (name, split), values in rows.items()
+        if "f1" in values
+    ]
+    return "Measured (model card):\n" + "\n".join(lines) if lines else ""
+
+
+def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES, figures: str = "") -> gr.Blocks:
     """The page: a text box (its limit in characters shown below its label), the text with its entities highlighted
     by type, a table of the entities and their scores, and examples to click. Its API: `/predict` (what the page
     shows) and `/entities` (the pipeline's entity dicts)."""
@@ -310,6 +320,7 @@ def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES) ->
             f"## {model_name}\nNamed-entity recognition with a BERT-CRF (bert-crf): "
             f"{', '.join(types) or 'no entity types'}. Scores are the CRF's marginal probabilities, averaged over an "
             "entity's characters; long texts go through overlapping windows and one Viterbi pass, never truncated."
+            + (f"\n\n{figures}" if figures else "")
         )
         with gr.Row():
             with gr.Column():
@@ -415,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     code = Path(sys.modules[type(ner).__module__].__file__ or "?").parent
     print(f"Serving {args.model} with {type(ner).__name__} from {code}", flush=True)
     examples = list(dict.fromkeys([*card_examples(args.model), *EXAMPLES]))
-    build_demo(ner, model_title(args.model), examples).launch(
+    build_demo(ner, model_title(args.model), examples, card_figures(args.model)).launch(
         server_name=args.host, server_port=args.port, share=False
     )
 

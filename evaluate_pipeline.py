@@ -22,6 +22,7 @@ from evaluate.evaluator import TokenClassificationEvaluator
 from bert_crf_utils import group_entities
 from bertcrf import calibration, cli, data_files, ner_data
 from bertcrf.crf_models import load_crf_pipeline
+from bertcrf.model_card import add_card_results
 
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "seqeval_offline")
@@ -164,11 +165,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--brief", action="store_true", help="print one line: entity F1, precision and recall")
     parser.add_argument("--unknown_labels_to_o", action="store_true", help="score labels the model lacks as O")
     parser.add_argument(
+        "--card_name",
+        default=None,
+        help="add the scores to the model folder's card (model-index and table) under this data name",
+    )
+    parser.add_argument("--card_dataset", default=None, help="with --card_name: the data's Hub dataset id, if any")
+    parser.add_argument("--card_split", default="test", help="with --card_name: the data's split (default test)")
+    parser.add_argument(
         "--trust_remote_code",
         action="store_true",
         help="allow a tokenizer that needs code from the model folder or Hub repo (off: none is run)",
     )
     args = parser.parse_args(argv)
+    if args.card_name and not (Path(args.model) / "README.md").is_file():
+        raise FileNotFoundError(f"--card_name needs a model folder with a README.md card; {args.model} has none")
     pipe = load_crf_pipeline(args.model, trust_remote_code=args.trust_remote_code)
     examples = load_examples(
         args.data,
@@ -189,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         print(json.dumps(result, indent=2, default=float))
+    if args.card_name:
+        metrics = {key: result[f"overall_{key}"] for key in ("precision", "recall", "f1", "accuracy")}
+        metrics["ece"] = result["entity_ece"]
+        add_card_results(args.model, args.card_name, args.card_dataset or args.card_name, args.card_split, metrics)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from bertcrf import cli, launch
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, parse_dataclasses, validate_args
 from bertcrf.crf_models import check_model_path
 from bertcrf.launch import end_processes, setup_logging
-from bertcrf.outputs import check_inputs, prepare_output_dir, save_outputs, write_model_card
+from bertcrf.model_card import write_model_card
+from bertcrf.outputs import check_inputs, prepare_output_dir, save_outputs
 from bertcrf.training import (
     build_trainer,
     checkpoint_config,

@@ -278,6 +278,7 @@ def trim(
     folder is then replaced as a whole)."""
     from tokenizers import Tokenizer
 
+    from bertcrf.model_card import note_derivation
     from bertcrf.safe_files import check_output_folder, staged_folder
 
     source = Path(model_dir)
@@ -318,6 +319,13 @@ def trim(
         state = {k: v for k, v in model.state_dict().items() if k not in missing}
         model.save_pretrained(output, state_dict=state)
         write_tokenizer(source, output, new_tok, remap)
+        note_derivation(
+            output,
+            f"vocabulary trimmed from {len(tok['model']['vocab']):,} to {len(new_tok['model']['vocab']):,} pieces "
+            "(those of the given text"
+            + (", every CJK character" if keep_cjk else "")
+            + ") by bert-crf's trim_vocab.py",
+        )
         size_after = folder_size(output)
     output = Path(output_dir)
     new_backend = Tokenizer.from_file(str(output / "tokenizer.json"))

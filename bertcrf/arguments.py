@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,16 @@ class DataTrainingArguments:
     show_examples: int = field(default=0, metadata={"help": "Print this many predicted test sentences."})
     language: str | None = field(default=None, metadata={"help": "Language code for the model card (e.g. zh)."})
     license: str | None = field(default="apache-2.0", metadata={"help": "License for the model card."})
+    card_datasets: list[str] | None = field(
+        default=None,
+        metadata={"help": "Hub ids of the training data for the model card's metadata (e.g. levow/msra_ner)."},
+    )
+    card_notes: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Markdown file for the model card: what the model was trained on, what it is not good at."
+        },
+    )
 
 
 @dataclass
@@ -290,6 +301,8 @@ def validate_args(model_args: ModelArguments, data_args: DataTrainingArguments) 
             f"--lexicon_combination must be one of {LEXICON_COMBINATIONS}, got {model_args.lexicon_combination!r}"
         )
     lexicon_type_map(model_args)
+    if data_args.card_notes is not None and not os.path.isfile(data_args.card_notes):
+        raise FileNotFoundError(f"--card_notes {data_args.card_notes}: no such file (a Markdown file for the card)")
     if model_args.head == "softmax" and (model_args.lexicon or model_args.layer_mix):
         raise ValueError("--lexicon and --layer_mix need the CRF head (--head crf)")
 

@@ -580,7 +580,13 @@ def build_optimizer(
         lr=training_args.learning_rate,
         betas=(training_args.adam_beta1, training_args.adam_beta2),
         eps=training_args.adam_epsilon,
+        # One kernel for all parameters: on CPU the default is a loop over tensors, 14% of a 4-layer e5 step.
+        fused=FUSED_ADAMW,
     )
+
+
+# torch's fused AdamW runs on CPU from 2.4 (CUDA earlier); None lets an older torch pick its default.
+FUSED_ADAMW = True if tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 4) else None
 
 
 def parameter_part(name: str) -> str:

@@ -19,7 +19,7 @@ gr = pytest.importorskip("gradio", reason="gradio not installed: pip install -r 
 import app  # noqa: E402
 import run_ner  # noqa: E402
 from app_browser import SENTENCE, AppServer, missing_browser, open_browser, submit  # noqa: E402
-from bertcrf import outputs  # noqa: E402
+from bertcrf import model_card, outputs  # noqa: E402
 from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters  # noqa: E402
 
 
@@ -60,14 +60,16 @@ def space_folder(crf_checkpoint, crf_pipeline, tmp_path_factory):
     and a copy of it elsewhere, its card given widget examples."""
     run = tmp_path_factory.mktemp("run") / "tiny-crf"
     shutil.copytree(crf_checkpoint, run)
-    trainer = SimpleNamespace(is_world_process_zero=lambda: True, save_metrics=lambda *args, **kwargs: None)
+    trainer = SimpleNamespace(
+        is_world_process_zero=lambda: True, save_metrics=lambda *args, **kwargs: None, model=crf_pipeline.model
+    )
     training_args = SimpleNamespace(do_train=True, output_dir=str(run))
     outputs.save_outputs(trainer, crf_pipeline.tokenizer, training_args, {}, with_handler=True)
     model_args, data_args, card_args = run_ner.parse_args(
         ["--model_name_or_path", "bert-base-chinese", "--train_file", "train.txt", "--output_dir", str(run)]
         + ["--do_train", "True", "--report_to", "none"]
     )
-    outputs.write_model_card(str(run), model_args, data_args, card_args, CRF_LABELS, {}, "BIO")
+    model_card.write_model_card(str(run), model_args, data_args, card_args, CRF_LABELS, {}, "BIO")
     space = tmp_path_factory.mktemp("elsewhere") / "space"
     shutil.copytree(run, space)
     card = (space / "README.md").read_text(encoding="utf-8")
@@ -170,6 +172,18 @@ def test_card_examples(tmp_path):
     (tmp_path / "README.md").write_text("# no front matter\n", encoding="utf-8")
     assert app.card_examples(str(tmp_path)) == []
     assert app.card_examples(str(tmp_path / "missing")) == []
+    assert app.card_figures(str(tmp_path)) == "" and app.card_figures(str(tmp_path / "missing")) == ""
+
+
+def test_card_figures_show_every_evaluation(tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n<!-- evaluation -->\n<!-- /evaluation -->\n")
+    model_card.add_card_results(tmp_path, "MSRA test (news)", "levow/msra_ner", "test", {"f1": 0.8612, "ece": 0.031})
+    model_card.add_card_results(tmp_path, "everyday sentences", "everyday", "test", {"f1": 0.7})
+    assert app.card_figures(str(tmp_path)).splitlines() == [
+        "Measured (model card):",
+        "- MSRA test (news) (test): entity F1 86.1, score calibration error (ECE) 0.031",
+        "- everyday sentences (test): entity F1 70.0",
+    ]
 
 
 def test_a_missing_model_says_what_to_do(tmp_path, monkeypatch, capsys):

@@ -16,14 +16,14 @@ import torch
 
 import run_ner
 from bert_crf_utils import join_words
-from bertcrf import data_files, ner_data, outputs, training
+from bertcrf import data_files, model_card, ner_data, training
 from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 from modeling_bert_crf import BertCrfForTokenClassification
 
 
 MAX_TRAIN, MAX_EVAL, MAX_PREDICT = 64, 30, 30
 QUIET = ["--report_to", "none", "--disable_tqdm", "True"]
-RESULT_KEYS = ("precision", "recall", "f1", "accuracy")
+RESULT_KEYS = ("precision", "recall", "f1", "accuracy", "ece")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -913,7 +913,7 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
             hub_model_id="someone/macbert-crf",
         )
     )
-    outputs.write_model_card(
+    model_card.write_model_card(
         str(out),
         model_args,
         data_args,
@@ -931,12 +931,12 @@ def test_model_card_yaml_survives_odd_paths_and_names_hub_bases(tmp_path):
     assert "runtime" not in readme
     cached = tmp_path / "hub" / "models--hfl--chinese-macbert-base" / "snapshots" / "abc123"
     cached.mkdir(parents=True)
-    assert outputs.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
-    assert outputs.base_model_name(str(data)) == ("my data: v2 #1", False)
+    assert model_card.base_model_name(str(cached)) == ("hfl/chinese-macbert-base", True)
+    assert model_card.base_model_name(str(data)) == ("my data: v2 #1", False)
     packaged = tmp_path / "minilm_package" / "model"  # how a pip package ships its weights
     (packaged / "checkpoint-500").mkdir(parents=True)
-    assert outputs.base_model_name(str(packaged)) == ("minilm_package", False)
-    assert outputs.base_model_name(str(packaged / "checkpoint-500")) == ("minilm_package", False)
+    assert model_card.base_model_name(str(packaged)) == ("minilm_package", False)
+    assert model_card.base_model_name(str(packaged / "checkpoint-500")) == ("minilm_package", False)
 
 
 def test_negative_flags_have_their_own_help(capsys):
