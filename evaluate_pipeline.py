@@ -99,8 +99,9 @@ def evaluate_pipeline(pipe: transformers.Pipeline, examples: list[dict[str, Any]
         join_by=joiner(examples),
     )
     gold = [
+        # evaluate's word offsets end on the last character of a word: the pipeline's `end` is one past it
         {
-            (kind, offsets[first][0], offsets[last - 1][1])
+            (kind, offsets[first][0], offsets[last - 1][1] + 1)
             for kind, first, last in ner_data.tags_to_spans(e["tags"], scheme)
         }
         for e, offsets in zip(examples, evaluator.last_word_offsets)
