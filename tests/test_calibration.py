@@ -108,3 +108,31 @@ def test_every_runtime_applies_the_stored_temperature(crf_checkpoint, warm_check
     for got, want in zip(in_graph + numpy_path, warm + long_reference):
         assert [s[:3] for s in _scores(got)] == [s[:3] for s in _scores(want)]
         assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=2e-4)
+
+
+def test_the_endpoint_handler_and_tag_py_apply_it(warm_checkpoint, tmp_path, monkeypatch):
+    import handler
+    import tag
+
+    reference = load_crf_pipeline(warm_checkpoint)(TEXTS, aggregation_strategy="simple")
+    served = handler.EndpointHandler(str(warm_checkpoint))(
+        {"inputs": TEXTS, "parameters": {"aggregation_strategy": "simple"}}
+    )
+    assert [_scores(e) for e in served] == [_scores(e) for e in reference]
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tag.main(
+        [
+            "--model",
+            str(warm_checkpoint),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--no_progress",
+        ]
+    )
+    tagged = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    got = [[round(e["score"], 4) for e in record["entities"]] for record in tagged]
+    assert got == [[round(e["score"], 4) for e in entities] for entities in reference]

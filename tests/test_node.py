@@ -153,3 +153,17 @@ def test_node_refuses_an_emissions_only_graph_by_name(crf_checkpoint, node_modul
     done = subprocess.run(["node", str(older / "ner_onnx.mjs"), str(older), "张三"], capture_output=True, text=True)
     assert done.returncode == 1
     assert "--emissions_only" in done.stderr and "at " not in done.stderr  # a message, no stack trace
+
+
+def test_node_scores_at_the_models_confidence_temperature(crf_checkpoint, node_modules, chinese_texts, tmp_path):
+    """A model with a fitted confidence temperature (config.json): Node's scores are Python's, and not the
+    untempered ones."""
+    warm = tmp_path / "warm"
+    shutil.copytree(crf_checkpoint, warm)
+    config = json.loads((warm / "config.json").read_text())
+    (warm / "config.json").write_text(json.dumps(dict(config, confidence_temperature=2.5)))
+    texts = chinese_texts[:40]
+    export_and_compare(warm, node_modules, texts, tmp_path / "onnx", "tokenizer")
+    cold = OnnxNerTagger(export_onnx.export(str(crf_checkpoint), str(tmp_path / "cold")))(texts)
+    warm_scores = [e["score"] for entities in tag_with_node(tmp_path / "onnx", node_modules, texts) for e in entities]
+    assert warm_scores and max(warm_scores) < max(e["score"] for entities in cold for e in entities) - 0.01
