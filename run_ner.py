@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataT
     check_inputs(
         training_args,
         {f"--{name}": getattr(model_args, name) for name in ("model_name_or_path", "config_name", "tokenizer_name")},
-        {f"--{name}": getattr(data_args, name) for name in SPLITS.values()},
+        {f"--{name}": getattr(data_args, name) for name in (*SPLITS.values(), "extra_train_files")},
     )
     return model_args, data_args, training_args
 

@@ -121,6 +121,13 @@ class DataTrainingArguments:
             "help": "Column, JSON-lines, CLUENER, doccano or Label Studio file, or a brat folder (--data_format)."
         },
     )
+    extra_train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More training files, read like --train_file and added to it after --max_train_samples (a small "
+            "sample of another kind of text, say)."
+        },
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Evaluation data, same formats."})
     test_file: str | None = field(default=None, metadata={"help": "Prediction data, same formats; tags optional."})
     data_format: str = field(

@@ -48,9 +48,6 @@ def load_raw_splits(
         "validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
         "test": training_args.do_predict,
     }
-    tokens_key = data_args.text_column_name or "tokens"
-    tags_key = data_args.label_column_name or "tags"
-    span_scheme = data_args.data_tag_scheme if data_args.data_tag_scheme not in (None, "none") else "BIO"
     raw: dict[str, list[dict[str, Any]]] = {}
     hub = load_hub_dataset(model_args, data_args) if data_args.dataset_name else {}
     for split, arg in SPLITS.items():
@@ -58,15 +55,7 @@ def load_raw_splits(
             continue
         path = getattr(data_args, arg)
         if path:
-            raw[split] = data_files.read_file(
-                path,
-                tokens_key,
-                tags_key,
-                span_scheme,
-                data_args.data_format,
-                text_key=data_args.text_key,
-                doccano_offsets=data_args.doccano_offsets,
-            )
+            raw[split] = read_split_file(path, data_args)
         elif split in hub:
             raw[split] = hub[split]
         else:
@@ -81,6 +70,8 @@ def load_raw_splits(
     for split, examples in raw.items():
         if limits[split] is not None:
             raw[split] = examples[: limits[split]]
+        if split == "train":
+            raw[split] += [e for path in data_args.extra_train_files or () for e in read_split_file(path, data_args)]
         check_tagged(raw[split], split)
         tagged = sum(e["tags"] is not None for e in raw[split])
         logger.info(
@@ -91,6 +82,20 @@ def load_raw_splits(
             tagged,
         )
     return raw
+
+
+def read_split_file(path: str, data_args: DataTrainingArguments) -> list[dict[str, Any]]:
+    """The examples of one data file, read as the data options say (see `data_files.read_file`)."""
+    span_scheme = data_args.data_tag_scheme if data_args.data_tag_scheme not in (None, "none") else "BIO"
+    return data_files.read_file(
+        path,
+        data_args.text_column_name or "tokens",
+        data_args.label_column_name or "tags",
+        span_scheme,
+        data_args.data_format,
+        text_key=data_args.text_key,
+        doccano_offsets=data_args.doccano_offsets,
+    )
 
 
 def check_tagged(examples: list[dict[str, Any]], split: str) -> None:
@@ -859,8 +864,11 @@ def evaluate_splits(
                     show_examples(encoded[split].examples, predictions, word_scores, scheme, data_args.show_examples)
     if trainer.is_world_process_zero():
         summary = ", ".join(
-            f"{name} {100 * results[key]:.2f}"
-            for name, key in (("dev", "eval_f1"), ("test", "predict_f1"))
+            f"{name} {100 * results[key]:.2f}" + (f" ({source})" if source else "")
+            for name, key, source in (
+                ("dev", "eval_f1", data_args.validation_file),
+                ("test", "predict_f1", data_args.test_file),
+            )
             if key in results
         )
         if summary:

@@ -1216,3 +1216,31 @@ def test_bad_recipe_options(tiny_checkpoint, demo, tmp_path, extra, message):
     argv = argv_of(model_name_or_path=tiny_checkpoint, train_file=demo["train"], output_dir=tmp_path)
     with pytest.raises(ValueError, match=message):
         run_ner.parse_args(argv[:-4] + extra + QUIET)
+
+
+def test_extra_train_files_join_the_training_set_after_its_limit(tiny_checkpoint, demo, tmp_path):
+    extra = tmp_path / "extra.json"
+    extra.write_text('{"text": "张三在北京", "label": {"PER": {"张三": [[0, 1]]}, "LOC": {"北京": [[3, 4]]}}}\n')
+    model_args, data_args, training_args = run_ner.parse_args(
+        argv_of(
+            model_name_or_path=tiny_checkpoint,
+            train_file=demo["train"],
+            extra_train_files=extra,
+            max_train_samples=5,
+            output_dir=tmp_path / "out",
+            do_train=True,
+        )
+    )
+    raw = training.load_raw_splits(model_args, data_args, training_args)
+    assert len(raw["train"]) == 6 and raw["train"][-1]["tokens"] == list("张三在北京")
+    assert raw["train"][-1]["tags"] == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    with pytest.raises(ValueError, match="extra_train_files"):
+        run_ner.parse_args(
+            argv_of(
+                model_name_or_path=tiny_checkpoint,
+                train_file=demo["train"],
+                extra_train_files=tmp_path / "out" / "predictions_test.jsonl",
+                output_dir=tmp_path / "out",
+                do_train=True,
+            )
+        )
