@@ -174,7 +174,7 @@ def test_a_metaspace_prefixing_the_first_word_only_is_encoded_whole():
 
 
 def test_extend_vocab_on_a_sentencepiece_tokenizer_says_what_to_do(sentencepiece_checkpoint):
-    """A user who fine-tunes e5 with configs/demo.json (which turns --extend_vocab on for MiniLM) is told to turn it
+    """A user who fine-tunes e5 with --extend_vocab True (make demo's MiniLM fallback turns it on) is told to turn it
     off, with the share of unknown words that shows there is nothing to add."""
     tokenizer = AutoTokenizer.from_pretrained(sentencepiece_checkpoint)
     examples = [{"id": "a:1", "tokens": list("张三在北京"), "tags": ["O"] * 5}]

@@ -864,8 +864,9 @@ def test_yaml_config_and_shipped_demo_config(tiny_checkpoint, tmp_path):
         [str(REPO_ROOT / "configs" / "demo.json"), "--model_name_or_path", str(tiny_checkpoint)]
     )
     assert model_args.model_name_or_path == str(tiny_checkpoint)
-    assert data_args.extend_vocab is True and data_args.max_seq_length == 128
-    assert training_args.load_best_model_at_end is True and training_args.per_device_train_batch_size == 16
+    assert data_args.train_file == "data/msra/train.json" and data_args.extra_train_files == ["data/demo/train.txt"]
+    assert model_args.num_hidden_layers == 6 and data_args.card_notes == "configs/demo_card.md"
+    assert training_args.num_train_epochs == 1 and training_args.per_device_train_batch_size == 16
 
 
 @pytest.mark.parametrize(
