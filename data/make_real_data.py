@@ -100,7 +100,7 @@ def msra_splits(folder: Path) -> dict[str, list[dict]]:
     order = random.Random(SEED).sample(range(len(train)), len(train))
     dev, rest = order[:MSRA_DEV], order[MSRA_DEV:]
     empty = [i for i in rest if not train[i]["label"]][::EMPTY_KEPT]
-    kept = set(i for i in rest if train[i]["label"]) | set(empty)
+    kept = {i for i in rest if train[i]["label"]} | set(empty)
     return {
         "train": [train[i] for i in rest if i in kept][:MSRA_TRAIN],
         "dev": [train[i] for i in sorted(dev)],
