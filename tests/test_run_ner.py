@@ -864,7 +864,7 @@ def test_yaml_config_and_shipped_demo_config(tiny_checkpoint, tmp_path):
         [str(REPO_ROOT / "configs" / "demo.json"), "--model_name_or_path", str(tiny_checkpoint)]
     )
     assert model_args.model_name_or_path == str(tiny_checkpoint)
-    assert data_args.train_file == "data/msra/train.json" and data_args.extra_train_files == ["data/demo/train.txt"]
+    assert data_args.train_file == "data/msra/train.json" and data_args.extra_train_files is None
     assert model_args.num_hidden_layers == 6 and data_args.card_notes == "configs/demo_card.md"
     assert training_args.num_train_epochs == 1 and training_args.per_device_train_batch_size == 16
 
@@ -1034,10 +1034,14 @@ def test_two_processes_train_half_the_steps(tiny_checkpoint, demo, tmp_path, omp
     main(output_dir=tmp_path / "one", **options)
     single = load_json(tmp_path / "one" / "trainer_state.json")["global_step"]
     assert single == math.ceil(MAX_TRAIN / 8)
-    proc = accelerate_launch(argv_of(output_dir=tmp_path / "two", **options), omp_env)
+    # Two processes, with the confidence temperature fitted after training on the gathered validation split.
+    evaluated = dict(do_eval=True, validation_file=demo["dev"], max_eval_samples=MAX_EVAL)
+    proc = accelerate_launch(argv_of(output_dir=tmp_path / "two", **options, **evaluated), omp_env)
     state = load_json(tmp_path / "two" / "trainer_state.json")
     assert state["global_step"] == single // 2, proc.stdout[-2000:]
     assert (tmp_path / "two" / "model.safetensors").is_file()
+    fitted = load_json(tmp_path / "two" / "all_results.json")["confidence_temperature"]
+    assert load_json(tmp_path / "two" / "config.json")["confidence_temperature"] == fitted
 
 
 @pytest.mark.slow
