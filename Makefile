@@ -69,7 +69,7 @@ test: setup browser node transformers-tests
 	$(PY) -m pytest -q tests
 
 # The main job, offline: multilingual-e5-small (it knows Chinese; its vocabulary trimmed to Chinese by make e5),
-# its first 6 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 10,000 sentences of
+# its first 6 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 8,000 sentences of
 # real Chinese news (data/msra, MSRA NER), its entity scores calibrated on data/msra/dev.json; then judged on text
 # it never saw: MSRA's test set (news), Weibo NER's test set (social media) and everyday sentences. About 14 minutes
 # on a quiet 2-core CPU, set-up included (benchmarks/RESULTS.md). Without e5 (make e5 failed): the encoder adapted

@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 SEED = 20261206
-MSRA_TRAIN, MSRA_DEV = 10000, 1000
+MSRA_TRAIN, MSRA_DEV = 8000, 1000
 EMPTY_KEPT = 4
 SOURCES = {
     "msra_train_bio": "4f7f24a28b6a5377a768eb740f6e4cc8df37cd5fe06777d0279c7180948d233b",
