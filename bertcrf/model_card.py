@@ -85,18 +85,23 @@ def note_derivation(folder: str | Path, change: str, base_model: str | None = No
     write_text(Path(folder) / "README.md", str(card))
 
 
+def _result(dataset_name: str, dataset_id: str, split: str, metric: str, value: float) -> EvalResult:
+    """One model-index entry: an entity metric of the model on a dataset's split."""
+    return EvalResult(
+        **TASK,
+        dataset_type=dataset_id,
+        dataset_name=dataset_name,
+        dataset_split=split,
+        metric_type=metric,
+        metric_value=round(float(value), 4),
+        metric_name=f"{split} {metric}",
+    )
+
+
 def eval_results(scores: dict[str, float], dataset_name: str, dataset_id: str) -> list[EvalResult]:
     """The model-index entries of run_ner's validation ("eval_") and test ("predict_") scores."""
     return [
-        EvalResult(
-            **TASK,
-            dataset_type=dataset_id,
-            dataset_name=dataset_name,
-            dataset_split=split,
-            metric_type=key,
-            metric_value=round(scores[f"{prefix}_{key}"], 4),
-            metric_name=f"{split} {key}",
-        )
+        _result(dataset_name, dataset_id, split, key, scores[f"{prefix}_{key}"])
         for prefix, split in (("eval", "validation"), ("predict", "test"))
         for key in CARD_METRICS
         if f"{prefix}_{key}" in scores
@@ -128,19 +133,7 @@ def add_card_results(folder: str | Path, dataset_name: str, dataset_id: str, spl
     if card is None:
         raise FileNotFoundError(f"{folder} has no README.md model card to add results to (train with run_ner.py)")
     kept = [r for r in card.data.eval_results or [] if (r.dataset_name, r.dataset_split) != (dataset_name, split)]
-    added = [
-        EvalResult(
-            **TASK,
-            dataset_type=dataset_id,
-            dataset_name=dataset_name,
-            dataset_split=split,
-            metric_type=key,
-            metric_value=round(float(metrics[key]), 4),
-            metric_name=f"{split} {key}",
-        )
-        for key in CARD_METRICS
-        if key in metrics
-    ]
+    added = [_result(dataset_name, dataset_id, split, key, metrics[key]) for key in CARD_METRICS if key in metrics]
     card.data.eval_results = kept + added
     if card.data.model_name is None:
         card.data.model_name = Path(folder).resolve().name
