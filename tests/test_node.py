@@ -155,15 +155,20 @@ def test_node_refuses_an_emissions_only_graph_by_name(crf_checkpoint, node_modul
     assert "--emissions_only" in done.stderr and "at " not in done.stderr  # a message, no stack trace
 
 
-def test_node_scores_at_the_models_confidence_temperature(crf_checkpoint, node_modules, chinese_texts, tmp_path):
-    """A model with a fitted confidence temperature (config.json): Node's scores are Python's, and not the
-    untempered ones."""
+def test_node_scores_at_the_models_confidence_temperature(
+    crf_checkpoint, crf_pipeline, node_modules, chinese_texts, tmp_path
+):
+    """A model with a fitted confidence temperature (config.json): Node's scores are Python's, and lower than the
+    untempered model's."""
     warm = tmp_path / "warm"
     shutil.copytree(crf_checkpoint, warm)
     config = json.loads((warm / "config.json").read_text())
     (warm / "config.json").write_text(json.dumps(dict(config, confidence_temperature=2.5)))
     texts = chinese_texts[:40]
-    export_and_compare(warm, node_modules, texts, tmp_path / "onnx", "tokenizer")
-    cold = OnnxNerTagger(export_onnx.export(str(crf_checkpoint), str(tmp_path / "cold")))(texts)
-    warm_scores = [e["score"] for entities in tag_with_node(tmp_path / "onnx", node_modules, texts) for e in entities]
+    folder = export_onnx.export(str(warm), str(tmp_path / "onnx"))
+    python = OnnxNerTagger(folder)
+    node = tag_with_node(folder, node_modules, texts)
+    assert_same_entities(texts, node, python(texts), fits_one_window(python, texts))
+    cold = crf_pipeline(texts, aggregation_strategy="simple")
+    warm_scores = [e["score"] for entities in node for e in entities]
     assert warm_scores and max(warm_scores) < max(e["score"] for entities in cold for e in entities) - 0.01
