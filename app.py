@@ -318,9 +318,9 @@ def build_demo(ner: Any, model_name: str, examples: Sequence[str] = EXAMPLES, fi
     with gr.Blocks(title=f"{model_name}: named-entity recognition") as demo:
         gr.Markdown(
             f"## {model_name}\nNamed-entity recognition with a BERT-CRF (bert-crf): "
-            f"{', '.join(types) or 'no entity types'}. Scores are the CRF's marginal probabilities, averaged over an "
-            "entity's characters; long texts go through overlapping windows and one Viterbi pass, never truncated."
-            + (f"\n\n{figures}" if figures else "")
+            f"{', '.join(types) or 'no entity types'}. Scores are the CRF's marginal probabilities at the model's "
+            "confidence temperature, averaged over an entity's characters; long texts go through overlapping windows "
+            "and one Viterbi pass, never truncated." + (f"\n\n{figures}" if figures else "")
         )
         with gr.Row():
             with gr.Column():
