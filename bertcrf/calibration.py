@@ -54,27 +54,23 @@ def span_confidences(
     return np.asarray([p[0] for p in pairs], dtype=np.float64), np.asarray([p[1] for p in pairs], dtype=bool)
 
 
-def expected_calibration_error(scores: np.ndarray, right: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over equal-width score bins of (share of entities in the bin) x |accuracy - mean score| there."""
-    if len(scores) == 0:
-        return 0.0
-    which = np.minimum((scores * bins).astype(int), bins - 1)  # a score of 1.0 falls in the last bin
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(right[in_bin].mean() - scores[in_bin].mean())
-    return float(error)
-
-
 def reliability(scores: np.ndarray, right: np.ndarray, bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
     """(mean score, accuracy, count) per non-empty equal-width bin: the points of a reliability diagram."""
-    which = np.minimum((scores * bins).astype(int), bins - 1)
+    which = np.minimum((scores * bins).astype(int), bins - 1)  # a score of 1.0 falls in the last bin
     return [
         (float(scores[which == b].mean()), float(right[which == b].mean()), int((which == b).sum()))
         for b in range(bins)
         if (which == b).any()
     ]
+
+
+def expected_calibration_error(scores: np.ndarray, right: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Sum over equal-width score bins of (share of entities in the bin) x |accuracy - mean score| there."""
+    if len(scores) == 0:
+        return 0.0
+    return float(
+        sum(count / len(scores) * abs(accuracy - mean) for mean, accuracy, count in reliability(scores, right, bins))
+    )
 
 
 def log_loss(scores: np.ndarray, right: np.ndarray) -> float:
