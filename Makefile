@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-runtime browser node transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
+.PHONY: setup setup-runtime pth browser node transformers-tests test demo app screenshot adapt e5 bench bench-quality bench-distill bench-adapt clean
 
 # Two stages: what training and serving need (make demo), then the tests' and the web demo's packages (make test).
 $(VENV)/.runtime: requirements.txt
@@ -22,8 +22,14 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-test.txt requirements-app.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-setup-runtime: $(VENV)/.runtime
-setup: $(VENV)/.installed
+# The model code at the top and the bertcrf library, importable from anywhere (scripts/, benchmarks/, your own
+# code): this folder on the venv's sys.path, through a .pth file in its site-packages (written on every set-up, so
+# that a moved checkout stays right).
+pth: $(VENV)/.runtime
+	@$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "bert-crf.pth").write_text(str(pathlib.Path.cwd()) + "\n")'
+
+setup-runtime: $(VENV)/.runtime pth
+setup: $(VENV)/.installed pth
 
 # The export folder's Node.js example (tests/test_node.py) needs Debian's nodejs and npm; its npm packages come from
 # the registry in the test. Installed here when missing and running as root, else that test skips and says why.

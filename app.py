@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-# The shipped model code sits beside this file; `python -I app.py` leaves the script's folder off sys.path.
+# The shipped model code sits beside this file (`python app.py` puts this folder first on sys.path).
 APP_DIR = Path(__file__).resolve().parent
-if str(APP_DIR) not in sys.path:
-    sys.path.insert(0, str(APP_DIR))
 # No telemetry and no version check unless asked for: the demo also runs offline.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr  # noqa: E402  (after the setting above, which gradio reads on import)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from huggingface_hub import ModelCard, metadata_load  # noqa: E402
@@ -141,14 +139,14 @@ def load_pipeline(model: str, device: str | None = None, trust_remote_code: bool
     config_class = _local_class(model, auto_map, "AutoConfig")
     model_class = _local_class(model, auto_map, "AutoModelForTokenClassification")
     if config_class is not None and model_class is not None:
-        from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+        from pipeline_bert_crf import CrfTokenClassificationPipeline
 
         # AutoTokenizer looks the model type up when the tokenizer config names no class.
         transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         config = config_class.from_pretrained(model)
         tagger = model_class.from_pretrained(model, config=config).eval()
         try:
-            return BertCrfTokenClassificationPipeline(
+            return CrfTokenClassificationPipeline(
                 model=tagger,
                 tokenizer=transformers.AutoTokenizer.from_pretrained(model, config=config),
                 task="token-classification",
@@ -172,12 +170,12 @@ def set_pipeline(ner: Any, max_chars: int = DEFAULT_MAX_CHARS, dictionary: dict[
     ({word: TYPE or "O"}) forced on every text when given. A dictionary the model cannot take is a ValueError."""
     _state["ner"], _state["max_chars"], _state["dictionary"] = ner, max_chars, None
     if dictionary:
-        # Checked and indexed once, by the pipeline's own code (the checkpoint's bert_crf_utils).
+        # Checked and indexed once, by the pipeline's own code (the checkpoint's ner_lexicon).
         check = getattr(sys.modules[type(ner).__module__], "checked_dictionary", None)
         if check is None:
             raise ValueError(
                 f"the model's pipeline code ({type(ner).__module__}) predates dictionaries: copy this repository's "
-                "pipeline_bert_crf.py and bert_crf_utils.py into the model folder"
+                "pipeline_bert_crf.py and the ner_*.py files into the model folder"
             )
         _state["dictionary"] = check(dictionary, ner.model.config.id2label.values())
 

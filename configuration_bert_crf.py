@@ -1,41 +1,38 @@
-"""Configuration for BERT-CRF token classification.
-
-This file travels with checkpoints as remote code: it imports nothing beyond transformers and the standard library
-(the CRF head's settings live in configuration_crf.py, which travels beside it).
+"""Configuration for BERT-CRF token classification: a [`BertConfig`] plus the CRF head's settings (see
+configuration_crf.py, which travels beside it). Travels with every checkpoint as remote code: imports only
+transformers and its siblings.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from transformers import BertConfig
 
 
-try:
-    from .bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401  (re-exported)
-    from .configuration_crf import (  # noqa: F401  (re-exported: older code imports them from here)
+try:  # in a checkpoint folder (remote code)
+    from .configuration_crf import (  # noqa: F401  (re-exported: scripts and older code import them from here)
         CUSTOM_PIPELINE,
         LOSS_REDUCTIONS,
         SCHEME_PREFIXES,
         TAG_SCHEMES,
         CrfConfigMixin,
+        EncoderCrfConfigMixin,
         allowed_transitions,
         detect_tag_scheme,
     )
-except ImportError:  # imported as a top-level module
-    from bert_crf_utils import OUTSIDE, Span, split_tag, tags_to_spans  # noqa: F401
+except ImportError:  # in this repository
     from configuration_crf import (  # noqa: F401
         CUSTOM_PIPELINE,
         LOSS_REDUCTIONS,
         SCHEME_PREFIXES,
         TAG_SCHEMES,
         CrfConfigMixin,
+        EncoderCrfConfigMixin,
         allowed_transitions,
         detect_tag_scheme,
     )
 
 
-class BertCrfConfig(CrfConfigMixin, BertConfig):
+class BertCrfConfig(EncoderCrfConfigMixin, BertConfig):
     r"""Configuration of [`BertCrfForTokenClassification`]: a [`BertConfig`] plus the CRF head's settings.
 
     Args:
@@ -48,19 +45,5 @@ class BertCrfConfig(CrfConfigMixin, BertConfig):
 
     model_type = "bert_crf"
 
-    def __init__(
-        self,
-        tag_scheme: str | None = None,
-        constrain_decoding: bool = True,
-        loss_reduction: str = "mean",
-        special_token_ids: list[int] | None = None,
-        lexicon_types: list[str] | None = None,
-        lexicon_file: str | None = None,
-        lexicon_combination: str = "input",
-        layer_mix: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
-        self._set_encoder_settings(lexicon_types, lexicon_file, lexicon_combination, layer_mix)
-        super().__init__(**self._crf_pipeline_kwargs(kwargs))
-        self._check_labels_and_dropout()
+
+__all__ = ["BertCrfConfig"]

@@ -10,10 +10,10 @@ from typing import Any
 from transformers import PretrainedConfig
 
 
-try:
-    from .configuration_bert_crf import CUSTOM_PIPELINE, CrfConfigMixin
-except ImportError:  # imported as a top-level module
-    from configuration_bert_crf import CUSTOM_PIPELINE, CrfConfigMixin
+try:  # in a checkpoint folder (remote code)
+    from .configuration_crf import CUSTOM_PIPELINE, CrfConfigMixin
+except ImportError:  # in this repository
+    from configuration_crf import CUSTOM_PIPELINE, CrfConfigMixin
 
 
 class BiLstmCrfConfig(CrfConfigMixin, PretrainedConfig):

@@ -1,16 +1,19 @@
 """The CRF head's configuration, shared by every CRF tagger's config (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA,
-BiLSTM): [`CrfConfigMixin`] with the head's settings and checks. It re-exports the tag schemes and their legal
-transitions from bert_crf_utils.py, their one home.
+BiLSTM): [`CrfConfigMixin`] with the head's settings and checks, and [`EncoderCrfConfigMixin`], the whole config of
+an encoder family's tagger but for the family's own config class. It re-exports the tag schemes and their legal
+transitions from ner_tags.py, their one home.
 
 This file travels with checkpoints as remote code: it imports nothing beyond transformers and the standard library.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
-# The tag-scheme grammar lives in bert_crf_utils; configs, scripts and older code import it from here.
-try:
-    from .bert_crf_utils import (  # noqa: F401  (re-exported)
+
+# The tag-scheme grammar lives in ner_tags; configs, scripts and older code import it from here.
+try:  # in a checkpoint folder (remote code)
+    from .ner_tags import (  # noqa: F401
         OUTSIDE,
         SCHEME_PREFIXES,
         TAG_SCHEMES,
@@ -20,8 +23,8 @@ try:
         split_tag,
         tags_to_spans,
     )
-except ImportError:  # imported as a top-level module
-    from bert_crf_utils import (  # noqa: F401
+except ImportError:  # in this repository
+    from ner_tags import (  # noqa: F401
         OUTSIDE,
         SCHEME_PREFIXES,
         TAG_SCHEMES,
@@ -43,7 +46,7 @@ MAX_LEXICON_TYPES = 15
 
 
 CUSTOM_PIPELINE = {
-    "impl": "pipeline_bert_crf.BertCrfTokenClassificationPipeline",
+    "impl": "pipeline_bert_crf.CrfTokenClassificationPipeline",
     "pt": ["AutoModelForTokenClassification"],
     "tf": [],
     "type": "text",
@@ -106,7 +109,7 @@ class CrfConfigMixin:
         Args:
             lexicon_types: the word types of the lexicon whose matches are the model's extra input (e.g. `["LOC",
                 "ORG", "PER", "WORD"]`); `None` for a model without a lexicon. Each character gets, per type, whether
-                a lexicon word of that type begins, continues, ends or is it (`bert_crf_utils.lexicon_bits`).
+                a lexicon word of that type begins, continues, ends or is it (`ner_lexicon.lexicon_bits`).
             lexicon_file: the file beside the weights that holds the lexicon (`lexicon.tsv`), set with
                 `lexicon_types`.
             lexicon_combination: one of LEXICON_COMBINATIONS: "input" adds a learned embedding of the features to
@@ -173,3 +176,42 @@ class CrfConfigMixin:
         """The legal (start, end, transition) tables for this config's labels; everything when unconstrained."""
         scheme = self.resolved_tag_scheme if self.constrain_decoding else "none"
         return allowed_transitions(self.id2label, scheme)
+
+
+class EncoderCrfConfigMixin(CrfConfigMixin):
+    r"""The config of an encoder family's CRF tagger, but for the family's config class: a family's config is
+
+        class RobertaCrfConfig(EncoderCrfConfigMixin, RobertaConfig):
+            model_type = "roberta_crf"
+
+    Args:
+        tag_scheme, constrain_decoding, loss_reduction, special_token_ids: the CRF head's settings, see
+            [`CrfConfigMixin`].
+        lexicon_types, lexicon_file, lexicon_combination, layer_mix: lexicon features and the layer mix, see
+            [`CrfConfigMixin._set_encoder_settings`].
+        kwargs: passed on to the family's config (label maps, `classifier_dropout`, sizes, ...).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # transformers turns a config class without an `__init__` of its own into a dataclass whose generated
+        # `__init__` would replace this one: each family's config gets it as its own before that happens.
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = EncoderCrfConfigMixin.__init__
+        super().__init_subclass__(**kwargs)
+
+    def __init__(
+        self,
+        tag_scheme: str | None = None,
+        constrain_decoding: bool = True,
+        loss_reduction: str = "mean",
+        special_token_ids: list[int] | None = None,
+        lexicon_types: list[str] | None = None,
+        lexicon_file: str | None = None,
+        lexicon_combination: str = "input",
+        layer_mix: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._set_crf_settings(tag_scheme, constrain_decoding, loss_reduction, special_token_ids)
+        self._set_encoder_settings(lexicon_types, lexicon_file, lexicon_combination, layer_mix)
+        super().__init__(**self._crf_pipeline_kwargs(kwargs))
+        self._check_labels_and_dropout()

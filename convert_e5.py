@@ -470,12 +470,19 @@ def packed_source() -> str:
 
 
 def _convert_into(out: Path, path: Path) -> dict:
-    from safetensors.numpy import save_file
-    from transformers import PreTrainedTokenizerFast
-
+    """Convert the packed file `path` into the empty folder `out`; returns the summary that `convert` reports."""
     from bertcrf.model_card import note_derivation
 
     start = time.perf_counter()
+    model = _read_packed_verbosely(path)
+    n_params = _write_weights(out, model)
+    _write_tokenizer(out, model)
+    note_derivation(out, f"dequantized to float32 from the 4-bit copy bundled in {packed_source()}", HUB_ID)
+    return _summary(out, model, n_params, time.perf_counter() - start)
+
+
+def _read_packed_verbosely(path: Path) -> PackedModel:
+    """`read_packed`, printing what the file holds."""
     print(f"reading {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
     model = read_packed(path)
     print(
@@ -483,6 +490,12 @@ def _convert_into(out: Path, path: Path) -> dict:
         f"{len(model.tensors)} tensors ({sum(t.dtype == DTYPE_Q4_0 for t in model.tensors.values())} 4-bit)",
         flush=True,
     )
+    return model
+
+
+def _write_weights(out: Path, model: PackedModel) -> int:
+    """Write config.json and the float32 model.safetensors into `out`; returns the number of parameters."""
+    from safetensors.numpy import save_file
 
     config = bert_config(model)
     print("dequantizing to float32", flush=True)
@@ -492,8 +505,12 @@ def _convert_into(out: Path, path: Path) -> dict:
     weights = out / "model.safetensors"
     save_file(state, str(weights), metadata={"format": "pt"})
     os.chmod(weights, (out / "config.json").stat().st_mode & 0o777)  # safetensors creates it 0600
-    n_params = sum(v.size for v in state.values())
-    del state
+    return sum(v.size for v in state.values())
+
+
+def _write_tokenizer(out: Path, model: PackedModel) -> None:
+    """Write the fast tokenizer (tokenizer.json and its configs) into `out`."""
+    from transformers import PreTrainedTokenizerFast
 
     print("building the tokenizer", flush=True)
     tok = build_tokenizer(model)
@@ -519,9 +536,10 @@ def _convert_into(out: Path, path: Path) -> dict:
     tc_path.write_text(json.dumps(tc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if fast.convert_tokens_to_ids(SPECIAL_TOKENS["pad"]) != ids["pad"]:
         raise ValueError("tokenizer's <pad> id differs from the file's")
-    note_derivation(out, f"dequantized to float32 from the 4-bit copy bundled in {packed_source()}", HUB_ID)
 
-    elapsed = time.perf_counter() - start
+
+def _summary(out: Path, model: PackedModel, n_params: int, elapsed: float) -> dict:
+    """The conversion's numbers, also printed."""
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     summary = {
         "output_dir": str(out),

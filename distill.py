@@ -43,7 +43,8 @@ from bertcrf import arguments, cli, launch, ner_data, outputs, training
 from bertcrf.crf_models import check_model_path, load_crf_model
 from configuration_bilstm_crf import BiLstmCrfConfig
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
-from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
+from modeling_crf_tagger import CrfTaggingMixin
+from modeling_encoder_crf import EncoderCrfMixin
 
 
 logger = logging.getLogger("distill")

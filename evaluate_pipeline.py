@@ -19,10 +19,10 @@ import evaluate
 import transformers
 from evaluate.evaluator import TokenClassificationEvaluator
 
-from bert_crf_utils import group_entities
 from bertcrf import calibration, cli, data_files, ner_data
 from bertcrf.crf_models import load_crf_pipeline
 from bertcrf.model_card import add_card_results
+from ner_tags import group_entities
 
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "seqeval_offline")

@@ -4,7 +4,7 @@
 
 Writes model.onnx, model.int8.onnx with `--int8` (7-bit weights, 8-bit activations quantized per token on the fly,
 exact on every x86 CPU; see quantize_int8), crf.json (transition scores, decoding constraints, labels, tag scheme,
-window size, special token ids), the tokenizer, and the torch-free runtime (ner_onnx.py, bert_crf_utils.py) with a
+window size, special token ids), the tokenizer, and the torch-free runtime (ner_onnx.py and the ner_*.py files it imports) with a
 README.md, so that the folder serves without this repository.
 
 The graph decodes: inputs `input_ids`, `attention_mask` (a lexicon model: `lexicon_features`) and `word_starts`
@@ -34,18 +34,19 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from bert_crf_utils import LEXICON_FILE, backend_words, isolates_cjk, max_positions, special_wrapping
-from bertcrf import cli
+from bertcrf import cli, shipping
 from bertcrf.crf_models import check_model_path, load_crf_model
 from bertcrf.safe_files import listing, replace_folder, same_path, staged_folder, within
-from modeling_crf import CrfTaggingMixin, EncoderCrfMixin
+from modeling_crf_tagger import CrfTaggingMixin
+from modeling_encoder_crf import EncoderCrfMixin
+from ner_lexicon import LEXICON_FILE
+from ner_windows import backend_words, isolates_cjk, max_positions, special_wrapping
 
 
 logger = logging.getLogger("export_onnx")
@@ -60,10 +61,10 @@ ACTIVATION_ZERO_POINT = 128
 if 2 * (ACTIVATION_ZERO_POINT + ACTIVATION_MAX) * WEIGHT_MAX > INT16_MAX:
     raise ValueError(f"WEIGHT_MAX={WEIGHT_MAX} would overflow the int16 pair sums of the u8s8 kernels")
 
-# The runtime that travels with every export.
-RUNTIME_FILES = ("ner_onnx.py", "bert_crf_utils.py")
-# The Node.js example (node/ in this repository), copied beside them when the graph decodes.
-NODE_FILES = ("ner_onnx.mjs", "package.json", ".npmrc")
+# The runtime that travels with every export, and the Node.js example (node/ in this repository), copied beside
+# them when the graph decodes: their one list is bertcrf.shipping's.
+RUNTIME_FILES = tuple(shipping.onnx_runtime_code())
+NODE_FILES = shipping.NODE_FILES
 # crf.json's list of the files the export wrote (name -> SHA-256), which a later export may replace.
 MANIFEST_KEY = "exported_files"
 # What an export writes besides the tokenizer's files (checked before the work; the exact list after it).
@@ -86,7 +87,8 @@ In code:
     tagger(["...", "..."], batch_size=32)
 
 Files: model.onnx ({graph}), {int8_file}crf.json (CRF scores, constraints, labels), tokenizer.json, and the
-runtime: ner_onnx.py (windows; numpy Viterbi and marginals for stitched windows) and bert_crf_utils.py.
+runtime: ner_onnx.py (windows; numpy Viterbi and marginals for stitched windows) and the ner_*.py files it imports
+(tags, windows, lexicon).
 {decoding}"""
 
 DECODING_README = """
@@ -277,22 +279,13 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
     coarsens every other token; on Resume dev with the fine-tuned MiniLM it cost 0.73 F1 points
     (benchmarks/RESULTS.md).
     """
-    import numpy as np
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(source))
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
     targets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights][:-1]
-    constants = {
-        "q_axes": np.array([-1], dtype=np.int64),
-        "q_max": np.array(ACTIVATION_MAX, dtype=np.float32),
-        "q_eps": np.array(1e-12, dtype=np.float32),
-        "q_shift": np.array(ACTIVATION_ZERO_POINT, dtype=np.float32),
-        "q_zero_point": np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8),
-    }
-    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+    _add_quantize_constants(graph)
     quantized_inputs: dict[str, str] = {}
     replaced = {id(n) for n in targets}
     nodes = []
@@ -300,31 +293,11 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
         if id(node) not in replaced:
             nodes.append(node)
             continue
-        x, w_name, y = node.input[0], node.input[1], node.output[0]
+        x = node.input[0]
         if x not in quantized_inputs:  # Q, K and V share their input: quantize it once
-            p = f"{x}_q"
-            nodes += [
-                helper.make_node("Abs", [x], [f"{p}_abs"]),
-                helper.make_node("ReduceMax", [f"{p}_abs", "q_axes"], [f"{p}_max"], keepdims=1),  # (..., 1)
-                helper.make_node("Max", [f"{p}_max", "q_eps"], [f"{p}_max_eps"]),
-                helper.make_node("Div", [f"{p}_max_eps", "q_max"], [f"{p}_scale"]),  # per-token scale
-                helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"]),
-                helper.make_node("Round", [f"{p}_scaled"], [f"{p}_rounded"]),
-                helper.make_node("Add", [f"{p}_rounded", "q_shift"], [f"{p}_shifted"]),  # [1, 255]
-                helper.make_node("Cast", [f"{p}_shifted"], [p], to=TensorProto.UINT8),
-            ]
-            quantized_inputs[x] = p
-        p = quantized_inputs[x]
-        w = numpy_helper.to_array(weights[w_name]).astype(np.float32)  # (in, out)
-        w_scale = np.maximum(np.abs(w).max(0), 1e-12) / WEIGHT_MAX  # (out,)
-        graph.initializer.append(numpy_helper.from_array(np.round(w / w_scale).astype(np.int8), f"{w_name}_int8"))
-        graph.initializer.append(numpy_helper.from_array(w_scale.astype(np.float32), f"{w_name}_scale"))
-        nodes += [
-            helper.make_node("MatMulInteger", [p, f"{w_name}_int8", "q_zero_point"], [f"{y}_int32"]),
-            helper.make_node("Cast", [f"{y}_int32"], [f"{y}_float"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{y}_float", f"{p}_scale"], [f"{y}_token_scaled"]),
-            helper.make_node("Mul", [f"{y}_token_scaled", f"{w_name}_scale"], [y]),
-        ]
+            quantized_inputs[x] = f"{x}_q"
+            nodes += _quantize_activation_nodes(x, quantized_inputs[x])
+        nodes += _int8_matmul_nodes(graph, weights[node.input[1]], quantized_inputs[x], node.output[0])
     del graph.node[:]
     graph.node.extend(nodes)
     used = _names_used(graph)
@@ -333,6 +306,56 @@ def quantize_int8(source: str | Path, target: str | Path) -> None:
     graph.initializer.extend(kept)
     del graph.value_info[:]  # shapes of replaced outputs are re-inferred
     onnx.save(model, str(target))
+
+
+def _add_quantize_constants(graph) -> None:
+    """The scalars the activation quantizers and `MatMulInteger` read, as initializers of `graph`."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {
+        "q_axes": np.array([-1], dtype=np.int64),
+        "q_max": np.array(ACTIVATION_MAX, dtype=np.float32),
+        "q_eps": np.array(1e-12, dtype=np.float32),
+        "q_shift": np.array(ACTIVATION_ZERO_POINT, dtype=np.float32),
+        "q_zero_point": np.array(ACTIVATION_ZERO_POINT, dtype=np.uint8),
+    }
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+
+
+def _quantize_activation_nodes(x: str, p: str) -> list:
+    """Nodes that quantize activation `x` per token into uint8 `p`, with its scale in `{p}_scale`."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Abs", [x], [f"{p}_abs"]),
+        helper.make_node("ReduceMax", [f"{p}_abs", "q_axes"], [f"{p}_max"], keepdims=1),  # (..., 1)
+        helper.make_node("Max", [f"{p}_max", "q_eps"], [f"{p}_max_eps"]),
+        helper.make_node("Div", [f"{p}_max_eps", "q_max"], [f"{p}_scale"]),  # per-token scale
+        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_scaled"]),
+        helper.make_node("Round", [f"{p}_scaled"], [f"{p}_rounded"]),
+        helper.make_node("Add", [f"{p}_rounded", "q_shift"], [f"{p}_shifted"]),  # [1, 255]
+        helper.make_node("Cast", [f"{p}_shifted"], [p], to=TensorProto.UINT8),
+    ]
+
+
+def _int8_matmul_nodes(graph, weight, p: str, y: str) -> list:
+    """Nodes that compute `y` from quantized activation `p` and `weight` as 7-bit int8 columns (their initializers
+    are added to `graph`), rescaled to float by the token's and the column's scales."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w_name = weight.name
+    w = numpy_helper.to_array(weight).astype(np.float32)  # (in, out)
+    w_scale = np.maximum(np.abs(w).max(0), 1e-12) / WEIGHT_MAX  # (out,)
+    graph.initializer.append(numpy_helper.from_array(np.round(w / w_scale).astype(np.int8), f"{w_name}_int8"))
+    graph.initializer.append(numpy_helper.from_array(w_scale.astype(np.float32), f"{w_name}_scale"))
+    return [
+        helper.make_node("MatMulInteger", [p, f"{w_name}_int8", "q_zero_point"], [f"{y}_int32"]),
+        helper.make_node("Cast", [f"{y}_int32"], [f"{y}_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{y}_float", f"{p}_scale"], [f"{y}_token_scaled"]),
+        helper.make_node("Mul", [f"{y}_token_scaled", f"{w_name}_scale"], [y]),
+    ]
 
 
 def _names_used(graph) -> set[str]:
@@ -448,76 +471,111 @@ def _export_into(
     # The tokenizer needs no code from the folder; whatever its tokenizer_config.json names must not run here.
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     max_length = min(tokenizer.model_max_length, max_positions(model.config))
-    example = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
-    mask = torch.ones_like(example)
-    mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
     lexicon = getattr(model, "lexicon", None) if getattr(model.config, "lexicon_types", None) else None
-    inputs = ["input_ids", "attention_mask"] + (["lexicon_features"] if lexicon is not None else [])
-    outputs = ["logits"] + ([] if emissions_only else ["tags", "scores"])
-    words = example_word_starts(mask)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if isinstance(model, EncoderCrfMixin):
-            # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
-            example_inputs: tuple[torch.Tensor, ...] = (example, mask)
-            if lexicon is not None:  # bits that vary, so no feature is folded away as a constant
-                features = torch.arange(example.numel(), dtype=torch.long).reshape(example.shape) * 7919 % 2**20
-                example_inputs = (example, mask, features)
-            if emissions_only:
-                graph: torch.nn.Module = _LexiconEmissions(model) if lexicon is not None else _Emissions(model)
-            else:
-                graph = _LexiconTagger(model) if lexicon is not None else _Tagger(model)
-                example_inputs, inputs = (*example_inputs, words), [*inputs, "word_starts"]
-            _dynamo_export(graph, example_inputs, inputs, outputs, out / "model.onnx", max_length, opset)
-        else:
-            # torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it
-            # dynamic. The decoder is exported on its own (torch.export: Scans) and joined to it.
-            axes = {0: "batch", 1: "seq"}
-            torch.onnx.export(
-                _Emissions(model),
-                (example, mask),
-                str(out / "model.onnx"),
-                dynamo=False,
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
-                input_names=inputs,
-                output_names=["logits"],
-                opset_version=opset,
-            )
-            if not emissions_only:
-                decoder = _Decoder(model)
-                with torch.no_grad():
-                    logits = model.emissions(example, attention_mask=mask)
-                decoder_file = out / "decoder.onnx"
-                _dynamo_export(
-                    decoder, (logits, words), ["logits", "word_starts"], outputs[1:], decoder_file, max_length, opset
-                )
-                join_decoder(out / "model.onnx", decoder_file)
-                decoder_file.unlink()
+        _export_graph(out, model, tokenizer.pad_token_id or 0, lexicon is not None, max_length, opset, emissions_only)
     if int8:
         quantize_int8(out / "model.onnx", out / "model.int8.onnx")
     tokenizer.save_pretrained(out)
     if lexicon is not None:
         (out / LEXICON_FILE).write_text(lexicon.to_tsv(), encoding="utf-8")
-    here = Path(__file__).resolve().parent
-    for name in RUNTIME_FILES:
-        shutil.copyfile(here / name, out / name)
-    if not emissions_only:
-        for name in NODE_FILES:
-            shutil.copyfile(here / "node" / name, out / name)
+    _copy_runtime_files(out, emissions_only)
     (out / "README.md").write_text(
-        EXPORT_README.format(
-            source=Path(model_path).name or model_path,
-            int8_file="model.int8.onnx (INT8), " if int8 else "",
-            graph="encoder and classifier: emission scores" if emissions_only else "encoder, classifier, CRF decoding",
-            decoding=""
-            if emissions_only
-            else DECODING_README.format(lexicon_input=", `lexicon_features`" if lexicon is not None else ""),
-        ),
-        encoding="utf-8",
+        _export_readme(model_path, int8, emissions_only, lexicon is not None), encoding="utf-8"
     )
     written = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
     meta = dict(crf_metadata(model, tokenizer, max_length), **{MANIFEST_KEY: written})
     (out / "crf.json").write_text(json.dumps(meta, ensure_ascii=False))
+
+
+def _export_graph(
+    out: Path,
+    model: CrfTaggingMixin,
+    pad_id: int,
+    has_lexicon: bool,
+    max_length: int,
+    opset: int,
+    emissions_only: bool,
+) -> None:
+    """Write `out`/model.onnx: the encoder's emissions, and unless `emissions_only` the CRF decoding too."""
+    example = torch.full((2, 8), pad_id, dtype=torch.long)
+    mask = torch.ones_like(example)
+    mask[1, 5:] = 0  # padding in the example, so the masking path is what gets exported
+    inputs = ["input_ids", "attention_mask"] + (["lexicon_features"] if has_lexicon else [])
+    outputs = ["logits"] + ([] if emissions_only else ["tags", "scores"])
+    if not isinstance(model, EncoderCrfMixin):
+        _export_recurrent(out, model, (example, mask), inputs, outputs, max_length, opset)
+        return
+    # The legacy TorchScript exporter gives wrong logits for transformers 5's encoders; torch.export is right.
+    example_inputs: tuple[torch.Tensor, ...] = (example, mask)
+    if has_lexicon:  # bits that vary, so no feature is folded away as a constant
+        features = torch.arange(example.numel(), dtype=torch.long).reshape(example.shape) * 7919 % 2**20
+        example_inputs = (example, mask, features)
+    if emissions_only:
+        graph: torch.nn.Module = _LexiconEmissions(model) if has_lexicon else _Emissions(model)
+    else:
+        graph = _LexiconTagger(model) if has_lexicon else _Tagger(model)
+        example_inputs, inputs = (*example_inputs, example_word_starts(mask)), [*inputs, "word_starts"]
+    _dynamo_export(graph, example_inputs, inputs, outputs, out / "model.onnx", max_length, opset)
+
+
+def _export_recurrent(
+    out: Path,
+    model: CrfTaggingMixin,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    inputs: list[str],
+    outputs: list[str],
+    max_length: int,
+    opset: int,
+) -> None:
+    """model.onnx of a recurrent (BiLSTM) tagger: emissions, then the decoder (when `outputs` has tags) joined on.
+
+    torch.export fixes nn.LSTM's sequence length to the example's; the TorchScript exporter keeps it dynamic. The
+    decoder is exported on its own (torch.export: Scans) and joined to it."""
+    example, mask = batch
+    axes = {0: "batch", 1: "seq"}
+    torch.onnx.export(
+        _Emissions(model),
+        (example, mask),
+        str(out / "model.onnx"),
+        dynamo=False,
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+        input_names=inputs,
+        output_names=["logits"],
+        opset_version=opset,
+    )
+    decoder_outputs = outputs[1:]  # tags and scores; none when only emissions are exported
+    if decoder_outputs:
+        decoder = _Decoder(model)
+        with torch.no_grad():
+            logits = model.emissions(example, attention_mask=mask)
+        decoder_file = out / "decoder.onnx"
+        words = example_word_starts(mask)
+        _dynamo_export(
+            decoder, (logits, words), ["logits", "word_starts"], decoder_outputs, decoder_file, max_length, opset
+        )
+        join_decoder(out / "model.onnx", decoder_file)
+        decoder_file.unlink()
+
+
+def _copy_runtime_files(out: Path, emissions_only: bool) -> None:
+    """The numpy runtime beside the graph, and the Node.js one where the graph decodes (it reads tags)."""
+    shipping.copy_files(RUNTIME_FILES, out)
+    if not emissions_only:
+        shipping.copy_files(NODE_FILES, out, source=shipping.REPO_ROOT / "node")
+
+
+def _export_readme(model_path: str, int8: bool, emissions_only: bool, has_lexicon: bool) -> str:
+    """The serving folder's README.md: what the graph computes and what it takes."""
+    return EXPORT_README.format(
+        source=Path(model_path).name or model_path,
+        int8_file="model.int8.onnx (INT8), " if int8 else "",
+        graph="encoder and classifier: emission scores" if emissions_only else "encoder, classifier, CRF decoding",
+        decoding=""
+        if emissions_only
+        else DECODING_README.format(lexicon_input=", `lexicon_features`" if has_lexicon else ""),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

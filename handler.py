@@ -227,7 +227,7 @@ class EndpointHandler:
 
 
 def _joined_length(words: list[str], delimiter: str | None) -> int:
-    """The length of the text the pipeline makes of `words` (as bert_crf_utils.join_words joins them), and at least
+    """The length of the text the pipeline makes of `words` (as ner_tags.join_words joins them), and at least
     one per word: an empty word still costs a token."""
     if delimiter is None:
         delimiter = "" if all(len(word) == 1 for word in words) else " "

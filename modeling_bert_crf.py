@@ -1,118 +1,41 @@
-"""BERT-CRF for token classification: a BERT encoder, a linear classifier and a linear-chain CRF.
+"""BERT-CRF for token classification: a BERT encoder, a linear classifier and a linear-chain CRF. A bare or
+masked-LM BERT checkpoint (bert-base-chinese, MacBERT, RoBERTa-wwm-ext, MedBERT: BERT-shaped) loads into `self.bert`.
 
-This file travels with every checkpoint as remote code, so it imports nothing beyond torch, transformers and its
-siblings: its configuration file and the CRF head (modeling_crf.py), which save_pretrained copies beside it.
+One family of the CRF tagger: modeling_encoder_crf.py holds what every family shares (`__init__`, forward, the
+head), modeling_crf_tagger.py the chain, the loss and decoding, modeling_crf.py the CRF. Travels with every
+checkpoint as remote code: imports only torch, transformers and its siblings.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
-import torch
-from torch import nn
 from transformers import BertModel, BertPreTrainedModel
 
 
-try:
+try:  # in a checkpoint folder (remote code)
     from .configuration_bert_crf import BertCrfConfig
-    from .modeling_crf import (  # noqa: F401  (re-exported: scripts, tests and older code import them from here)
-        CRF,
-        FORBIDDEN_SCORE,
-        SAFE_TRANSITION_SCORE,
-        SMALLEST_EXACT_SUM,
-        VITERBI_MIN_RECOMPUTE_BATCH,
-        VITERBI_MIN_RECOMPUTE_SUMS,
-        BertCrfTokenClassifierOutput,
-        CrfTaggingMixin,
-        EncoderCrfMixin,
-        _viterbi_back_pointers,
-        _viterbi_recomputed,
-        init_crf_weights,
-    )
-except ImportError:  # imported as a top-level module (tests, scripts in this repo)
+    from .modeling_crf import CRF, FORBIDDEN_SCORE  # noqa: F401  (re-exported: scripts and older code import them)
+    from .modeling_crf_tagger import BertCrfTokenClassifierOutput, CrfTaggingMixin, CrfTokenClassifierOutput  # noqa: F401
+    from .modeling_encoder_crf import EncoderCrfMixin
+except ImportError:  # in this repository
     from configuration_bert_crf import BertCrfConfig
-    from modeling_crf import (  # noqa: F401
-        CRF,
-        FORBIDDEN_SCORE,
-        SAFE_TRANSITION_SCORE,
-        SMALLEST_EXACT_SUM,
-        VITERBI_MIN_RECOMPUTE_BATCH,
-        VITERBI_MIN_RECOMPUTE_SUMS,
-        BertCrfTokenClassifierOutput,
-        CrfTaggingMixin,
-        EncoderCrfMixin,
-        _viterbi_back_pointers,
-        _viterbi_recomputed,
-        init_crf_weights,
-    )
+    from modeling_crf import CRF, FORBIDDEN_SCORE  # noqa: F401
+    from modeling_crf_tagger import BertCrfTokenClassifierOutput, CrfTaggingMixin, CrfTokenClassifierOutput  # noqa: F401
+    from modeling_encoder_crf import EncoderCrfMixin
 
 
 class BertCrfForTokenClassification(EncoderCrfMixin, BertPreTrainedModel):
-    """BERT with a linear classifier and a CRF on top, for named-entity recognition (the chain: see
-    [`CrfTaggingMixin`]). Mirrors [`BertForTokenClassification`]: a bare or masked-LM BERT checkpoint loads into
-    `self.bert`."""
+    """BERT with a linear classifier and a CRF on top, for named-entity recognition. Mirrors
+    [`BertForTokenClassification`]; the chain, the loss and decoding: see [`CrfTaggingMixin`]."""
 
     config_class = BertCrfConfig
     base_model_prefix = "bert"
+    encoder_class = BertModel
     _keys_to_ignore_on_load_unexpected = [r"pooler", r"cls\."]
 
-    def __init__(self, config: BertCrfConfig) -> None:
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.build_head(config)
-        self.post_init()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        init_crf_weights(module, self.config)
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        word_start_mask: Optional[torch.Tensor] = None,
-        lexicon_features: Optional[torch.Tensor] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs: Any,
-    ) -> BertCrfTokenClassifierOutput | tuple:
-        r"""
-        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            Tag ids in `[0, num_labels)`, -100 at positions outside the CRF chain (special tokens, padding,
-            continuation sub-tokens).
-        word_start_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
-            1 at the positions to tag (first sub-token of each word), used when no labels are given.
-        lexicon_features (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            A lexicon model's features of each position as bits (see `bert_crf_utils.lexicon_bits`); all off
-            when not given.
-        kwargs:
-            Passed on to the encoder, as the family's stock token classifier does (attention options). Padding-free
-            batches (`cu_seq_lens_*`) are a ValueError: the CRF chain would cross sentence boundaries.
-        """
-        return self.crf_forward(
-            input_ids,
-            attention_mask,
-            labels,
-            word_start_mask,
-            output_attentions,
-            output_hidden_states,
-            return_dict,
-            lexicon_features=lexicon_features,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
-
-
-# save_pretrained then writes this file, the config's and their siblings next to the weights, with an `auto_map` in
-# config.json, so `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+# save_pretrained then writes this file and its siblings beside the weights, with an `auto_map` in config.json, so
+# that `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
 BertCrfConfig.register_for_auto_class()
 BertCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
-__all__ = ["CRF", "CrfTaggingMixin", "BertCrfForTokenClassification", "BertCrfTokenClassifierOutput"]
+__all__ = ["BertCrfForTokenClassification"]

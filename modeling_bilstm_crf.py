@@ -2,7 +2,7 @@
 modeling_crf.py. The student of distill.py: it reads its teacher's tokenizer output, so it works with the same
 pipeline, tagging command and ONNX export.
 
-This file travels with every checkpoint as remote code, with modeling_crf.py and the configurations beside it.
+Travels with every checkpoint as remote code: imports only torch, transformers and its siblings.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from torch import nn
 from transformers import PreTrainedModel
 
 
-try:
+try:  # in a checkpoint folder (remote code)
     from .configuration_bilstm_crf import BiLstmCrfConfig
-    from .modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin, _is_capturing
-except ImportError:  # imported as a top-level module (tests, scripts in this repo)
+    from .crf_capture import _is_capturing
+    from .modeling_crf import CRF
+    from .modeling_crf_tagger import CrfTaggingMixin, CrfTokenClassifierOutput
+except ImportError:  # in this repository
     from configuration_bilstm_crf import BiLstmCrfConfig
-    from modeling_crf import CRF, BertCrfTokenClassifierOutput, CrfTaggingMixin, _is_capturing
+    from crf_capture import _is_capturing
+    from modeling_crf import CRF
+    from modeling_crf_tagger import CrfTaggingMixin, CrfTokenClassifierOutput
 
 try:
     from transformers import initialization as init
@@ -125,7 +129,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
-    ) -> BertCrfTokenClassifierOutput | tuple:
+    ) -> CrfTokenClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Tag ids, -100 at positions outside the CRF chain (special tokens, padding, continuation sub-tokens).
@@ -140,7 +144,7 @@ class BiLstmCrfForTokenClassification(CrfTaggingMixin, BiLstmCrfPreTrainedModel)
         loss, predictions = self.crf_outputs(logits, input_ids, attention_mask, labels, word_start_mask)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        output = BertCrfTokenClassifierOutput(
+        output = CrfTokenClassifierOutput(
             loss=loss, logits=logits, predictions=predictions, hidden_states=states if output_hidden_states else None
         )
         if return_dict is None:

@@ -9,7 +9,8 @@
 Same contract as the PyTorch pipeline (pipeline_bert_crf.py): entities with `word == text[start:end]`, texts of any
 length through overlapping windows stitched into one constrained Viterbi pass, scores from CRF marginals. The folder
 comes from export_onnx.py: model.onnx (encoder, classifier and CRF decoding), model.int8.onnx, crf.json and
-tokenizer.json, with a copy of this file and bert_crf_utils.py, so that it serves without the bert-crf repository.
+tokenizer.json, with a copy of this file and the ner_*.py files it imports, so that it serves without the bert-crf
+repository.
 
 A text that fits one window and has no dictionary is decoded inside the graph (its `tags` and `scores` outputs).
 A longer text's windows give their emission scores (the graph's `logits` output), stitched here into one sequence
@@ -27,30 +28,22 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-# Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with the PyTorch pipeline).
-from bert_crf_utils import (
+# Windows, stitching and feeding untokenizable words are ner_windows' (shared with the PyTorch pipeline).
+from ner_lexicon import LEXICON_FILE, Lexicon, checked_dictionary, dictionary_units, lexicon_bits
+from ner_tags import OUTSIDE, group_entities, join_words, span_constraints, word_results
+from ner_windows import (
     KNOWN_WORDS_LIMIT,
-    LEXICON_FILE,
-    OUTSIDE,
-    Lexicon,
     backend_words,
     bare_prefix_id,
-    checked_dictionary,
-    dictionary_units,
     drop_bare_prefix,
     encodes_words_alone,
     fed_words,
-    group_entities,
     isolates_cjk,
-    join_words,
-    lexicon_bits,
     plan_windows,
-    span_constraints,
     split_text,
     stitch_rows,
     window_budget,
     word_pieces,
-    word_results,
 )
 
 

@@ -17,60 +17,46 @@ import torch
 from transformers.pipelines.base import ChunkPipeline
 
 
-# Windows, stitching and feeding untokenizable words are bert_crf_utils' (shared with run_ner and the ONNX runtime).
+# Windows, stitching and feeding untokenizable words are ner_windows' (shared with run_ner and the ONNX runtime).
 try:
-    from .bert_crf_utils import (
+    from .ner_lexicon import Lexicon, checked_dictionary, dictionary_units, lexicon_bits
+    from .ner_tags import OUTSIDE, group_entities, join_words, span_constraints, word_results
+    from .ner_windows import (
         KNOWN_WORDS_LIMIT,
-        OUTSIDE,
-        Lexicon,
         Window,
         backend_words,
         bare_prefix_id,
-        checked_dictionary,
-        dictionary_units,
         drop_bare_prefix,
         encodes_words_alone,
         fed_words,
-        group_entities,
         isolates_cjk,
-        join_words,
-        lexicon_bits,
         max_positions,
         plan_windows,
-        span_constraints,
         special_wrapping,
         split_text,
         stitch_rows,
         window_budget,
         word_pieces,
-        word_results,
     )
 except ImportError:  # imported as a top-level module
-    from bert_crf_utils import (
+    from ner_lexicon import Lexicon, checked_dictionary, dictionary_units, lexicon_bits
+    from ner_tags import OUTSIDE, group_entities, join_words, span_constraints, word_results
+    from ner_windows import (
         KNOWN_WORDS_LIMIT,
-        OUTSIDE,
-        Lexicon,
         Window,
         backend_words,
         bare_prefix_id,
-        checked_dictionary,
-        dictionary_units,
         drop_bare_prefix,
         encodes_words_alone,
         fed_words,
-        group_entities,
         isolates_cjk,
-        join_words,
-        lexicon_bits,
         max_positions,
         plan_windows,
-        span_constraints,
         special_wrapping,
         split_text,
         stitch_rows,
         window_budget,
         word_pieces,
-        word_results,
     )
 
 AGGREGATION_STRATEGIES = ("none", "simple")
@@ -112,7 +98,7 @@ def check_encodable(text: str) -> None:
         ) from None
 
 
-class BertCrfTokenClassificationPipeline(ChunkPipeline):
+class CrfTokenClassificationPipeline(ChunkPipeline):
     """Named-entity recognition with a BERT-CRF model.
 
     Call with a string, a list of strings, or (with `is_split_into_words=True`) a list of words or a list of such
@@ -402,3 +388,7 @@ def _right_aligned(model_inputs: dict[str, Any]) -> dict[str, Any]:
     pads = width - mask.sum(1, keepdim=True)  # (batch, 1)
     order = (torch.arange(width, device=mask.device).unsqueeze(0) + pads) % width
     return {k: v.gather(1, order) for k, v in model_inputs.items()}
+
+
+# The BERT name of the pipeline, which config.json files saved before the rename point at.
+BertCrfTokenClassificationPipeline = CrfTokenClassificationPipeline

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.modeling_outputs import MaskedLMOutput
 
-from bert_crf_utils import join_words
 from bertcrf import arguments, cli, data_files, launch, ner_data, outputs, training
 from bertcrf.crf_models import check_model_path
+from ner_tags import join_words
 
 
 logger = logging.getLogger("run_mlm")

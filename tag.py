@@ -56,6 +56,15 @@ from bertcrf.safe_files import check_not_input, write_text
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_options(parser)
+    _add_input_options(parser)
+    _add_output_options(parser)
+    _add_run_options(parser)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """What tags: a bert-crf model or an ONNX export."""
     parser.add_argument("--model", help="a bert-crf folder or Hub id (or --onnx)")
     parser.add_argument(
         "--onnx",
@@ -63,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="an export_onnx.py folder, run with ONNX Runtime (torch is not needed) instead of --model",
     )
     parser.add_argument("--int8", action="store_true", help="--onnx: the INT8 graph (model.int8.onnx)")
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """What is tagged: a text, JSON lines, table file or Hub dataset, and where its text is."""
     parser.add_argument(
         "--input",
         default="-",
@@ -79,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_field", default="text", help="JSON lines and datasets: the field with the text")
     parser.add_argument("--split", default="train", help="a Hub dataset's split (default: train)")
     parser.add_argument("--subset", default=None, help="a Hub dataset's configuration name")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Where the tags go and in which format (jsonl, column, or an annotation tool's import)."""
     parser.add_argument("--output", default="-", help="output file (default: stdout)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output (and its chunks)")
     parser.add_argument("--format", choices=("jsonl", "column", "label-studio", "doccano"), default="jsonl")
@@ -96,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="label-studio: the predictions' model_version (default: the model's name)",
     )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """How the job runs: a dictionary to decode around, batches, chunks, device, threads, progress, statistics, and
+    whether a tokenizer may run code from the model."""
     parser.add_argument(
         "--dictionary",
         nargs="+",

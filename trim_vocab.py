@@ -278,57 +278,20 @@ def trim(
     folder is then replaced as a whole)."""
     from tokenizers import Tokenizer
 
-    from bertcrf.model_card import note_derivation
-    from bertcrf.safe_files import check_output_folder, staged_folder
-
     source = Path(model_dir)
-    if not (source / "tokenizer.json").is_file():
-        raise ValueError(f"{model_dir} has no tokenizer.json (a fast Unigram tokenizer is needed)")
-    inputs = {"--model folder": model_dir}
-    inputs.update({f"--text file {i + 1}": path for i, path in enumerate(texts)})
-    inputs.update({f"--check_text file {i + 1}": path for i, path in enumerate(check_texts)})
-    if keep_chars and os.path.isfile(keep_chars):
-        inputs["--keep_chars file"] = keep_chars
-    check_output_folder(output_dir, inputs, "--output", overwrite)
-    tok = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
-    if tok.get("model", {}).get("type") != "Unigram":
-        raise ValueError(
-            f"{model_dir}: only Unigram tokenizers can be trimmed, got {tok.get('model', {}).get('type')!r}"
-        )
+    _check_trim_paths(model_dir, output_dir, texts, keep_chars, check_texts, overwrite)
+    tok = _read_unigram_tokenizer(model_dir)
     backend = Tokenizer.from_file(str(source / "tokenizer.json"))
-    lines: list[str] = []
-    words: list[list[str]] = []
-    for path in texts:
-        file_lines, file_words = read_texts(path)
-        lines += file_lines
-        words += file_words
-    counts = count_pieces(backend, lines, words)
-    extra: set[int] = set()
-    if keep_chars:
-        chars = sorted({c for c in keep_chars_text(keep_chars) if not c.isspace()})
-        extra = set(count_pieces(backend, chars, [[c] for c in chars]))
-    kept = select_pieces(tok, counts, extra, min_count, keep_cjk)
+    lines, words = _read_all_texts(texts)
+    kept = _kept_pieces(backend, tok, lines, words, keep_chars, min_count, keep_cjk)
     new_tok, remap = trim_tokenizer_json(tok, kept)
 
     model, missing = load_model(model_dir)
     before_rows = model.get_input_embeddings().num_embeddings
     slice_embeddings(model, kept, remap)
     size_before = folder_size(source)
-    with staged_folder(output_dir) as output:
-        copy_extras(source, output, Path(output_dir))
-        state = {k: v for k, v in model.state_dict().items() if k not in missing}
-        model.save_pretrained(output, state_dict=state)
-        write_tokenizer(source, output, new_tok, remap)
-        note_derivation(
-            output,
-            f"vocabulary trimmed from {len(tok['model']['vocab']):,} to {len(new_tok['model']['vocab']):,} pieces "
-            "(those of the given text"
-            + (", every CJK character" if keep_cjk else "")
-            + ") by bert-crf's trim_vocab.py",
-        )
-        size_after = folder_size(output)
-    output = Path(output_dir)
-    new_backend = Tokenizer.from_file(str(output / "tokenizer.json"))
+    size_after = _write_trimmed(source, output_dir, model, missing, tok, new_tok, remap, keep_cjk)
+    new_backend = Tokenizer.from_file(str(Path(output_dir) / "tokenizer.json"))
     unk_id = tok["model"]["unk_id"]
     report: dict[str, Any] = {
         "pieces_before": len(tok["model"]["vocab"]),
@@ -343,6 +306,96 @@ def trim(
     if check_lines:
         report["check_text"] = compare(backend, new_backend, remap, unk_id, check_lines)
     return report
+
+
+def _check_trim_paths(
+    model_dir: str,
+    output_dir: str,
+    texts: Sequence[str],
+    keep_chars: str | None,
+    check_texts: Sequence[str],
+    overwrite: bool,
+) -> None:
+    """Refuse a model without tokenizer.json, and an output folder that is (or holds) an input or is not empty."""
+    from bertcrf.safe_files import check_output_folder
+
+    if not (Path(model_dir) / "tokenizer.json").is_file():
+        raise ValueError(f"{model_dir} has no tokenizer.json (a fast Unigram tokenizer is needed)")
+    inputs = {"--model folder": model_dir}
+    inputs.update({f"--text file {i + 1}": path for i, path in enumerate(texts)})
+    inputs.update({f"--check_text file {i + 1}": path for i, path in enumerate(check_texts)})
+    if keep_chars and os.path.isfile(keep_chars):
+        inputs["--keep_chars file"] = keep_chars
+    check_output_folder(output_dir, inputs, "--output", overwrite)
+
+
+def _read_unigram_tokenizer(model_dir: str) -> dict[str, Any]:
+    """The model's tokenizer.json; only a Unigram vocabulary can be trimmed here."""
+    tok = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+    if tok.get("model", {}).get("type") != "Unigram":
+        raise ValueError(
+            f"{model_dir}: only Unigram tokenizers can be trimmed, got {tok.get('model', {}).get('type')!r}"
+        )
+    return tok
+
+
+def _read_all_texts(texts: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """The lines and the words of all the text files, in order."""
+    lines: list[str] = []
+    words: list[list[str]] = []
+    for path in texts:
+        file_lines, file_words = read_texts(path)
+        lines += file_lines
+        words += file_words
+    return lines, words
+
+
+def _kept_pieces(
+    backend: Any,
+    tok: dict[str, Any],
+    lines: Sequence[str],
+    words: Sequence[Sequence[str]],
+    keep_chars: str | None,
+    min_count: int,
+    keep_cjk: bool,
+) -> list[int]:
+    """The ids of the pieces to keep: those the texts use, and those that spell the `keep_chars` characters."""
+    counts = count_pieces(backend, lines, words)
+    extra: set[int] = set()
+    if keep_chars:
+        chars = sorted({c for c in keep_chars_text(keep_chars) if not c.isspace()})
+        extra = set(count_pieces(backend, chars, [[c] for c in chars]))
+    return select_pieces(tok, counts, extra, min_count, keep_cjk)
+
+
+def _write_trimmed(
+    source: Path,
+    output_dir: str,
+    model: Any,
+    missing: set[str],
+    tok: dict[str, Any],
+    new_tok: dict[str, Any],
+    remap: dict[int, int],
+    keep_cjk: bool,
+) -> int:
+    """Write the trimmed model into `output_dir` (staged, then renamed into place); return the folder's size."""
+    from bertcrf.model_card import note_derivation
+    from bertcrf.safe_files import staged_folder
+
+    with staged_folder(output_dir) as output:
+        copy_extras(source, output, Path(output_dir))
+        # Weights the checkpoint lacked (e.g. e5's pooler) are left out, not saved as the random ones loaded.
+        state = {k: v for k, v in model.state_dict().items() if k not in missing}
+        model.save_pretrained(output, state_dict=state)
+        write_tokenizer(source, output, new_tok, remap)
+        note_derivation(
+            output,
+            f"vocabulary trimmed from {len(tok['model']['vocab']):,} to {len(new_tok['model']['vocab']):,} pieces "
+            "(those of the given text"
+            + (", every CJK character" if keep_cjk else "")
+            + ") by bert-crf's trim_vocab.py",
+        )
+        return folder_size(output)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -27,11 +27,11 @@ import os
 import sys
 from pathlib import Path
 
+import repo_scripts
 from encoders import ENCODERS, encoder_path, extend_vocab, learning_rate
 
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data"
@@ -54,7 +54,7 @@ def folder(name: str, encoder: str) -> Path:
 
 def adapt(minutes: float, fractions: list[float], encoder: str) -> Path:
     """The encoder after masked-language-model training on the training text (once)."""
-    import run_mlm
+    run_mlm = repo_scripts.load("run_mlm")
 
     out = folder("mlm", encoder)
     if not (out / "model.safetensors").is_file():

@@ -27,7 +27,6 @@ from machine import cpu_info, cpu_label
 
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATASETS = {
     "MSRA test (news)": ROOT / "data" / "msra" / "test.json",
@@ -38,8 +37,8 @@ DATASETS = {
 
 def gold_and_texts(path: Path) -> tuple[list[str], list[set[tuple[str, int, int]]]]:
     """Texts and gold entity spans (character offsets) of a tagged file."""
-    from bert_crf_utils import join_words, tags_to_spans
     from bertcrf import data_files
+    from ner_tags import join_words, tags_to_spans
 
     texts, gold = [], []
     for example in data_files.read_file(str(path)):

@@ -23,10 +23,8 @@ from typing import Callable
 
 import torch
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import cpu_info, cpu_label, present_flags  # noqa: E402
-from modeling_bert_crf import CRF  # noqa: E402
+from machine import cpu_info, cpu_label, present_flags
+from modeling_bert_crf import CRF
 
 
 try:

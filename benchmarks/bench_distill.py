@@ -32,12 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import repo_scripts
 from encoders import ENCODERS, encoder_path, extend_vocab, learning_rate
 
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data"
@@ -63,6 +62,8 @@ DATASETS = {
         student=["--lstm_hidden_size", "256", "--lstm_layers", "2"],
     ),
 }
+# The speed baseline: report() finds its rows by this label's "bert-base" start.
+BERT_BASE_LABEL = "bert-base-sized BERT-CRF (random weights)"
 # Student variants: name -> (distill target, extra distill.py flags, table label).
 STUDENTS = {
     "none": ("none", [], "student, gold only"),
@@ -170,7 +171,7 @@ def student_folder(name: str, encoder: str, variant: str, suffix: str) -> Path:
 
 
 def train_student(name: str, spec: dict, variant: str, encoder: str, suffix: str = "") -> dict:
-    import distill
+    distill = repo_scripts.load("distill")
 
     target, extra, _ = STUDENTS[variant]
     teacher = teacher_folder(name, encoder)
@@ -231,6 +232,19 @@ def time_pipeline(model_dir: Path, texts: list[str], batch1_count: int) -> dict:
 
 
 def main() -> None:
+    args = parse_args()
+    suffix = f"-{args.student_shape[1]}x{args.student_shape[0]}" if args.student_shape else ""
+    stem = "bench_distill" + ("" if args.teacher == "minilm" else f"_{args.teacher}") + suffix.replace("-", "_")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / stem)
+    if not DATA.is_dir():
+        sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
+    rows = []
+    for name in args.datasets:
+        rows += dataset_rows(name, args, suffix)
+    write_results(rows, args, out)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--skip_speed", action="store_true", help="train and score only")
@@ -251,69 +265,80 @@ def main() -> None:
     parser.add_argument(
         "--out", help="results file stem (default benchmarks/results/bench_distill[_<teacher>][_<shape>])"
     )
-    args = parser.parse_args()
-    suffix = f"-{args.student_shape[1]}x{args.student_shape[0]}" if args.student_shape else ""
-    stem = "bench_distill" + ("" if args.teacher == "minilm" else f"_{args.teacher}") + suffix.replace("-", "_")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / stem)
-    if not DATA.is_dir():
-        sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
-    from bench_inference import bert_base_checkpoint
+    return parser.parse_args()
+
+
+def dataset_rows(name: str, args: argparse.Namespace, suffix: str) -> list[dict]:
+    """Train (or reuse) the teacher and the students of one dataset, time them unless --skip_speed: its rows."""
+    spec = dataset_spec(name, args)
+    shown = f"{name}, students {suffix[1:]}" if suffix else name
+    teacher = teacher_folder(name, args.teacher)
+    models = {teacher_label(args.teacher): (teacher, train_teacher(name, spec, args.teacher))}
+    for variant in args.students:
+        models[STUDENTS[variant][2]] = (
+            student_folder(name, args.teacher, variant, suffix),
+            train_student(name, spec, variant, args.teacher, suffix),
+        )
+    texts = speed_texts(name, spec, args.speed_sentences)
+    speed = {} if args.skip_speed else time_models(models, teacher, texts, args.batch1_sentences)
+    return result_rows(shown, models, speed)
+
+
+def dataset_spec(name: str, args: argparse.Namespace) -> dict:
+    """The dataset's settings, with the teacher's epochs and the students' shape given on the command line."""
+    spec = DATASETS[name]
+    if args.teacher_epochs:
+        spec = dict(spec, teacher_epochs=args.teacher_epochs)
+    if args.student_shape:
+        hidden, layers = args.student_shape
+        spec = dict(spec, student=["--lstm_hidden_size", str(hidden), "--lstm_layers", str(layers)])
+    return spec
+
+
+def speed_texts(name: str, spec: dict, count: int) -> list[str]:
+    """The first `count` test sentences as raw text: CoNLL's words joined by spaces, Resume's characters without."""
     from bertcrf import data_files
 
-    rows = []
-    for name in args.datasets:
-        spec = DATASETS[name]
-        if args.teacher_epochs:
-            spec = dict(spec, teacher_epochs=args.teacher_epochs)
-        if args.student_shape:
-            spec = dict(
-                spec,
-                student=[
-                    "--lstm_hidden_size",
-                    str(args.student_shape[0]),
-                    "--lstm_layers",
-                    str(args.student_shape[1]),
-                ],
-            )
-        shown = f"{name}, students {suffix[1:]}" if suffix else name
-        teacher = teacher_folder(name, args.teacher)
-        models = {teacher_label(args.teacher): (teacher, train_teacher(name, spec, args.teacher))}
-        for variant in args.students:
-            models[STUDENTS[variant][2]] = (
-                student_folder(name, args.teacher, variant, suffix),
-                train_student(name, spec, variant, args.teacher, suffix),
-            )
-        texts = [
-            " ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
-            for e in data_files.read_file(str(DATA / spec["test"]))
-        ][: args.speed_sentences]
-        speed = {}
-        if not args.skip_speed:
-            with tempfile.TemporaryDirectory() as tmp:
-                base = bert_base_checkpoint(Path(tmp), like=teacher)
-                speed["bert-base-sized BERT-CRF (random weights)"] = time_pipeline(base, texts, args.batch1_sentences)
-            for label, (folder, _) in models.items():
-                speed[label] = time_pipeline(folder, texts, args.batch1_sentences)
-        for label, (folder, results) in models.items():
-            rows.append(
-                dict(
-                    dataset=shown,
-                    model=label,
-                    dev_f1=results.get("eval_f1"),
-                    test_f1=results.get("predict_f1"),
-                    train_seconds=results.get("train_runtime"),
-                    epochs=results.get("epoch"),
-                    **speed.get(label, {}),
-                )
-            )
-        if speed:
-            rows.append(
-                dict(
-                    dataset=shown,
-                    model="bert-base-sized BERT-CRF (random weights)",
-                    **speed["bert-base-sized BERT-CRF (random weights)"],
-                )
-            )
+    return [
+        " ".join(e["tokens"]) if name == "conll" else "".join(e["tokens"])
+        for e in data_files.read_file(str(DATA / spec["test"]))
+    ][:count]
+
+
+def time_models(models: dict[str, tuple[Path, dict]], teacher: Path, texts: list[str], batch1_count: int) -> dict:
+    """Each model's speed, and a bert-base-sized BERT-CRF's (random weights, the teacher's tokenizer and labels)."""
+    from bench_inference import bert_base_checkpoint
+
+    speed = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = bert_base_checkpoint(Path(tmp), like=teacher)
+        speed[BERT_BASE_LABEL] = time_pipeline(base, texts, batch1_count)
+    for label, (folder, _) in models.items():
+        speed[label] = time_pipeline(folder, texts, batch1_count)
+    return speed
+
+
+def result_rows(shown: str, models: dict[str, tuple[Path, dict]], speed: dict) -> list[dict]:
+    """One row per model (scores and speed), then the bert-base-sized model's when speed was measured."""
+    rows = [
+        dict(
+            dataset=shown,
+            model=label,
+            dev_f1=results.get("eval_f1"),
+            test_f1=results.get("predict_f1"),
+            train_seconds=results.get("train_runtime"),
+            epochs=results.get("epoch"),
+            **speed.get(label, {}),
+        )
+        for label, (_, results) in models.items()
+    ]
+    if speed:
+        rows.append(dict(dataset=shown, model=BERT_BASE_LABEL, **speed[BERT_BASE_LABEL]))
+    return rows
+
+
+def write_results(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
+    """Print the table; write it and the rows unless --skip_speed (scores only are not a result to keep)."""
     table = report(rows, args.teacher)
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)

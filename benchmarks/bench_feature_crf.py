@@ -31,16 +31,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench_quality import DATA, DATASETS
+from bertcrf import data_files, ner_data
+from machine import cpu_label
+from ner_lexicon import Lexicon
+from ner_tags import tags_to_spans
+
 
 ROOT = Path(__file__).resolve().parent.parent
-for _folder in (ROOT, ROOT / "benchmarks"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
-
-from bench_quality import DATA, DATASETS  # noqa: E402
-from bert_crf_utils import Lexicon, tags_to_spans  # noqa: E402
-from bertcrf import data_files, ner_data  # noqa: E402
-from machine import cpu_label  # noqa: E402
 
 
 CHINESE_DATASETS = ("msra", "peoples_daily", "cluener", "resume")

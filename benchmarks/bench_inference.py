@@ -33,11 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import repo_scripts
 from machine import cpu_info, cpu_label
 
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data" / "resume"
 # onnx-*: the decoding graph (CRF inside; ner_onnx.py's default); onnx-*-emissions: the emissions-only graph with
@@ -68,12 +68,12 @@ def load_variant(variant: str, model_dir: Path, exports: Path):
     from transformers import AutoTokenizer
 
     from modeling_bert_crf import BertCrfForTokenClassification
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from pipeline_bert_crf import CrfTokenClassificationPipeline
 
     model = BertCrfForTokenClassification.from_pretrained(model_dir).eval()
     if variant.endswith("int8"):
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    pipe = BertCrfTokenClassificationPipeline(
+    pipe = CrfTokenClassificationPipeline(
         model=model,
         tokenizer=AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True),
         task="token-classification",
@@ -237,7 +237,7 @@ def export_both(export_onnx, model: Path, exports: Path) -> None:
 def score_on_resume(rows: list[dict], export_onnx, dev: list[dict], texts: Path, tmp: Path) -> None:
     """Each row's Resume dev F1 with the fine-tuned MiniLM, and its entity agreement (F1) with PyTorch fp32 and,
     for INT8 ONNX, with the same graph in fp32: how many entities quantization flips."""
-    from bert_crf_utils import tags_to_spans
+    from ner_tags import tags_to_spans
 
     model_dir = trained_resume_model()
     export_both(export_onnx, model_dir, tmp / "resume-onnx")
@@ -311,7 +311,7 @@ def main() -> None:
         return
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the public datasets beside the repo")
-    import export_onnx
+    export_onnx = repo_scripts.load("export_onnx")
     from bertcrf import ner_data
 
     dev = ner_data.read_column_file(DATA / "dev.char.bmes")

@@ -1,6 +1,6 @@
 """Lexicon matching on jieba's dictionary: build time, memory and cost per character, against a plain baseline.
 
-`bert_crf_utils.Lexicon` looks up, from each character, only the lengths of the words that start with it. The
+`ner_lexicon.Lexicon` looks up, from each character, only the lengths of the words that start with it. The
 baseline, in the same run on the same text, is the obvious alternative: a set of the words and, from each
 character, every piece up to the longest word's length looked up. Both must find the same occurrences (checked).
 The text: MSRA's test sentences from ../shared/data (data/demo's sentences otherwise). The lexicon: jieba's
@@ -20,14 +20,13 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from bertcrf import data_files
+from bertcrf.lexicon import read_lexicon
+from machine import cpu_label
+from ner_lexicon import Lexicon
+
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bert_crf_utils import Lexicon  # noqa: E402
-from bertcrf import data_files  # noqa: E402
-from bertcrf.lexicon import read_lexicon  # noqa: E402
-from machine import cpu_label  # noqa: E402
 
 
 MSRA_TEST = ROOT.parent / "shared" / "data" / "msra" / "msra_test_bio"

@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import repo_scripts
 from machine import cpu_info, cpu_label
 
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -40,8 +40,8 @@ Entities = list[set[tuple[str, int, int]]]
 
 def read_dataset(name: str, limit: int | None) -> tuple[list[str], Entities]:
     """Texts and gold entity spans (character offsets) of one dataset."""
-    from bert_crf_utils import join_words, tags_to_spans
     from bertcrf import ner_data
+    from ner_tags import join_words, tags_to_spans
 
     path, joiner = DATASETS[name]
     if not path.exists():
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--max_sentences", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_onnx_parity"))
     args = parser.parse_args()
-    import export_onnx
+    export_onnx = repo_scripts.load("export_onnx")
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_onnx.export(args.model, str(Path(tmp) / "onnx"), int8=True)

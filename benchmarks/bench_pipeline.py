@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer
+
+from bertcrf import ner_data
+from bertcrf.crf_models import load_tokenizer
+from configuration_bert_crf import BertCrfConfig
+from modeling_bert_crf import BertCrfForTokenClassification
+from pipeline_bert_crf import CrfTokenClassificationPipeline
+
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-
-from bertcrf import ner_data  # noqa: E402
-from bertcrf.crf_models import load_tokenizer  # noqa: E402
-from configuration_bert_crf import BertCrfConfig  # noqa: E402
-from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
-from pipeline_bert_crf import BertCrfTokenClassificationPipeline  # noqa: E402
 
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -74,52 +70,76 @@ def bare(
     return time.perf_counter() - start
 
 
-def piped(pipe: BertCrfTokenClassificationPipeline, sentences: list[str], batch_size: int) -> float:
+def piped(pipe: CrfTokenClassificationPipeline, sentences: list[str], batch_size: int) -> float:
     start = time.perf_counter()
     pipe(sentences, batch_size=batch_size)
     return time.perf_counter() - start
 
 
 def main() -> None:
+    args = parse_args()
+    model, tokenizer = load(args.model)
+    pipe = CrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, task="token-classification", device="cpu")
+    sentences = demo_sentences(args.sentences)
+    rows = [time_batch(model, tokenizer, pipe, sentences, batch_size, args.repeats) for batch_size in args.batch_sizes]
+    table = results_table(rows)
+    print(table)
+    meta = dict(
+        model=args.model or "MiniLM-L6 (offline), fresh head", threads=torch.get_num_threads(), repeats=args.repeats
+    )
+    write_results(Path(args.out), table, dict(meta=meta, rows=rows))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[32, 1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_pipeline"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    model, tokenizer = load(args.model)
-    pipe = BertCrfTokenClassificationPipeline(
-        model=model, tokenizer=tokenizer, task="token-classification", device="cpu"
-    )
+
+def demo_sentences(count: int) -> list[str]:
+    """`count` sentences: the demo test set's, repeated as often as needed."""
     demo = ner_data.read_column_file(ROOT / "data" / "demo" / "test.txt")
     texts = ["".join(e["tokens"]) for e in demo]
-    sentences = (texts * (args.sentences // len(texts) + 1))[: args.sentences]
-    rows = []
-    for batch_size in args.batch_sizes:
-        n = len(sentences) if batch_size > 1 else min(len(sentences), 128)
-        subset = sentences[:n]
-        piped(pipe, subset[:batch_size], batch_size)  # warm-up
-        times: dict[str, list[float]] = {"bare": [], "bare_tok": [], "pipe": []}
-        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits all three alike
-            times["bare"].append(bare(model, tokenizer, subset, batch_size))
-            times["bare_tok"].append(bare(model, tokenizer, subset, batch_size, time_tokenization=True))
-            times["pipe"].append(piped(pipe, subset, batch_size))
-        t_bare, t_bare_tok, t_pipe = (statistics.median(times[k]) for k in ("bare", "bare_tok", "pipe"))
-        rows.append(
-            dict(
-                batch_size=batch_size,
-                sentences=n,
-                bare_s=t_bare,
-                bare_tokenizing_s=t_bare_tok,
-                pipeline_s=t_pipe,
-                bare_sent_per_s=n / t_bare,
-                pipeline_sent_per_s=n / t_pipe,
-                overhead=t_pipe / t_bare - 1,
-                overhead_vs_tokenizing=t_pipe / t_bare_tok - 1,
-            )
-        )
+    return (texts * (count // len(texts) + 1))[:count]
+
+
+def time_batch(
+    model: BertCrfForTokenClassification,
+    tokenizer: object,
+    pipe: CrfTokenClassificationPipeline,
+    sentences: list[str],
+    batch_size: int,
+    repeats: int,
+) -> dict:
+    """The median times of the bare model (without and with tokenizing) and of the pipeline at one batch size."""
+    n = len(sentences) if batch_size > 1 else min(len(sentences), 128)
+    subset = sentences[:n]
+    piped(pipe, subset[:batch_size], batch_size)  # warm-up
+    times: dict[str, list[float]] = {"bare": [], "bare_tok": [], "pipe": []}
+    for _ in range(repeats):  # interleaved, so that load from elsewhere hits all three alike
+        times["bare"].append(bare(model, tokenizer, subset, batch_size))
+        times["bare_tok"].append(bare(model, tokenizer, subset, batch_size, time_tokenization=True))
+        times["pipe"].append(piped(pipe, subset, batch_size))
+    t_bare, t_bare_tok, t_pipe = (statistics.median(times[k]) for k in ("bare", "bare_tok", "pipe"))
+    return dict(
+        batch_size=batch_size,
+        sentences=n,
+        bare_s=t_bare,
+        bare_tokenizing_s=t_bare_tok,
+        pipeline_s=t_pipe,
+        bare_sent_per_s=n / t_bare,
+        pipeline_sent_per_s=n / t_pipe,
+        overhead=t_pipe / t_bare - 1,
+        overhead_vs_tokenizing=t_pipe / t_bare_tok - 1,
+    )
+
+
+def results_table(rows: list[dict]) -> str:
+    """The Markdown table of the rows, and the verdict on the 20% overhead target at batch 32."""
     lines = [
         "| batch | sentences | bare forward+decode sent/s | same + tokenizing sent/s | pipeline sent/s | overhead vs bare | vs bare+tokenizing |",
         "|---|---|---|---|---|---|---|",
@@ -135,14 +155,13 @@ def main() -> None:
         lines.append(
             f"\nTarget: pipeline overhead under 20% at batch 32 over bare forward+decode: {100 * at32['overhead']:+.1f}% ({verdict})"
         )
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
+    return "\n".join(lines)
+
+
+def write_results(out: Path, table: str, results: dict) -> None:
+    """Write `out`.json (the results) and `out`.md (the table)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(
-        model=args.model or "MiniLM-L6 (offline), fresh head", threads=torch.get_num_threads(), repeats=args.repeats
-    )
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.json and {out}.md")
 

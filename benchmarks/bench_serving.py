@@ -35,20 +35,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+from transformers import AutoTokenizer
+
+import handler
+from bertcrf import ner_data
+from configuration_bert_crf import BertCrfConfig
+from encoders import E5_ZH
+from machine import cpu_label
+from modeling_bert_crf import BertCrfForTokenClassification
+
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-
-import handler  # noqa: E402
-from bertcrf import ner_data  # noqa: E402
-from configuration_bert_crf import BertCrfConfig  # noqa: E402
-from encoders import E5_ZH  # noqa: E402
-from machine import cpu_label  # noqa: E402
-from modeling_bert_crf import BertCrfForTokenClassification  # noqa: E402
 
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -104,6 +102,21 @@ def requests(chars: int, per_text: int, items: int) -> list[tuple[str, list[str]
 
 
 def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        endpoint = handler.EndpointHandler(args.model or checkpoint(Path(folder)), max_request_chars=args.chars)
+        timer = RequestTimer(endpoint, args.repeats)
+        chars = endpoint.max_request_chars
+        endpoint({"inputs": sentences()[:8]})  # warm-up
+        rows = time_requests(endpoint, timer, args.skip_one_call)
+    model_name = args.model or f"{E5_ZH.relative_to(ROOT)} (multilingual-e5-small trimmed to Chinese), fresh CRF head"
+    table = results_table(rows, model_name, args.repeats, chars, args.note)
+    print(table)
+    meta = dict(model=model_name, repeats=args.repeats, max_request_chars=chars, note=args.note)
+    write_results(Path(args.out), table, dict(meta=meta, rows=rows))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a tagger folder (default: the demo's encoder, fresh head)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -111,59 +124,68 @@ def main() -> None:
     parser.add_argument("--skip_one_call", action="store_true", help="leave out the `padding, one call` row")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. 'other jobs running')")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_serving"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as folder:
-        model = args.model or checkpoint(Path(folder))
-        endpoint = handler.EndpointHandler(model, max_request_chars=args.chars)
-        positions: list[int] = []
+
+class RequestTimer:
+    """Times calls `repeats` times each, counting the model input positions of the endpoint pipeline's forward
+    passes (how much padding a request costs)."""
+
+    def __init__(self, endpoint: handler.EndpointHandler, repeats: int) -> None:
+        self.repeats = repeats
+        self.positions: list[int] = []
         forward = endpoint.pipeline._forward
 
         def counted(inputs: dict, **kwargs: object) -> dict:
-            positions.append(inputs["input_ids"].numel())
+            self.positions.append(inputs["input_ids"].numel())
             return forward(inputs, **kwargs)
 
         endpoint.pipeline._forward = counted
-        chars = endpoint.max_request_chars
-        cpu, threads = cpu_label(), torch.get_num_threads()
-        endpoint({"inputs": sentences()[:8]})  # warm-up
+        self.cpu, self.threads = cpu_label(), torch.get_num_threads()
 
-        def timed(name: str, texts: list[str], parameters: dict, call: Callable[[], object]) -> dict:
-            seconds, loads = [], []
-            for _ in range(args.repeats):
-                positions.clear()
-                start = time.perf_counter()
-                call()
-                seconds.append(time.perf_counter() - start)
-                loads.append(os.getloadavg()[0])  # other processes' work on the same cores slows every row
-                print(f"{name}: {seconds[-1]:.1f} s (load average {loads[-1]:.1f})", flush=True)
-            return dict(
-                request=name,
-                texts=len(texts),
-                chars=sum(map(len, texts)),
-                parameters=parameters,
-                positions=sum(positions),
-                forward_passes=len(positions),
-                seconds=seconds,
-                median_s=statistics.median(seconds),
-                load_average=loads,
-                cpu=cpu,
-                threads=threads,
-            )
+    def __call__(self, name: str, texts: list[str], parameters: dict, call: Callable[[], object]) -> dict:
+        seconds, loads = [], []
+        for _ in range(self.repeats):
+            self.positions.clear()
+            start = time.perf_counter()
+            call()
+            seconds.append(time.perf_counter() - start)
+            loads.append(os.getloadavg()[0])  # other processes' work on the same cores slows every row
+            print(f"{name}: {seconds[-1]:.1f} s (load average {loads[-1]:.1f})", flush=True)
+        return dict(
+            request=name,
+            texts=len(texts),
+            chars=sum(map(len, texts)),
+            parameters=parameters,
+            positions=sum(self.positions),
+            forward_passes=len(self.positions),
+            seconds=seconds,
+            median_s=statistics.median(seconds),
+            load_average=loads,
+            cpu=self.cpu,
+            threads=self.threads,
+        )
 
-        rows = []
-        for name, texts, parameters in requests(chars, endpoint.max_text_chars, endpoint.max_items):
-            rows.append(timed(name, texts, parameters, lambda: endpoint({"inputs": texts, "parameters": parameters})))
-            if name == "padding" and not args.skip_one_call:
-                rows.append(
-                    timed(
-                        f"{name}, one call",
-                        texts,
-                        parameters,
-                        lambda: endpoint.pipeline(texts, aggregation_strategy="simple", **parameters),
-                    )
+
+def time_requests(endpoint: handler.EndpointHandler, timer: RequestTimer, skip_one_call: bool) -> list[dict]:
+    """A row per request kind; the padding one also as one pipeline call (what the handler's batching saves)."""
+    rows = []
+    for name, texts, parameters in requests(endpoint.max_request_chars, endpoint.max_text_chars, endpoint.max_items):
+        rows.append(timer(name, texts, parameters, lambda: endpoint({"inputs": texts, "parameters": parameters})))
+        if name == "padding" and not skip_one_call:
+            rows.append(
+                timer(
+                    f"{name}, one call",
+                    texts,
+                    parameters,
+                    lambda: endpoint.pipeline(texts, aggregation_strategy="simple", **parameters),
                 )
-    model_name = args.model or f"{E5_ZH.relative_to(ROOT)} (multilingual-e5-small trimmed to Chinese), fresh CRF head"
+            )
+    return rows
+
+
+def results_table(rows: list[dict], model_name: str, repeats: int, chars: int, note: str) -> str:
+    """The Markdown table of the rows, with a line naming the model and the settings."""
     lines = [
         "| request | texts | characters | parameters | model input positions | median s | min-max s | load average | CPU "
         "| threads |",
@@ -177,15 +199,15 @@ def main() -> None:
             f"{r['cpu']} | {r['threads']} |"
         )
     lines.append(
-        f"\nModel: {model_name}. {args.repeats} runs each; max_request_chars {chars}."
-        + (f" {args.note}" if args.note else "")
+        f"\nModel: {model_name}. {repeats} runs each; max_request_chars {chars}." + (f" {note}" if note else "")
     )
-    table = "\n".join(lines)
-    print(table)
-    out = Path(args.out)
+    return "\n".join(lines)
+
+
+def write_results(out: Path, table: str, results: dict) -> None:
+    """Write `out`.json (the results) and `out`.md (the table)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(model=model_name, repeats=args.repeats, max_request_chars=chars, note=args.note)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2, ensure_ascii=False))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.json and {out}.md")
 

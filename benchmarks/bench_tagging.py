@@ -42,11 +42,11 @@ import sys
 import time
 from pathlib import Path
 
+import repo_scripts
 from machine import cpu_label
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 MSRA_TEST = ROOT.parent / "shared" / "data" / "msra" / "msra_test_bio"
 E5_ZH = ROOT / "outputs" / "multilingual-e5-small-zh"
 WORK = ROOT / "outputs" / "bench-tagging"
@@ -144,7 +144,7 @@ def student_checkpoint() -> Path:
 
 
 def onnx_export(name: str, checkpoint: Path) -> Path:
-    import export_onnx
+    export_onnx = repo_scripts.load("export_onnx")
 
     folder = WORK / f"{name}-onnx"
     if not (folder / "model.int8.onnx").exists():

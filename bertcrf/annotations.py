@@ -14,7 +14,7 @@ edges is left out of it, with a warning.
 
 Character spans become tags through `spans_to_tags`, in the reader's `scheme`. Of overlapping spans the longer (of
 equal ones the earlier) is kept and each dropped one is reported with its location, through the same
-`bert_crf_utils.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line
+`ner_tags.keep_flat_spans` as CLUENER. Malformed input raises `DataFormatError` naming the file and line
 (doccano, brat) or the task (Label Studio), what was found and what was expected. Counts are logged at INFO.
 """
 
@@ -29,8 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, TextIO
 
-from bert_crf_utils import is_cjk, spans_to_tags, split_text, tags_to_spans
 from bertcrf.ner_data import DataFormatError, json_records, keep_flat_spans, text_lines
+from ner_tags import spans_to_tags, tags_to_spans
+from ner_windows import is_cjk, split_text
 
 
 logger = logging.getLogger(__name__)
@@ -514,87 +515,127 @@ def read_label_studio(path: str | Path, scheme: str = "BIO", text_key: str | Non
     gold data either). A file with no annotated task is an error. Predictions are never read; an export that
     lists them by id only (`"predictions": [286]`, as Label Studio exports a project holding predictions) is fine.
     Relations and text-level results (choices, ...) are counted and read past."""
+    tasks = _label_studio_tasks(path)
+    counts = _Counts(str(path))
+    tally = _TaskTally()
+    examples = []
+    for index, task in enumerate(tasks):
+        example = _read_task(path, index, task, scheme, text_key, counts, tally)
+        if example is not None:
+            examples.append(example)
+    if not examples:
+        raise DataFormatError(
+            path,
+            None,
+            f"no annotated task among {len(tasks)} ({tally.left_summary()})",
+            "at least one task with an annotation that is not cancelled (predictions are pre-annotations: submit "
+            "or correct them in Label Studio, then export again)",
+        )
+    counts.log("tasks")
+    tally.log(path, len(tasks))
+    return examples
+
+
+@dataclass
+class _TaskTally:
+    """What `read_label_studio` read past, task by task, for the warning and INFO lines it ends with."""
+
+    several: list[Location] = field(default_factory=list)  # tasks with several annotations
+    left_out: Counter[str] = field(default_factory=Counter)  # tasks without a usable annotation, by reason
+    first_left_out: Location | None = None
+    prediction_ids: int = 0  # tasks that list their predictions by id only
+
+    def left_summary(self) -> str:
+        reasons = ("skipped", "not annotated", "with predictions only")
+        return ", ".join(f"{self.left_out[r]} {r}" for r in reasons if self.left_out[r])
+
+    def log(self, path: str | Path, n_tasks: int) -> None:
+        if self.left_out:
+            logger.warning(
+                "%s: left out %d of %d tasks without an annotation that is not cancelled (%s; first: %s)",
+                path,
+                sum(self.left_out.values()),
+                n_tasks,
+                self.left_summary(),
+                self.first_left_out,
+            )
+        if self.several:
+            logger.info(
+                "%s: %d tasks have several annotations: each was read from its latest non-cancelled one (first: %s)",
+                path,
+                len(self.several),
+                self.several[0],
+            )
+        if self.prediction_ids:
+            logger.info(
+                "%s: %d tasks list their predictions by id only: ignored (annotations are read)",
+                path,
+                self.prediction_ids,
+            )
+
+
+def _label_studio_tasks(path: str | Path) -> list[Any]:
+    """The tasks of a Label Studio export: a non-empty JSON list, else `DataFormatError`."""
     tasks = _load_json(path)
     if not isinstance(tasks, list):
         raise DataFormatError(path, None, f"a JSON {type(tasks).__name__}", "a JSON list of Label Studio tasks")
     if not tasks:
         raise DataFormatError(path, None, "no tasks", "at least one Label Studio task")
-    counts = _Counts(str(path))
-    several: list[Location] = []
-    left_out: Counter[str] = Counter()
-    first_left_out: Location | None = None
-    prediction_ids = 0
-    examples = []
-    for index, task in enumerate(tasks):
-        name = f"task {task['id']} (index {index})" if isinstance(task, dict) and "id" in task else f"task {index}"
-        where = Location(str(path), None, name)
-        if not isinstance(task, dict):
-            raise where.error(f"a JSON {type(task).__name__}", "a task object")
-        text = _task_text(task, where, text_key)
-        annotations = _object_list(task, "annotations" if "annotations" in task else "completions", where)
-        usable = []
-        for k, annotation in enumerate(annotations):
-            flags = {key: annotation.get(key, False) for key in ("was_cancelled", "skipped")}
-            for key, flag in flags.items():
-                if not isinstance(flag, bool):
-                    raise where.error(f"annotation {k}: {key}={flag!r}", "true or false")
-            if not any(flags.values()):
-                usable.append(annotation)
-        predictions = _predictions(task, where)
-        prediction_ids += any(_is_int(p) for p in predictions)
-        if not usable:
-            reason = "skipped" if annotations else "with predictions only" if predictions else "not annotated"
-            left_out[reason] += 1
-            first_left_out = first_left_out or where
-            continue
-        chosen, how = _latest(usable, where, "annotation")
-        if len(annotations) > 1:
-            several.append(where)
-            logger.info(
-                "%s: %d annotations (%d cancelled); read annotation %s, %s",
-                where,
-                len(annotations),
-                len(annotations) - len(usable),
-                chosen.get("id"),
-                how,
-            )
-        entities = _result_entities(
-            chosen, text, Location(str(path), None, f"{name}, annotation {chosen.get('id')}"), counts
+    return tasks
+
+
+def _read_task(
+    path: str | Path,
+    index: int,
+    task: Any,
+    scheme: str,
+    text_key: str | None,
+    counts: _Counts,
+    tally: _TaskTally,
+) -> dict[str, Any] | None:
+    """The example of one Label Studio task, or None when it has no usable annotation (counted in `tally`)."""
+    name = f"task {task['id']} (index {index})" if isinstance(task, dict) and "id" in task else f"task {index}"
+    where = Location(str(path), None, name)
+    if not isinstance(task, dict):
+        raise where.error(f"a JSON {type(task).__name__}", "a task object")
+    text = _task_text(task, where, text_key)
+    annotations = _object_list(task, "annotations" if "annotations" in task else "completions", where)
+    usable = _usable_annotations(annotations, where)
+    predictions = _predictions(task, where)
+    tally.prediction_ids += any(_is_int(p) for p in predictions)
+    if not usable:
+        reason = "skipped" if annotations else "with predictions only" if predictions else "not annotated"
+        tally.left_out[reason] += 1
+        tally.first_left_out = tally.first_left_out or where
+        return None
+    chosen, how = _latest(usable, where, "annotation")
+    if len(annotations) > 1:
+        tally.several.append(where)
+        logger.info(
+            "%s: %d annotations (%d cancelled); read annotation %s, %s",
+            where,
+            len(annotations),
+            len(annotations) - len(usable),
+            chosen.get("id"),
+            how,
         )
-        examples.append(_text_example(f"{path}, {name}", text, entities, scheme, counts))
-    left = ", ".join(
-        f"{left_out[r]} {r}" for r in ("skipped", "not annotated", "with predictions only") if left_out[r]
+    entities = _result_entities(
+        chosen, text, Location(str(path), None, f"{name}, annotation {chosen.get('id')}"), counts
     )
-    if not examples:
-        raise DataFormatError(
-            path,
-            None,
-            f"no annotated task among {len(tasks)} ({left})",
-            "at least one task with an annotation that is not cancelled (predictions are pre-annotations: submit "
-            "or correct them in Label Studio, then export again)",
-        )
-    counts.log("tasks")
-    if left_out:
-        logger.warning(
-            "%s: left out %d of %d tasks without an annotation that is not cancelled (%s; first: %s)",
-            path,
-            sum(left_out.values()),
-            len(tasks),
-            left,
-            first_left_out,
-        )
-    if several:
-        logger.info(
-            "%s: %d tasks have several annotations: each was read from its latest non-cancelled one (first: %s)",
-            path,
-            len(several),
-            several[0],
-        )
-    if prediction_ids:
-        logger.info(
-            "%s: %d tasks list their predictions by id only: ignored (annotations are read)", path, prediction_ids
-        )
-    return examples
+    return _text_example(f"{path}, {name}", text, entities, scheme, counts)
+
+
+def _usable_annotations(annotations: list[dict[str, Any]], where: Location) -> list[dict[str, Any]]:
+    """The annotations that are neither `was_cancelled` nor `skipped` (the flags must be booleans)."""
+    usable = []
+    for k, annotation in enumerate(annotations):
+        flags = {key: annotation.get(key, False) for key in ("was_cancelled", "skipped")}
+        for key, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise where.error(f"annotation {k}: {key}={flag!r}", "true or false")
+        if not any(flags.values()):
+            usable.append(annotation)
+    return usable
 
 
 def _load_json(path: str | Path) -> Any:

@@ -15,49 +15,39 @@ import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from bert_crf_utils import OFFSET_POSITION_TYPES
-from configuration_bert_crf import BertCrfConfig
 from configuration_bilstm_crf import BiLstmCrfConfig
-from configuration_electra_crf import ElectraCrfConfig
-from configuration_ernie_crf import ErnieCrfConfig
-from configuration_roberta_crf import RobertaCrfConfig
-from configuration_xlm_roberta_crf import XLMRobertaCrfConfig
 from modeling_bert_crf import BertCrfForTokenClassification, CrfTaggingMixin
 from modeling_bilstm_crf import BiLstmCrfForTokenClassification
-from modeling_crf import EncoderCrfMixin
 from modeling_electra_crf import ElectraCrfForTokenClassification
+from modeling_encoder_crf import EncoderCrfMixin
 from modeling_ernie_crf import ErnieCrfForTokenClassification
 from modeling_roberta_crf import RobertaCrfForTokenClassification
 from modeling_xlm_roberta_crf import XLMRobertaCrfForTokenClassification
+from ner_windows import OFFSET_POSITION_TYPES
 
 
 @dataclass(frozen=True)
 class Family:
-    """An encoder family: the body's model type, its CRF tagger and config, and its stock softmax tagger."""
+    """An encoder family: the body's model type, its CRF tagger, and its stock softmax tagger (`--head softmax`)."""
 
     model_type: str
-    config_class: type
     crf_class: type
     softmax_class: type
 
+    @property
+    def config_class(self) -> type:
+        return self.crf_class.config_class
 
+
+# The encoder families run_ner.py fine-tunes: adding one is a file at the top (see docs/model.md) and a line here.
 FAMILIES: dict[str, Family] = {
     family.model_type: family
     for family in (
-        Family("bert", BertCrfConfig, BertCrfForTokenClassification, transformers.BertForTokenClassification),
-        Family("ernie", ErnieCrfConfig, ErnieCrfForTokenClassification, transformers.ErnieForTokenClassification),
-        Family(
-            "roberta", RobertaCrfConfig, RobertaCrfForTokenClassification, transformers.RobertaForTokenClassification
-        ),
-        Family(
-            "xlm-roberta",
-            XLMRobertaCrfConfig,
-            XLMRobertaCrfForTokenClassification,
-            transformers.XLMRobertaForTokenClassification,
-        ),
-        Family(
-            "electra", ElectraCrfConfig, ElectraCrfForTokenClassification, transformers.ElectraForTokenClassification
-        ),
+        Family("bert", BertCrfForTokenClassification, transformers.BertForTokenClassification),
+        Family("ernie", ErnieCrfForTokenClassification, transformers.ErnieForTokenClassification),
+        Family("roberta", RobertaCrfForTokenClassification, transformers.RobertaForTokenClassification),
+        Family("xlm-roberta", XLMRobertaCrfForTokenClassification, transformers.XLMRobertaForTokenClassification),
+        Family("electra", ElectraCrfForTokenClassification, transformers.ElectraForTokenClassification),
     )
 }
 
@@ -243,10 +233,10 @@ def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: b
     only the tokenizer could need remote code, and runs it only with `trust_remote_code`."""
     import torch
 
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from pipeline_bert_crf import CrfTokenClassificationPipeline
 
     check_device(device)
-    return BertCrfTokenClassificationPipeline(
+    return CrfTokenClassificationPipeline(
         model=load_crf_model(path).eval(),
         tokenizer=load_tokenizer(path, trust_remote_code),
         task="token-classification",

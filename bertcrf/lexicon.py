@@ -1,6 +1,6 @@
 """Lexicons in the forms users have: jieba's dictionary (`word freq pos` lines, as its dict.txt and user
 dictionaries; freq and pos optional) and plain `word<TAB>TYPE` lines. Each file's types become feature types
-through a mapping; the result is a `bert_crf_utils.Lexicon`, which travels with checkpoints as `lexicon.tsv`.
+through a mapping; the result is a `ner_lexicon.Lexicon`, which travels with checkpoints as `lexicon.tsv`.
 
 jieba's part-of-speech tags are noisy for entities (华为 is `nr`, 京东 `ns`): they are features for the model to
 weigh, not answers. By default its person tags (nr, nrt, nrfg) read as PER, places (ns) as LOC, organisations (nt)
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from bert_crf_utils import Lexicon
 from bertcrf.ner_data import DataFormatError, check_file, text_lines
+from ner_lexicon import Lexicon
 
 
 LEXICON_FORMATS = ("auto", "jieba", "tsv")

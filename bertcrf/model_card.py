@@ -214,30 +214,58 @@ def write_model_card(
         data,
         template_path=str(TEMPLATE),
         model_name=repo_id,
-        model_class=model_class,
-        architecture="an encoder and a linear-chain CRF"
-        if "Crf" in model_class
-        else "an encoder and a softmax classifier",
-        base_link=f"[`{base}`](https://huggingface.co/{base})" if on_hub else f"`{base}` (a local folder)",
-        base_changes="; ".join(base_model_changes(model_args.model_name_or_path)),
-        dataset_text=", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in data_args.card_datasets)
-        if data_args.card_datasets
-        else dataset,
-        scheme=scheme,
-        types=", ".join(sorted({l.split("-", 1)[1] for l in labels if "-" in l})) or "no entity types",
-        decoding=f"constrained to legal {scheme} transitions" if model_args.constrain_decoding else "unconstrained",
+        **_model_fields(model_args, model_class, base, on_hub, scheme),
+        **_data_fields(data_args, dataset, scheme, labels),
         notes=notes,
         evaluation_table=evaluation_table(data.eval_results),
         temperature=f"{scores['confidence_temperature']:.3g}" if "confidence_temperature" in scores else "",
-        repo_id=repo_id,
-        example=(examples or ["张伟在北京的华为公司工作。"])[0],
-        repo_id_meaning="the Hub id this card was pushed under"
-        if training_args.hub_model_id
-        else "the output folder: a local path, or the Hub repository of that name once uploaded",
+        **_usage_fields(training_args, repo_id, examples),
         hyperparameters=_hyperparameters(model_args, data_args, training_args),
-        versions="\n".join(
-            f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}"
-            for m in (transformers, torch, datasets)
-        ),
+        versions=_versions(),
     )
     write_text(Path(output_dir) / "README.md", str(card))
+
+
+def _model_fields(
+    model_args: ModelArguments, model_class: str, base: str, on_hub: bool, scheme: str
+) -> dict[str, str]:
+    """The template's fields on the model: its class, architecture, base model and decoding."""
+    return {
+        "model_class": model_class,
+        "architecture": "an encoder and a linear-chain CRF"
+        if "Crf" in model_class
+        else "an encoder and a softmax classifier",
+        "base_link": f"[`{base}`](https://huggingface.co/{base})" if on_hub else f"`{base}` (a local folder)",
+        "base_changes": "; ".join(base_model_changes(model_args.model_name_or_path)),
+        "decoding": f"constrained to legal {scheme} transitions" if model_args.constrain_decoding else "unconstrained",
+    }
+
+
+def _data_fields(data_args: DataTrainingArguments, dataset: str, scheme: str, labels: list[str]) -> dict[str, str]:
+    """The template's fields on the data: the datasets (linked when on the Hub), tag scheme and entity types."""
+    return {
+        "dataset_text": ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in data_args.card_datasets)
+        if data_args.card_datasets
+        else dataset,
+        "scheme": scheme,
+        "types": ", ".join(sorted({l.split("-", 1)[1] for l in labels if "-" in l})) or "no entity types",
+    }
+
+
+def _usage_fields(training_args: TrainingArguments, repo_id: str, examples: list[str]) -> dict[str, str]:
+    """The template's fields of the usage snippet: the id it loads, what that id is, and the text it tags."""
+    return {
+        "repo_id": repo_id,
+        "example": (examples or ["张伟在北京的华为公司工作。"])[0],
+        "repo_id_meaning": "the Hub id this card was pushed under"
+        if training_args.hub_model_id
+        else "the output folder: a local path, or the Hub repository of that name once uploaded",
+    }
+
+
+def _versions() -> str:
+    """The library versions the model was trained with, as a Markdown list."""
+    return "\n".join(
+        f"- {m.__name__.capitalize() if m is not torch else 'PyTorch'} {m.__version__}"
+        for m in (transformers, torch, datasets)
+    )

@@ -20,31 +20,33 @@ from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 
-# The tag-scheme grammar, windows, stitching and feeding untokenizable words have one home, bert_crf_utils (shipped
+# The tag-scheme grammar, windows, stitching and feeding untokenizable words have one home each, ner_tags and ner_windows (shipped
 # with checkpoints and ONNX exports); the names are re-exported here for run_ner and the tests.
-from bert_crf_utils import (  # noqa: F401  (re-exported)
+from ner_tags import (  # noqa: F401
     OUTSIDE,
     SCHEME_LETTERS,
     SCHEME_PARTS,
     SCHEME_PREFIXES,
     TAG_SCHEMES,
     Span,
-    bare_prefix_id,
-    best_windows,
     collapse_word_tags,
     convert_tags,
     detect_data_scheme,
     detect_tag_scheme,
-    drop_bare_prefix,
     expand_word_tag,
-    fed_words,
     keep_flat_spans,
-    plan_windows,
     spans_to_tags,
-    special_wrapping,
     split_tag,
-    stitch_rows,
     tags_to_spans,
+)
+from ner_windows import (  # noqa: F401
+    bare_prefix_id,
+    best_windows,
+    drop_bare_prefix,
+    fed_words,
+    plan_windows,
+    special_wrapping,
+    stitch_rows,
     word_windows,
 )
 
@@ -384,59 +386,87 @@ def encode_examples(
     example_units = []
     truncated_words = 0
     for index, example in enumerate(examples):
-        pieces: list[list[int]] = [[] for _ in words_batch[index]]
-        for token_id, word in zip(encoded["input_ids"][index], encoded.word_ids(index)):
-            if word is not None:
-                pieces[word].append(token_id)
-        if any(not p for p in pieces):
-            missing = [example["tokens"][i] for i, p in enumerate(pieces) if not p]
-            raise ValueError(f"{example['id']}: words with no sub-token {missing!r}; run replace_untokenizable first")
+        pieces = _word_pieces(example, len(words_batch[index]), encoded["input_ids"][index], encoded.word_ids(index))
         pieces = drop_bare_prefix(pieces, bare_id)
-        for i, p in enumerate(pieces):
-            if len(p) > budget:
-                truncated_words += 1
-                pieces[i] = p[:budget]
+        truncated_words += _cut_long_words(pieces, budget)
         units_per_word = [len(p) if config.label_all_tokens else 1 for p in pieces]
         example_units.append(units_per_word)
         unit_starts = np.concatenate([[0], np.cumsum(units_per_word)]).tolist()
-        tags = example.get("tags")
-        labelled = tags is not None and label2id is not None
         stride = config.stride if overlap else 0
         for window in plan_windows(pieces, head, tail, budget, stride, example["tokens"]):
-            row_ids = window.input_ids  # [CLS] ids [SEP] for BERT
-            starts = [0] * len(row_ids)
-            labels = [-100] * len(row_ids)
-            word_bits = example.get("lexicon")
-            features = [0] * len(row_ids) if word_bits is not None else None
-            for w, position in zip(range(window.start, window.end), window.chain):
-                if features is not None:  # on the word's first sub-token, where the pipeline puts it
-                    features[position] = word_bits[w]
-                # A word's chain units are its first sub-token, or all of them with label_all_tokens.
-                n_units = units_per_word[w]
-                starts[position : position + n_units] = [1] * n_units
-                if labelled:
-                    if config.label_all_tokens:
-                        unit_tags = expand_word_tag(tags[w], n_units, config.scheme)
-                    else:
-                        unit_tags = [tags[w]]
-                    labels[position : position + n_units] = [label2id[t] for t in unit_tags]
-            row = {
-                "input_ids": row_ids,
-                "attention_mask": [1] * len(row_ids),
-                "token_type_ids": [0] * len(row_ids),
-                "word_start_mask": starts,
-                "example_index": index,
-                "unit_offset": unit_starts[window.start],
-                "length": len(row_ids),
-            }
-            if labelled and window.chain:
-                row["labels"] = labels
-            if features is not None:
-                row["lexicon_features"] = features
-            rows.append(row)
+            rows.append(_window_row(window, example, index, units_per_word, unit_starts, label2id, config))
     if truncated_words:
         logger.warning("%d words longer than %d sub-tokens were cut to fit a window", truncated_words, budget)
     return rows, example_units
+
+
+def _word_pieces(
+    example: dict[str, Any], n_words: int, token_ids: Sequence[int], word_ids: Sequence[int | None]
+) -> list[list[int]]:
+    """Each word's sub-token ids; a word with none is an error (its tags could not be fed)."""
+    pieces: list[list[int]] = [[] for _ in range(n_words)]
+    for token_id, word in zip(token_ids, word_ids):
+        if word is not None:
+            pieces[word].append(token_id)
+    if any(not p for p in pieces):
+        missing = [example["tokens"][i] for i, p in enumerate(pieces) if not p]
+        raise ValueError(f"{example['id']}: words with no sub-token {missing!r}; run replace_untokenizable first")
+    return pieces
+
+
+def _cut_long_words(pieces: list[list[int]], budget: int) -> int:
+    """Cut, in place, each word longer than a window's `budget` of sub-tokens to fit one; return how many were."""
+    cut = 0
+    for i, p in enumerate(pieces):
+        if len(p) > budget:
+            cut += 1
+            pieces[i] = p[:budget]
+    return cut
+
+
+def _window_row(
+    window: Any,  # a ner_windows.Window
+    example: dict[str, Any],
+    index: int,
+    units_per_word: list[int],
+    unit_starts: list[int],
+    label2id: dict[str, int] | None,
+    config: WindowConfig,
+) -> dict[str, Any]:
+    """The model row of one window of `example` (see `encode_examples` for its keys)."""
+    tags = example.get("tags")
+    labelled = tags is not None and label2id is not None
+    row_ids = window.input_ids  # [CLS] ids [SEP] for BERT
+    starts = [0] * len(row_ids)
+    labels = [-100] * len(row_ids)
+    word_bits = example.get("lexicon")
+    features = [0] * len(row_ids) if word_bits is not None else None
+    for w, position in zip(range(window.start, window.end), window.chain):
+        if features is not None:  # on the word's first sub-token, where the pipeline puts it
+            features[position] = word_bits[w]
+        # A word's chain units are its first sub-token, or all of them with label_all_tokens.
+        n_units = units_per_word[w]
+        starts[position : position + n_units] = [1] * n_units
+        if labelled:
+            if config.label_all_tokens:
+                unit_tags = expand_word_tag(tags[w], n_units, config.scheme)
+            else:
+                unit_tags = [tags[w]]
+            labels[position : position + n_units] = [label2id[t] for t in unit_tags]
+    row = {
+        "input_ids": row_ids,
+        "attention_mask": [1] * len(row_ids),
+        "token_type_ids": [0] * len(row_ids),
+        "word_start_mask": starts,
+        "example_index": index,
+        "unit_offset": unit_starts[window.start],
+        "length": len(row_ids),
+    }
+    if labelled and window.chain:
+        row["labels"] = labels
+    if features is not None:
+        row["lexicon_features"] = features
+    return row
 
 
 def stitch_emissions(

@@ -15,15 +15,13 @@ from typing import Any, Mapping, Sequence
 
 from transformers import Trainer, TrainingArguments
 
-from bert_crf_utils import group_entities, join_words
+from bertcrf import shipping
 from bertcrf.launch import wait_for_main_process
-from bertcrf.safe_files import atomic_write, copy_file, same_path, within, write_text
+from bertcrf.safe_files import atomic_write, same_path, within, write_text
+from ner_tags import group_entities, join_words
 
 
 logger = logging.getLogger(__name__)
-
-# The checkout: the files that travel with checkpoints (handler.py, the model code) sit at its top.
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -39,8 +37,7 @@ RUN_OUTPUTS = (
     *STALE_OUTPUTS,
     "all_results.json",
     "README.md",
-    "handler.py",
-    "app.py",
+    *shipping.SERVING_FILES,
     "requirements.txt",
     "config.json",
     "generation_config.json",
@@ -198,11 +195,10 @@ gradio>=6.0
 
 
 def write_demo_files(output_dir: str | Path) -> None:
-    """app.py and its requirements.txt beside the model, so that the folder serves its own web demo (`python
-    app.py`) and runs as a Gradio Space: app.py loads the folder it sits in, with the model code shipped there."""
-    folder = Path(output_dir)
-    copy_file(REPO_ROOT / "app.py", folder / "app.py")
-    write_text(folder / "requirements.txt", DEMO_REQUIREMENTS)
+    """The web demo's requirements.txt beside the model (and app.py, a serving file), so that the folder serves its
+    own web demo (`python app.py`) and runs as a Gradio Space: app.py loads the folder it sits in, with the model
+    code shipped there."""
+    write_text(Path(output_dir) / "requirements.txt", DEMO_REQUIREMENTS)
 
 
 def save_outputs(
@@ -218,7 +214,7 @@ def save_outputs(
         trainer.model.config.save_pretrained(training_args.output_dir)
         tokenizer.save_pretrained(training_args.output_dir)
         if with_handler:
-            copy_file(REPO_ROOT / "handler.py", Path(training_args.output_dir) / "handler.py")
+            shipping.copy_files(shipping.SERVING_FILES, training_args.output_dir)
             write_demo_files(training_args.output_dir)
 
 

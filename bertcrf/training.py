@@ -19,13 +19,15 @@ import torch
 import transformers
 from transformers import Trainer, TrainingArguments
 
-from bert_crf_utils import LEXICON_FILE, Lexicon, join_words, lexicon_bits, max_positions
 from bertcrf import calibration, crf_models, data_files, ner_data
 from bertcrf.arguments import SPLITS, DataTrainingArguments, ModelArguments, lexicon_type_map
 from bertcrf.lexicon import read_lexicon
 from bertcrf.outputs import show_examples, tidy_output_dir, write_predictions
 from configuration_crf import CrfConfigMixin
 from modeling_bert_crf import CrfTaggingMixin
+from ner_lexicon import LEXICON_FILE, Lexicon, lexicon_bits
+from ner_tags import join_words
+from ner_windows import max_positions
 
 
 logger = logging.getLogger(__name__)
@@ -331,21 +333,58 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
     family's stock *ForTokenClassification instead. An encoder weight missing from the checkpoint or left unused
     is a ValueError naming it; an unsupported model type is a ValueError naming the supported ones."""
     common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
-    id2label = dict(enumerate(labels))
-    label_maps = dict(num_labels=len(labels), id2label=id2label, label2id={l: i for i, l in id2label.items()})
     config_path = model_args.config_name or model_args.model_name_or_path
     base = transformers.AutoConfig.from_pretrained(
         config_path, trust_remote_code=model_args.trust_remote_code, **common
     )
     family = crf_models.family_of(getattr(base, "model_type", None))
     crf_models.check_padding_id(base, tokenizer, config_path)
+    values, cut = _body_config_values(base, labels, model_args.num_hidden_layers)
+    lexicon = load_lexicon(model_args)
+    model_class, config = _tagger_config(family, values, base, model_args, scheme, tokenizer, lexicon)
+    model, info = model_class.from_pretrained(
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        output_loading_info=True,
+        **({"lexicon": lexicon} if lexicon is not None else {}),
+        **common,
+    )
+    kept = model_args.num_hidden_layers if cut is not None else None
+    crf_models.check_loading_info(crf_models.without_cut_layers(info, kept), model_args.model_name_or_path)
+    _log_lexicon_and_cut(model, lexicon, cut, model_args.num_hidden_layers)
+    logger.info("%s from the %s checkpoint %s", model_class.__name__, base.model_type, model_args.model_name_or_path)
+    if len(tokenizer) > model.config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer))
+        logger.info("Resized token embeddings to %d", len(tokenizer))
+    _constrain_and_freeze(model, model_args.freeze_layers)
+    return model
+
+
+def _body_config_values(
+    base: transformers.PretrainedConfig, labels: list[str], num_hidden_layers: int | None
+) -> tuple[dict[str, Any], int | None]:
+    """The body's config values with the label maps, and the layer count before `cut_layers` (None: not cut)."""
+    id2label = dict(enumerate(labels))
+    label_maps = dict(num_labels=len(labels), id2label=id2label, label2id={l: i for i, l in id2label.items()})
     # Built from the body's config dict: a family config's from_pretrained on another type warns of a mismatch. The
     # CRF settings (and the CRF pipeline) of a trained tagger are set afresh, or dropped for the softmax head.
     dropped = {"model_type", "architectures", "auto_map", "transformers_version", *CRF_CONFIG_KEYS, *ENCODER_KEYS}
     values = {k: v for k, v in base.to_dict().items() if k not in dropped}
     values.update(label_maps)
-    cut = cut_layers(values, model_args.num_hidden_layers)
-    lexicon = load_lexicon(model_args)
+    return values, cut_layers(values, num_hidden_layers)
+
+
+def _tagger_config(
+    family: crf_models.Family,
+    values: dict[str, Any],
+    base: transformers.PretrainedConfig,
+    model_args: ModelArguments,
+    scheme: str,
+    tokenizer: Any,
+    lexicon: Lexicon | None,
+) -> tuple[type, transformers.PretrainedConfig]:
+    """The model class (the family's CRF tagger, or its softmax one for `--head softmax`) and its config."""
     if model_args.head == "softmax":
         model_class: type = family.softmax_class
         config = model_class.config_class(**values)
@@ -361,16 +400,13 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
         )
     if model_args.classifier_dropout is not None:
         config.classifier_dropout = model_args.classifier_dropout
-    model, info = model_class.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        output_loading_info=True,
-        **({"lexicon": lexicon} if lexicon is not None else {}),
-        **common,
-    )
-    kept = model_args.num_hidden_layers if cut is not None else None
-    crf_models.check_loading_info(crf_models.without_cut_layers(info, kept), model_args.model_name_or_path)
+    return model_class, config
+
+
+def _log_lexicon_and_cut(
+    model: torch.nn.Module, lexicon: Lexicon | None, cut: int | None, num_hidden_layers: int | None
+) -> None:
+    """Log what was added to the encoder (a lexicon) and cut from it (layers)."""
     if lexicon is not None:
         logger.info(
             "Lexicon of %d words, feature types %s, into the %s",
@@ -379,23 +415,23 @@ def load_model(model_args: ModelArguments, labels: list[str], scheme: str, token
             model.config.lexicon_combination,
         )
     if cut is not None:
-        logger.info("Kept the encoder's lowest %d of %d layers", model_args.num_hidden_layers, cut)
-    logger.info("%s from the %s checkpoint %s", model_class.__name__, base.model_type, model_args.model_name_or_path)
-    if len(tokenizer) > model.config.vocab_size:
-        model.resize_token_embeddings(len(tokenizer))
-        logger.info("Resized token embeddings to %d", len(tokenizer))
+        logger.info("Kept the encoder's lowest %d of %d layers", num_hidden_layers, cut)
+
+
+def _constrain_and_freeze(model: torch.nn.Module, freeze_layers: int) -> None:
+    """Apply a CRF tagger's decoding constraints, and freeze the embeddings and the `freeze_layers` lowest layers."""
     if isinstance(model, CrfTaggingMixin):
         model.apply_decoding_constraints()
-        if model_args.freeze_layers:
-            model.freeze_encoder_layers(model_args.freeze_layers)
-    elif model_args.freeze_layers:
+        if freeze_layers:
+            model.freeze_encoder_layers(freeze_layers)
+    elif freeze_layers:
+        # The stock softmax taggers have no freeze_encoder_layers: the same parts are frozen here.
         body = model.base_model
         embeddings = [body.embeddings, *([body.embeddings_project] if hasattr(body, "embeddings_project") else [])]
-        for module in [*embeddings, *body.encoder.layer[: model_args.freeze_layers]]:
+        for module in [*embeddings, *body.encoder.layer[:freeze_layers]]:
             module.requires_grad_(False)
-    if model_args.freeze_layers:
-        logger.info("Froze the embeddings and %d lowest encoder layers", model_args.freeze_layers)
-    return model
+    if freeze_layers:
+        logger.info("Froze the embeddings and %d lowest encoder layers", freeze_layers)
 
 
 @dataclass
@@ -443,41 +479,54 @@ def encode_splits(
             overlap=split != "train",
         )
         with training_args.main_process_first(desc=f"{split} tokenization"):
-            table = datasets.Dataset.from_list(
-                [
-                    {"tokens": e["tokens"], "words": e["words"], "tags": e["tags"], **word_lexicon(e, lexicon)}
-                    for e in examples
-                ]
-            )
-            dataset = table.map(
-                encode,
-                batched=True,
-                with_indices=True,
-                remove_columns=table.column_names,
-                num_proc=data_args.preprocessing_num_workers,
-                desc=f"Tokenizing {split}",
-            )
-        example_index = dataset["example_index"]
-        units: list[list[int]] = [[] for _ in examples]
-        for index, row_units in zip(example_index, dataset["units"]):
-            units[index] = row_units
-        rows = [
-            {"word_start_mask": m, "example_index": i, "unit_offset": o}
-            for m, i, o in zip(dataset["word_start_mask"], example_index, dataset["unit_offset"])
-        ]
-        split_count = sum(n > 1 for n in Counter(example_index).values())
-        logger.info(
-            "%s: %d sentences -> %d windows of at most %d sub-tokens (%d long sentences split)",
-            split,
-            len(examples),
-            len(rows),
-            max_len,
-            split_count,
-        )
-        out[split] = EncodedSplit(
-            examples, dataset.remove_columns(["example_index", "unit_offset", "units"]), rows, units
-        )
+            dataset = _tokenize_split(split, examples, encode, lexicon, data_args.preprocessing_num_workers)
+        out[split] = _encoded_split(split, examples, dataset, max_len)
     return out
+
+
+def _tokenize_split(
+    split: str,
+    examples: list[dict[str, Any]],
+    encode: Any,
+    lexicon: tuple[Lexicon, list[str]] | None,
+    num_proc: int | None,
+) -> datasets.Dataset:
+    """The window rows of one split's examples, through `datasets.map` (`num_proc` processes)."""
+    table = datasets.Dataset.from_list(
+        [{"tokens": e["tokens"], "words": e["words"], "tags": e["tags"], **word_lexicon(e, lexicon)} for e in examples]
+    )
+    return table.map(
+        encode,
+        batched=True,
+        with_indices=True,
+        remove_columns=table.column_names,
+        num_proc=num_proc,
+        desc=f"Tokenizing {split}",
+    )
+
+
+def _encoded_split(
+    split: str, examples: list[dict[str, Any]], dataset: datasets.Dataset, max_len: int
+) -> EncodedSplit:
+    """One split's `EncodedSplit`: the rows' stitching facts are kept aside and dropped from the model's inputs."""
+    example_index = dataset["example_index"]
+    units: list[list[int]] = [[] for _ in examples]
+    for index, row_units in zip(example_index, dataset["units"]):
+        units[index] = row_units
+    rows = [
+        {"word_start_mask": m, "example_index": i, "unit_offset": o}
+        for m, i, o in zip(dataset["word_start_mask"], example_index, dataset["unit_offset"])
+    ]
+    split_count = sum(n > 1 for n in Counter(example_index).values())
+    logger.info(
+        "%s: %d sentences -> %d windows of at most %d sub-tokens (%d long sentences split)",
+        split,
+        len(examples),
+        len(rows),
+        max_len,
+        split_count,
+    )
+    return EncodedSplit(examples, dataset.remove_columns(["example_index", "unit_offset", "units"]), rows, units)
 
 
 def word_lexicon(example: dict[str, Any], lexicon: tuple[Lexicon, list[str]] | None) -> dict[str, list[int]]:

@@ -161,7 +161,7 @@ export class OnnxNerTagger {
 // ---------------------------------------------------------------------------------------------------------------
 // Words: [start, end) spans in UTF-16 indices
 
-// CJK ideographs as bert_crf_utils.is_cjk (and split_text) decide, and as BERT's normalizer does.
+// CJK ideographs as ner_windows.is_cjk (and split_text) decide, and as BERT's normalizer does.
 const PY_CJK = [[0x4e00, 0x9fff], [0x3400, 0x4dbf], [0x20000, 0x2a6df], [0x2a700, 0x2ceaf], [0xf900, 0xfaff], [0x2f800, 0x2fa1f]];
 const BERT_CJK = [...PY_CJK.filter(([low]) => low !== 0x2a700), [0x2a700, 0x2b81f], [0x2b920, 0x2ceaf]];
 const within = (ranges, cp) => ranges.some(([low, high]) => cp >= low && cp <= high);
@@ -221,7 +221,7 @@ export function bertWords(text) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Entities of word tags, read leniently as bert_crf_utils.tags_to_spans does
+// Entities of word tags, read leniently as ner_tags.tags_to_spans does
 
 function splitTag(label) {
   if (label === "O") return ["O", ""];

@@ -68,10 +68,12 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = Path(log)
-        command = [sys.executable, *(["-I"] if isolated else []), str(app), *args]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command = [sys.executable, str(app), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        env = server_env()
+        if isolated:  # the repository off sys.path: only the script's own folder there, as in a Space
+            env.pop("PYTHONPATH", None)
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=server_env(), stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")

@@ -18,6 +18,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import pytest  # noqa: E402
+
+
+def elsewhere(script: str) -> str:
+    """`script` as run on a machine that has a checkpoint but not this repository: its first line takes the
+    repository off sys.path (make setup's bert-crf.pth puts it on the venv's path for every process)."""
+    return f"import sys; sys.path[:] = [p for p in sys.path if p.rstrip('/') != {str(REPO_ROOT)!r}]\n" + script
+
+
 import torch  # noqa: E402
 
 

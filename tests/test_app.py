@@ -80,7 +80,7 @@ def space_folder(crf_checkpoint, crf_pipeline, tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def server(space_folder, tmp_path_factory):
-    """The output folder's app.py, run with `python -I` inside the folder's copy (the repository off sys.path),
+    """The output folder's app.py, run inside the folder's copy without PYTHONPATH (the repository off sys.path),
     shared by the module's server tests; it starts with the module, so it boots while the in-process tests run."""
     import torch
 
@@ -210,11 +210,11 @@ AUTO_MAP_MISTAKES = [
     ),
     (
         "AutoModelForTokenClassification",
-        "pipeline_bert_crf.BertCrfTokenClassificationPipeline",
+        "pipeline_bert_crf.CrfTokenClassificationPipeline",
         "a class that is neither a model nor a configuration \\(bases: ChunkPipeline, Pipeline, .*\\): expected a model",
     ),
     ("AutoModelForTokenClassification", "modeling_bert_crf.NoSuchModel", "which modeling_bert_crf.py beside app.py"),
-    ("AutoModelForTokenClassification", "bert_crf_utils.OUTSIDE", "a str, not a class: expected a model class"),
+    ("AutoModelForTokenClassification", "ner_tags.OUTSIDE", "a str, not a class: expected a model class"),
     ("AutoModelForTokenClassification", "modeling_bert_crf", 'expected "module.Class" naming a model class'),
     (
         "AutoModelForTokenClassification",
@@ -291,8 +291,7 @@ def test_main_serves_the_model_it_is_given(crf_checkpoint, crf_pipeline, monkeyp
         "share": False,
     }
     assert (
-        f"Serving {crf_checkpoint} with BertCrfTokenClassificationPipeline from {REPO_ROOT}\n"
-        in capsys.readouterr().out
+        f"Serving {crf_checkpoint} with CrfTokenClassificationPipeline from {REPO_ROOT}\n" in capsys.readouterr().out
     )
     assert app._state["max_chars"] == 500
     assert app.entities(SENTENCE) == crf_pipeline(SENTENCE, aggregation_strategy="simple")
@@ -356,7 +355,7 @@ def test_output_folder_serves_its_own_model(space_folder, server, crf_pipeline):
     run, space = space_folder
     names = {p.name for p in run.iterdir()}
     assert {"app.py", "requirements.txt", "handler.py", "config.json", "pipeline_bert_crf.py"} <= names
-    assert {"modeling_bert_crf.py", "configuration_bert_crf.py", "bert_crf_utils.py", "model.safetensors"} <= names
+    assert {"modeling_bert_crf.py", "configuration_bert_crf.py", "ner_tags.py", "model.safetensors"} <= names
     assert (run / "app.py").read_bytes() == (REPO_ROOT / "app.py").read_bytes()
     requirements = (run / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert [re.split(r"[<>=!~ ]", r)[0] for r in requirements if r and not r.startswith("#")] == [
@@ -369,7 +368,7 @@ def test_output_folder_serves_its_own_model(space_folder, server, crf_pipeline):
     url = server.wait_ready()
     # The folder's own model and its own pipeline code: the copy beside app.py, not the repository's.
     assert re.search(
-        rf"Serving \S+ with BertCrfTokenClassificationPipeline from {re.escape(str(space.resolve()))}\n",
+        rf"Serving \S+ with CrfTokenClassificationPipeline from {re.escape(str(space.resolve()))}\n",
         server.output(),
     ), server.output()
     client = client_of(url)

@@ -17,6 +17,15 @@ from modeling_bilstm_crf import BiLstmCrfForTokenClassification
 FAMILIES = ["bert", *FAMILY_SOURCES]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test compiles from scratch: every encoder family's tagger runs the one shared forward
+    (EncoderCrfMixin.forward), and dynamo counts the recompiles of a code object across a process (8 at most)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def tiny_tagger(family: str) -> torch.nn.Module:
     """A tiny random CRF tagger of `family` ("bilstm" for the student), in eval mode."""
     labels = dict(id2label=dict(ID2LABEL), label2id=dict(LABEL2ID))

@@ -8,15 +8,10 @@ import re
 
 import pytest
 
-from configuration_bert_crf import (
-    LOSS_REDUCTIONS,
-    TAG_SCHEMES,
-    BertCrfConfig,
-    allowed_transitions,
-    detect_tag_scheme,
-    split_tag,
-)
+from configuration_bert_crf import BertCrfConfig
+from configuration_crf import LOSS_REDUCTIONS
 from conftest import ID2LABEL, LABEL2ID, LABELS, TINY_BERT_KWARGS
+from ner_tags import TAG_SCHEMES, allowed_transitions, detect_tag_scheme, split_tag
 
 
 BIO_LABELS = LABELS  # O, B-PER, I-PER, B-LOC, I-LOC

@@ -16,8 +16,7 @@ def test_defaults_and_label_maps():
     assert config.resolved_tag_scheme == "BIO"
     assert config.constrain_decoding and config.loss_reduction == "mean"
     assert (
-        config.custom_pipelines["token-classification"]["impl"]
-        == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+        config.custom_pipelines["token-classification"]["impl"] == "pipeline_bert_crf.CrfTokenClassificationPipeline"
     )
 
 

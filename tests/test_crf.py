@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import warnings
@@ -13,18 +12,20 @@ import torchcrf
 
 from configuration_crf import allowed_transitions
 from conftest import LABELS, pack
-from modeling_crf import (
-    CRF,
-    VITERBI_MIN_RECOMPUTE_BATCH,
-    VITERBI_MIN_RECOMPUTE_SUMS,
+from crf_forward_backward import (
     _log_space_backward_scan,
     _log_space_backward_scores,
     _log_space_forward_scan,
     _log_space_forward_scores,
+)
+from crf_viterbi import (
+    VITERBI_MIN_RECOMPUTE_BATCH,
+    VITERBI_MIN_RECOMPUTE_SUMS,
     _viterbi_back_pointers,
     _viterbi_recomputed,
     _viterbi_scan,
 )
+from modeling_crf import CRF
 
 
 REDUCTIONS = ("none", "sum", "mean", "token_mean")
@@ -563,13 +564,21 @@ def test_scripted_crf_computes_what_the_eager_one_does():
     )
 
 
-def test_viterbi_dispatch_uses_the_documented_limits():
-    """viterbi_packed inlines the limits (TorchScript reads no globals): keep them in step with the constants."""
-    source = inspect.getsource(CRF.viterbi_packed)
-    assert (
-        f"batch >= {VITERBI_MIN_RECOMPUTE_BATCH} and batch * num_tags * num_tags >= {VITERBI_MIN_RECOMPUTE_SUMS}"
-        in source
-    )
+def test_viterbi_dispatch_uses_the_documented_limits(monkeypatch):
+    """viterbi() recomputes from exactly VITERBI_MIN_RECOMPUTE_BATCH rows and VITERBI_MIN_RECOMPUTE_SUMS sums on."""
+    import crf_viterbi
+
+    calls = []
+    monkeypatch.setattr(crf_viterbi, "_viterbi_recomputed", lambda *args: calls.append("recomputed") or args[0])
+    monkeypatch.setattr(crf_viterbi, "_viterbi_back_pointers", lambda *args: calls.append("pointers") or args[0])
+    tags = 16
+    rows = max(VITERBI_MIN_RECOMPUTE_BATCH, -(-VITERBI_MIN_RECOMPUTE_SUMS // (tags * tags)))
+    for batch in (rows - 1, rows):
+        emissions = torch.zeros(batch, 3, tags)
+        crf_viterbi.viterbi(
+            emissions, torch.ones(batch, 3, dtype=torch.bool), *([torch.zeros(tags)] * 3), torch.zeros(tags, tags)
+        )
+    assert calls == ["pointers", "recomputed"]
 
 
 def test_viterbi_under_autograd():

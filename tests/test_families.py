@@ -17,11 +17,11 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import run_ner
-from bertcrf import arguments, crf_models, training
+from bertcrf import arguments, crf_models, shipping, training
 from configuration_crf import CrfConfigMixin
-from conftest import CRF_LABELS, DEMO_DIR, FAMILY_SOURCES, FAMILY_VARIANTS, LABELS
+from conftest import CRF_LABELS, DEMO_DIR, FAMILY_SOURCES, FAMILY_VARIANTS, LABELS, elsewhere
 from modeling_bert_crf import BertCrfForTokenClassification
-from modeling_crf import EncoderCrfMixin
+from modeling_encoder_crf import EncoderCrfMixin
 
 
 FAMILIES = list(FAMILY_SOURCES)
@@ -80,7 +80,7 @@ def test_family_config(family, tmp_path):
     config = config_class(id2label=dict(enumerate(LABELS)), loss_reduction="sum", hidden_size=32)
     assert config.resolved_tag_scheme == "BIO" and config.label2id["B-PER"] == 1
     pipeline_class = config.custom_pipelines["token-classification"]["impl"]
-    assert pipeline_class == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    assert pipeline_class == "pipeline_bert_crf.CrfTokenClassificationPipeline"
     config.save_pretrained(tmp_path)
     again = transformers.AutoConfig.from_pretrained(tmp_path)
     assert type(again) is config_class and again.loss_reduction == "sum" and again.hidden_size == 32
@@ -317,15 +317,9 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
             "AutoModel": f"{module}.{crf_class.__name__}",
             "AutoModelForTokenClassification": f"{module}.{crf_class.__name__}",
         }
-        for name in (
-            f"{module}.py",
-            f"{config_module}.py",
-            "modeling_crf.py",
-            "configuration_crf.py",
-            "pipeline_bert_crf.py",
-            "bert_crf_utils.py",
-        ):
-            assert (folder / name).is_file(), name
+        # The model's code (the one list: bertcrf.shipping) and the serving files, nothing else.
+        shipped = {*shipping.model_code(crf_class), *shipping.SERVING_FILES}
+        assert {p.name for p in folder.glob("*.py")} == shipped
         assert not (folder / "modeling_bert_crf.py").exists()  # no BERT code in another family's folder
         tokenizer = crf_models.load_tokenizer(str(folder))
         batch = padded_batch(tokenizer)
@@ -344,7 +338,7 @@ def test_trained_folder_loads_as_remote_code_with_the_pretrained_encoder(trained
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    (workdir / "load_remote.py").write_text(REMOTE_SCRIPT)
+    (workdir / "load_remote.py").write_text(elsewhere(REMOTE_SCRIPT))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(
         HF_HUB_OFFLINE="1",
@@ -429,14 +423,20 @@ def test_every_crf_tagger_is_an_encoder_crf():
 
 
 def test_bert_modules_re_export_the_shared_head():
-    # Scripts, tests and older code import the head and its config from the BERT files.
+    # Scripts and older code import the head and its config from the BERT files; the old names stay importable.
     import configuration_bert_crf
     import configuration_crf
     import modeling_bert_crf
     import modeling_crf
+    import modeling_crf_tagger
+    import pipeline_bert_crf
 
-    for name in ("CRF", "CrfTaggingMixin", "BertCrfTokenClassifierOutput", "FORBIDDEN_SCORE", "_viterbi_recomputed"):
+    for name in ("CRF", "FORBIDDEN_SCORE"):
         assert getattr(modeling_bert_crf, name) is getattr(modeling_crf, name), name
+    for name in ("CrfTaggingMixin", "CrfTokenClassifierOutput", "BertCrfTokenClassifierOutput"):
+        assert getattr(modeling_bert_crf, name) is getattr(modeling_crf_tagger, name), name
+    assert modeling_crf_tagger.BertCrfTokenClassifierOutput is modeling_crf_tagger.CrfTokenClassifierOutput
+    assert pipeline_bert_crf.BertCrfTokenClassificationPipeline is pipeline_bert_crf.CrfTokenClassificationPipeline
     for name in (
         "CrfConfigMixin",
         "TAG_SCHEMES",

@@ -28,7 +28,7 @@ def assert_same(got, expected, tol=1e-5):
 
 
 def test_pipeline_is_the_crf_pipeline(endpoint):
-    assert type(endpoint.pipeline).__name__ == "BertCrfTokenClassificationPipeline"
+    assert type(endpoint.pipeline).__name__ == "CrfTokenClassificationPipeline"
     assert hasattr(endpoint.pipeline.model, "crf")
 
 

@@ -13,9 +13,10 @@ import torch
 import torchcrf
 from transformers import BertConfig, BertModel
 
+from bertcrf import shipping
 from configuration_bert_crf import BertCrfConfig, allowed_transitions
-from conftest import ID2LABEL, LABEL2ID, LABELS, REPO_ROOT, TINY_BERT_KWARGS, build_tiny_model, pack
-from modeling_bert_crf import FORBIDDEN_SCORE, BertCrfForTokenClassification, BertCrfTokenClassifierOutput
+from conftest import ID2LABEL, LABEL2ID, LABELS, REPO_ROOT, TINY_BERT_KWARGS, build_tiny_model, elsewhere, pack
+from modeling_bert_crf import FORBIDDEN_SCORE, BertCrfForTokenClassification, CrfTokenClassifierOutput
 
 
 NUM_LABELS = len(LABELS)
@@ -95,7 +96,7 @@ def test_loss_matches_torchcrf_on_packed_chain(reduction, seed):
     model = randomize_crf(build_tiny_model(seed, loss_reduction=reduction), seed)
     input_ids, attention_mask, labels = make_batch(seed)
     out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    assert isinstance(out, BertCrfTokenClassifierOutput)
+    assert isinstance(out, CrfTokenClassifierOutput)
     assert out.logits.shape == (3, 10, NUM_LABELS)
 
     chain = labels != -100
@@ -400,7 +401,7 @@ def test_return_dict_false_gives_tuple():
     model.config.return_dict = False
     from_config = model(input_ids=input_ids, attention_mask=attention_mask)
     assert type(from_config) is tuple and len(from_config) == 2
-    assert isinstance(model(input_ids=input_ids, return_dict=True), BertCrfTokenClassifierOutput)
+    assert isinstance(model(input_ids=input_ids, return_dict=True), CrfTokenClassifierOutput)
 
 
 def test_output_hidden_states():
@@ -581,15 +582,8 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
 
-    for name in (
-        "modeling_bert_crf.py",
-        "configuration_bert_crf.py",
-        "modeling_crf.py",
-        "configuration_crf.py",
-        "pipeline_bert_crf.py",
-        "bert_crf_utils.py",
-    ):
-        assert (folder / name).is_file(), name  # the model's file and every sibling it imports
+    # The model's file and every sibling it imports: the one list of what travels (bertcrf.shipping).
+    assert {p.name for p in folder.glob("*.py")} == set(shipping.model_code(BertCrfForTokenClassification))
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["auto_map"] == {
         "AutoConfig": "configuration_bert_crf.BertCrfConfig",
@@ -606,7 +600,7 @@ def test_remote_code_round_trip(tmp_path, monkeypatch):
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     script = workdir / "load_remote.py"
-    script.write_text(SUBPROCESS_SCRIPT)
+    script.write_text(elsewhere(SUBPROCESS_SCRIPT))
     output_path = tmp_path / "outputs.pt"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(
@@ -650,7 +644,7 @@ LEXICON_TYPES = ["LOC", "PER"]
 
 
 def lexicon_model(combination="input", seed=0, layer_mix=False):
-    from bert_crf_utils import Lexicon
+    from ner_lexicon import Lexicon
 
     model = build_tiny_model(
         seed,
@@ -669,7 +663,7 @@ def random_bits(shape, seed=0):
 
 
 def test_lexicon_feature_vectors_sum_the_vectors_of_the_bits_that_are_on():
-    from modeling_crf import LexiconFeatures
+    from modeling_encoder_crf import LexiconFeatures
 
     features = LexiconFeatures(6, 3)
     with torch.no_grad():

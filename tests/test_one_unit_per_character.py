@@ -7,17 +7,10 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from bert_crf_utils import (
-    METASPACE,
-    backend_words,
-    bare_prefix_id,
-    drop_bare_prefix,
-    isolates_cjk,
-    split_text,
-)
 from bertcrf import crf_models, ner_data
 from bertcrf.ner_data import WindowConfig, encode_examples
 from conftest import DEMO_DIR
+from ner_windows import METASPACE, backend_words, bare_prefix_id, drop_bare_prefix, isolates_cjk, split_text
 
 
 TEXT = "梁一鸣在济民中医院工作，newyork 2024年！"
@@ -165,7 +158,7 @@ def test_pipeline_words_tokenized_one_by_one_as_in_one_call(checkpoint, request)
 
 
 def test_a_metaspace_prefixing_the_first_word_only_is_encoded_whole():
-    from bert_crf_utils import _prepend_schemes
+    from ner_windows import _prepend_schemes
 
     first = {"type": "Sequence", "pretokenizers": [{"type": "Metaspace", "prepend_scheme": "first"}]}
     assert _prepend_schemes(first) == {"first"}

@@ -15,7 +15,7 @@ from conftest import DEMO_DIR, REPO_ROOT, load_crf_pipeline
 pytest.importorskip("onnxruntime")
 
 import export_onnx  # noqa: E402
-from bertcrf import ner_data  # noqa: E402
+from bertcrf import ner_data, shipping  # noqa: E402
 from ner_onnx import OnnxNerTagger, marginals, viterbi  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def test_pre_split_words_and_batches(exported):
 
 @pytest.mark.parametrize("stride", [None, 0, 5])
 def test_pipeline_and_runtime_plan_the_same_windows(exported, crf_checkpoint, dev_texts, stride):
-    # Both plan with bert_crf_utils.plan_windows: the same text gives the same words, ids and chain positions.
+    # Both plan with ner_windows.plan_windows: the same text gives the same words, ids and chain positions.
     pipe = load_crf_pipeline(crf_checkpoint)
     tagger = OnnxNerTagger(exported)
     words = list("".join(dev_texts[:12])) + ["\u3000", "\u200b"] + list("武汉至上海")  # long, with untokenizable words
@@ -237,15 +237,15 @@ def test_numpy_crf_matches_the_torch_crf():
 def test_export_folder_serves_without_the_repo(exported, omp_env):
     """The folder carries its runtime: with the repo off sys.path (-I drops PYTHONPATH and the script folder),
     `from ner_onnx import OnnxNerTagger` run in the folder finds the copies and tags like the repo's runtime."""
-    assert {"ner_onnx.py", "bert_crf_utils.py", "README.md"} <= {p.name for p in exported.iterdir()}
+    assert {*shipping.onnx_runtime_code(), "README.md"} <= {p.name for p in exported.iterdir()}
     assert "pip install onnxruntime tokenizers numpy" in (exported / "README.md").read_text(encoding="utf-8")
     code = (
         "import json, sys; sys.path.insert(0, '.')\n"
         "import importlib.util\n"
         "assert importlib.util.find_spec('export_onnx') is None, 'the repo is importable'\n"
         "from ner_onnx import OnnxNerTagger\n"
-        "import ner_onnx, bert_crf_utils\n"
-        "print(json.dumps([ner_onnx.__file__, bert_crf_utils.__file__, OnnxNerTagger('.')('武汉至上海的航班')]))\n"
+        "import ner_onnx, ner_windows\n"
+        "print(json.dumps([ner_onnx.__file__, ner_windows.__file__, OnnxNerTagger('.')('武汉至上海的航班')]))\n"
     )
     env = {k: v for k, v in omp_env.items() if k != "PYTHONPATH"}
     result = subprocess.run(

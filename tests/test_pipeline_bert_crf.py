@@ -13,8 +13,8 @@ import textwrap
 import pytest
 import torch
 
-from bert_crf_utils import Lexicon
-from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters, load_crf_pipeline
+from conftest import CRF_LABELS, CRF_MAX_POSITIONS, REPO_ROOT, demo_characters, elsewhere, load_crf_pipeline
+from ner_lexicon import Lexicon
 
 
 TRICKY_TEXTS = [
@@ -114,7 +114,7 @@ def test_save_pretrained_ships_the_pipeline(crf_checkpoint):
         assert (crf_checkpoint / name).is_file()
     config = json.loads((crf_checkpoint / "config.json").read_text(encoding="utf-8"))
     custom = config["custom_pipelines"]["token-classification"]
-    assert custom["impl"] == "pipeline_bert_crf.BertCrfTokenClassificationPipeline"
+    assert custom["impl"] == "pipeline_bert_crf.CrfTokenClassificationPipeline"
     assert "AutoModelForTokenClassification" in custom["pt"]
     assert config["auto_map"]["AutoModelForTokenClassification"] == "modeling_bert_crf.BertCrfForTokenClassification"
 
@@ -163,7 +163,7 @@ def test_remote_code_in_a_fresh_process(crf_checkpoint, crf_pipeline, tmp_path):
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     (workdir / "inputs.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-    (workdir / "run.py").write_text(SUBPROCESS_SCRIPT, encoding="utf-8")
+    (workdir / "run.py").write_text(elsewhere(SUBPROCESS_SCRIPT), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(
         OMP_NUM_THREADS="1",
@@ -185,7 +185,7 @@ def test_remote_code_in_a_fresh_process(crf_checkpoint, crf_pipeline, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads((workdir / "out.json").read_text(encoding="utf-8"))
 
-    assert out["pipeline_class"] == "BertCrfTokenClassificationPipeline"
+    assert out["pipeline_class"] == "CrfTokenClassificationPipeline"
     assert out["pipeline_module"].startswith("transformers_modules"), out["pipeline_module"]
     assert out["config_class"] == "BertCrfConfig"
     assert out["model_class"] == "BertCrfForTokenClassification"
@@ -642,9 +642,9 @@ def test_option_types(crf_pipeline, option, value):
 
 
 def test_batch_size_at_construction(crf_pipeline):
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from pipeline_bert_crf import CrfTokenClassificationPipeline
 
-    build = lambda **kwargs: BertCrfTokenClassificationPipeline(  # noqa: E731
+    build = lambda **kwargs: CrfTokenClassificationPipeline(  # noqa: E731
         model=crf_pipeline.model, tokenizer=crf_pipeline.tokenizer, device="cpu", **kwargs
     )
     assert crf_pipeline._batch_size == 8

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import run_ner
-from bert_crf_utils import join_words
 from bertcrf import data_files, model_card, ner_data, training
 from conftest import DEMO_DIR, FULLWIDTH_SPACE, REPO_ROOT
 from modeling_bert_crf import BertCrfForTokenClassification
+from ner_tags import join_words
 
 
 MAX_TRAIN, MAX_EVAL, MAX_PREDICT = 64, 30, 30
@@ -1103,10 +1103,10 @@ def test_lexicon_model_trains_saves_and_tags_alike_everywhere(lexicon_trained, d
     def spans_of(tagged):
         return [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in tagged]
 
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from pipeline_bert_crf import CrfTokenClassificationPipeline
 
     tokenizer = AutoTokenizer.from_pretrained(out)
-    here = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, aggregation_strategy="simple")
+    here = CrfTokenClassificationPipeline(model=model, tokenizer=tokenizer, aggregation_strategy="simple")
     expected = spans_of(here(texts))
     assert sum(map(len, expected)) > 0
     script = (
@@ -1134,7 +1134,7 @@ def test_lexicon_model_trains_saves_and_tags_alike_everywhere(lexicon_trained, d
     assert spans_of(OnnxNerTagger(tmp_path / "onnx")(texts)) == expected
 
     # The features matter: without any lexicon match the same model tags some sentence differently.
-    from bert_crf_utils import Lexicon
+    from ner_lexicon import Lexicon
 
     model.lexicon = Lexicon([("\u0000", "WORD")])
     assert spans_of(here(texts)) != expected
@@ -1143,12 +1143,12 @@ def test_lexicon_model_trains_saves_and_tags_alike_everywhere(lexicon_trained, d
 def test_a_lexicon_model_without_its_lexicon_cannot_tag(lexicon_trained):
     from transformers import AutoTokenizer
 
-    from pipeline_bert_crf import BertCrfTokenClassificationPipeline
+    from pipeline_bert_crf import CrfTokenClassificationPipeline
 
     model = BertCrfForTokenClassification.from_pretrained(lexicon_trained["out"])
     model.lexicon = None
     tokenizer = AutoTokenizer.from_pretrained(lexicon_trained["out"])
-    tag = BertCrfTokenClassificationPipeline(model=model, tokenizer=tokenizer)
+    tag = CrfTokenClassificationPipeline(model=model, tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"trained with a lexicon \(lexicon.tsv\) but has none"):
         tag("张三在北京")
 
