@@ -99,9 +99,9 @@ demo: setup-runtime
 	$(PY) run_ner.py configs/demo.json --model_name_or_path $$encoder --extend_vocab $$vocab \
 		--lexicon $(JIEBA_DICT) --output_dir $(DEMO_OUT) $(DEMO_ARGS)
 	@echo "Text of other kinds the model never saw:"
-	@$(PY) evaluate_pipeline.py --model $(DEMO_OUT) --data data/weibo/test.json --brief \
+	@$(PY) scripts/evaluate_pipeline.py --model $(DEMO_OUT) --data data/weibo/test.json --brief \
 		--card_name "Weibo NER (social media)" --card_dataset hltcoe/weibo_ner
-	@$(PY) evaluate_pipeline.py --model $(DEMO_OUT) --data data/check/everyday.txt --brief \
+	@$(PY) scripts/evaluate_pipeline.py --model $(DEMO_OUT) --data data/check/everyday.txt --brief \
 		--card_name "everyday sentences (data/check)"
 	@echo "The model card's table ($(DEMO_OUT)/README.md; scores in percent, ECE: calibration error of the entity scores):"
 	@sed -n '/<!-- evaluation -->/,/<!-- \/evaluation -->/p' $(DEMO_OUT)/README.md | grep '^|'
@@ -118,7 +118,7 @@ screenshot: setup browser
 # there, the training splits of Resume, MSRA and CLUENER (never their dev or test splits).
 SHARED_TRAIN = $(wildcard ../shared/data/resume/train.char.bmes ../shared/data/msra/msra_train_bio ../shared/data/cluener/train.json)
 adapt: setup
-	$(PY) run_mlm.py --model_name_or_path $(MINILM) --ner_files data/demo/train.txt $(SHARED_TRAIN) \
+	$(PY) scripts/run_mlm.py --model_name_or_path $(MINILM) --ner_files data/demo/train.txt $(SHARED_TRAIN) \
 		--extend_vocab True --output_dir $(ADAPTED) --do_train True --max_train_minutes 30 --max_steps 1000000 \
 		--per_device_train_batch_size 32 --learning_rate 2e-4 --lr_scheduler_type constant_with_warmup \
 		--warmup_steps 50 --save_strategy no --report_to none
@@ -134,12 +134,12 @@ e5: setup-runtime
 	@if [ -f $(E5)/model.safetensors ]; then \
 		echo "$(E5) already holds model.safetensors (rm -rf $(E5) to convert again)"; \
 	else \
-		$(PY) -m pip install --quiet -r requirements-e5.txt && $(PY) convert_e5.py --output $(E5); \
+		$(PY) -m pip install --quiet -r requirements-e5.txt && $(PY) scripts/convert_e5.py --output $(E5); \
 	fi
 	@if [ -f $(E5_ZH)/model.safetensors ]; then \
 		echo "$(E5_ZH) already holds model.safetensors (rm -rf $(E5_ZH) to trim again)"; \
 	else \
-		$(PY) trim_vocab.py --model $(E5) --output $(E5_ZH) --text $(E5_TEXT); \
+		$(PY) scripts/trim_vocab.py --model $(E5) --output $(E5_ZH) --text $(E5_TEXT); \
 	fi
 
 # Speed benchmarks (minutes); bench-quality fine-tunes e5 and MiniLM with both heads on five datasets (20 runs: about

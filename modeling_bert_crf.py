@@ -33,9 +33,4 @@ class BertCrfForTokenClassification(EncoderCrfMixin, BertPreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"pooler", r"cls\."]
 
 
-# save_pretrained then writes this file and its siblings beside the weights, with an `auto_map` in config.json, so
-# that `AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)` works anywhere.
-BertCrfConfig.register_for_auto_class()
-BertCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
-
 __all__ = ["BertCrfForTokenClassification"]

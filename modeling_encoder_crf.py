@@ -15,10 +15,12 @@ from torch import nn
 
 
 try:  # in a checkpoint folder (remote code)
+    from .configuration_crf import EncoderCrfConfigMixin  # noqa: F401  (a family's file takes both mixins from here)
     from .modeling_crf import CRF
     from .modeling_crf_tagger import CrfTaggingMixin, CrfTokenClassifierOutput
     from .ner_lexicon import Lexicon
 except ImportError:  # in this repository
+    from configuration_crf import EncoderCrfConfigMixin  # noqa: F401
     from modeling_crf import CRF
     from modeling_crf_tagger import CrfTaggingMixin, CrfTokenClassifierOutput
     from ner_lexicon import Lexicon
@@ -96,7 +98,7 @@ class EncoderCrfMixin(CrfTaggingMixin):
             encoder_class = RobertaModel
             _keys_to_ignore_on_load_unexpected = [r"pooler", r"lm_head\\."]
 
-    The body is built as `self.<base_model_prefix>` (so that `from_pretrained` loads the weights of a bare or
+    (Subclasses are registered for the Auto classes, see `__init_subclass__`.) The body is built as `self.<base_model_prefix>` (so that `from_pretrained` loads the weights of a bare or
     masked-LM checkpoint of the family), then the head ([`build_head`]). Mirrors the family's
     `*ForTokenClassification` (its `__init__` and forward), with the CRF's loss and decoding in place of softmax.
     """
@@ -106,6 +108,14 @@ class EncoderCrfMixin(CrfTaggingMixin):
     encoder_kwargs: dict[str, Any] = {"add_pooling_layer": False}
     # The loss is a mean over sentences; the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every family's tagger and config are registered for the Auto classes: save_pretrained then writes their
+        # code beside the weights with an `auto_map`, and `from_pretrained(folder, trust_remote_code=True)` works
+        # anywhere. (In each family's file these were two lines that never differ.)
+        super().__init_subclass__(**kwargs)
+        cls.register_for_auto_class("AutoModelForTokenClassification")
+        cls.config_class.register_for_auto_class()
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -167,7 +177,8 @@ class EncoderCrfMixin(CrfTaggingMixin):
         `config.lexicon_types`, the lexicon features (`lexicon_embeddings`, into the input embeddings or the
         emissions), and with `config.layer_mix`, the layer mix."""
         self.num_labels = config.num_labels
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        classifier_dropout = getattr(config, "classifier_dropout", None)  # some families' configs have none
+        dropout = classifier_dropout if classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.crf = CRF(config.num_labels, batch_first=True)
@@ -319,4 +330,4 @@ def _checkpoint_file(folder_or_repo: Any, name: str, kwargs: dict[str, Any]) -> 
     return cached_file(str(folder_or_repo), name, **{k: kwargs[k] for k in hub_options if k in kwargs})
 
 
-__all__ = ["EncoderCrfMixin", "LexiconFeatures", "ScalarMix", "init_crf_weights"]
+__all__ = ["EncoderCrfConfigMixin", "EncoderCrfMixin", "LexiconFeatures", "ScalarMix", "init_crf_weights"]

@@ -1,22 +1,15 @@
-"""RoBERTa-CRF for token classification: a bare or masked-LM RoBERTa checkpoint
-loads into `self.roberta`; position ids count from `config.pad_token_id + 1`, as the body computes them.
-
-One family of the CRF tagger (modeling_encoder_crf.py holds what every family shares). Travels with every
-checkpoint as remote code: imports only torch, transformers and its siblings.
+"""RoBERTa-CRF for token classification: one family of the CRF tagger, whose shared `__init__`, forward and head
+live in modeling_encoder_crf.py. Travels with every checkpoint as remote code: imports only transformers and its
+siblings.
 """
 
-from __future__ import annotations
-
-from transformers import RobertaConfig
-from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
+from transformers import RobertaConfig, RobertaModel, RobertaPreTrainedModel
 
 
 try:  # in a checkpoint folder (remote code)
-    from .configuration_crf import EncoderCrfConfigMixin
-    from .modeling_encoder_crf import EncoderCrfMixin
+    from .modeling_encoder_crf import EncoderCrfConfigMixin, EncoderCrfMixin
 except ImportError:  # in this repository
-    from configuration_crf import EncoderCrfConfigMixin
-    from modeling_encoder_crf import EncoderCrfMixin
+    from modeling_encoder_crf import EncoderCrfConfigMixin, EncoderCrfMixin
 
 
 class RobertaCrfConfig(EncoderCrfConfigMixin, RobertaConfig):
@@ -24,11 +17,10 @@ class RobertaCrfConfig(EncoderCrfConfigMixin, RobertaConfig):
 
 
 class RobertaCrfForTokenClassification(EncoderCrfMixin, RobertaPreTrainedModel):
+    """RoBERTa with a classifier and a CRF (mirrors [`RobertaForTokenClassification`]). Position ids count from
+    `config.pad_token_id + 1`, as the body computes them from `input_ids`; no token type ids are needed."""
+
     config_class = RobertaCrfConfig
     base_model_prefix = "roberta"
     encoder_class = RobertaModel
     _keys_to_ignore_on_load_unexpected = [r"pooler", r"lm_head\."]
-
-
-RobertaCrfConfig.register_for_auto_class()
-RobertaCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")

@@ -1,22 +1,15 @@
-"""XLM-RoBERTa-CRF for token classification: a bare or masked-LM XLM-R checkpoint (and
-multilingual-e5) loads into `self.roberta`.
-
-One family of the CRF tagger (modeling_encoder_crf.py holds what every family shares). Travels with every
-checkpoint as remote code: imports only torch, transformers and its siblings.
+"""XLM-RoBERTa-CRF for token classification (XLM-R, multilingual-e5): one family of the CRF tagger, whose shared
+`__init__`, forward and head live in modeling_encoder_crf.py. Travels with every checkpoint as remote code: imports
+only transformers and its siblings.
 """
 
-from __future__ import annotations
-
-from transformers import XLMRobertaConfig
-from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaModel, XLMRobertaPreTrainedModel
+from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaPreTrainedModel
 
 
 try:  # in a checkpoint folder (remote code)
-    from .configuration_crf import EncoderCrfConfigMixin
-    from .modeling_encoder_crf import EncoderCrfMixin
+    from .modeling_encoder_crf import EncoderCrfConfigMixin, EncoderCrfMixin
 except ImportError:  # in this repository
-    from configuration_crf import EncoderCrfConfigMixin
-    from modeling_encoder_crf import EncoderCrfMixin
+    from modeling_encoder_crf import EncoderCrfConfigMixin, EncoderCrfMixin
 
 
 class XLMRobertaCrfConfig(EncoderCrfConfigMixin, XLMRobertaConfig):
@@ -24,11 +17,11 @@ class XLMRobertaCrfConfig(EncoderCrfConfigMixin, XLMRobertaConfig):
 
 
 class XLMRobertaCrfForTokenClassification(EncoderCrfMixin, XLMRobertaPreTrainedModel):
+    """XLM-RoBERTa with a classifier and a CRF (mirrors [`XLMRobertaForTokenClassification`]); a SentencePiece
+    vocabulary, read one unit per character for Chinese by the pipeline (docs/chinese.md). multilingual-e5 checkpoints
+    are XLM-R bodies and load here."""
+
     config_class = XLMRobertaCrfConfig
     base_model_prefix = "roberta"
     encoder_class = XLMRobertaModel
     _keys_to_ignore_on_load_unexpected = [r"pooler", r"lm_head\."]
-
-
-XLMRobertaCrfConfig.register_for_auto_class()
-XLMRobertaCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")

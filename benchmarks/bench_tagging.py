@@ -165,7 +165,7 @@ def tag_command(runtime: str, model: Path, processes: int) -> list[str]:
         launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
         launch += ["--main_process_port", str(free_port())]
     option = ["--model", str(model)] if runtime == "torch-fp32" else ["--onnx", str(model)]
-    return [*launch, str(ROOT / "tag.py"), *option, *(["--int8"] if runtime == "onnx-int8" else [])]
+    return [*launch, str(ROOT / "scripts" / "tag.py"), *option, *(["--int8"] if runtime == "onnx-int8" else [])]
 
 
 def run_tag(command: list[str], corpus: Path, out: Path, threads: int, chunk_size: int, extra: list[str]) -> dict:
@@ -259,7 +259,7 @@ def _seconds(call) -> float:
 
 
 def peak_rss_command(command: list[str]) -> list[str]:
-    """`command` (python tag.py ...) run so that it prints its peak RSS in MB last on stdout."""
+    """`command` (python scripts/tag.py ...) run so that it prints its peak RSS in MB last on stdout."""
     script, *argv = command[1:]
     code = (
         "import resource, runpy, sys; "

@@ -1,4 +1,5 @@
-"""Shared setup for the test suite: offline Hugging Face, the repo root on sys.path, tiny configs and models."""
+"""Shared setup for the test suite: offline Hugging Face, the repository and its scripts on sys.path, tiny configs and
+models."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# The tests import the model code, the library and the scripts (whose functions they call in-process).
+for _folder in (REPO_ROOT / "scripts", REPO_ROOT):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 import pytest  # noqa: E402
 

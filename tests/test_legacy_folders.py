@@ -81,7 +81,7 @@ def test_tag_py_and_the_handler_read_a_saved_folder(legacy, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     output = tmp_path / "tagged.jsonl"
-    command = [sys.executable, str(REPO_ROOT / "tag.py"), "--model", str(legacy / "bert_crf")]
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "tag.py"), "--model", str(legacy / "bert_crf")]
     subprocess.run([*command, "--input", str(source), "--output", str(output), "--no_progress"], check=True)
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     _same([r["entities"] for r in records], EXPECTED["bert_crf_simple"])

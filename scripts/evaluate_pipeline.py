@@ -1,6 +1,6 @@
 """Score a bert-crf checkpoint's pipeline with `evaluate`'s token-classification evaluator, offline.
 
-    python evaluate_pipeline.py --model outputs/demo --data data/demo/test.txt
+    python scripts/evaluate_pipeline.py --model outputs/demo --data data/demo/test.txt
 
 The data is any file run_ner.py reads; the metric is the local seqeval module in metrics/seqeval_offline (the
 Hub's `seqeval` cannot be fetched offline), in strict mode for the model's tag scheme. A mistake in the data, the
@@ -25,7 +25,7 @@ from bertcrf.model_card import add_card_results
 from ner_tags import group_entities
 
 
-METRIC_PATH = str(Path(__file__).resolve().parent / "metrics" / "seqeval_offline")
+METRIC_PATH = str(Path(__file__).resolve().parent.parent / "metrics" / "seqeval_offline")
 
 
 class PipelineTokenClassificationEvaluator(TokenClassificationEvaluator):
