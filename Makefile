@@ -71,8 +71,10 @@ transformers-tests: setup
 	rm $$folder.part/transformers-$$version.tar.gz && mv $$folder.part $$folder || \
 	{ rm -rf $$folder.part; echo "Could not fetch them: tests/test_transformers_common.py will skip"; }
 
+# Two workers, each test module on one of them (module fixtures built once), one thread each (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup browser node transformers-tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The main job, offline: multilingual-e5-small (it knows Chinese; its vocabulary trimmed to Chinese by make e5),
 # its first 6 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 8,000 sentences of

@@ -272,9 +272,11 @@ def test_export_runs_no_code_from_the_model_folder(crf_checkpoint, exported, tmp
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     config["auto_map"] = {"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", "evil_tokenizer.EvilTokenizer"]}
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    out = export_onnx.export(str(folder), str(tmp_path / "onnx"))
+    out = export_onnx.export(str(folder), str(tmp_path / "onnx"), emissions_only=True)  # the quicker graph
     assert not marker.exists(), "export ran code from the model folder"
-    assert OnnxNerTagger(out)("武汉至上海") == OnnxNerTagger(exported)("武汉至上海")
+    # The same entities; scores agree to float32 rounding (numpy's marginals here, the graph's there).
+    got, want = OnnxNerTagger(out)("武汉至上海"), OnnxNerTagger(exported)("武汉至上海")
+    assert [{**e, "score": round(e["score"], 5)} for e in got] == [{**e, "score": round(e["score"], 5)} for e in want]
 
 
 def test_runtime_never_imports_torch(exported):

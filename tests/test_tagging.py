@@ -271,7 +271,7 @@ def test_several_processes_need_an_output_file():
 
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_continues(crf_checkpoint, tmp_path, omp_env):
-    source = write_lines(tmp_path / "in.txt", LINES * 300)
+    source = write_lines(tmp_path / "in.txt", LINES * 60)  # 21 chunks of 20 lines
     out = tmp_path / "out.jsonl"
     argv = [sys.executable, str(REPO_ROOT / "scripts" / "tag.py"), "--model", str(crf_checkpoint), "--input", str(source),
             "--output", str(out), "--chunk_size", "20", "--batch_size", "4", "--no_progress"]  # fmt: skip
@@ -286,7 +286,7 @@ def test_kill_9_then_the_same_command_continues(crf_checkpoint, tmp_path, omp_en
         proc.wait()
     assert not out.exists()
     done = {p.name for p in parts.glob("*.part")}
-    assert 4 <= len(done) < 105, "killed too late to test anything"
+    assert 4 <= len(done) < 21, "killed too late to test anything"
     proc = subprocess.run(argv, cwd=REPO_ROOT, env=omp_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not parts.exists()
