@@ -55,7 +55,7 @@ def load_variant(variant: str, model_dir: Path, exports: Path):
     """A callable texts -> entity lists for one variant, and the Stats whose model_seconds accumulate the time
     spent in the model itself (session.run, or the PyTorch model's emissions and CRF decoding): the rest is Python
     around it."""
-    from bertcrf.tagging import Stats, time_model_calls
+    from bertcrf.corpus import Stats, time_model_calls
 
     stats = Stats()
     if variant.startswith("onnx"):

@@ -332,8 +332,8 @@ def batch1_rows(sentences: list[str], count: int, threads: int = 1) -> list[dict
     teacher through the PyTorch pipeline, the student and e5 through ONNX Runtime (fp32, INT8)."""
     import torch
 
+    from bertcrf.corpus import Stats, time_model_calls
     from bertcrf.crf_models import load_crf_pipeline
-    from bertcrf.tagging import Stats, time_model_calls
     from ner_onnx import OnnxNerTagger
 
     torch.set_num_threads(threads)

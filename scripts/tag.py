@@ -49,7 +49,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bertcrf import cli, ner_data, tagging
+from bertcrf import cli, corpus, ner_data
 from bertcrf.lexicon import read_lexicon
 from bertcrf.safe_files import check_not_input, write_text
 
@@ -84,7 +84,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input_format",
-        choices=tagging.INPUT_FORMATS,
+        choices=corpus.INPUT_FORMATS,
         default="auto",
         help="auto (default): by the suffix (.jsonl/.ndjson, .parquet, .csv, .json; else text), or a Hub dataset "
         "for a name like owner/name that is not a file here",
@@ -165,10 +165,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return args
 
 
-def open_input(args: argparse.Namespace) -> tagging.Source:
+def open_input(args: argparse.Namespace) -> corpus.Source:
     if args.output != "-" and args.input != "-" and os.path.exists(args.input):
         check_not_input(args.output, {"--input": args.input}, "--output")
-    return tagging.open_source(args.input, args.input_format, args.text_field, args.split, args.subset)
+    return corpus.open_source(args.input, args.input_format, args.text_field, args.split, args.subset)
 
 
 def launched_processes() -> int:
@@ -176,11 +176,11 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_shard(args: argparse.Namespace) -> tuple[tagging.Shard, str | None]:
+def make_shard(args: argparse.Namespace) -> tuple[corpus.Shard, str | None]:
     """This process's place in the job and its device: accelerate's when launched with several processes (one
     device each: cuda:LOCAL_RANK on GPUs), nothing to import for one."""
     if launched_processes() == 1:
-        return tagging.Shard(), args.device
+        return corpus.Shard(), args.device
     import torch
     from accelerate import PartialState
 
@@ -190,7 +190,7 @@ def make_shard(args: argparse.Namespace) -> tuple[tagging.Shard, str | None]:
     if state.num_processes != launched_processes():
         raise RuntimeError(f"accelerate joined {state.num_processes} of {launched_processes()} processes")
     device = "cpu" if on_cpu else args.device or str(state.device)
-    return tagging.Shard(state.process_index, state.num_processes, state.wait_for_everyone), device
+    return corpus.Shard(state.process_index, state.num_processes, state.wait_for_everyone), device
 
 
 def cpu_threads(args: argparse.Namespace) -> int:
@@ -204,11 +204,11 @@ def cpu_threads(args: argparse.Namespace) -> int:
 
 
 def load_tagger(
-    args: argparse.Namespace, device: str | None, aggregation: str, stats: tagging.Stats | None = None
-) -> tagging.Tagger:
+    args: argparse.Namespace, device: str | None, aggregation: str, stats: corpus.Stats | None = None
+) -> corpus.Tagger:
     """A callable texts -> results: the ONNX Runtime tagger (torch-free) or the PyTorch pipeline. With `stats`, the
     time spent in the model (ONNX Runtime's session, the model's emissions and CRF decoding) is added to it."""
-    stats = stats or tagging.Stats()
+    stats = stats or corpus.Stats()
     dictionary = read_lexicon(args.dictionary, "tsv") if args.dictionary else None
     options: dict[str, Any] = {"aggregation_strategy": aggregation}
     if dictionary is not None:
@@ -220,10 +220,10 @@ def load_tagger(
         from ner_onnx import OnnxNerTagger
 
         onnx_tagger = OnnxNerTagger(args.onnx, quantized=args.int8, threads=threads)
-        tagging.time_model_calls(onnx_tagger, stats)
+        corpus.time_model_calls(onnx_tagger, stats)
 
         def tag_onnx(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
-            for batch in tagging.chunks(texts, args.batch_size):
+            for batch in corpus.chunks(texts, args.batch_size):
                 yield from onnx_tagger.tag_batch(batch, batch_size=args.batch_size, **options)
 
         return tag_onnx
@@ -234,7 +234,7 @@ def load_tagger(
     if not (device or "").startswith("cuda"):
         torch.set_num_threads(threads)
     pipe = load_crf_pipeline(args.model, device, args.trust_remote_code)
-    tagging.time_model_calls(pipe, stats)
+    corpus.time_model_calls(pipe, stats)
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
         return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order
@@ -242,10 +242,10 @@ def load_tagger(
     return tag_torch
 
 
-def make_job(args: argparse.Namespace) -> tagging.Job:
+def make_job(args: argparse.Namespace) -> corpus.Job:
     """The output and what it depends on besides the input: a run continues only chunks made the same way."""
     model = args.onnx or args.model
-    fmt = tagging.output_format(
+    fmt = corpus.output_format(
         args.format, args.model_version or model_name(model), args.from_name, args.to_name, args.doccano_offsets
     )
     identity = {
@@ -256,7 +256,7 @@ def make_job(args: argparse.Namespace) -> tagging.Job:
         "dictionary": [model_identity(d) for d in args.dictionary or []],
         **{k: getattr(args, k) for k in ("from_name", "to_name", "doccano_offsets", "model_version")},
     }
-    return tagging.Job(args.output, fmt, args.chunk_size, {"job": identity}, args.overwrite, not args.no_progress)
+    return corpus.Job(args.output, fmt, args.chunk_size, {"job": identity}, args.overwrite, not args.no_progress)
 
 
 def model_identity(path: str) -> dict[str, Any]:
@@ -281,16 +281,16 @@ def main(argv: list[str] | None = None) -> None:
         source = open_input(args)
     job = make_job(args)
     shard, device = make_shard(args)
-    tagging.prepare(source, job, shard)
-    stats = tagging.Stats()
+    corpus.prepare(source, job, shard)
+    stats = corpus.Stats()
     tagger = load_tagger(args, device, job.fmt.aggregation, stats)
     with input_errors(parser):
-        tagging.run(source, tagger, job, shard, stats)
+        corpus.run(source, tagger, job, shard, stats)
     if args.stats and shard.main:
         write_stats(args, shard, stats)
 
 
-def write_stats(args: argparse.Namespace, shard: tagging.Shard, stats: tagging.Stats) -> None:
+def write_stats(args: argparse.Namespace, shard: corpus.Shard, stats: corpus.Stats) -> None:
     """The job's throughput as JSON (process 0's view: the whole job's records over its wall time, and its own
     share of time in the model)."""
     summary = {**stats.summary(), "processes": shard.world, "threads_per_process": cpu_threads(args)}

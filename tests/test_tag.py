@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import tag
-from bertcrf import tagging
+from bertcrf import corpus
 from conftest import REPO_ROOT, demo_characters, load_crf_pipeline, untrusted_copy
 
 
@@ -283,7 +283,7 @@ def test_an_interrupted_run_keeps_the_previous_output_and_continues(
     with pytest.raises(FileExistsError, match="out.jsonl exists: add --overwrite"):
         tag.main([*argv, "--chunk_size", "3"])
     written = []
-    real_item = tagging.jsonl_item
+    real_item = corpus.jsonl_item
 
     def item_then_stop(number, text, entities):
         if len(written) == 4:
@@ -291,7 +291,7 @@ def test_an_interrupted_run_keeps_the_previous_output_and_continues(
         written.append(number)
         return real_item(number, text, entities)
 
-    monkeypatch.setattr(tagging, "jsonl_item", item_then_stop)
+    monkeypatch.setattr(corpus, "jsonl_item", item_then_stop)
     with pytest.raises(KeyboardInterrupt):
         tag.main([*argv, "--chunk_size", "2", "--overwrite"])
     assert written == [1, 2, 3, 4]
@@ -299,7 +299,7 @@ def test_an_interrupted_run_keeps_the_previous_output_and_continues(
     parts = tmp_path / "out.jsonl.parts"
     assert sorted(p.name for p in parts.iterdir()) == ["00000000.part", "00000001.part", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl", "out.jsonl.parts"]
-    monkeypatch.setattr(tagging, "jsonl_item", item_then_stop)
+    monkeypatch.setattr(corpus, "jsonl_item", item_then_stop)
     written.clear()
     with pytest.raises(
         FileExistsError, match=r"out.jsonl.parts holds chunks of an earlier run with another chunk_size"

@@ -1,4 +1,4 @@
-"""bertcrf/tagging.py and tag.py over it: streaming inputs, chunks, several processes, resuming, ONNX."""
+"""bertcrf/corpus.py and tag.py over it: streaming inputs, chunks, several processes, resuming, ONNX."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import pytest
 
 import tag
-from bertcrf import tagging
+from bertcrf import corpus
 from conftest import REPO_ROOT
 
 
@@ -67,12 +67,12 @@ def empty_tagger(texts):
     ],
 )
 def test_input_format(path, requested, expected):
-    assert tagging.input_format(path, requested) == expected
+    assert corpus.input_format(path, requested) == expected
 
 
 def test_input_format_unknown():
     with pytest.raises(ValueError, match=r"input format must be one of .* got 'xml'"):
-        tagging.input_format("a.xml", "xml")
+        corpus.input_format("a.xml", "xml")
 
 
 def test_json_lines_text_field_and_blank_lines(crf_checkpoint, tmp_path):
@@ -120,9 +120,9 @@ def test_a_null_row_in_a_dataset_is_named(tmp_path, capsys):
 
     path = tmp_path / "in.parquet"
     datasets.Dataset.from_dict({"text": ["张三", None]}).to_parquet(str(path))
-    source = tagging.open_source(str(path))
+    source = corpus.open_source(str(path))
     assert source.total == 2
-    with pytest.raises(tagging.DataFormatError, match=r"in.parquet, row 2: expected a string, found null"):
+    with pytest.raises(corpus.DataFormatError, match=r"in.parquet, row 2: expected a string, found null"):
         list(source.read())
 
 
@@ -150,10 +150,10 @@ def test_the_input_is_read_one_chunk_at_a_time(tmp_path):
             seen.append(len(consumed))
             yield []
 
-    source = tagging.Source("generated", records, {"input": "generated"})
-    fmt = tagging.output_format("jsonl")
-    for index, chunk in enumerate(tagging.chunks(source.read(), 100)):
-        tagging.tag_chunk(tagger, chunk, fmt, lambda n: None)
+    source = corpus.Source("generated", records, {"input": "generated"})
+    fmt = corpus.output_format("jsonl")
+    for index, chunk in enumerate(corpus.chunks(source.read(), 100)):
+        corpus.tag_chunk(tagger, chunk, fmt, lambda n: None)
         assert len(consumed) == 100 * (index + 1)  # never more than the chunk being tagged
         if index == 2:
             break
@@ -177,9 +177,9 @@ def test_chunks_do_not_change_the_output(crf_checkpoint, tmp_path, fmt, monkeypa
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_empty_input_in_every_format(tmp_path, fmt):
-    source = tagging.Source("empty", lambda: iter(()), {"input": "empty"}, 0)
+    source = corpus.Source("empty", lambda: iter(()), {"input": "empty"}, 0)
     out = tmp_path / "out"
-    tagging.run(source, empty_tagger, tagging.Job(str(out), tagging.output_format(fmt), progress=False))
+    corpus.run(source, empty_tagger, corpus.Job(str(out), corpus.output_format(fmt), progress=False))
     assert out.read_text(encoding="utf-8") == ("[]\n" if fmt == "label-studio" else "")
 
 
@@ -198,7 +198,7 @@ def test_shards_join_into_the_single_process_output(tmp_path, fmt):
     """3 processes (threads here, each with its own job and a shared barrier): the output of one, byte for byte,
     whichever order they finish in."""
     lines = [f"{i}号文本" if i % 4 else "" for i in range(23)]
-    source = tagging.open_source(str(write_lines(tmp_path / "in.txt", lines)))
+    source = corpus.open_source(str(write_lines(tmp_path / "in.txt", lines)))
     column_words = fmt == "column"
 
     def tagger(texts):
@@ -206,15 +206,15 @@ def test_shards_join_into_the_single_process_output(tmp_path, fmt):
             yield [dict(result[0], entity="B-X")] if column_words else result
 
     def job(name):
-        return tagging.Job(str(tmp_path / name), tagging.output_format(fmt, "m"), chunk_size=2, progress=False)
+        return corpus.Job(str(tmp_path / name), corpus.output_format(fmt, "m"), chunk_size=2, progress=False)
 
-    tagging.run(source, tagger, job("one"))
+    corpus.run(source, tagger, job("one"))
     barrier = threading.Barrier(3)
     tagged = {}
 
     def process(rank):
         time.sleep(0.01 * (2 - rank))  # the last process to start is process 0, which joins the chunks
-        tagged[rank] = tagging.run(source, tagger, job("three"), tagging.Shard(rank, 3, barrier.wait)).tagged
+        tagged[rank] = corpus.run(source, tagger, job("three"), corpus.Shard(rank, 3, barrier.wait)).tagged
 
     threads = [threading.Thread(target=process, args=(rank,)) for rank in range(3)]
     for thread in threads:
@@ -253,16 +253,16 @@ def test_accelerate_launch_two_processes(crf_checkpoint, tmp_path, omp_env):
 
 
 def test_one_bar_for_the_whole_job_on_process_0(tmp_path):
-    source = tagging.Source("s", lambda: iter(()), {"input": "s"}, 10)
-    job = tagging.Job(str(tmp_path / "out"), tagging.output_format("jsonl"))
-    shown = [tagging.Progress(source, job, tagging.Shard(rank, 2), tmp_path, tagging.Stats()).shown for rank in (0, 1)]
+    source = corpus.Source("s", lambda: iter(()), {"input": "s"}, 10)
+    job = corpus.Job(str(tmp_path / "out"), corpus.output_format("jsonl"))
+    shown = [corpus.Progress(source, job, corpus.Shard(rank, 2), tmp_path, corpus.Stats()).shown for rank in (0, 1)]
     assert shown == [True, False]
 
 
 def test_several_processes_need_an_output_file():
-    source = tagging.Source("s", lambda: iter(()), {"input": "s"})
+    source = corpus.Source("s", lambda: iter(()), {"input": "s"})
     with pytest.raises(ValueError, match="several processes need an --output file"):
-        tagging.prepare(source, tagging.Job("-", tagging.output_format("jsonl")), tagging.Shard(0, 2))
+        corpus.prepare(source, corpus.Job("-", corpus.output_format("jsonl")), corpus.Shard(0, 2))
 
 
 # ----------------------------------------------------------------------------------------------------------------
