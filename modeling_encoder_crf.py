@@ -1,5 +1,5 @@
 """What the CRF taggers of every encoder family (BERT, ERNIE, RoBERTa, XLM-RoBERTa, ELECTRA) share: the body, a
-classifier and the CRF ([`EncoderCrfForTokenClassification`]: `__init__` and `forward` live here once), lexicon
+classifier and the CRF ([`EncoderCrfMixin`]: `__init__` and `forward` live here once), lexicon
 features and the layer mix. A family's file names only its body, its pretrained base and its prefix.
 
 Travels with every checkpoint as remote code: imports only torch, transformers and its siblings.
@@ -33,7 +33,7 @@ except ImportError:  # transformers < 5 has no loading-aware init functions
 
 class LexiconFeatures(nn.Module):
     """A learned vector per lexicon feature, summed over the features a token has: `(batch, seq)` feature bits in
-    (see `bert_crf_utils.lexicon_bits`), `(batch, seq, size)` out. Starts at zero, so a new lexicon model computes
+    (see `ner_lexicon.lexicon_bits`), `(batch, seq, size)` out. Starts at zero, so a new lexicon model computes
     what the same model without one does until training finds a use for the features."""
 
     def __init__(self, num_features: int, size: int) -> None:
