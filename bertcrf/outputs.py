@@ -194,10 +194,9 @@ gradio>=6.0
 """
 
 
-def write_demo_files(output_dir: str | Path) -> None:
-    """The web demo's requirements.txt beside the model (and app.py, a serving file), so that the folder serves its
-    own web demo (`python app.py`) and runs as a Gradio Space: app.py loads the folder it sits in, with the model
-    code shipped there."""
+def write_demo_requirements(output_dir: str | Path) -> None:
+    """The web demo's requirements.txt beside app.py (a serving file), so that the folder runs as a Gradio Space:
+    app.py loads the folder it sits in, with the model code shipped there."""
     write_text(Path(output_dir) / "requirements.txt", DEMO_REQUIREMENTS)
 
 
@@ -215,7 +214,7 @@ def save_outputs(
         tokenizer.save_pretrained(training_args.output_dir)
         if with_handler:
             shipping.copy_files(shipping.SERVING_FILES, training_args.output_dir)
-            write_demo_files(training_args.output_dir)
+            write_demo_requirements(training_args.output_dir)
 
 
 def entities_of(

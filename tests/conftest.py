@@ -25,15 +25,13 @@ for _folder in (REPO_ROOT / "scripts", REPO_ROOT):
         sys.path.insert(0, str(_folder))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def elsewhere(script: str) -> str:
     """`script` as run on a machine that has a checkpoint but not this repository: its first line takes the
     repository off sys.path (make setup's bert-crf.pth puts it on the venv's path for every process)."""
     return f"import sys; sys.path[:] = [p for p in sys.path if p.rstrip('/') != {str(REPO_ROOT)!r}]\n" + script
-
-
-import torch  # noqa: E402
 
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
