@@ -8,7 +8,7 @@ Travels with every checkpoint as remote code: imports only torch and its sibling
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -166,7 +166,14 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
-        emissions, mask, start, end, transitions, alphas, log_z = ctx.saved_tensors
+        emissions = ctx.saved_tensors[0]
+        # A backward pass called inside an autocast block runs under it: the products below must stay float32.
+        with torch.autocast(emissions.device.type, enabled=False):
+            return _LogPartition._gradients(ctx.saved_tensors, grad_log_z.to(emissions.dtype))
+
+    @staticmethod
+    def _gradients(saved: tuple[torch.Tensor, ...], grad_log_z: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        emissions, mask, start, end, transitions, alphas, log_z = saved
         full: List[bool] = mask.all(0).tolist()
         betas, exact = _scaled_backward_scores(emissions, mask, full, end, transitions)  # (seq, batch, tags)
         if not exact:

@@ -47,6 +47,12 @@ except ImportError:  # in this repository
 FORBIDDEN_SCORE = -10000.0
 
 
+def _at_least_float32(scores: torch.Tensor) -> torch.Tensor:
+    # bf16/fp16 emissions (a model in reduced precision) are scored exactly as the same values in float32: a
+    # recursion summing hundreds of steps in 8 bits of mantissa would drift by tenths.
+    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+
+
 def _shape_str(shape: List[int]) -> str:
     # Formats a 2-d shape like Python's tuple repr, also under TorchScript, so error messages match pytorch-crf.
     return "(" + ", ".join([str(d) for d in shape]) + ")"
@@ -252,41 +258,55 @@ class CRF(nn.Module):
     # they score 0, decode to nothing and have zero marginals. The loops run over time in time-major views; a step
     # where every row is on skips the mask select.
 
+    # Every algorithm runs in float32 or wider whatever the emissions' dtype and whatever autocast context it is
+    # called in (TorchScript does not autocast).
+
     def log_likelihood_packed(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sequence log-likelihood `(batch,)` for packed input (see above)."""
+        if not torch.jit.is_scripting():  # TorchScript does not autocast
+            if torch.is_autocast_enabled(emissions.device.type):  # its matrix products would run in bf16/fp16
+                with torch.autocast(emissions.device.type, enabled=False):
+                    return self._log_likelihood(_at_least_float32(emissions), tags, mask)
+        return self._log_likelihood(_at_least_float32(emissions), tags, mask)
+
+    def _log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self._gold_score(emissions, tags, mask) - self._log_partition(emissions, mask)
 
+    def _potentials(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Start, end and transition scores in `dtype` (differentiable; a CRF kept in bf16 computes in float32)."""
+        return self.start_transitions.to(dtype), self.end_transitions.to(dtype), self.transitions.to(dtype)
+
     def _gold_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        start, end, transitions = self._potentials(emissions.dtype)
         seq_len = emissions.size(1)
         mask_f = mask.to(emissions.dtype)  # (batch, seq)
         tags = tags.masked_fill(~mask, 0)  # padding may hold -100 or garbage
         score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * mask_f).sum(1)  # (batch,)
         if seq_len > 1:
-            pair_scores = self.transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
+            pair_scores = transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
             score = score + (pair_scores * mask_f[:, 1:]).sum(1)
         lengths = mask.sum(1)  # (batch,)
         last_tags = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (batch,)
-        boundary = self.start_transitions[tags[:, 0]] + self.end_transitions[last_tags]  # (batch,)
+        boundary = start[tags[:, 0]] + end[last_tags]  # (batch,)
         return score + boundary * (lengths > 0).to(emissions.dtype)
 
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z per sequence `(batch,)`, unconstrained; 0 for empty rows."""
+        start, end, transitions = self._potentials(emissions.dtype)
         nonempty = mask[:, 0].to(emissions.dtype)  # (batch,)
         if _is_exporting():
-            alpha = _log_space_forward_scan(emissions, mask, self.start_transitions, self.transitions)[-1]
-            return torch.logsumexp(alpha + self.end_transitions, dim=1) * nonempty
+            alpha = _log_space_forward_scan(emissions, mask, start, transitions)[-1]
+            return torch.logsumexp(alpha + end, dim=1) * nonempty
         full = _full_steps(mask)
         if not torch.jit.is_scripting() and not _is_capturing():
             with torch.no_grad():
-                alphas, exact = _scaled_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
+                alphas, exact = _scaled_forward_scores(emissions, mask, full, start, transitions)
             # The analytic backward factorizes edge marginals through exp(transitions): safe for moderate scores.
-            if exact and bool(self.transitions.detach().abs().max() <= SAFE_TRANSITION_SCORE):
-                log_z = _LogPartition.apply(
-                    emissions, mask, self.start_transitions, self.end_transitions, self.transitions, alphas
-                )
+            if exact and bool(transitions.detach().abs().max() <= SAFE_TRANSITION_SCORE):
+                log_z = _LogPartition.apply(emissions, mask, start, end, transitions, alphas)
                 return log_z * nonempty
-        alphas = _log_space_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
-        return torch.logsumexp(alphas[-1] + self.end_transitions, dim=1) * nonempty
+        alphas = _log_space_forward_scores(emissions, mask, full, start, transitions)
+        return torch.logsumexp(alphas[-1] + end, dim=1) * nonempty
 
     def viterbi_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Best path `(batch, seq)` for packed input, respecting the constraints; past a row's end, its last tag.
@@ -295,10 +315,10 @@ class CRF(nn.Module):
         """
         # No gradient flows through a path, and the helpers' out= buffers refuse inputs that require one. Their
         # buffers take one dtype: the promoted one, in which the sums happen anyway (the casts are exact).
-        dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
+        dtype = torch.promote_types(torch.promote_types(emissions.dtype, self.transitions.dtype), torch.float32)
         emissions = emissions.detach().to(dtype)
-        start = (self.start_transitions + self.start_penalty).detach().to(dtype)  # (tags,)
-        transitions = (self.transitions + self.transition_penalty).detach().to(dtype)  # (tags, tags)
+        start = self.start_transitions.detach().to(dtype) + self.start_penalty.to(dtype)  # (tags,)
+        transitions = self.transitions.detach().to(dtype) + self.transition_penalty.to(dtype)  # (tags, tags)
         end_transitions = self.end_transitions.detach().to(dtype)
         end_penalty = self.end_penalty.to(dtype)
         return viterbi(emissions, mask, start, end_transitions, end_penalty, transitions)
@@ -313,9 +333,9 @@ class CRF(nn.Module):
         # Every potential divided by the temperature: the marginals of the calibrated distribution.
         scale = 1.0 / self.temperature
         emissions64 = emissions.double() * scale
-        start = (self.start_transitions + self.start_penalty).double() * scale
-        end = (self.end_transitions + self.end_penalty).double() * scale
-        transitions = (self.transitions + self.transition_penalty).double() * scale
+        start = (self.start_transitions.double() + self.start_penalty.double()) * scale
+        end = (self.end_transitions.double() + self.end_penalty.double()) * scale
+        transitions = (self.transitions.double() + self.transition_penalty.double()) * scale
         if _is_capturing():
             if _is_exporting():
                 alphas = _log_space_forward_scan(emissions64, mask, start, transitions)
@@ -341,8 +361,16 @@ class CRF(nn.Module):
         """Per-position log tag posteriors `(batch, seq, tags)` of the unconstrained model, differentiable (exact
         log-space forward-backward; for training, e.g. distillation towards another CRF's marginals). Positions
         past a row's end hold garbage: mask them."""
+        if not torch.jit.is_scripting():  # TorchScript does not autocast
+            if torch.is_autocast_enabled(emissions.device.type):  # its matrix products would run in bf16/fp16
+                with torch.autocast(emissions.device.type, enabled=False):
+                    return self._log_marginals(_at_least_float32(emissions), mask)
+        return self._log_marginals(_at_least_float32(emissions), mask)
+
+    def _log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        start, end, transitions = self._potentials(emissions.dtype)
         full = _full_steps(mask)
-        alphas = _log_space_forward_scores(emissions, mask, full, self.start_transitions, self.transitions)
-        betas = _log_space_backward_scores(emissions, mask, full, self.end_transitions, self.transitions)
+        alphas = _log_space_forward_scores(emissions, mask, full, start, transitions)
+        betas = _log_space_backward_scores(emissions, mask, full, end, transitions)
         scores = alphas + betas  # (seq, batch, tags)
         return (scores - torch.logsumexp(scores, dim=2, keepdim=True)).transpose(0, 1)  # (batch, seq, tags)

@@ -70,6 +70,10 @@ class CrfTaggingMixin:
     chosen position contributes nothing to the loss and gets no predictions.
     """
 
+    # `from_pretrained(..., dtype=torch.bfloat16)` keeps the CRF's scores in float32: rounded to 8 bits of mantissa,
+    # transition scores that differ by less than a percent would tie, and the paths would change.
+    _keep_in_fp32_modules_strict = ["crf"]
+
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
         """`PreTrainedModel.save_pretrained`, with the lexicon of a lexicon model beside the weights, and an
         `auto_map` that also maps `AutoModel` to the tagger: `AutoModel.from_pretrained(folder,

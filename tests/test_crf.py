@@ -956,3 +956,80 @@ def test_log_marginals_gradients_reach_emissions_and_transitions():
     assert torch.autograd.gradcheck(
         lambda e: crf.log_marginals_packed(e, mask), (emissions.detach().clone().requires_grad_(),)
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reduced precision: whatever the autocast context and the emissions' dtype, the CRF computes in float32
+
+
+def _bio_labels(num_tags):
+    types = [f"T{i}" for i in range((num_tags - 1) // 2)]
+    return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+
+def _precision_case(num_tags, seq_len, constrained, seed=0):
+    """A CRF with transitions of std 2 and std-4 emissions over ragged rows up to `seq_len` (the issue's setting)."""
+    gen = torch.Generator().manual_seed(seed)
+    crf = CRF(num_tags, batch_first=True)
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.copy_(2 * torch.randn(param.shape, generator=gen))
+    if constrained:
+        crf.set_constraints(*allowed_transitions(dict(enumerate(_bio_labels(num_tags))), "BIO"))
+    emissions, tags, mask = random_batch(4, seq_len, num_tags, gen)
+    return crf, 4 * emissions, tags, mask
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+@pytest.mark.parametrize("num_tags, seq_len", [(9, 512), (41, 512), (41, 3), (9, 1)])
+@pytest.mark.parametrize("device_dtype", [torch.bfloat16, torch.float16])
+def test_autocast_leaves_the_crf_exact(num_tags, seq_len, constrained, device_dtype):
+    """Under CPU autocast the likelihood, the paths and the marginals are the float32 ones."""
+    crf, emissions, tags, mask = _precision_case(num_tags, seq_len, constrained)
+    nll = -crf(emissions, tags, mask, reduction="none")
+    paths = crf.decode(emissions, mask)
+    probs = crf.marginal_probabilities(emissions, mask)
+    log_probs = crf.log_marginals_packed(emissions, mask)
+    with torch.autocast("cpu", dtype=device_dtype):
+        assert torch.allclose(-crf(emissions, tags, mask, reduction="none"), nll, rtol=1e-6, atol=0)
+        assert crf.decode(emissions, mask) == paths
+        assert torch.allclose(crf.marginal_probabilities(emissions, mask), probs, rtol=0, atol=1e-6)
+        assert torch.allclose(crf.log_marginals_packed(emissions, mask), log_probs, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_tags", [9, 41])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_emissions_score_as_their_float32_values(num_tags, dtype):
+    """bf16/fp16 emissions (a model in reduced precision) give the float32 result of the same values, in float32,
+    and a finite gradient of their own dtype, under autocast or not."""
+    crf, emissions, tags, mask = _precision_case(num_tags, 512, constrained=False, seed=1)
+    low = emissions.to(dtype).requires_grad_(True)
+    same_values = low.detach().float().requires_grad_(True)
+    expected = crf(same_values, tags, mask, reduction="none")
+    expected.sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crf(low, tags, mask, reduction="none")
+        got.sum().backward()  # a backward pass called inside the block, as users write it
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=1e-6, atol=0)
+    assert low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()
+    assert torch.allclose(low.grad.float(), same_values.grad.to(dtype).float())
+    assert crf.decode(low, mask) == crf.decode(same_values, mask)
+    assert crf.marginal_probabilities(low, mask).dtype == dtype
+
+
+def test_a_crf_kept_in_bfloat16_computes_in_float32():
+    """`model.to(torch.bfloat16)` also rounds the CRF's scores: it then scores as a float32 CRF of those values."""
+    crf, emissions, tags, mask = _precision_case(9, 64, constrained=True, seed=2)
+    low = CRF(9, batch_first=True)
+    low.load_state_dict(crf.state_dict())
+    low.set_constraints(*allowed_transitions(dict(enumerate(_bio_labels(9))), "BIO"))
+    low = low.to(torch.bfloat16)
+    rounded = CRF(9, batch_first=True)
+    rounded.load_state_dict({k: v.float() for k, v in low.state_dict().items()})
+    rounded.set_constraints(*allowed_transitions(dict(enumerate(_bio_labels(9))), "BIO"))
+    assert torch.allclose(
+        low(emissions, tags, mask, reduction="none"), rounded(emissions, tags, mask, reduction="none")
+    )
+    assert low.decode(emissions, mask) == rounded.decode(emissions, mask)
+    assert torch.allclose(low.marginal_probabilities(emissions, mask), rounded.marginal_probabilities(emissions, mask))

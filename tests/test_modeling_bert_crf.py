@@ -798,3 +798,22 @@ def test_automodel_loads_the_tagger_with_its_lexicon(tmp_path):
     ids = torch.tensor([[2, 7, 8, 9, 3]])
     expected = model.emissions(ids, lexicon_features=torch.tensor([[0, 1, 2, 3, 0]])).sum().item()
     assert int(size) == 3 and float(total) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_loading_in_reduced_precision_keeps_the_crf_in_float32(tmp_path, dtype):
+    """`from_pretrained(..., dtype=bf16/fp16)` (transformers' convention) halves the encoder and keeps the CRF's
+    scores exact: its paths are those of the float32 CRF on the reduced-precision emissions."""
+    model = randomize_crf(build_tiny_model(22, tag_scheme="BIO"), 22)
+    model.save_pretrained(tmp_path)
+    loaded = BertCrfForTokenClassification.from_pretrained(tmp_path, dtype=dtype).eval()
+    assert loaded.classifier.weight.dtype == dtype
+    assert {p.dtype for p in loaded.crf.parameters()} == {torch.float32}
+    for name, param in loaded.crf.named_parameters():
+        assert torch.equal(param, getattr(model.crf, name)), name
+    input_ids, attention_mask, _ = make_batch(22)
+    out = loaded(input_ids=input_ids, attention_mask=attention_mask)
+    assert out.logits.dtype == dtype
+    model.eval()
+    expected = model.decode(out.logits.float(), loaded.chain_mask(input_ids, attention_mask))
+    assert torch.equal(out.predictions, expected)

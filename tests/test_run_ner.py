@@ -1254,3 +1254,41 @@ def test_extra_train_files_join_the_training_set_after_its_limit(tiny_checkpoint
                 do_train=True,
             )
         )
+
+
+def test_bf16_training_on_cpu(tiny_checkpoint, demo, tmp_path, monkeypatch):
+    """The Trainer's own `--bf16` trains on a CPU: the encoder runs under bf16 autocast, the CRF in float32 (its
+    loss is the float32 one of the bf16 emissions), and the saved weights stay float32."""
+    from modeling_crf import CRF
+
+    seen = []
+    exact = CRF.log_likelihood_packed
+
+    def spy(self, emissions, tags, mask):
+        seen.append((torch.is_autocast_enabled("cpu"), emissions.dtype))
+        llh = exact(self, emissions, tags, mask)
+        with torch.autocast("cpu", enabled=False):
+            assert torch.allclose(llh, exact(self, emissions.float(), tags, mask), rtol=1e-6, atol=0)
+        return llh
+
+    monkeypatch.setattr(CRF, "log_likelihood_packed", spy)
+    out = tmp_path / "bf16"
+    results = main(
+        model_name_or_path=tiny_checkpoint,
+        train_file=demo["train"],
+        validation_file=demo["dev"],
+        output_dir=out,
+        do_train=True,
+        do_eval=True,
+        max_steps=4,
+        max_eval_samples=MAX_EVAL,
+        max_seq_length=32,
+        per_device_train_batch_size=8,
+        save_strategy="no",
+        bf16=True,
+    )
+    assert seen and all(on for on, _ in seen), "training ran without autocast"
+    assert math.isfinite(load_json(out / "train_results.json")["train_loss"])
+    assert "eval_f1" in results
+    saved = BertCrfForTokenClassification.from_pretrained(out)
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
