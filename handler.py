@@ -19,7 +19,12 @@ built), else the default:
 - `max_items`, `BERT_CRF_MAX_ITEMS`, 256: texts per request;
 - `max_batch_size`, `BERT_CRF_MAX_BATCH_SIZE`, 64: the largest `batch_size` parameter.
 
-All are checked before any tokenization or model work. Characters bound the work: a character makes about one
+Speed: `dtype`, `BERT_CRF_DTYPE`, "float32" (default), "bfloat16" or "auto" (bfloat16 only where the CPU or GPU has
+bf16 hardware and a start-up measurement, cached per machine, shows it faster; the CRF decodes in float32 always);
+`compile`, `BERT_CRF_COMPILE`, off by default ("1" or True: torch.compile of the encoder, whose first requests of
+one and of several texts then take tens of seconds on a CPU). See the pipeline's `precision` and `compile`.
+
+Limits are all checked before any tokenization or model work. Characters bound the work: a character makes about one
 sub-token or fewer (a Chinese character one, a Latin word fewer than its letters), windows share at most half their
 sub-tokens (`stride`), and texts of different lengths run in separate groups, so that padding in a batch cannot
 multiply the work; counting them needs no tokenizer, and the caller can count them too. With the defaults and the
@@ -56,6 +61,8 @@ PARAMETERS = (
     "dictionary",
 )
 AGGREGATION_STRATEGIES = ("none", "simple")
+PRECISIONS = ("float32", "bfloat16", "auto")  # the pipeline's (ner_acceleration.PRECISIONS)
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
 # Windows of fewer tokens cost a forward pass for a handful of characters (max_length 3: one per character).
 MIN_MAX_LENGTH = 16
 
@@ -90,13 +97,20 @@ class EndpointHandler:
         max_items: int | None = None,
         max_batch_size: int | None = None,
         max_request_chars: int | None = None,
+        dtype: str | None = None,
+        compile: bool | None = None,
     ) -> None:
         self.max_request_chars = _limit("max_request_chars", max_request_chars)
         self.max_text_chars = _limit("max_text_chars", max_text_chars)
         self.max_items = _limit("max_items", max_items)
         self.max_batch_size = _limit("max_batch_size", max_batch_size)
         # The checkpoint carries its own pipeline, which decodes with the CRF (see config.json: custom_pipelines).
-        self.pipeline = pipeline("token-classification", model=path, trust_remote_code=True)
+        speed: dict[str, Any] = {}  # only what differs from the defaults: a folder's older pipeline knows neither
+        if _precision(dtype) != "float32":
+            speed["precision"] = _precision(dtype)
+        if _switch("BERT_CRF_COMPILE", compile):
+            speed["compile"] = True
+        self.pipeline = pipeline("token-classification", model=path, trust_remote_code=True, **speed)
 
     def __call__(self, data: dict[str, Any]) -> list[Any]:
         if not isinstance(data, dict) or "inputs" not in data:
@@ -224,6 +238,25 @@ class EndpointHandler:
             for position, word in enumerate([text] if isinstance(text, str) else text):
                 _check_encodable(word, where if isinstance(text, str) else f"{where}[{position}]")
         return texts, sizes, single
+
+
+def _precision(value: str | None) -> str:
+    if value is None:
+        value = os.environ.get("BERT_CRF_DTYPE", "float32")
+        if value not in PRECISIONS:
+            raise ValueError(f"BERT_CRF_DTYPE must be one of {PRECISIONS}, got {value!r}")
+    if value not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {PRECISIONS}, got {value!r}")
+    return value
+
+
+def _switch(variable: str, value: bool | None) -> bool:
+    if value is not None:
+        return bool(value)
+    text = os.environ.get(variable, "")
+    if text.strip().lower() not in SWITCH_VALUES:
+        raise ValueError(f"{variable} must be 1 or 0 (true or false), got {text!r}")
+    return SWITCH_VALUES[text.strip().lower()]
 
 
 def _joined_length(words: list[str], delimiter: str | None) -> int:

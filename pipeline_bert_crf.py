@@ -19,6 +19,7 @@ from transformers.pipelines.base import ChunkPipeline
 
 # Windows, stitching and feeding untokenizable words are ner_windows' (shared with run_ner and the ONNX runtime).
 try:
+    from .ner_acceleration import CompiledEmissions, choose_dtype, to_precision
     from .ner_lexicon import Lexicon, checked_dictionary, dictionary_units, lexicon_bits
     from .ner_tags import OUTSIDE, group_entities, join_words, span_constraints, word_results
     from .ner_windows import (
@@ -39,6 +40,7 @@ try:
         word_pieces,
     )
 except ImportError:  # imported as a top-level module
+    from ner_acceleration import CompiledEmissions, choose_dtype, to_precision
     from ner_lexicon import Lexicon, checked_dictionary, dictionary_units, lexicon_bits
     from ner_tags import OUTSIDE, group_entities, join_words, span_constraints, word_results
     from ner_windows import (
@@ -117,13 +119,19 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
     windows, at most half a window's sub-tokens), `max_length` (window size, default the model's maximum),
     `ignore_labels` (a list of labels), `batch_size` (windows per forward pass, default 8: the windows of one long
     text, or the short texts of a list, run together).
+
+    Speed, when the pipeline is made: `precision` ("float32", "bfloat16", or "auto": bf16 only where the device
+    has bf16 hardware and it measures faster; default: the model as loaded, e.g. with transformers' `dtype=`) and
+    `compile` (True or a torch.compile backend: the encoder compiled, lengths bucketed; see ner_acceleration.py).
+    The CRF decodes in float32 whatever the precision.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, precision: str | None = None, compile: Any = False, **kwargs: Any) -> None:
         check_batch_size(kwargs.get("batch_size"))
         super().__init__(*args, **kwargs)
         if not hasattr(self.model, "crf"):
             raise ValueError(f"{type(self).__name__} needs a model with a CRF, got {type(self.model).__name__}")
+        self._speed_up(precision, compile)
         self._head, self._tail = special_wrapping(self.tokenizer)
         backend = self.tokenizer.backend_tokenizer
         # A SentencePiece tokenizer keeps a Chinese sentence as one word: raw text is then split here, one word per
@@ -137,6 +145,16 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
         # Each word's ids, remembered where a pre-split word is tokenized as it is alone (see encodes_words_alone).
         self._per_word = encodes_words_alone(backend)
         self._word_ids: dict[str, list[int]] = {}
+
+    def _speed_up(self, precision: str | None, compile: Any) -> None:
+        """Put the model in the chosen precision and compile its emissions (`self._emissions`)."""
+        if precision is not None:
+            dtype = choose_dtype(precision, self.model, self.device)
+            if dtype != self.model.dtype:
+                to_precision(self.model, dtype)
+        self._emissions = self.model.emissions
+        if compile:
+            self._emissions = CompiledEmissions(self.model, "inductor" if compile is True else compile)
 
     def _sanitize_parameters(
         self,
@@ -322,7 +340,7 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         meta = {k: model_inputs.pop(k) for k in ("chunk", "is_last")}
         model_inputs = _right_aligned(model_inputs)
-        logits = self.model.emissions(
+        logits = self._emissions(
             input_ids=model_inputs["input_ids"],
             attention_mask=model_inputs["attention_mask"],
             **({"lexicon_features": model_inputs["lexicon_features"]} if "lexicon_features" in model_inputs else {}),

@@ -228,9 +228,16 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, **kwargs: Any) ->
     )
 
 
-def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
+def load_crf_pipeline(
+    path: str,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    precision: str | None = None,
+    compile: bool = False,
+) -> Any:
     """The CRF pipeline for a CRF tagger folder or Hub id (any family, or a BiLSTM-CRF), with this repo's code;
-    only the tokenizer could need remote code, and runs it only with `trust_remote_code`."""
+    only the tokenizer could need remote code, and runs it only with `trust_remote_code`. `precision` and `compile`
+    are the pipeline's (see ner_acceleration.py)."""
     import torch
 
     from pipeline_bert_crf import CrfTokenClassificationPipeline
@@ -241,4 +248,6 @@ def load_crf_pipeline(path: str, device: str | None = None, trust_remote_code: b
         tokenizer=load_tokenizer(path, trust_remote_code),
         task="token-classification",
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        precision=precision,
+        compile=compile,
     )

@@ -54,6 +54,10 @@ from bertcrf.lexicon import read_lexicon
 from bertcrf.safe_files import check_not_input, write_text
 
 
+# ner_acceleration.PRECISIONS (a test keeps them equal): importing it would import torch, which --onnx does without.
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(parser)
@@ -72,6 +76,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="an export_onnx.py folder, run with ONNX Runtime (torch is not needed) instead of --model",
     )
     parser.add_argument("--int8", action="store_true", help="--onnx: the INT8 graph (model.int8.onnx)")
+    parser.add_argument(
+        "--dtype",
+        choices=PRECISIONS,
+        default="float32",
+        help="--model: the encoder's precision (the CRF decodes in float32 always): bfloat16, or auto (bfloat16 "
+        "only where the CPU or GPU has bf16 hardware and a measurement, cached per machine, shows it faster)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="--model: torch.compile the encoder (lengths bucketed; the first batches of one and of several texts "
+        "compile, for tens of seconds on a CPU)",
+    )
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +175,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
         parser.error("give one of --model (a bert-crf folder or Hub id) and --onnx (an export_onnx.py folder)")
     if args.int8 and args.onnx is None:
         parser.error("--int8 goes with --onnx (the exported folder's model.int8.onnx)")
+    if args.onnx is not None and (args.compile or args.dtype != "float32"):
+        parser.error("--dtype and --compile go with --model (an ONNX export runs as exported: see --int8)")
     for option in ("batch_size", "chunk_size", "threads"):
         value = getattr(args, option)
         if value is not None and value < 1:
@@ -233,7 +252,7 @@ def load_tagger(
 
     if not (device or "").startswith("cuda"):
         torch.set_num_threads(threads)
-    pipe = load_crf_pipeline(args.model, device, args.trust_remote_code)
+    pipe = load_crf_pipeline(args.model, device, args.trust_remote_code, args.dtype, args.compile)
     corpus.time_model_calls(pipe, stats)
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
@@ -251,6 +270,8 @@ def make_job(args: argparse.Namespace) -> corpus.Job:
     identity = {
         "model": model_identity(model),
         "int8": args.int8,
+        "dtype": args.dtype,
+        "compile": args.compile,
         "format": args.format,
         "batch_size": args.batch_size,
         "dictionary": [model_identity(d) for d in args.dictionary or []],

@@ -268,12 +268,12 @@ def crf_checkpoint(tmp_path_factory):
     return write_crf_checkpoint(tmp_path_factory.mktemp("tiny_bert_crf"))
 
 
-def load_crf_pipeline(folder):
+def load_crf_pipeline(folder, **options):
     """The CRF pipeline over a BERT-CRF or BiLSTM-CRF checkpoint folder, built from this repo's classes (no remote
     code)."""
     from bertcrf import crf_models
 
-    return crf_models.load_crf_pipeline(str(folder), device="cpu")
+    return crf_models.load_crf_pipeline(str(folder), device="cpu", **options)
 
 
 @pytest.fixture(scope="session")

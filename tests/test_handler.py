@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import handler
@@ -371,3 +373,50 @@ def test_a_lexicon_model_serves_its_lexicon(lexicon_checkpoint):
     assert any(expected)
     for got, want in zip(served({"inputs": TEXTS}), expected):
         assert_same(got, want)
+
+
+def test_precision_and_compile_from_the_environment(lexicon_checkpoint, monkeypatch):
+    """BERT_CRF_DTYPE=bfloat16 serves with a bf16 encoder and a float32 CRF through the folder's own (remote)
+    pipeline, with the entities of the pipeline in bf16; BERT_CRF_COMPILE=1 compiles; keywords win."""
+    import torch
+
+    from conftest import load_crf_pipeline
+
+    monkeypatch.setenv("BERT_CRF_DTYPE", "bfloat16")
+    served = handler.EndpointHandler(str(lexicon_checkpoint))
+    model = served.pipeline.model
+    assert type(served.pipeline).__module__.startswith("transformers_modules")
+    assert model.classifier.weight.dtype == torch.bfloat16 and model.crf.transitions.dtype == torch.float32
+    texts = ["受台风影响，武汉至上海的航班今天全部取消。", "张三在华为公司工作，他住在深圳。"]
+    expected = load_crf_pipeline(lexicon_checkpoint, precision="bfloat16")(texts, aggregation_strategy="simple")
+    for got, want in zip(served({"inputs": texts}), expected, strict=True):
+        assert_same(got, want, tol=1e-4)
+    assert any(expected)
+    keyword = handler.EndpointHandler(str(lexicon_checkpoint), dtype="float32")
+    assert keyword.pipeline.model.classifier.weight.dtype == torch.float32
+    monkeypatch.setenv("BERT_CRF_DTYPE", "float32")
+    monkeypatch.setenv("BERT_CRF_COMPILE", "1")
+    compiled = handler.EndpointHandler(str(lexicon_checkpoint))
+    assert type(compiled.pipeline._emissions).__name__ == "CompiledEmissions"
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("BERT_CRF_DTYPE", "fp16", "BERT_CRF_DTYPE must be one of ('float32', 'bfloat16', 'auto'), got 'fp16'"),
+        ("BERT_CRF_COMPILE", "maybe", "BERT_CRF_COMPILE must be 1 or 0 (true or false), got 'maybe'"),
+    ],
+)
+def test_bad_speed_settings(crf_checkpoint, monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        handler.EndpointHandler(str(crf_checkpoint))
+    monkeypatch.delenv(variable)
+    with pytest.raises(ValueError, match=re.escape("dtype must be one of")):
+        handler.EndpointHandler(str(crf_checkpoint), dtype="half")
+
+
+def test_precision_choices_are_the_pipelines():
+    import ner_acceleration
+
+    assert handler.PRECISIONS == ner_acceleration.PRECISIONS

@@ -410,3 +410,39 @@ def test_a_lexicon_model_tags_with_its_lexicon(lexicon_checkpoint, tmp_path):
         assert_entities_match(
             r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else []
         )
+
+
+def test_precision_and_compile_reach_the_pipeline(lexicon_checkpoint, tmp_path, monkeypatch):
+    """--dtype bfloat16 tags with a bf16 encoder (the CRF in float32), as the pipeline with precision="bfloat16";
+    --compile compiles it; both are part of what a continued run must match."""
+    import pipeline_bert_crf
+
+    made = []
+    monkeypatch.setattr(
+        pipeline_bert_crf, "CompiledEmissions", lambda model, backend: made.append(backend) or model.emissions
+    )
+    source = write_input(tmp_path / "in.txt", LINES)
+    out = tmp_path / "out.jsonl"
+    argv = ["--model", str(lexicon_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
+    tag.main([*argv, "--dtype", "bfloat16", "--compile"])
+    assert made == ["inductor"]
+    pipe = load_crf_pipeline(lexicon_checkpoint, precision="bfloat16")
+    for r in read_jsonl(out):
+        assert_entities_match(
+            r["entities"], pipe(r["text"], aggregation_strategy="simple") if r["text"].strip() else []
+        )
+    job = tag.make_job(tag.parse_args(tag.build_parser(), [*argv, "--dtype", "auto"]))
+    assert job.options["job"]["dtype"] == "auto" and job.options["job"]["compile"] is False
+
+
+def test_precision_choices_are_the_pipelines():
+    import ner_acceleration
+
+    assert tag.PRECISIONS == ner_acceleration.PRECISIONS
+
+
+@pytest.mark.parametrize("extra", [["--dtype", "bfloat16"], ["--compile"]])
+def test_precision_options_need_a_pytorch_model(tmp_path, capsys, extra):
+    with pytest.raises(SystemExit):
+        tag.parse_args(tag.build_parser(), ["--onnx", str(tmp_path), *extra])
+    assert "--dtype and --compile go with --model" in capsys.readouterr().err
