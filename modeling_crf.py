@@ -85,13 +85,16 @@ class CRF(nn.Module):
         super().__init__()
         self.num_tags = num_tags
         self.batch_first = batch_first
-        self.start_transitions = nn.Parameter(torch.empty(num_tags))
-        self.end_transitions = nn.Parameter(torch.empty(num_tags))
-        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+        # float32 whatever the default dtype: a model built or loaded in bf16/fp16 keeps its CRF exact (taggers list
+        # it in transformers' `_keep_in_fp32_modules_strict`, which asks for the dtype here).
+        fp32 = torch.float32
+        self.start_transitions = nn.Parameter(torch.empty(num_tags, dtype=fp32))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags, dtype=fp32))
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags, dtype=fp32))
         # Non-persistent, so pytorch-crf state dicts load unchanged; owners re-apply constraints after loading.
-        self.register_buffer("start_penalty", torch.zeros(num_tags), persistent=False)
-        self.register_buffer("end_penalty", torch.zeros(num_tags), persistent=False)
-        self.register_buffer("transition_penalty", torch.zeros(num_tags, num_tags), persistent=False)
+        self.register_buffer("start_penalty", torch.zeros(num_tags, dtype=fp32), persistent=False)
+        self.register_buffer("end_penalty", torch.zeros(num_tags, dtype=fp32), persistent=False)
+        self.register_buffer("transition_penalty", torch.zeros(num_tags, num_tags, dtype=fp32), persistent=False)
         self.temperature = 1.0  # a plain float: captured graphs (ONNX, torch.export) hold it as a constant
         self.reset_parameters()
 

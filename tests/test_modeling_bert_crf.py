@@ -809,6 +809,7 @@ def test_loading_in_reduced_precision_keeps_the_crf_in_float32(tmp_path, dtype):
     loaded = BertCrfForTokenClassification.from_pretrained(tmp_path, dtype=dtype).eval()
     assert loaded.classifier.weight.dtype == dtype
     assert {p.dtype for p in loaded.crf.parameters()} == {torch.float32}
+    assert {b.dtype for b in loaded.crf.buffers()} == {torch.float32}  # the decoding penalties, exact
     for name, param in loaded.crf.named_parameters():
         assert torch.equal(param, getattr(model.crf, name)), name
     input_ids, attention_mask, _ = make_batch(22)
