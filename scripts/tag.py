@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -253,12 +254,23 @@ def load_tagger(
     if not (device or "").startswith("cuda"):
         torch.set_num_threads(threads)
     pipe = load_crf_pipeline(args.model, device, args.trust_remote_code, args.dtype, args.compile)
+    if not args.no_progress:
+        say_speed_options(args, pipe)
     corpus.time_model_calls(pipe, stats)
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
         return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order
 
     return tag_torch
+
+
+def say_speed_options(args: argparse.Namespace, pipe: Any) -> None:
+    """What --dtype auto chose, and that --compile's first batches wait for the compiler."""
+    if args.dtype == "auto":
+        chosen = str(pipe.model.dtype).replace("torch.", "")
+        print(f"--dtype auto: {chosen} (bfloat16 needs bf16 hardware and a faster measurement)", file=sys.stderr)
+    if args.compile:
+        print("--compile: the first batch of one text and the first of several compile first", file=sys.stderr)
 
 
 def make_job(args: argparse.Namespace) -> corpus.Job:

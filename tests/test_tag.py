@@ -446,3 +446,23 @@ def test_precision_options_need_a_pytorch_model(tmp_path, capsys, extra):
     with pytest.raises(SystemExit):
         tag.parse_args(tag.build_parser(), ["--onnx", str(tmp_path), *extra])
     assert "--dtype and --compile go with --model" in capsys.readouterr().err
+
+
+def test_auto_says_what_it_chose(crf_checkpoint, tmp_path, capsys, monkeypatch):
+    import ner_acceleration
+
+    monkeypatch.setattr(ner_acceleration, "bf16_hardware", lambda device: False)
+    source = write_input(tmp_path / "in.txt", LINES[:1])
+    tag.main(
+        [
+            "--model",
+            str(crf_checkpoint),
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--dtype",
+            "auto",
+        ]
+    )
+    assert "--dtype auto: float32" in capsys.readouterr().err
