@@ -106,8 +106,9 @@ class EndpointHandler:
         self.max_batch_size = _limit("max_batch_size", max_batch_size)
         # The checkpoint carries its own pipeline, which decodes with the CRF (see config.json: custom_pipelines).
         speed: dict[str, Any] = {}  # only what differs from the defaults: a folder's older pipeline knows neither
-        if _precision(dtype) != "float32":
-            speed["precision"] = _precision(dtype)
+        precision = _precision(dtype)
+        if precision != "float32":
+            speed["precision"] = precision
         if _switch("BERT_CRF_COMPILE", compile):
             speed["compile"] = True
         self.pipeline = pipeline("token-classification", model=path, trust_remote_code=True, **speed)
@@ -241,12 +242,11 @@ class EndpointHandler:
 
 
 def _precision(value: str | None) -> str:
+    name = "dtype"
     if value is None:
-        value = os.environ.get("BERT_CRF_DTYPE", "float32")
-        if value not in PRECISIONS:
-            raise ValueError(f"BERT_CRF_DTYPE must be one of {PRECISIONS}, got {value!r}")
+        value, name = os.environ.get("BERT_CRF_DTYPE", "float32"), "BERT_CRF_DTYPE"
     if value not in PRECISIONS:
-        raise ValueError(f"dtype must be one of {PRECISIONS}, got {value!r}")
+        raise ValueError(f"{name} must be one of {PRECISIONS}, got {value!r}")
     return value
 
 
