@@ -254,9 +254,10 @@ def _switch(variable: str, value: bool | None) -> bool:
     if value is not None:
         return bool(value)
     text = os.environ.get(variable, "")
-    if text.strip().lower() not in SWITCH_VALUES:
+    key = text.strip().lower()
+    if key not in SWITCH_VALUES:
         raise ValueError(f"{variable} must be 1 or 0 (true or false), got {text!r}")
-    return SWITCH_VALUES[text.strip().lower()]
+    return SWITCH_VALUES[key]
 
 
 def _joined_length(words: list[str], delimiter: str | None) -> int:

@@ -27,15 +27,20 @@ AUTO_MIN_SPEEDUP = 1.15
 LENGTH_BUCKET = 16
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo(*keys: str) -> str:
+    """The value of the first /proc/cpuinfo line whose key starts with one of `keys` ("" where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(keys):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    return set(_cpuinfo("flags", "Features").split())  # x86, Arm
 
 
 def bf16_hardware(device: torch.device) -> bool:
@@ -130,14 +135,7 @@ def _measurement_key(model: torch.nn.Module, device: torch.device) -> str:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _read_cache() -> dict[str, float]:
