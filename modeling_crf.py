@@ -53,6 +53,29 @@ def _at_least_float32(scores: torch.Tensor) -> torch.Tensor:
     return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
 
 
+def _path_score(
+    emissions: torch.Tensor,
+    tags: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    transitions: torch.Tensor,
+) -> torch.Tensor:
+    """Score `(batch,)` of each row's tag path (packed input): its emissions, transitions, start and end; 0 for an
+    empty row."""
+    seq_len = emissions.size(1)
+    mask_f = mask.to(emissions.dtype)  # (batch, seq)
+    tags = tags.masked_fill(~mask, 0)  # padding may hold -100 or garbage
+    score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * mask_f).sum(1)  # (batch,)
+    if seq_len > 1:
+        pair_scores = transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
+        score = score + (pair_scores * mask_f[:, 1:]).sum(1)
+    lengths = mask.sum(1)  # (batch,)
+    last_tags = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (batch,)
+    boundary = start[tags[:, 0]] + end[last_tags]  # (batch,)
+    return score + boundary * (lengths > 0).to(emissions.dtype)
+
+
 def _shape_str(shape: List[int]) -> str:
     # Formats a 2-d shape like Python's tuple repr, also under TorchScript, so error messages match pytorch-crf.
     return "(" + ", ".join([str(d) for d in shape]) + ")"
@@ -281,17 +304,7 @@ class CRF(nn.Module):
 
     def _gold_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         start, end, transitions = self._potentials(emissions.dtype)
-        seq_len = emissions.size(1)
-        mask_f = mask.to(emissions.dtype)  # (batch, seq)
-        tags = tags.masked_fill(~mask, 0)  # padding may hold -100 or garbage
-        score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * mask_f).sum(1)  # (batch,)
-        if seq_len > 1:
-            pair_scores = transitions[tags[:, :-1], tags[:, 1:]]  # (batch, seq - 1)
-            score = score + (pair_scores * mask_f[:, 1:]).sum(1)
-        lengths = mask.sum(1)  # (batch,)
-        last_tags = tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (batch,)
-        boundary = start[tags[:, 0]] + end[last_tags]  # (batch,)
-        return score + boundary * (lengths > 0).to(emissions.dtype)
+        return _path_score(emissions, tags, mask, start, end, transitions)
 
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z per sequence `(batch,)`, unconstrained; 0 for empty rows."""
@@ -333,12 +346,7 @@ class CRF(nn.Module):
         Computed in float64 and normalized per position: forward and backward scores grow with the length of the
         chain, and float32 rounding of scores in the thousands would put probabilities off by a percent.
         """
-        # Every potential divided by the temperature: the marginals of the calibrated distribution.
-        scale = 1.0 / self.temperature
-        emissions64 = emissions.double() * scale
-        start = (self.start_transitions.double() + self.start_penalty.double()) * scale
-        end = (self.end_transitions.double() + self.end_penalty.double()) * scale
-        transitions = (self.transitions.double() + self.transition_penalty.double()) * scale
+        emissions64, start, end, transitions = self._calibrated_potentials(emissions)
         if _is_capturing():
             if _is_exporting():
                 alphas = _log_space_forward_scan(emissions64, mask, start, transitions)
@@ -359,6 +367,35 @@ class CRF(nn.Module):
         scores = alphas + betas  # (seq, batch, tags): log-score of all paths through each tag
         probs = (scores - torch.logsumexp(scores, dim=2, keepdim=True)).exp().transpose(0, 1)  # (batch, seq, tags)
         return (probs * mask.unsqueeze(2).to(probs.dtype)).to(emissions.dtype)
+
+    def _calibrated_potentials(
+        self, emissions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Emissions, start, end and transition scores in float64 with the constraints' penalties, every potential
+        divided by the temperature: the potentials of the calibrated, constrained distribution."""
+        scale = 1.0 / self.temperature
+        start = (self.start_transitions.double() + self.start_penalty.double()) * scale
+        end = (self.end_transitions.double() + self.end_penalty.double()) * scale
+        transitions = (self.transitions.double() + self.transition_penalty.double()) * scale
+        return emissions.double() * scale, start, end, transitions
+
+    def path_probability_packed(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Probability `(batch,)` of each row's `tags` (its Viterbi path, say) for packed input, under the same
+        distribution as the marginals (constrained, at the CRF's `temperature`); 1 for an empty row.
+
+        One minus it is the model's probability that the path is wrong somewhere: under BIO or BIOES constraints
+        paths and entity sets correspond one to one, so that is the probability that the text holds at least one
+        wrong or missed entity. Costs one forward pass over the tags, as the likelihood; float64 as the marginals.
+        """
+        emissions64, start, end, transitions = self._calibrated_potentials(emissions.detach())
+        score = _path_score(emissions64, tags, mask, start, end, transitions)  # (batch,)
+        full: List[bool] = mask.all(0).tolist()
+        alphas, exact = _scaled_forward_scores(emissions64, mask, full, start, transitions)  # (seq, batch, tags)
+        if not exact:
+            alphas = _log_space_forward_scores(emissions64, mask, full, start, transitions)
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (batch,)
+        probability = (score - log_z).exp().clamp(max=1.0)  # rounding may put the best path a hair above 1
+        return torch.where(mask[:, 0], probability, torch.ones_like(probability)).to(emissions.dtype)
 
     def log_marginals_packed(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-position log tag posteriors `(batch, seq, tags)` of the unconstrained model, differentiable (exact

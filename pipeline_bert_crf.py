@@ -112,7 +112,10 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
     - `aggregation_strategy="simple"`: `{"entity_group", "score", "word", "start", "end"}` per entity, `score` the
       mean of its words' scores.
 
-    Every output has `word == text[start:end]`.
+    Every output has `word == text[start:end]`. With `return_mistake_probability=True`, a text's answer is
+    `{"entities": [...], "mistake_probability": p}` instead: p = 1 - P(the decoded path | text) under the CRF at its
+    confidence temperature, the model's probability that the text still holds a wrong or missed entity (a score to
+    sort texts by for review or annotation; one more forward pass over the tags per text).
 
     Pre-split words are joined with `delimiter` to make the text the offsets index (default: nothing when every
     word is one character, as in Chinese, else a space). Options: `stride` (sub-tokens shared by consecutive
@@ -165,6 +168,7 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
         delimiter: str | None = None,
         ignore_labels: Sequence[str] | None = None,
         dictionary: Mapping[str, str] | Lexicon | None = None,
+        return_mistake_probability: bool | None = None,
         **kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
@@ -204,6 +208,12 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
             if not labels_ok or not all(isinstance(label, str) for label in ignore_labels):
                 raise ValueError(f"ignore_labels must be a list of labels (strings), got {ignore_labels!r}")
             postprocess["ignore_labels"] = list(ignore_labels)
+        if return_mistake_probability is not None:
+            if not isinstance(return_mistake_probability, bool):
+                raise ValueError(
+                    f"return_mistake_probability must be True or False, got {return_mistake_probability!r}"
+                )
+            postprocess["return_mistake_probability"] = return_mistake_probability
         if dictionary is not None:
             postprocess["dictionary"] = checked_dictionary(dictionary, self.model.config.id2label.values())
         return preprocess, {}, postprocess
@@ -355,33 +365,48 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
         aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] | None = None,
         dictionary: Lexicon | None = None,
-    ) -> list[dict[str, Any]]:
+        return_mistake_probability: bool = False,
+    ) -> list[dict[str, Any]] | dict[str, Any]:
         text, spans = all_outputs[0]["chunk"].text, all_outputs[0]["chunk"].spans
         if not spans:
-            return []
+            return {"entities": [], "mistake_probability": 0.0} if return_mistake_probability else []
         forced = dictionary_units(dictionary, text, spans) if dictionary is not None else []
         if forced:
             config = self.model.config
             allowed, _ = span_constraints(forced, len(spans), config.id2label, config.resolved_tag_scheme)
-            tags, scores = self._decode_stitched(all_outputs, len(spans), allowed)
+            emissions, tags, scores = self._decode_stitched(all_outputs, len(spans), allowed)
         elif len(all_outputs) == 1:
+            emissions = all_outputs[0]["emissions"][:, : len(spans)]
             tags = all_outputs[0]["tags"][0, : len(spans)].tolist()
             scores = all_outputs[0]["scores"][0, : len(spans)].tolist()
         else:
-            tags, scores = self._decode_stitched(all_outputs, len(spans))
+            emissions, tags, scores = self._decode_stitched(all_outputs, len(spans))
         id2label = self.model.config.id2label
         labels = [id2label[t] for t in tags]
         ignore = set(ignore_labels) if ignore_labels is not None else {OUTSIDE}
         if aggregation_strategy == "none":
-            return word_results(labels, scores, spans, text, ignore)
-        entities = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
-        return [e for e in entities if e["entity_group"] not in ignore]
+            entities = word_results(labels, scores, spans, text, ignore)
+        else:
+            grouped = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
+            entities = [e for e in grouped if e["entity_group"] not in ignore]
+        if return_mistake_probability:
+            return {"entities": entities, "mistake_probability": self._mistake_probability(emissions, tags)}
+        return entities
+
+    def _mistake_probability(self, emissions: torch.Tensor, tags: list[int]) -> float:
+        """1 - P(decoded path | text) under the calibrated CRF: how likely the text still holds a wrong or missed
+        entity (see `CRF.path_probability_packed`)."""
+        path = torch.tensor([tags], device=emissions.device)
+        mask = torch.ones_like(path, dtype=torch.bool)
+        with torch.no_grad():
+            return 1.0 - float(self.model.crf.path_probability_packed(emissions.float(), path, mask)[0])
 
     def _decode_stitched(
         self, all_outputs: list[dict[str, Any]], num_words: int, allowed: list[list[bool]] | None = None
-    ) -> tuple[list[int], list[float]]:
+    ) -> tuple[torch.Tensor, list[int], list[float]]:
         """One Viterbi pass over a text split in windows, each word scored by its most central window; with
-        `allowed` (words x labels, see `span_constraints`) the other labels are ruled out."""
+        `allowed` (words x labels, see `span_constraints`) the other labels are ruled out. Returns the stitched
+        emissions `(1, words, labels)` too."""
         picks = stitch_rows([o["chunk"].window for o in all_outputs], num_words)
         rows = [all_outputs[k]["emissions"][0, row] for k, row in picks]
         emissions = torch.stack(rows).unsqueeze(0)  # (1, words, labels)
@@ -393,7 +418,7 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
         with torch.no_grad():
             tags = crf.viterbi_packed(emissions, mask)  # (1, words)
             probs = crf.marginals_packed(emissions, mask)  # (1, words, labels)
-        return tags[0].tolist(), probs[0].gather(1, tags[0].unsqueeze(1)).squeeze(1).tolist()
+        return emissions, tags[0].tolist(), probs[0].gather(1, tags[0].unsqueeze(1)).squeeze(1).tolist()
 
 
 def _right_aligned(model_inputs: dict[str, Any]) -> dict[str, Any]:

@@ -367,6 +367,56 @@ def test_brute_force_oracle_with_constraints(seed, batch_first):
         assert decoded_free[b] == best_all
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_path_probability_brute_force(seed, temperature, constrained):
+    """P(path) over the allowed paths at the temperature, for the Viterbi path and a random one; 1 for empty rows."""
+    num_tags = 3
+    torch.manual_seed(seed)
+    crf = CRF(num_tags, batch_first=True)
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.normal_(0.0, 2.0)
+    if constrained:
+        crf.set_constraints(ALLOWED_START, ALLOWED_END, ALLOWED_TRANS)
+    crf.temperature = temperature
+    gen = torch.Generator().manual_seed(500 + seed)
+    lengths = [4, 2, 0, 1]
+    emissions = 3 * torch.randn(len(lengths), 4, num_tags, generator=gen)
+    mask = torch.arange(4).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    best = crf.viterbi_packed(emissions, mask)
+    start, end, trans = (t / temperature for t in params64(crf))
+    allowed = is_allowed_path if constrained else None
+    for tags in (best, torch.randint(num_tags, (len(lengths), 4), generator=gen)):
+        probability = crf.path_probability_packed(emissions, tags, mask)
+        assert probability.dtype == torch.float32 and probability[2] == 1.0
+        for b, length in enumerate(lengths):
+            if not length:
+                continue
+            em = emissions[b, :length].double() / temperature
+            paths, scores, _, _, _ = oracle(em, start, end, trans, allowed=allowed)
+            path = tuple(tags[b, :length].tolist())
+            log_z = torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0).item()
+            expected = math.exp(scores[paths.index(path)] - log_z) if path in paths else 0.0
+            assert probability[b].item() == pytest.approx(expected, rel=1e-5, abs=1e-12)
+
+
+def test_path_probability_is_one_minus_the_mistakes():
+    """Summed over every path, the probabilities make 1; a hotter CRF is less sure of its best path."""
+    torch.manual_seed(4)
+    crf = CRF(3, batch_first=True)
+    emissions = torch.randn(1, 5, 3)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    paths = torch.tensor(list(itertools.product(range(3), repeat=5)))
+    total = crf.path_probability_packed(emissions.expand(len(paths), -1, -1), paths, mask.expand(len(paths), -1))
+    assert total.double().sum().item() == pytest.approx(1.0, abs=1e-5)
+    best = crf.viterbi_packed(emissions, mask)
+    cold = crf.path_probability_packed(emissions, best, mask).item()
+    crf.temperature = 3.0
+    assert crf.path_probability_packed(emissions, best, mask).item() < cold
+
+
 def test_constraints_change_the_decode():
     """Guard against a vacuous constrained-oracle test: the constraints must matter for these inputs."""
     crf = CRF(3, batch_first=True).double()

@@ -420,6 +420,15 @@ def test_single_window_equals_direct_viterbi(crf_pipeline, text):
 def manual_stitching(model, tokenizer, text, windows):
     """Tags and scores of a text of one-sub-token words split in `windows`: each word's emissions from the window
     where it lies farthest from an edge (ties: the earlier window), one Viterbi and forward-backward pass."""
+    emissions = stitched_emissions(model, tokenizer, text, windows)
+    with torch.no_grad():
+        tags = torch.tensor(model.crf.decode(emissions)[0])
+        probs = model.crf.marginal_probabilities(emissions)[0]
+    return tags.tolist(), probs.gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
+
+
+def stitched_emissions(model, tokenizer, text, windows):
+    """The emissions `(1, words, labels)` of `manual_stitching`."""
     ids = tokenizer(list(text), is_split_into_words=True, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text)
     logits = []
@@ -433,10 +442,7 @@ def manual_stitching(model, tokenizer, text, windows):
             best = margins.index(max(margins))
             assert margins[best] >= 0, f"word {word} in no window"
             rows.append(logits[best][word - windows[best][0]])
-        emissions = torch.stack(rows).unsqueeze(0).float()
-        tags = torch.tensor(model.crf.decode(emissions)[0])
-        probs = model.crf.marginal_probabilities(emissions)[0]
-    return tags.tolist(), probs.gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
+    return torch.stack(rows).unsqueeze(0).float()
 
 
 WINDOW_OPTIONS = [
@@ -504,6 +510,45 @@ def test_long_text_scores_are_exact_marginals(crf_pipeline, record_windows, seed
         f"word {worst}: score {results[worst]['score']}, exact marginal {expected[worst]}"
     )
     assert max(r["score"] for r in results) <= 1.0 + 1e-6
+
+
+def mistake_probability(model, emissions):
+    """1 - P(Viterbi path) of emissions `(1, words, labels)`, from the CRF directly."""
+    mask = torch.ones(emissions.shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        best = model.crf.viterbi_packed(emissions, mask)
+        return 1.0 - model.crf.path_probability_packed(emissions, best, mask).item()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_mistake_probability(crf_pipeline, record_windows, monkeypatch, temperature):
+    """A text's mistake probability is 1 - P(its decoded path) under the stitched emissions at the CRF's
+    temperature, for a text in one window and one in many; its entities are the plain call's."""
+    model, tokenizer = crf_pipeline.model, crf_pipeline.tokenizer
+    monkeypatch.setattr(model.crf, "temperature", temperature)
+    texts = [LONG_TEXT[:40], LONG_TEXT[:300]]
+    answers = crf_pipeline(texts, aggregation_strategy="simple", return_mistake_probability=True)
+    assert [a["entities"] for a in answers] == crf_pipeline(texts, aggregation_strategy="simple")
+    windows = [w for w, _ in record_windows]
+    for text, answer, text_windows in ((texts[0], answers[0], windows[:1]), (texts[1], answers[1], windows[1:])):
+        expected = mistake_probability(model, stitched_emissions(model, tokenizer, text, text_windows))
+        assert answer["mistake_probability"] == pytest.approx(expected, abs=1e-5)
+        assert 0.0 < answer["mistake_probability"] <= 1.0
+    assert len(windows) > 2
+
+
+def test_mistake_probability_grows_with_the_temperature(crf_pipeline, monkeypatch):
+    found = []
+    for temperature in (0.5, 1.0, 4.0):
+        monkeypatch.setattr(crf_pipeline.model.crf, "temperature", temperature)
+        found.append(crf_pipeline(LONG_TEXT[:50], return_mistake_probability=True)["mistake_probability"])
+    assert found == sorted(found) and found[0] < found[-1]
+
+
+def test_mistake_probability_of_no_words(crf_pipeline):
+    assert crf_pipeline(" ", return_mistake_probability=True) == {"entities": [], "mistake_probability": 0.0}
+    answer = crf_pipeline(["", "武汉"], return_mistake_probability=False)
+    assert answer[0] == [] and isinstance(answer[1], list)
 
 
 def test_window_options_change_windows(crf_pipeline, record_windows):
@@ -634,6 +679,7 @@ def test_stride_at_most_half_a_window(crf_pipeline, record_windows, options, bou
         ("batch_size", "8"),
         ("batch_size", 2.0),
         ("batch_size", True),
+        ("return_mistake_probability", 1),
     ],
 )
 def test_option_types(crf_pipeline, option, value):
