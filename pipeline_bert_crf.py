@@ -113,9 +113,11 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
       mean of its words' scores.
 
     Every output has `word == text[start:end]`. With `return_mistake_probability=True`, a text's answer is
-    `{"entities": [...], "mistake_probability": p}` instead: p = 1 - P(the decoded path | text) under the CRF at its
-    confidence temperature, the model's probability that the text still holds a wrong or missed entity (a score to
-    sort texts by for review or annotation; one more forward pass over the tags per text).
+    `{"entities": [...], "mistake_probability": p, "expected_errors": e}` instead: p = 1 - P(the decoded path |
+    text) under the CRF at its confidence temperature, the model's probability that the text still holds a wrong or
+    missed entity (one more forward pass over the tags per text); e = the sum over words of 1 - the marginal of the
+    decoded tag, the expected number of wrongly tagged words (free: the marginals are computed anyway). Scores to
+    sort texts by for review or annotation (see docs/active-learning.md).
 
     Pre-split words are joined with `delimiter` to make the text the offsets index (default: nothing when every
     word is one character, as in Chinese, else a space). Options: `stride` (sub-tokens shared by consecutive
@@ -369,7 +371,11 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
     ) -> list[dict[str, Any]] | dict[str, Any]:
         text, spans = all_outputs[0]["chunk"].text, all_outputs[0]["chunk"].spans
         if not spans:
-            return {"entities": [], "mistake_probability": 0.0} if return_mistake_probability else []
+            return (
+                {"entities": [], "mistake_probability": 0.0, "expected_errors": 0.0}
+                if return_mistake_probability
+                else []
+            )
         forced = dictionary_units(dictionary, text, spans) if dictionary is not None else []
         if forced:
             config = self.model.config
@@ -390,7 +396,11 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
             grouped = group_entities(labels, scores, spans, text, self.model.config.resolved_tag_scheme)
             entities = [e for e in grouped if e["entity_group"] not in ignore]
         if return_mistake_probability:
-            return {"entities": entities, "mistake_probability": self._mistake_probability(emissions, tags)}
+            return {
+                "entities": entities,
+                "mistake_probability": self._mistake_probability(emissions, tags),
+                "expected_errors": sum(1.0 - score for score in scores),  # scores: the decoded tags' marginals
+            }
         return entities
 
     def _mistake_probability(self, emissions: torch.Tensor, tags: list[int]) -> float:

@@ -534,6 +534,9 @@ def test_mistake_probability(crf_pipeline, record_windows, monkeypatch, temperat
         expected = mistake_probability(model, stitched_emissions(model, tokenizer, text, text_windows))
         assert answer["mistake_probability"] == pytest.approx(expected, abs=1e-5)
         assert 0.0 < answer["mistake_probability"] <= 1.0
+        words = crf_pipeline(text, ignore_labels=[])
+        assert answer["expected_errors"] == pytest.approx(sum(1 - w["score"] for w in words), abs=1e-6)
+        assert 0.0 < answer["expected_errors"] < len(text)
     assert len(windows) > 2
 
 
@@ -546,7 +549,8 @@ def test_mistake_probability_grows_with_the_temperature(crf_pipeline, monkeypatc
 
 
 def test_mistake_probability_of_no_words(crf_pipeline):
-    assert crf_pipeline(" ", return_mistake_probability=True) == {"entities": [], "mistake_probability": 0.0}
+    empty = {"entities": [], "mistake_probability": 0.0, "expected_errors": 0.0}
+    assert crf_pipeline(" ", return_mistake_probability=True) == empty
     answer = crf_pipeline(["", "武汉"], return_mistake_probability=False)
     assert answer[0] == [] and isinstance(answer[1], list)
 
