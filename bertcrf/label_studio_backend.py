@@ -477,13 +477,14 @@ class Backend:
         project = self.project(project_id(body.get("project")))
         config = parse_label_config(body.get("schema"))
         check_labels(config, self.model.labels)
+        if config != project.config:  # Label Studio calls /setup often: said once per config
+            self._warn_unknown(config)
         project.config = config
         # Label Studio sends its address and the project owner's token: kept to fetch annotations for training.
         if isinstance(body.get("hostname"), str) and body["hostname"]:
             project.hostname = body["hostname"]
         if isinstance(body.get("access_token"), str) and body["access_token"]:
             project.token = body["access_token"]
-        self._warn_unknown(config)
         return {"model_version": self.model.version}
 
     def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
