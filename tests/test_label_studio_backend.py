@@ -366,15 +366,16 @@ def label_studio(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backend_process(crf_checkpoint, omp_env, tmp_path_factory):
+def backend_process(crf_checkpoint, tmp_path_factory):
     """scripts/label_studio_backend.py over the tiny BERT-CRF on a free port, one training epoch: its base URL."""
     folder = tmp_path_factory.mktemp("backend_process")
     port = free_port()
     log = folder / "backend.log"
     command = [sys.executable, str(REPO_ROOT / "scripts" / "label_studio_backend.py"), "--model", str(crf_checkpoint)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--work_dir", str(folder / "work"), "--epochs", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     with open(log, "w") as out:
-        process = subprocess.Popen(command, env=omp_env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_up(f"http://127.0.0.1:{port}/health", process, 120, log)
         yield f"http://127.0.0.1:{port}", log
