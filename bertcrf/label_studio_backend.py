@@ -176,8 +176,11 @@ class Limits:
     max_request_chars: int
 
     @classmethod
-    def from_environment(cls) -> Limits:
-        return cls(_limit("max_text_chars", None), _limit("max_items", None), _limit("max_request_chars", None))
+    def from_environment(cls, **given: int | None) -> Limits:
+        """The limits given (None: not given), else from the BERT_CRF_MAX_* variables, else handler.py's defaults."""
+        return cls(
+            **{name: _limit(name, given.get(name)) for name in ("max_text_chars", "max_items", "max_request_chars")}
+        )
 
 
 def task_texts(tasks: Any, config: LabelConfig, limits: Limits) -> list[str]:

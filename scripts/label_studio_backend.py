@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="one more argument for run_ner.py, e.g. --train_arg=--crf_learning_rate --train_arg=0.05 (repeat it)",
     )
+    for name, what in (("max_text_chars", "characters a text"), ("max_items", "tasks a request")):
+        parser.add_argument(f"--{name}", type=int, help=f"{what} (default: BERT_CRF_{name.upper()} or handler.py's)")
+    parser.add_argument(
+        "--max_request_chars",
+        type=int,
+        help="characters of a request's texts together; Retrieve Predictions sends all selected tasks in one request "
+        "(default: BERT_CRF_MAX_REQUEST_CHARS or handler.py's 10000)",
+    )
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING"), help="what is logged")
     return parser
 
@@ -75,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_model(args.model)
-    limits = backend.Limits.from_environment()
+    limits = backend.Limits.from_environment(
+        max_text_chars=args.max_text_chars, max_items=args.max_items, max_request_chars=args.max_request_chars
+    )
     model = backend.load_model(args.model, backend.version_name(Path(args.model).resolve().name, 0), args.device)
     server = backend.make_server(
         backend.Backend(model, train_settings(args), limits, backend.environment()), args.host, args.port

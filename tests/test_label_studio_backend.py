@@ -288,6 +288,13 @@ def test_training_drops_spans_of_labels_the_model_does_not_know():
     assert dropped == 1 and kept[0]["annotations"][0]["result"] == [known]
 
 
+def test_limits_come_from_options_then_the_handler_variables(monkeypatch):
+    monkeypatch.setenv("BERT_CRF_MAX_ITEMS", "7")
+    assert lsb.Limits.from_environment(max_text_chars=5) == lsb.Limits(5, 7, 10_000)
+    with pytest.raises(ValueError, match="max_items must be a positive integer"):
+        lsb.Limits.from_environment(max_items=0)
+
+
 def test_the_script_refuses_a_folder_without_a_model(tmp_path):
     import label_studio_backend as script
 
