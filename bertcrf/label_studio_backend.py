@@ -375,14 +375,14 @@ class Trainer:
         if not annotated(tasks):
             logger.info("project %s: no annotated task yet, no training", project_id)
             return "skipped"
-        number = self.backend.next_number()
+        number = self.backend.next_number(self.settings.work_dir)
         run = self.settings.work_dir / f"run-{number}"
-        run.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True)
         train_file = run / "train.json"
         train_file.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
         logger.info(
-            "training %d: %d annotated tasks of project %s (%d spans of labels the model does not know left out), "
-            "from %s; log: %s",
+            "training %d: %d annotated tasks of project %s (%d results left out: labels the model does not know, "
+            "other controls), from %s; log: %s",
             number,
             annotated(tasks),
             project_id,
@@ -410,7 +410,7 @@ class Trainer:
                     error,
                     len(project.tasks),
                 )
-        return [dict(task) for task in project.tasks.values()]
+        return [dict(task) for task in project.tasks.copy().values()]  # copied at once: webhooks add to it
 
     def _run_ner(self, model: str, train_file: Path, text_key: str, output: Path, log: Path) -> bool:
         options = {"model_name_or_path": model, "train_file": str(train_file), "output_dir": str(output)}
@@ -455,9 +455,11 @@ class Backend:
             self.versions.append(model.version)
         logger.info("now serving %s (%s)", model.version, model.folder)
 
-    def next_number(self) -> int:
+    def next_number(self, work_dir: Path) -> int:
+        """The next training's number: past every run-N in `work_dir` (a restarted backend keeps the old runs)."""
         with self._lock:
-            self._number += 1
+            held = [int(p.name[4:]) for p in work_dir.glob("run-*") if p.name[4:].isdigit()]
+            self._number = max([self._number, *held]) + 1
             return self._number
 
     def project(self, project_id: str) -> Project:

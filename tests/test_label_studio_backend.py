@@ -279,6 +279,14 @@ def test_a_failed_training_leaves_the_old_model_serving(crf_checkpoint, tmp_path
         server.shutdown()
 
 
+def test_training_numbers_follow_the_runs_a_work_dir_holds(served, tmp_path):
+    _, backend = served
+    (tmp_path / "run-4").mkdir()
+    (tmp_path / "run-x").mkdir()
+    assert backend.next_number(tmp_path) == 5
+    assert backend.next_number(tmp_path) == 6
+
+
 def test_training_drops_spans_of_labels_the_model_does_not_know():
     config = lsb.parse_label_config(CONFIG)
     span = {"from_name": "label", "type": "labels", "value": {"start": 0, "end": 2, "labels": ["MISC"]}}
