@@ -279,6 +279,58 @@ def test_a_failed_training_leaves_the_old_model_serving(crf_checkpoint, tmp_path
         server.shutdown()
 
 
+def test_train_on_never_keeps_the_annotations_without_training(crf_checkpoint, tmp_path):
+    base, backend, server = start(crf_checkpoint, tmp_path, train_on="never")
+    try:
+        assert call(base, "/webhook", annotation_event(9, 1, CHINESE, [(0, 2, "LOC")])) == (200, {"status": "ok"})
+        exported = [{"id": 2, "data": {"text": ENGLISH}, "annotations": [{"id": 5, "result": []}]}]
+        body = {"annotations": exported, "project": "9.1700000000", "label_config": CONFIG}
+        assert call(base, "/train", body) == (200, {"status": "ok"})
+        assert sorted(backend.project("9").tasks) == [1, 2] and not backend.trainer.busy()
+        deleted = {"action": "ANNOTATIONS_DELETED", "project": {"id": 9}, "annotations": [{"id": 101}]}
+        assert call(base, "/webhook", deleted)[0] == 200
+        assert backend.project("9").tasks[1]["annotations"] == []
+    finally:
+        server.shutdown()
+
+
+def test_fetch_export_trades_a_personal_access_token_for_an_access_token():
+    import http.server
+
+    seen = []
+
+    class LabelStudio(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self._json({"access": "ACCESS"})
+
+        def do_GET(self):
+            seen.append((self.path, self.headers["Authorization"]))
+            self._json([{"id": 1, "data": {"text": "x"}, "annotations": []}])
+
+        def _json(self, value):
+            data = json.dumps(value).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LabelStudio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}/"
+        assert lsb.fetch_export(host, "a.b.c", "3") == [{"id": 1, "data": {"text": "x"}, "annotations": []}]
+        assert seen[0] == ("/api/token/refresh", {"refresh": "a.b.c"})
+        assert seen[1][0].startswith("/api/projects/3/export?exportType=JSON") and seen[1][1] == "Bearer ACCESS"
+        lsb.fetch_export(host, "legacy0123", "3")
+        assert seen[-1][1] == "Token legacy0123"
+    finally:
+        server.shutdown()
+
+
 def test_training_numbers_follow_the_runs_a_work_dir_holds(served, tmp_path):
     _, backend = served
     (tmp_path / "run-4").mkdir()
