@@ -763,10 +763,12 @@ def label_studio_task(
     model_version: str,
     from_name: str = "label",
     to_name: str = "text",
+    task_score: float | None = None,
 ) -> dict[str, Any]:
     """A Label Studio task with the pipeline's entities as its prediction (pre-annotations to correct), its id and
     `data.line` the input line number (Label Studio replaces imported ids; `data.line` survives). Each result's
-    score is the entity's (CRF marginals); the prediction's is their mean, left out without entities."""
+    score is the entity's (CRF marginals); the prediction's is `task_score` when given (the text's mistake
+    probability: Label Studio sorts tasks by it), else their mean, left out without entities."""
     results = [
         {
             "id": f"{task_id}-{k}",
@@ -784,7 +786,9 @@ def label_studio_task(
         for k, e in enumerate(entities)
     ]
     prediction: dict[str, Any] = {"model_version": model_version}
-    if results:
+    if task_score is not None:
+        prediction["score"] = round(float(task_score), 4)
+    elif results:
         prediction["score"] = round(sum(float(e["score"]) for e in entities) / len(entities), 4)
     prediction["result"] = results
     # Label Studio gives imported tasks ids of its own: data.line keeps the input line through an export.

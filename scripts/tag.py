@@ -7,6 +7,7 @@ lines of entities, a column file or pre-annotations for Label Studio or doccano 
     python scripts/tag.py --model outputs/demo --input news.txt --format label-studio --output tasks.json
     python scripts/tag.py --model outputs/demo --input tickets.jsonl --text_field body --output tickets.tagged.jsonl
     python scripts/tag.py --onnx outputs/demo-onnx --int8 --input archive.parquet --output archive.jsonl
+    python scripts/tag.py --model outputs/demo --input pool.txt --rank 200 --format label-studio --output next.json
     accelerate launch --num_processes 2 scripts/tag.py --model outputs/demo --input news.txt --output news.jsonl
 
 Inputs, read as a stream (never held in memory): a text file or standard input, one text per line; JSON lines,
@@ -25,6 +26,13 @@ text and scores from the CRF's marginals. Formats:
   of its entities' (absent without entities).
 - doccano: JSONL `{"line": n, "text": ..., "label": [[start, end, TYPE], ...]}` (doccano imports "line" as
   metadata).
+
+--rank N chooses the N texts to annotate next instead (docs/active-learning.md): every text of the input is
+tagged, ranked by the CRF's expected number of wrongly tagged words (`bertcrf.active_learning`), texts too similar
+to a better-ranked chosen one passed over (--max_similarity), and the chosen ones written in ranking order as
+label-studio tasks (the prediction's score: the text's mistake probability), doccano or jsonl records, each with
+its rank, mistake probability and expected errors. A ranking needs the whole input: it is held in memory, runs in
+one process and is not resumed in chunks.
 
 Neither tool can annotate an empty text: in the last two formats blank texts (whitespace only) are skipped, and
 the task id or "line" is the record number, so every task still names its line.
@@ -50,7 +58,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bertcrf import cli, corpus, ner_data
+from bertcrf import active_learning, cli, corpus, ner_data
+from bertcrf.active_learning import MAX_SIMILARITY
 from bertcrf.lexicon import read_lexicon
 from bertcrf.safe_files import check_not_input, write_text
 
@@ -65,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(parser)
     _add_output_options(parser)
     _add_run_options(parser)
+    _add_rank_options(parser)
     return parser
 
 
@@ -133,6 +143,25 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rank_options(parser: argparse.ArgumentParser) -> None:
+    """Active learning: which texts to annotate next."""
+    parser.add_argument(
+        "--rank",
+        type=int,
+        metavar="N",
+        default=None,
+        help="choose the N texts to annotate next (most expected tagging errors first, near-duplicates passed "
+        "over) and write only those, in ranking order (formats label-studio, doccano, jsonl)",
+    )
+    parser.add_argument(
+        "--max_similarity",
+        type=float,
+        default=None,
+        help="--rank: texts sharing more than this share of character 3-grams with a chosen text are passed over "
+        f"(Jaccard, default {MAX_SIMILARITY}; 1 keeps every text)",
+    )
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """How the job runs: a dictionary to decode around, batches, chunks, device, threads, progress, statistics, and
     whether a tokenizer may run code from the model."""
@@ -178,11 +207,29 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
         parser.error("--int8 goes with --onnx (the exported folder's model.int8.onnx)")
     if args.onnx is not None and (args.compile or args.dtype != "float32"):
         parser.error("--dtype and --compile go with --model (an ONNX export runs as exported: see --int8)")
-    for option in ("batch_size", "chunk_size", "threads"):
+    check_rank_options(parser, args)
+    for option in ("batch_size", "chunk_size", "threads", "rank"):
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option} must be >= 1, got {value}")
     return args
+
+
+def check_rank_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--rank's limits: the PyTorch model (its CRF's path probabilities), a format an annotation tool reads, one
+    process; --max_similarity only with it, between 0 and 1."""
+    if args.rank is None:
+        if args.max_similarity is not None:
+            parser.error("--max_similarity goes with --rank")
+        return
+    if args.onnx is not None:
+        parser.error("--rank needs --model (the CRF's path probabilities come from the PyTorch model)")
+    if args.format == "column":
+        parser.error("--rank writes label-studio, doccano or jsonl, not column")
+    if launched_processes() > 1:
+        parser.error("--rank runs in one process (a ranking needs every text): run it without accelerate launch")
+    if args.max_similarity is not None and not 0.0 <= args.max_similarity <= 1.0:
+        parser.error(f"--max_similarity must be between 0 and 1, got {args.max_similarity}")
 
 
 def open_input(args: argparse.Namespace) -> corpus.Source:
@@ -247,21 +294,27 @@ def load_tagger(
                 yield from onnx_tagger.tag_batch(batch, batch_size=args.batch_size, **options)
 
         return tag_onnx
-    import torch
-
-    from bertcrf.crf_models import load_crf_pipeline
-
-    if not (device or "").startswith("cuda"):
-        torch.set_num_threads(threads)
-    pipe = load_crf_pipeline(args.model, device, args.trust_remote_code, args.dtype, args.compile)
-    if not args.no_progress:
-        say_speed_options(args, pipe)
+    pipe = load_pipeline(args, device)
     corpus.time_model_calls(pipe, stats)
 
     def tag_torch(texts: Iterable[str]) -> Iterator[list[dict[str, Any]]]:
         return iter(pipe(iter(texts), batch_size=args.batch_size, **options))  # results come lazily, in order
 
     return tag_torch
+
+
+def load_pipeline(args: argparse.Namespace, device: str | None) -> Any:
+    """The PyTorch CRF pipeline of --model, with this process's CPU threads and the speed options."""
+    import torch
+
+    from bertcrf.crf_models import load_crf_pipeline
+
+    if not (device or "").startswith("cuda"):
+        torch.set_num_threads(cpu_threads(args))
+    pipe = load_crf_pipeline(args.model, device, args.trust_remote_code, args.dtype, args.compile)
+    if not args.no_progress:
+        say_speed_options(args, pipe)
+    return pipe
 
 
 def say_speed_options(args: argparse.Namespace, pipe: Any) -> None:
@@ -312,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(parser, argv)
     with input_errors(parser):
         source = open_input(args)
+    if args.rank is not None:
+        with input_errors(parser):
+            rank(args, source)
+        return
     job = make_job(args)
     shard, device = make_shard(args)
     corpus.prepare(source, job, shard)
@@ -321,6 +378,47 @@ def main(argv: list[str] | None = None) -> None:
         corpus.run(source, tagger, job, shard, stats)
     if args.stats and shard.main:
         write_stats(args, shard, stats)
+
+
+def rank(args: argparse.Namespace, source: corpus.Source) -> None:
+    """--rank: tag every non-blank text, choose the next ones to annotate, write them in ranking order."""
+    if args.output != "-" and os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists: choose another --output, or --overwrite to replace it")
+    records = [(number, text) for number, text in source.read() if text.strip()]
+    answers = uncertainties_of(args, [text for _, text in records])
+    similarity = MAX_SIMILARITY if args.max_similarity is None else args.max_similarity
+    picked, skipped = active_learning.rank([t for _, t in records], answers, args.rank, similarity)
+    chosen = [(*records[i], answers[i]) for i in picked]
+    output = active_learning.ranked_output(
+        chosen, args.format, args.model_version or model_name(args.model), args.from_name, args.to_name,
+        args.doccano_offsets,
+    )  # fmt: skip
+    if args.output == "-":
+        sys.stdout.write(output)
+    else:
+        write_text(args.output, output)
+    say_ranking(records, answers, chosen, skipped)
+
+
+def uncertainties_of(args: argparse.Namespace, texts: list[str]) -> list[dict[str, Any]]:
+    """Each text's entities and uncertainties from --model (with --dictionary), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    pipe = load_pipeline(args, args.device)
+    options = {"dictionary": read_lexicon(args.dictionary, "tsv")} if args.dictionary else {}
+    with tqdm(total=len(texts), unit="text", desc="ranking", disable=args.no_progress, file=sys.stderr) as bar:
+        return active_learning.uncertainties(pipe, texts, bar.update, args.batch_size, **options)
+
+
+def say_ranking(records: list, answers: list, chosen: list, skipped: list) -> None:
+    """One line on stderr: how many texts were ranked and chosen, and what the chosen ones hold."""
+    errors = sum(answer["expected_errors"] for *_, answer in chosen)
+    mean = sum(answer["mistake_probability"] for *_, answer in chosen) / max(len(chosen), 1)
+    print(
+        f"ranked {len(records)} texts: chose {len(chosen)} (expected wrongly tagged words {errors:.1f}, mean "
+        f"mistake probability {mean:.3f}); passed over {len(skipped)} near-duplicates of chosen texts",
+        file=sys.stderr,
+    )
 
 
 def write_stats(args: argparse.Namespace, shard: corpus.Shard, stats: corpus.Stats) -> None:
