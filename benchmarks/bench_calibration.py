@@ -7,6 +7,10 @@ run_ner.py on the dev split). An entity's score is the pipeline's (the mean of i
 when its type and span match a gold entity. ECE: 10 equal-width bins, the share of entities in a bin times the gap
 between its accuracy and its mean score, summed.
 
+A text's score is its mistake probability (the pipeline's `mistake_probability`: 1 - P(decoded path | text) under
+the CRF at the same temperature); the event it predicts is "the text holds at least one wrong or missed entity"
+(its predicted entities differ from the gold ones). Its ECE is computed the same way over texts.
+
 Usage: python benchmarks/bench_calibration.py [--model outputs/demo] [--data data/msra/test.json ...]
            [--plot docs/reliability.png] [--out benchmarks/results/bench_calibration]
 (the plot needs matplotlib: pip install matplotlib)
@@ -30,19 +34,43 @@ from machine import cpu_info, cpu_label
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATASETS = {
+    "MSRA dev (news)": ROOT / "data" / "msra" / "dev.json",
     "MSRA test (news)": ROOT / "data" / "msra" / "test.json",
     "Weibo NER test (social media)": ROOT / "data" / "weibo" / "test.json",
     "everyday sentences": ROOT / "data" / "check" / "everyday.txt",
 }
 
 
-def confidences(pipe, texts: list[str], gold: list[set], temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def confidences(
+    pipe, texts: list[str], gold: list[set], temperature: float
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Entity scores and whether each is right; texts' mistake probabilities and whether each holds a mistake."""
     from bertcrf import calibration
 
     pipe.model.crf.temperature = temperature
-    found = pipe(texts, aggregation_strategy="simple", batch_size=32)
-    spans = [[(e["entity_group"], e["start"], e["end"], e["score"]) for e in entities] for entities in found]
-    return calibration.span_confidences(gold, spans)
+    answers = pipe(texts, aggregation_strategy="simple", batch_size=32, return_mistake_probability=True)
+    spans = [[(e["entity_group"], e["start"], e["end"], e["score"]) for e in a["entities"]] for a in answers]
+    mistakes = [{(kind, start, end) for kind, start, end, _ in found} != truth for found, truth in zip(spans, gold)]
+    task = (np.array([a["mistake_probability"] for a in answers]), np.array(mistakes, dtype=bool))
+    return calibration.span_confidences(gold, spans), task
+
+
+def calibration_row(name: str, label: str, level: str, temperature: float, scores, right, seconds: float) -> dict:
+    """One table row: what was scored, the share right (entities) or holding a mistake (texts), mean score, ECE."""
+    from bertcrf import calibration
+
+    return {
+        "data": name,
+        "scores": label,
+        "level": level,
+        "temperature": temperature,
+        "count": int(len(scores)),
+        "right": float(right.mean()) if len(right) else 0.0,
+        "mean_score": float(scores.mean()) if len(scores) else 0.0,
+        "ece": calibration.expected_calibration_error(scores, right),
+        "bins": calibration.reliability(scores, right),
+        "seconds": round(seconds, 1),
+    }
 
 
 def measure(model: str, datasets: dict[str, Path]) -> dict:
@@ -56,21 +84,16 @@ def measure(model: str, datasets: dict[str, Path]) -> dict:
         texts, gold = gold_and_texts(path)
         for label, temperature in (("raw marginals (temperature 1)", 1.0), ("calibrated", fitted)):
             start = time.perf_counter()
-            scores, right = confidences(pipe, texts, gold, temperature)
-            rows.append(
-                {
-                    "data": name,
-                    "scores": label,
-                    "temperature": temperature,
-                    "entities": int(len(scores)),
-                    "right": float(right.mean()) if len(right) else 0.0,
-                    "mean_score": float(scores.mean()) if len(scores) else 0.0,
-                    "ece": calibration.expected_calibration_error(scores, right),
-                    "bins": calibration.reliability(scores, right),
-                    "seconds": round(time.perf_counter() - start, 1),
-                }
+            (scores, right), (task_scores, mistakes) = confidences(pipe, texts, gold, temperature)
+            seconds = time.perf_counter() - start
+            rows.append(calibration_row(name, label, "entity", temperature, scores, right, seconds))
+            rows.append(calibration_row(name, label, "text", temperature, task_scores, mistakes, seconds))
+            print(f"{name}, {label}: entities {calibration.describe(scores, right)}", flush=True)
+            print(
+                f"{name}, {label}: texts' mistake probability {task_scores.mean():.3f}, {mistakes.mean():.1%} hold a "
+                f"mistake, ECE {rows[-1]['ece']:.3f}",
+                flush=True,
             )
-            print(f"{name}, {label}: {calibration.describe(scores, right)}", flush=True)
     return {"model": model, "temperature": fitted, "cpu": cpu_info(), "rows": rows}
 
 
@@ -82,16 +105,21 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(row["data"] for row in result["rows"]))
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", label="perfect")
-        for row, style in zip([r for r in result["rows"] if r["data"] == name], ("o-", "s-")):
-            mean, accuracy, _ = zip(*row["bins"]) if row["bins"] else ((), (), ())
-            axis.plot(mean, accuracy, style, label=f"{row['scores']}: ECE {row['ece']:.3f}")
-        axis.set(
-            title=name, xlabel="entity score (bin mean)", ylabel="share of entities right", xlim=(0, 1), ylim=(0, 1)
-        )
-        axis.legend(loc="upper left", fontsize=7)
+    figure, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 8.4), squeeze=False)
+    labels = {
+        "entity": ("entity score (bin mean)", "share of entities right"),
+        "text": ("text's mistake probability (bin mean)", "share of texts with a mistake"),
+    }
+    for line, level in enumerate(labels):
+        for axis, name in zip(axes[line], names):
+            axis.plot([0, 1], [0, 1], color="0.7", linestyle="--", label="perfect")
+            mine = [r for r in result["rows"] if r["data"] == name and r["level"] == level]
+            for row, style in zip(mine, ("o-", "s-")):
+                mean, accuracy, _ = zip(*row["bins"]) if row["bins"] else ((), (), ())
+                axis.plot(mean, accuracy, style, label=f"{row['scores']}: ECE {row['ece']:.3f}")
+            axis.set(title=f"{name}: {level}s", xlabel=labels[level][0], ylabel=labels[level][1], xlim=(0, 1))
+            axis.set(ylim=(0, 1))
+            axis.legend(loc="upper left", fontsize=7)
     figure.suptitle(f"{Path(result['model']).name}: confidence temperature {result['temperature']:.3g}")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,11 +130,12 @@ def write_tables(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lines = [
-        "| data | scores | temperature | entities | right | mean score | ECE | CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data | level | scores | temperature | count | right (entities) / with a mistake (texts) | mean score "
+        "| ECE | CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {r['data']} | {r['scores']} | {r['temperature']:.3g} | {r['entities']} | {100 * r['right']:.1f}% "
-            f"| {r['mean_score']:.3f} | **{r['ece']:.3f}** | {cpu_label(result['cpu'])} |"
+            f"| {r['data']} | {r['level']} | {r['scores']} | {r['temperature']:.3g} | {r['count']} "
+            f"| {100 * r['right']:.1f}% | {r['mean_score']:.3f} | **{r['ece']:.3f}** | {cpu_label(result['cpu'])} |"
             for r in result["rows"]
         ),
     ]
