@@ -88,7 +88,7 @@ label-studio:
 
 # Two workers, each test module on one of them (module fixtures built once), one thread each (tests/conftest.py).
 TEST_WORKERS ?= 2
-test: setup browser node transformers-tests
+test: setup browser node transformers-tests label-studio
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The main job, offline: multilingual-e5-small (it knows Chinese; its vocabulary trimmed to Chinese by make e5),

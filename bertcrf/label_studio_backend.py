@@ -230,8 +230,9 @@ def prediction(
     probability as its score; and the number of entities dropped for labels missing from the config."""
     kept = [e for e in tagged["entities"] if e["entity_group"] in config.labels]
     task_id = task.get("id") if isinstance(task.get("id"), int) else 0
-    made = label_studio_task(task_id, text, kept, model.version, config.from_name, config.to_name)["predictions"][0]
-    made["score"] = round(float(tagged["mistake_probability"]), 4)
+    made = label_studio_task(
+        task_id, text, kept, model.version, config.from_name, config.to_name, tagged["mistake_probability"]
+    )["predictions"][0]
     return made, len(tagged["entities"]) - len(kept)
 
 

@@ -466,3 +466,76 @@ def test_auto_says_what_it_chose(crf_checkpoint, tmp_path, capsys, monkeypatch):
         ]
     )
     assert "--dtype auto: float32" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --rank: the texts to annotate next
+
+POOL = [
+    "受台风影响，武汉至上海的航班今天全部取消。",
+    "",
+    "国务院总理在北京会见了来访的法国外长和德国总理。",
+    "受台风影响，武汉至上海的航班今天全部取消了。",  # a near-duplicate of line 1
+    "张三在南京大学读书，李四在上海工作。",
+    "今天天气很好。",
+]
+
+
+def test_rank_writes_the_chosen_texts_in_ranking_order(crf_checkpoint, crf_pipeline, tmp_path, capsys):
+    source = write_input(tmp_path / "pool.txt", POOL)
+    out = tmp_path / "next.json"
+    argv = ["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--no_progress"]
+    tag.main([*argv, "--rank", "3", "--format", "label-studio", "--max_similarity", "0.5"])
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    answers = {
+        n: crf_pipeline(t, aggregation_strategy="simple", return_mistake_probability=True)
+        for n, t in enumerate(POOL, 1)
+        if t
+    }
+    # The expected order: most expected errors first, line 4 passed over when line 1 is taken before it.
+    order = sorted(answers, key=lambda n: (-answers[n]["expected_errors"], n))
+    twins = {1: 4, 4: 1}
+    chosen = []
+    for n in order:
+        if twins.get(n) not in chosen and len(chosen) < 3:
+            chosen.append(n)
+    assert [t["data"]["line"] for t in tasks] == chosen
+    assert [t["data"]["rank"] for t in tasks] == [1, 2, 3]
+    for task in tasks:
+        answer = answers[task["data"]["line"]]
+        assert task["predictions"][0]["score"] == pytest.approx(answer["mistake_probability"], abs=6e-5)
+        assert task["data"]["expected_errors"] == pytest.approx(answer["expected_errors"], abs=6e-4)
+        for result in task["predictions"][0]["result"]:
+            value = result["value"]
+            assert task["data"]["text"][value["start"] : value["end"]] == value["text"]
+    assert "ranked 5 texts: chose 3" in capsys.readouterr().err
+
+
+def test_rank_keeps_an_existing_output(crf_checkpoint, tmp_path):
+    source = write_input(tmp_path / "pool.txt", POOL)
+    out = tmp_path / "next.jsonl"
+    out.write_text("mine\n")
+    with pytest.raises(FileExistsError, match="exists: choose another --output, or --overwrite"):
+        tag.main(["--model", str(crf_checkpoint), "--input", str(source), "--output", str(out), "--rank", "2"])
+    assert out.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--rank", "2", "--format", "column"], "--rank writes label-studio, doccano or jsonl, not column"),
+        (["--max_similarity", "0.5"], "--max_similarity goes with --rank"),
+        (["--rank", "2", "--max_similarity", "2"], "--max_similarity must be between 0 and 1, got 2.0"),
+        (["--rank", "0"], "--rank must be >= 1, got 0"),
+    ],
+)
+def test_rank_option_errors(crf_checkpoint, tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as info:
+        tag.main(["--model", str(crf_checkpoint), "--input", str(tmp_path / "x.txt"), *options])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_rank_needs_the_pytorch_model(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tag.main(["--onnx", str(tmp_path), "--rank", "2"])
+    assert "--rank needs --model" in capsys.readouterr().err
