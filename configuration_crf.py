@@ -75,6 +75,10 @@ class CrfConfigMixin:
             Every CRF potential is divided by it before the marginals that score tags and entities (fitted on a dev
             split by run_ner.py's calibration). Tags do not depend on it. Read from `kwargs` (any config takes it)
             and checked by `_check_labels_and_dropout`.
+        mistake_temperature (`float`, defaults to `1.0`):
+            The same for the probability of a text's whole decoded path, whose complement is the text's mistake
+            probability (fitted on the dev split by the same calibration: one temperature cannot calibrate both,
+            the entity scores and the whole path's). Read and checked like `confidence_temperature`.
     """
 
     def _set_crf_settings(
@@ -155,10 +159,11 @@ class CrfConfigMixin:
         return kwargs
 
     def _check_labels_and_dropout(self) -> None:
-        temperature = getattr(self, "confidence_temperature", 1.0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"confidence_temperature must be a positive number, got {temperature!r}")
-        self.confidence_temperature = float(temperature)
+        for name in ("confidence_temperature", "mistake_temperature"):
+            temperature = getattr(self, name, 1.0)
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+                raise ValueError(f"{name} must be a positive number, got {temperature!r}")
+            setattr(self, name, float(temperature))
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
         classifier_dropout = getattr(self, "classifier_dropout", None)

@@ -95,7 +95,8 @@ class CRF(nn.Module):
     - `set_constraints` forbids transitions (for a tag scheme) in decoding and marginals; the likelihood stays
       unconstrained so that gold paths which break the scheme still train;
     - `temperature` divides every potential before the marginals (confidence calibration): the Viterbi path, the
-      argmax of the same scores at any temperature, and the likelihood do not see it.
+      argmax of the same scores at any temperature, and the likelihood do not see it. `path_temperature` does the
+      same for the probability of a whole path (`path_probability_packed`), calibrated on its own.
 
     Args:
         num_tags: Number of tags.
@@ -119,6 +120,7 @@ class CRF(nn.Module):
         self.register_buffer("end_penalty", torch.zeros(num_tags, dtype=fp32), persistent=False)
         self.register_buffer("transition_penalty", torch.zeros(num_tags, num_tags, dtype=fp32), persistent=False)
         self.temperature = 1.0  # a plain float: captured graphs (ONNX, torch.export) hold it as a constant
+        self.path_temperature = 1.0
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -155,9 +157,11 @@ class CRF(nn.Module):
                 buffer.copy_(torch.where(allowed_t, 0.0, FORBIDDEN_SCORE))
 
     def follow_config(self, config: Any) -> None:
-        """Take a tagger config's decoding constraints (`allowed_transitions()`) and its `confidence_temperature`."""
+        """Take a tagger config's decoding constraints (`allowed_transitions()`), its `confidence_temperature` and
+        its `mistake_temperature`."""
         self.set_constraints(*config.allowed_transitions())
         self.temperature = float(getattr(config, "confidence_temperature", 1.0))
+        self.path_temperature = float(getattr(config, "mistake_temperature", 1.0))
 
     def forward(
         self,
@@ -346,7 +350,7 @@ class CRF(nn.Module):
         Computed in float64 and normalized per position: forward and backward scores grow with the length of the
         chain, and float32 rounding of scores in the thousands would put probabilities off by a percent.
         """
-        emissions64, start, end, transitions = self._calibrated_potentials(emissions)
+        emissions64, start, end, transitions = self._calibrated_potentials(emissions, self.temperature)
         if _is_capturing():
             if _is_exporting():
                 alphas = _log_space_forward_scan(emissions64, mask, start, transitions)
@@ -369,11 +373,11 @@ class CRF(nn.Module):
         return (probs * mask.unsqueeze(2).to(probs.dtype)).to(emissions.dtype)
 
     def _calibrated_potentials(
-        self, emissions: torch.Tensor
+        self, emissions: torch.Tensor, temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Emissions, start, end and transition scores in float64 with the constraints' penalties, every potential
-        divided by the temperature: the potentials of the calibrated, constrained distribution."""
-        scale = 1.0 / self.temperature
+        divided by `temperature`: the potentials of the calibrated, constrained distribution."""
+        scale = 1.0 / temperature
         start = (self.start_transitions.double() + self.start_penalty.double()) * scale
         end = (self.end_transitions.double() + self.end_penalty.double()) * scale
         transitions = (self.transitions.double() + self.transition_penalty.double()) * scale
@@ -381,13 +385,13 @@ class CRF(nn.Module):
 
     def path_probability_packed(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Probability `(batch,)` of each row's `tags` (its Viterbi path, say) for packed input, under the same
-        distribution as the marginals (constrained, at the CRF's `temperature`); 1 for an empty row.
+        distribution as the marginals (constrained) at the CRF's `path_temperature`; 1 for an empty row.
 
         One minus it is the model's probability that the path is wrong somewhere: under BIO or BIOES constraints
         paths and entity sets correspond one to one, so that is the probability that the text holds at least one
         wrong or missed entity. Costs one forward pass over the tags, as the likelihood; float64 as the marginals.
         """
-        emissions64, start, end, transitions = self._calibrated_potentials(emissions.detach())
+        emissions64, start, end, transitions = self._calibrated_potentials(emissions.detach(), self.path_temperature)
         score = _path_score(emissions64, tags, mask, start, end, transitions)  # (batch,)
         full: List[bool] = mask.all(0).tolist()
         alphas, exact = _scaled_forward_scores(emissions64, mask, full, start, transitions)  # (seq, batch, tags)

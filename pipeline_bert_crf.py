@@ -114,7 +114,7 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
 
     Every output has `word == text[start:end]`. With `return_mistake_probability=True`, a text's answer is
     `{"entities": [...], "mistake_probability": p, "expected_errors": e}` instead: p = 1 - P(the decoded path |
-    text) under the CRF at its confidence temperature, the model's probability that the text still holds a wrong or
+    text) under the CRF at its mistake temperature (fitted on dev), the model's probability that the text still holds a wrong or
     missed entity (one more forward pass over the tags per text); e = the sum over words of 1 - the marginal of the
     decoded tag, the expected number of wrongly tagged words (free: the marginals are computed anyway). Scores to
     sort texts by for review or annotation (see docs/active-learning.md).
@@ -404,7 +404,7 @@ class CrfTokenClassificationPipeline(ChunkPipeline):
         return entities
 
     def _mistake_probability(self, emissions: torch.Tensor, tags: list[int]) -> float:
-        """1 - P(decoded path | text) under the calibrated CRF: how likely the text still holds a wrong or missed
+        """1 - P(decoded path | text) under the CRF at its path temperature: how likely the text still holds a wrong or missed
         entity (see `CRF.path_probability_packed`)."""
         path = torch.tensor([tags], device=emissions.device)
         mask = torch.ones_like(path, dtype=torch.bool)

@@ -757,13 +757,7 @@ def decode_emissions(
         chunk = [i for i in order[start : start + batch_size] if len(emissions[i])]
         if not chunk:
             continue
-        width = len(emissions[chunk[-1]])
-        padded = np.zeros((len(chunk), width, emissions[chunk[0]].shape[1]), dtype=np.float32)
-        mask = np.zeros((len(chunk), width), dtype=bool)
-        for row, i in enumerate(chunk):
-            padded[row, : len(emissions[i])] = emissions[i]
-            mask[row, : len(emissions[i])] = True
-        scores_in, mask_in = torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)
+        scores_in, mask_in = _packed([emissions[i] for i in chunk], device)
         with torch.no_grad():
             if crf is not None:
                 best = crf.viterbi_packed(scores_in, mask_in)  # (chunk, width)
@@ -777,6 +771,65 @@ def decode_emissions(
             paths[i] = best_rows[row][: len(emissions[i])]
             scores[i] = chosen_rows[row][: len(emissions[i])]
     return paths, scores
+
+
+def _packed(rows: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emission arrays `(length, labels)` as a zero-padded batch `(rows, longest, labels)` and its mask."""
+    width = max(len(row) for row in rows)
+    padded = np.zeros((len(rows), width, rows[0].shape[1]), dtype=np.float32)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for k, row in enumerate(rows):
+        padded[k, : len(row)] = row
+        mask[k, : len(row)] = True
+    return torch.from_numpy(padded).to(device), torch.from_numpy(mask).to(device)
+
+
+def path_probabilities(
+    model: torch.nn.Module, emissions: list[np.ndarray], paths: list[list[int]], batch_size: int = 256
+) -> np.ndarray:
+    """Each path's probability under the CRF at its path temperature (`CRF.path_probability_packed`; 1 for an
+    empty sentence)."""
+    device = next(model.parameters()).device
+    found = np.ones(len(emissions))
+    chunks = [i for i in range(len(emissions)) if len(emissions[i])]
+    for start in range(0, len(chunks), batch_size):
+        chunk = chunks[start : start + batch_size]
+        scores_in, mask_in = _packed([emissions[i] for i in chunk], device)
+        tags = torch.zeros(mask_in.shape, dtype=torch.long, device=device)
+        for row, i in enumerate(chunk):
+            tags[row, : len(paths[i])] = torch.tensor(paths[i])
+        with torch.no_grad():
+            found[chunk] = model.crf.path_probability_packed(scores_in, tags, mask_in).double().cpu().numpy()
+    return found
+
+
+def fit_mistake_temperature(model: torch.nn.Module, metrics: NerMetrics) -> dict[str, float]:
+    """Fit the CRF's path temperature (config `mistake_temperature`) on the split `metrics` decoded last: the one
+    whose texts' mistake probabilities (1 - P(decoded path)) have the least log loss against whether each text's
+    predicted entities differ from its gold ones. Returns the texts' ECE before and after, and the temperature."""
+    gold = [e["tags"] for e in metrics.split.examples]
+    keep = [i for i, tags in enumerate(gold) if tags is not None]
+    mistakes = np.array(
+        [
+            set(ner_data.tags_to_spans(gold[i], metrics.scheme))
+            != set(ner_data.tags_to_spans(metrics.last_predictions[i], metrics.scheme))
+            for i in keep
+        ],
+        dtype=bool,
+    )
+    paths, _ = decode_emissions(model, metrics.last_emissions)  # the Viterbi paths: no temperature changes them
+    emissions, kept_paths = [metrics.last_emissions[i] for i in keep], [paths[i] for i in keep]
+
+    def mistakes_at(temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        model.crf.path_temperature = temperature
+        return 1.0 - path_probabilities(model, emissions, kept_paths), mistakes
+
+    before = calibration.expected_calibration_error(*mistakes_at(1.0))
+    temperature = calibration.fit_temperature(mistakes_at)
+    model.config.mistake_temperature = temperature
+    model.crf.follow_config(model.config)
+    after = calibration.expected_calibration_error(*mistakes_at(temperature))
+    return {"eval_mistake_ece_uncalibrated": before, "eval_mistake_ece": after, "mistake_temperature": temperature}
 
 
 def score_entities(
@@ -901,6 +954,7 @@ def evaluate_splits(
             scores, predictions = run_split(trainer, split, encoded[split], metrics[split])
             if split == "validation" and calibrate and hasattr(trainer.model, "crf") and "eval_ece" in scores:
                 scores.update(fit_confidence_temperature(trainer.model, metrics[split]))
+                scores.update(fit_mistake_temperature(trainer.model, metrics[split]))
                 predictions = metrics[split].last_predictions
                 trainer.save_metrics("eval", scores)
             results.update(scores)
@@ -940,3 +994,8 @@ def print_calibration(results: dict[str, float]) -> None:
         else ""
     )
     print(f"Entity score calibration error (ECE, {calibration.ECE_BINS} bins): {errors}{fitted}")
+    if "mistake_temperature" in results:
+        print(
+            f"Texts' mistake probability calibration error on dev: {results['eval_mistake_ece']:.3f} at temperature "
+            f"{results['mistake_temperature']:.3g} (before: {results['eval_mistake_ece_uncalibrated']:.3f})"
+        )

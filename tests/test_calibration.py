@@ -1,7 +1,9 @@
 """Entity confidence: ECE by hand, the fitted temperature, and the temperature applied alike by every runtime."""
 
+import itertools
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,10 +67,56 @@ def test_temperature_scales_marginals_not_tags():
     assert not torch.allclose(soft, sharp, atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["confidence_temperature", "mistake_temperature"])
 @pytest.mark.parametrize("bad", [0, -1.0, "2", True])
-def test_config_refuses_a_bad_temperature(make_config, bad):
-    with pytest.raises(ValueError, match="confidence_temperature"):
-        make_config(confidence_temperature=bad)
+def test_config_refuses_a_bad_temperature(make_config, name, bad):
+    with pytest.raises(ValueError, match=f"{name} must be a positive number"):
+        make_config(**{name: bad})
+
+
+class _Tagger(torch.nn.Module):
+    """What fit_mistake_temperature reads of a model: its CRF and config."""
+
+    def __init__(self, crf):
+        super().__init__()
+        self.crf = crf
+        self.config = SimpleNamespace(allowed_transitions=lambda: (None, None, None), mistake_temperature=1.0)
+
+
+def test_fit_mistake_temperature_recovers_the_true_one():
+    """Gold paths drawn from the CRF at temperature 2 (all 16 paths of 2 tags and length 4, each "B-X" an entity of
+    its own, so paths and entity sets correspond): the texts' mistake probabilities are calibrated near 2."""
+    from bertcrf.training import fit_mistake_temperature
+    from modeling_crf import CRF
+
+    torch.manual_seed(0)
+    crf = CRF(2, batch_first=True)
+    rng = np.random.default_rng(0)
+    paths = torch.tensor(list(itertools.product(range(2), repeat=4)))
+    labels = ["O", "B-X"]
+    emissions, gold, predicted = [], [], []
+    mask = torch.ones(len(paths), 4, dtype=torch.bool)
+    for _ in range(1500):
+        em = torch.from_numpy(rng.normal(0, 2, (4, 2)).astype(np.float32))
+        crf.path_temperature = 2.0
+        with torch.no_grad():
+            truth = crf.path_probability_packed(em.expand(len(paths), -1, -1), paths, mask).double().numpy()
+            best = crf.viterbi_packed(em.unsqueeze(0), mask[:1])[0]
+        drawn = paths[rng.choice(len(paths), p=truth / truth.sum())]
+        emissions.append(em.numpy())
+        gold.append([labels[t] for t in drawn])
+        predicted.append([labels[t] for t in best])
+    metrics = SimpleNamespace(
+        split=SimpleNamespace(examples=[{"tags": g} for g in gold]),
+        last_emissions=emissions,
+        last_predictions=predicted,
+        scheme="BIO",
+    )
+    model = _Tagger(crf)
+    result = fit_mistake_temperature(model, metrics)
+    assert 1.6 < result["mistake_temperature"] < 2.5
+    assert model.config.mistake_temperature == result["mistake_temperature"] == model.crf.path_temperature
+    assert result["eval_mistake_ece"] < 0.04 < result["eval_mistake_ece_uncalibrated"]
 
 
 @pytest.fixture(scope="module")

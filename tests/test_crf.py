@@ -380,7 +380,7 @@ def test_path_probability_brute_force(seed, temperature, constrained):
             param.normal_(0.0, 2.0)
     if constrained:
         crf.set_constraints(ALLOWED_START, ALLOWED_END, ALLOWED_TRANS)
-    crf.temperature = temperature
+    crf.path_temperature = temperature
     gen = torch.Generator().manual_seed(500 + seed)
     lengths = [4, 2, 0, 1]
     emissions = 3 * torch.randn(len(lengths), 4, num_tags, generator=gen)
@@ -413,7 +413,9 @@ def test_path_probability_is_one_minus_the_mistakes():
     assert total.double().sum().item() == pytest.approx(1.0, abs=1e-5)
     best = crf.viterbi_packed(emissions, mask)
     cold = crf.path_probability_packed(emissions, best, mask).item()
-    crf.temperature = 3.0
+    crf.temperature = 3.0  # the marginals' temperature: not the path's
+    assert crf.path_probability_packed(emissions, best, mask).item() == cold
+    crf.path_temperature = 3.0
     assert crf.path_probability_packed(emissions, best, mask).item() < cold
 
 

@@ -523,9 +523,9 @@ def mistake_probability(model, emissions):
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 def test_mistake_probability(crf_pipeline, record_windows, monkeypatch, temperature):
     """A text's mistake probability is 1 - P(its decoded path) under the stitched emissions at the CRF's
-    temperature, for a text in one window and one in many; its entities are the plain call's."""
+    path temperature, for a text in one window and one in many; its entities are the plain call's."""
     model, tokenizer = crf_pipeline.model, crf_pipeline.tokenizer
-    monkeypatch.setattr(model.crf, "temperature", temperature)
+    monkeypatch.setattr(model.crf, "path_temperature", temperature)
     texts = [LONG_TEXT[:40], LONG_TEXT[:300]]
     answers = crf_pipeline(texts, aggregation_strategy="simple", return_mistake_probability=True)
     assert [a["entities"] for a in answers] == crf_pipeline(texts, aggregation_strategy="simple")
@@ -543,7 +543,7 @@ def test_mistake_probability(crf_pipeline, record_windows, monkeypatch, temperat
 def test_mistake_probability_grows_with_the_temperature(crf_pipeline, monkeypatch):
     found = []
     for temperature in (0.5, 1.0, 4.0):
-        monkeypatch.setattr(crf_pipeline.model.crf, "temperature", temperature)
+        monkeypatch.setattr(crf_pipeline.model.crf, "path_temperature", temperature)
         found.append(crf_pipeline(LONG_TEXT[:50], return_mistake_probability=True)["mistake_probability"])
     assert found == sorted(found) and found[0] < found[-1]
 
