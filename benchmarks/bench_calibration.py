@@ -2,9 +2,9 @@
 temperature, on real held-out text, and the reliability diagram in docs/.
 
 For a trained bert-crf folder (default: outputs/demo, what `make demo` writes), tags each dataset with the PyTorch
-pipeline twice: at temperature 1 (the raw CRF marginals) and at the folder's `confidence_temperature` (fitted by
-run_ner.py on the dev split). An entity's score is the pipeline's (the mean of its characters' marginals); it is right
-when its type and span match a gold entity. ECE: 10 equal-width bins, the share of entities in a bin times the gap
+pipeline twice: at temperature 1 (the raw CRF marginals) and at the folder's `confidence_temperature` and
+`mistake_temperature` (fitted by run_ner.py on the dev split, MSRA dev for the demo). An entity's score is the
+pipeline's (the mean of its characters' marginals); it is right when its type and span match a gold entity. ECE: 10 equal-width bins, the share of entities in a bin times the gap
 between its accuracy and its mean score, summed.
 
 A text's score is its mistake probability (the pipeline's `mistake_probability`: 1 - P(decoded path | text) under
@@ -42,12 +42,13 @@ DATASETS = {
 
 
 def confidences(
-    pipe, texts: list[str], gold: list[set], temperature: float
+    pipe, texts: list[str], gold: list[set], temperatures: tuple[float, float]
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Entity scores and whether each is right; texts' mistake probabilities and whether each holds a mistake."""
+    """Entity scores and whether each is right; texts' mistake probabilities and whether each holds a mistake, at
+    the (entity, text) temperatures."""
     from bertcrf import calibration
 
-    pipe.model.crf.temperature = temperature
+    pipe.model.crf.temperature, pipe.model.crf.path_temperature = temperatures
     answers = pipe(texts, aggregation_strategy="simple", batch_size=32, return_mistake_probability=True)
     spans = [[(e["entity_group"], e["start"], e["end"], e["score"]) for e in a["entities"]] for a in answers]
     mistakes = [{(kind, start, end) for kind, start, end, _ in found} != truth for found, truth in zip(spans, gold)]
@@ -78,23 +79,29 @@ def measure(model: str, datasets: dict[str, Path]) -> dict:
     from bertcrf.crf_models import load_crf_pipeline
 
     pipe = load_crf_pipeline(model, device="cpu")
-    fitted = float(pipe.model.config.confidence_temperature)
+    fitted = (float(pipe.model.config.confidence_temperature), float(pipe.model.config.mistake_temperature))
     rows = []
     for name, path in datasets.items():
         texts, gold = gold_and_texts(path)
-        for label, temperature in (("raw marginals (temperature 1)", 1.0), ("calibrated", fitted)):
+        for label, temperatures in (("raw marginals (temperature 1)", (1.0, 1.0)), ("calibrated", fitted)):
             start = time.perf_counter()
-            (scores, right), (task_scores, mistakes) = confidences(pipe, texts, gold, temperature)
+            (scores, right), (task_scores, mistakes) = confidences(pipe, texts, gold, temperatures)
             seconds = time.perf_counter() - start
-            rows.append(calibration_row(name, label, "entity", temperature, scores, right, seconds))
-            rows.append(calibration_row(name, label, "text", temperature, task_scores, mistakes, seconds))
+            rows.append(calibration_row(name, label, "entity", temperatures[0], scores, right, seconds))
+            rows.append(calibration_row(name, label, "text", temperatures[1], task_scores, mistakes, seconds))
             print(f"{name}, {label}: entities {calibration.describe(scores, right)}", flush=True)
             print(
                 f"{name}, {label}: texts' mistake probability {task_scores.mean():.3f}, {mistakes.mean():.1%} hold a "
                 f"mistake, ECE {rows[-1]['ece']:.3f}",
                 flush=True,
             )
-    return {"model": model, "temperature": fitted, "cpu": cpu_info(), "rows": rows}
+    return {
+        "model": model,
+        "temperature": fitted[0],
+        "mistake_temperature": fitted[1],
+        "cpu": cpu_info(),
+        "rows": rows,
+    }
 
 
 def plot(result: dict, path: Path) -> None:
@@ -120,7 +127,10 @@ def plot(result: dict, path: Path) -> None:
             axis.set(title=f"{name}: {level}s", xlabel=labels[level][0], ylabel=labels[level][1], xlim=(0, 1))
             axis.set(ylim=(0, 1))
             axis.legend(loc="upper left", fontsize=7)
-    figure.suptitle(f"{Path(result['model']).name}: confidence temperature {result['temperature']:.3g}")
+    figure.suptitle(
+        f"{Path(result['model']).name}: confidence temperature {result['temperature']:.3g}, mistake temperature "
+        f"{result['mistake_temperature']:.3g}"
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
