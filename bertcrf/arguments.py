@@ -97,7 +97,8 @@ class ModelArguments:
         default=True,
         metadata={
             "help": "After training, fit the CRF's confidence temperature on the validation split (with --do_eval) "
-            "so that entity scores match how often such entities are right; stored in config.json."
+            "so that entity scores match how often such entities are right, and its mistake temperature so that "
+            "texts' mistake probabilities match how often texts hold a mistake; stored in config.json."
         },
     )
     head: str = field(
