@@ -140,7 +140,7 @@ def run_curve(name: str, strategy: str, seed: int, pool: list[dict], test_path: 
     records = []
     for size in range(FIRST, FIRST + BATCH * args.rounds + 1, BATCH):
         path = step_path(Path(args.work), name, strategy, seed, size)
-        record = json.loads(path.read_text()) if path.is_file() else None
+        record = json.loads(path.read_text()) if path.is_file() else args.kept.get((name, strategy, seed, size))
         if record is None:
             record = run_step(name, strategy, seed, size, labelled, pool, test_path, args)
         records.append({**record, "strategy": strategy})
@@ -242,6 +242,7 @@ def main() -> None:
     missing = [n for n in args.datasets if not (SHARED / DATASETS[n]["train"]).is_file()]
     if missing:
         sys.exit(f"no data for {missing} in {SHARED}")
+    args.kept = kept_steps(Path(args.out).with_suffix(".json"))
     records = []
     for seed in args.seeds:  # seed by seed: each finished seed gives both datasets' full curves
         for name in args.datasets:
@@ -251,13 +252,28 @@ def main() -> None:
             report(records, args)
 
 
+def kept_steps(path: Path) -> dict[tuple, dict]:
+    """The steps recorded in an earlier run's results, by (dataset, strategy, seed, labels); the first step under
+    each strategy's name too (it is every strategy's)."""
+    if not path.is_file():
+        return {}
+    kept = {}
+    for step in json.loads(path.read_text()).get("steps", []):
+        for strategy in STRATEGIES if step["labels"] == FIRST else (step["strategy"],):
+            kept[(step["dataset"], strategy, step["seed"], step["labels"])] = step
+    return kept
+
+
 def report(records: list[dict], args: argparse.Namespace) -> None:
     final = FIRST + BATCH * args.rounds
     rows = summarize(records, args.rounds)
     table = render(rows, cpu_info(), final)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_info(), "rows": rows}, indent=2) + "\n")
+    # Every step's result and choices (not its labelled list: the first draw and the choices give it back), so that
+    # a machine without outputs/ resumes from the committed results.
+    steps = [{k: v for k, v in r.items() if k != "labelled"} for r in records]
+    out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_info(), "rows": rows, "steps": steps}) + "\n")
     out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     print(table, flush=True)
     if args.plot:
