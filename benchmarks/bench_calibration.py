@@ -114,8 +114,8 @@ def plot(result: dict, path: Path) -> None:
     names = list(dict.fromkeys(row["data"] for row in result["rows"]))
     figure, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 8.4), squeeze=False)
     labels = {
-        "entity": ("entity score (bin mean)", "share of entities right"),
-        "text": ("text's mistake probability (bin mean)", "share of texts with a mistake"),
+        "entity": ("entities", "entity score (bin mean)", "share of entities right"),
+        "text": ("texts", "text's mistake probability (bin mean)", "share of texts with a mistake"),
     }
     for line, level in enumerate(labels):
         for axis, name in zip(axes[line], names):
@@ -124,7 +124,8 @@ def plot(result: dict, path: Path) -> None:
             for row, style in zip(mine, ("o-", "s-")):
                 mean, accuracy, _ = zip(*row["bins"]) if row["bins"] else ((), (), ())
                 axis.plot(mean, accuracy, style, label=f"{row['scores']}: ECE {row['ece']:.3f}")
-            axis.set(title=f"{name}: {level}s", xlabel=labels[level][0], ylabel=labels[level][1], xlim=(0, 1))
+            what, xlabel, ylabel = labels[level]
+            axis.set(title=f"{name}: {what}", xlabel=xlabel, ylabel=ylabel, xlim=(0, 1))
             axis.set(ylim=(0, 1))
             axis.legend(loc="upper left", fontsize=7)
     figure.suptitle(
