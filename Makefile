@@ -18,7 +18,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.runtime requirements-test.txt requirements-app.txt
+$(VENV)/.installed: $(VENV)/.runtime requirements-test.txt requirements-app.txt requirements-serve.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 

@@ -114,6 +114,16 @@ class EndpointHandler:
         self.pipeline = pipeline("token-classification", model=path, trust_remote_code=True, **speed)
 
     def __call__(self, data: dict[str, Any]) -> list[Any]:
+        inputs, sizes, single, parameters = self.check(data)
+        if not inputs:
+            return []
+        results = self.tag(inputs, sizes, parameters)
+        return results[0] if single else results
+
+    def check(self, data: Any) -> tuple[list[Any], list[int], bool, dict[str, Any]]:
+        """A request's texts, their sizes in characters, whether it held just one text, and its checked parameters;
+        or a ValueError saying what is wrong, before any tokenization or model work. (A server that batches requests
+        checks each one alone, then tags several together.)"""
         if not isinstance(data, dict) or "inputs" not in data:
             raise ValueError('expected a JSON object {"inputs": ..., "parameters": {...}}')
         parameters = data.get("parameters")
@@ -122,12 +132,9 @@ class EndpointHandler:
             raise ValueError(f'"parameters" must be an object, got {type(parameters).__name__}')
         parameters = self._check_parameters(parameters)
         inputs, sizes, single = self._check_inputs(data["inputs"], parameters)
-        if not inputs:
-            return []
-        results = self._tag(inputs, sizes, parameters)
-        return results[0] if single else results
+        return inputs, sizes, single, parameters
 
-    def _tag(self, texts: list[Any], sizes: list[int], parameters: dict[str, Any]) -> list[Any]:
+    def tag(self, texts: list[Any], sizes: list[int], parameters: dict[str, Any]) -> list[Any]:
         """The pipeline's results for `texts`, in their order. Texts run in groups of similar length (within a factor
         of two): the windows of one call share batches, each padded to its longest window, so a one-character text
         in a batch with a full window would cost a full window, and the work would no longer follow the characters
