@@ -229,8 +229,8 @@ class Scaling:
     min_replicas: int | None = None  # with max_replicas: Serve's autoscaling instead of a fixed count
     max_replicas: int | None = None
     target_ongoing_requests: float = 2.0
-    max_ongoing_requests: int = 64
-    max_queued_requests: int = 64
+    max_ongoing_requests: int = 32
+    max_queued_requests: int = 16
     retry_after_s: float = 1.0
     cpus_per_replica: float = 1.0
     graceful_shutdown_timeout_s: float = 60.0

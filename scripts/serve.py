@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="CPU threads per replica (default: the CPUs / the replicas)")
     parser.add_argument("--max_batch_size", type=int, default=32, help="requests tagged together, at most (32)")
     parser.add_argument("--batch_wait_ms", type=float, default=5.0, help="how long a batch waits to fill (5 ms)")
-    parser.add_argument("--max_ongoing_requests", type=int, help="requests a replica takes at once (2 batches)")
+    parser.add_argument("--max_ongoing_requests", type=int, help="requests a replica takes at once (a batch)")
     parser.add_argument(
-        "--max_queued_requests", type=int, default=64, help="requests waiting for a replica; past them: 503 (64)"
+        "--max_queued_requests", type=int, default=16, help="requests waiting for a replica; past them: 503 (16)"
     )
     parser.add_argument("--retry_after_s", type=float, default=1.0, help="the 503 answers' Retry-After (1 s)")
     parser.add_argument("--request_timeout_s", type=float, default=300.0, help="a request's deadline (300 s)")
@@ -100,7 +100,7 @@ def settings_and_scaling(args: argparse.Namespace) -> tuple[serving.Settings, se
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         target_ongoing_requests=args.target_ongoing_requests,
-        max_ongoing_requests=args.max_ongoing_requests or 2 * args.max_batch_size,
+        max_ongoing_requests=args.max_ongoing_requests or args.max_batch_size,
         max_queued_requests=args.max_queued_requests,
         retry_after_s=args.retry_after_s,
         cpus_per_replica=threads,

@@ -211,11 +211,11 @@ def test_concurrent_answers_are_each_requests_own(server, handler, texts):
     requests += [texts[i] for i in range(40, 48)]  # single texts: a single answer
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda inputs: post(server.base, {"inputs": inputs}), requests))
-    rejected = sum(status == 503 for status, _, _ in answers)
+    statuses = [status for status, _, _ in answers]
+    assert statuses.count(200) > len(requests) // 2 and set(statuses) <= {200, 503}, answers
     for inputs, (status, answer, _) in zip(requests, answers):
         if status == 200:
-            assert same(answer, handler({"inputs": inputs})), inputs
-    assert rejected < len(requests) // 2 and all(status in (200, 503) for status, _, _ in answers)
+            assert same(answer, handler({"inputs": inputs})), (inputs, answer)
 
 
 def test_bad_requests_get_the_handlers_errors(server, handler):
@@ -290,7 +290,9 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits(server, handler, tex
         answers = [pool.submit(post, server.base, {"inputs": inputs}, 120) for inputs in requests]
         time.sleep(0.3)
         assert server.stop() == 0, "".join(server.lines[-40:])
-    for inputs, answer in zip(requests, answers):
-        status, results, _ = answer.result()
-        assert status == 200 and same(results, handler({"inputs": inputs})), (status, results)
+    outcomes = [answer.result() for answer in answers]
+    # Every request taken is answered in full; one turned away (503: the queue was full) was never taken.
+    assert sum(status == 200 for status, _, _ in outcomes) >= 4, outcomes
+    for inputs, (status, results, _) in zip(requests, outcomes):
+        assert status == 503 or (status == 200 and same(results, handler({"inputs": inputs}))), (status, results)
     assert get(server.base + "/health")[0] == 0  # nothing listens any more
