@@ -187,18 +187,17 @@ def save(results: dict) -> None:
 def render(results: dict) -> str:
     """The table of whatever phases are done."""
     cpu = cpu_label(results["cpu"])
-    lines = [
-        "| phase | replicas | offered req/s | answered req/s | 503 share | p50 ms | p95 ms | p99 ms | unanswered |"
-    ]
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    header = "| phase | replicas | texts per request | offered req/s | answered req/s | answered texts/s | 503 share "
+    lines = [header + "| p50 ms | p95 ms | p99 ms | unanswered | CPU |", "|---" * 12 + "|"]
+    keys = ("offered_per_s", "answered_per_s", "texts_per_s", "share_503", "p50_ms", "p95_ms", "p99_ms", "unanswered")
     for name, phase in results["phases"].items():
-        cells = [phase.get(k) for k in ("offered_per_s", "answered_per_s", "share_503", "p50_ms", "p95_ms", "p99_ms")]
-        cells.append(phase.get("unanswered"))
-        lines.append(
-            f"| {name} | {phase['replicas']} | " + " | ".join("" if c is None else str(c) for c in cells) + " |"
-        )
-    lines += ["", f"One text per request (MSRA test sentences). CPU: {cpu}, {results['cores']} cores, shared by"]
-    lines += ["serve.py (Ray, its proxy and the replicas) and locust.", ""]
+        cells = [phase["replicas"], phase.get("texts_per_request", 1), *(phase.get(k) for k in keys), cpu]
+        lines.append(f"| {name} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+    lines += [
+        "",
+        f"MSRA test sentences; tag.py offline on the same texts: {results.get('offline_texts_per_s')} texts/s.",
+    ]
+    lines += [f"{results['cores']} cores, shared by serve.py (Ray, its proxy, the replicas) and locust.", ""]
     for key, value in results["summary"].items():
         lines.append(f"- {key}: {value}")
     return "\n".join(lines) + "\n"
