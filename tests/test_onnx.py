@@ -496,3 +496,20 @@ def test_truncation_in_tokenizer_json_drops_nothing(exported, dev_texts, tmp_pat
     tagger = OnnxNerTagger(folder)
     assert tagger._prepare(text, False, None)["spans"][-1][1] == len(text.rstrip())
     assert _spans(tagger(text)) == _spans(OnnxNerTagger(exported)(text))
+
+
+def test_serve_py_serves_an_export_through_the_handlers_checks(exported, crf_checkpoint, dev_texts):
+    """scripts/serve.py's handler for an export folder (bertcrf/serving.py): ONNX Runtime behind handler.py's checks
+    and limits; the parameters its tagger does not take are refused by name."""
+    serving = pytest.importorskip("bertcrf.serving", reason="ray[serve] is not installed (requirements-serve.txt)")
+
+    onnx = serving.load_handler(serving.Settings(str(exported), int8=True, limits={"max_items": 4}))
+    assert isinstance(onnx, serving.OnnxHandler)
+    # Against the INT8 tagger itself: INT8 kernels differ between CPUs, the handler must not.
+    assert onnx({"inputs": dev_texts[0]}) == OnnxNerTagger(exported, quantized=True)(dev_texts[0])
+    with pytest.raises(ValueError, match=r"\['max_length'\] are not supported by an ONNX"):
+        onnx({"inputs": dev_texts[0], "parameters": {"max_length": 32}})
+    with pytest.raises(ValueError, match="more than the limit of 4"):
+        onnx({"inputs": dev_texts[:5]})
+    with pytest.raises(ValueError, match="--int8 needs an ONNX folder"):
+        serving.load_handler(serving.Settings(str(crf_checkpoint), int8=True))

@@ -91,24 +91,6 @@ def test_a_failing_call_fails_only_its_requests(handler, texts, monkeypatch):
     assert isinstance(answers[1], RuntimeError)
 
 
-def test_the_onnx_handler_refuses_what_its_tagger_cannot_do(crf_checkpoint, tmp_path, texts):
-    pytest.importorskip("onnxruntime")
-    import export_onnx
-
-    folder = export_onnx.export(str(crf_checkpoint), str(tmp_path / "onnx"), int8=False)
-    onnx = serving.load_handler(serving.Settings(str(folder), limits={"max_items": 4}))
-    assert isinstance(onnx, serving.OnnxHandler)
-    assert [e["word"] for e in onnx({"inputs": texts[0]})] == [
-        e["word"] for e in EndpointHandler(str(crf_checkpoint))({"inputs": texts[0]})
-    ]
-    with pytest.raises(ValueError, match=r"\['max_length'\] are not supported by an ONNX"):
-        onnx({"inputs": texts[0], "parameters": {"max_length": 32}})
-    with pytest.raises(ValueError, match="more than the limit of 4"):
-        onnx({"inputs": texts[:5]})
-    with pytest.raises(ValueError, match="--int8 needs an ONNX folder"):
-        serving.load_handler(serving.Settings(str(crf_checkpoint), int8=True))
-
-
 def test_serve_py_refuses_a_bad_command_line_before_starting_ray(tmp_path):
     for argv, message in (
         (["--model", str(tmp_path / "missing")], "no such folder"),
@@ -247,7 +229,7 @@ def test_health_and_readiness(server, crf_checkpoint):
 def test_overload_is_answered_503_at_once_and_the_server_keeps_serving(server, texts):
     big = {"inputs": ["".join(texts)[:125]] * 16}  # 2,000 characters: the largest request allowed
     with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda _: post(server.base, big, timeout=120), range(64)))
+        answers = list(pool.map(lambda _: post(server.base, big, timeout=120), range(32)))
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) >= 8, statuses
     assert all(headers.get("retry-after") == "1" for status, _, headers in answers if status == 503)
@@ -259,19 +241,19 @@ def test_a_killed_replica_is_replaced_and_every_request_is_answered(server, text
     outcomes: list[int] = []
 
     def client(offset: int) -> None:
-        for i in range(25):
+        for i in range(12):
             outcomes.append(post(server.base, {"inputs": texts[(offset + i) % len(texts)]}, timeout=120)[0])
             time.sleep(0.05)
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    time.sleep(0.3)
     os.kill(pid, signal.SIGKILL)
     for thread in threads:
         thread.join(timeout=300)
     assert not any(thread.is_alive() for thread in threads), "a request hung"
-    assert len(outcomes) == 75 and set(outcomes) <= {200, 500, 503}, outcomes  # each answered, errors said so
+    assert len(outcomes) == 36 and set(outcomes) <= {200, 500, 503}, outcomes  # each answered, errors said so
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status, ready = get(server.base + "/ready")
