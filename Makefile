@@ -87,9 +87,12 @@ label-studio:
 	{ rm -rf $(LS_VENV); echo "Label Studio could not be installed: its round-trip test will skip"; }
 
 # Two workers, each test module on one of them (module fixtures built once), one thread each (tests/conftest.py).
+# The modules that run a server for minutes are named first, so that they start first instead of ending the run
+# alone on one worker (pytest drops the repeated paths).
 TEST_WORKERS ?= 2
+SLOW_TESTS = tests/test_label_studio_backend.py tests/test_serving.py
 test: setup browser node transformers-tests label-studio
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(SLOW_TESTS) tests
 
 # The main job, offline: multilingual-e5-small (it knows Chinese; its vocabulary trimmed to Chinese by make e5),
 # its first 6 layers, with jieba's dictionary as lexicon features, fine-tuned for one pass over 8,000 sentences of
