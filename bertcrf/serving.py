@@ -108,8 +108,8 @@ def tag_works(handler: EndpointHandler, works: list[Work]) -> list[list[Any] | E
     (which groups texts of similar length), then split back, each request getting its own texts' results. A failure
     is returned as the exception of each request of its call, and does not touch the others'."""
     answers: list[list[Any] | Exception] = [[] for _ in works]
-    order = sorted(range(len(works)), key=lambda index: parameters_key(works[index].parameters))
-    for _, group in groupby(order, key=lambda index: parameters_key(works[index].parameters)):
+    keys = [parameters_key(work.parameters) for work in works]
+    for _, group in groupby(sorted(range(len(works)), key=keys.__getitem__), key=keys.__getitem__):
         chosen = list(group)
         texts = [text for index in chosen for text in works[index].texts]
         sizes = [size for index in chosen for size in works[index].sizes]
@@ -176,7 +176,7 @@ class NerServer:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = Settings(**settings)
         self.handler = load_handler(self.settings)
-        onnx = is_onnx_folder(self.settings.model)
+        onnx = isinstance(self.handler, OnnxHandler)
         self.backend = ("onnx-int8" if self.settings.int8 else "onnx") if onnx else "pytorch"
         self.merger = Merger(partial(tag_works, self.handler), self.settings.max_batch_size)
         self.tag_batch.set_max_batch_size(self.settings.max_batch_size)
