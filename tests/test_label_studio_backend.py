@@ -237,7 +237,8 @@ def test_a_webhook_retrains_in_the_background_and_the_new_model_serves(served):
     answered_during = 0
     while backend.trainer.busy():
         status, answer = call(base, "/predict", {"tasks": tasks(CHINESE), "label_config": CONFIG})
-        assert status == 200 and answer["results"][0]["model_version"] in (old, backend.model.version)
+        # A later training may switch in between the answer and this check: any version served so far will do.
+        assert status == 200 and answer["results"][0]["model_version"] in call(base, "/versions")[1]["versions"]
         answered_during += backend.trainer.busy()
         time.sleep(0.1)
     assert answered_during > 0, "no prediction was answered during the training"
