@@ -92,10 +92,10 @@ label-studio:
 test-setup: setup browser node transformers-tests label-studio
 
 # Two workers, each test module on one of them (module fixtures built once), one thread each (tests/conftest.py).
-# The modules that run a server for minutes are named first, so that they start first instead of ending the run
-# alone on one worker (pytest drops the repeated paths).
+# The longest modules (a minute or more on 2 cores, longest first) are named first, so that the two workers end
+# together instead of one ending the run alone on a long module (pytest drops the repeated paths).
 TEST_WORKERS ?= 2
-SLOW_TESTS = tests/test_label_studio_backend.py tests/test_serving.py
+SLOW_TESTS = $(addprefix tests/test_,$(addsuffix .py,label_studio_backend families node run_ner corpus capture serving demo))
 test:
 	@$(MAKE) --no-print-directory -j 2 --output-sync=target test-setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(SLOW_TESTS) tests
