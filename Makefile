@@ -87,8 +87,8 @@ label-studio:
 	touch $(LS_VENV)/.installed || \
 	{ rm -rf $(LS_VENV); echo "Label Studio could not be installed: its round-trip test will skip"; }
 
-# What the tests need, two set-ups at a time: Label Studio's venv builds while .venv does (a minute and a half
-# saved on 2 cores); each step's output is printed whole when it ends.
+# What the tests need, two set-ups at a time: Label Studio's venv builds while .venv does (a minute saved on
+# 2 cores, 268 s to 208 s from a fresh clone); each step's output is printed whole when it ends.
 test-setup: setup browser node transformers-tests label-studio
 
 # Two workers, each test module on one of them (module fixtures built once), one thread each (tests/conftest.py).

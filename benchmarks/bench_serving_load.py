@@ -217,8 +217,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         results["offline_texts_per_s"] = offline(args.model, texts, Path(work))
         print(f"offline tag.py: {results['offline_texts_per_s']} texts/s", flush=True)
-        one_replica(args, texts, results, Path(work))
-        two_replicas(args, texts, results, Path(work))
+        bodies = [json.dumps({"inputs": text}, ensure_ascii=False).encode() for text in texts]
+        one_replica(args, texts, bodies, results, Path(work))
+        two_replicas(args, bodies, results, Path(work))
     print(render(results))
 
 
@@ -231,8 +232,8 @@ def phase(results: dict, name: str, replicas: int, figures: dict, per_request: i
     return figures
 
 
-def one_replica(args: argparse.Namespace, texts: list[str], results: dict, work: Path) -> None:
-    bodies = [json.dumps({"inputs": text}, ensure_ascii=False).encode() for text in texts]
+def one_replica(args: argparse.Namespace, texts: list[str], bodies: list[bytes], results: dict, work: Path) -> None:
+    soak_name = f"soak at 50% ({args.soak_s / 60:g} min)"
     server = Server(args.model, 1, work / "serve-1.log")
     try:
         alone_ms = alone(server.base, bodies)
@@ -251,7 +252,7 @@ def one_replica(args: argparse.Namespace, texts: list[str], results: dict, work:
         phase(results, "2x saturation", 1, overload)
         if args.soak_s:
             soak = run_load(server.base, bodies, args.users, top * 0.5 / args.users, args.soak_s, server.memory_mb)
-            phase(results, f"soak at 50% ({args.soak_s / 60:g} min)", 1, soak)
+            phase(results, soak_name, 1, soak)
     finally:
         server.stop()
     summary = results["summary"]
@@ -263,7 +264,7 @@ def one_replica(args: argparse.Namespace, texts: list[str], results: dict, work:
     summary["p99 at 50% / p50 alone"] = round(results["phases"]["50% of saturation"]["p99_ms"] / alone_ms, 2)
     summary["unanswered requests (all phases)"] = sum(p.get("unanswered", 0) for p in results["phases"].values())
     if args.soak_s:
-        memory = [m[0] for m in results["phases"][f"soak at 50% ({args.soak_s / 60:g} min)"]["memory_mb"]]
+        memory = [m[0] for m in results["phases"][soak_name]["memory_mb"]]
         settled = memory[6:] or memory  # after the first minute
         summary["soak memory MB (first, last, max/min after 1 min)"] = (
             f"{memory[0]:.0f}, {memory[-1]:.0f}, {max(settled) / min(settled):.3f}"
@@ -271,8 +272,7 @@ def one_replica(args: argparse.Namespace, texts: list[str], results: dict, work:
     save(results)
 
 
-def two_replicas(args: argparse.Namespace, texts: list[str], results: dict, work: Path) -> None:
-    bodies = [json.dumps({"inputs": text}, ensure_ascii=False).encode() for text in texts]
+def two_replicas(args: argparse.Namespace, bodies: list[bytes], results: dict, work: Path) -> None:
     server = Server(args.model, 2, work / "serve-2.log")
     try:
         phase(results, "saturation, 2 replicas", 2, run_load(server.base, bodies, args.users, None, args.phase_s))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -270,8 +271,6 @@ def drain_proxies(timeout_s: float, poll_s: float = 0.2) -> bool:
 
     Serve's own shutdown drops what its proxies queue; this uses the proxy's draining, which Serve itself uses when
     a node goes away (Serve's internals: ray[serve] is pinned in requirements-serve.txt)."""
-    import time
-
     import ray
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 

@@ -92,8 +92,7 @@ def settings_and_scaling(args: argparse.Namespace) -> tuple[serving.Settings, se
 
     replicas = args.max_replicas or args.replicas
     threads = args.threads or max(1, (os.cpu_count() or 1) // replicas)
-    limits = {"max_request_chars": args.max_request_chars, "max_text_chars": args.max_text_chars}
-    limits["max_items"] = args.max_items
+    limits = {name: getattr(args, name) for name in ("max_request_chars", "max_text_chars", "max_items")}
     settings = serving.Settings(args.model, args.int8, threads, args.max_batch_size, args.batch_wait_ms / 1000, limits)
     scaling = serving.Scaling(
         replicas=args.replicas,

@@ -177,9 +177,8 @@ def tiny_tokenizer(tiny_checkpoint):
     return AutoTokenizer.from_pretrained(tiny_checkpoint)
 
 
-@pytest.fixture
-def omp_env():
-    """Environment for subprocesses: one OpenMP thread each, Hugging Face offline."""
+def subprocess_env() -> dict:
+    """Environment for subprocesses: one OpenMP thread each, Hugging Face offline, the repository importable."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS="1",
@@ -191,6 +190,11 @@ def omp_env():
     )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture
+def omp_env():
+    return subprocess_env()
 
 
 # ----------------------------------------------------------------------------------------------------------------

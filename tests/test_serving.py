@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_DIR, REPO_ROOT
+from conftest import DEMO_DIR, REPO_ROOT, subprocess_env
 from handler import EndpointHandler
 
 
@@ -170,20 +170,13 @@ class Server:
         return self.process.wait()
 
 
-def server_env() -> dict:
-    """serve.py's environment: offline, and one thread per replica (--threads 1)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @pytest.fixture(scope="module")
 def server(crf_checkpoint):
     options = ["--max_batch_size", "4", "--max_ongoing_requests", "4", "--max_queued_requests", "4"]
     options += ["--threads", "1", "--graceful_shutdown_s", "10"]
     for name, value in LIMITS.items():
         options += [f"--{name}", str(value)]
-    running = Server(crf_checkpoint, server_env(), *options)
+    running = Server(crf_checkpoint, subprocess_env(), *options)
     yield running
     assert running.stop() == 0, "".join(running.lines[-40:])
 
